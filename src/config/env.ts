@@ -1,0 +1,252 @@
+import { existsSync, readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { z } from 'zod';
+import { loadPumpDefinitions, type PumpDefinition, selectPumps } from './pumps.js';
+
+/** A start-up configuration problem: the message is one line naming the variable, never a secret's value. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export type Env = Record<string, string | undefined>;
+
+export interface DatabaseConfig {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string | undefined;
+  ssl: false | ConnectionOptions;
+  sslMode: SslMode;
+}
+
+export type SslMode = 'disable' | 'require' | 'verify-ca' | 'verify-full';
+
+export interface PumpConfig extends PumpDefinition {
+  /** The base URL with its path prefix, no trailing slash (e.g. http://host:8000/sensores). */
+  baseUrl: string;
+}
+
+export interface Config {
+  /** Undefined when neither DATABASE_URL nor DB_HOST is set (`start` then embeds PostgreSQL). */
+  database: DatabaseConfig | undefined;
+  pumps: PumpConfig[];
+  apiKey: string;
+  port: number;
+  host: string;
+  reconnect: { maxInitialAttempts: number; maxReconnects: number; baseDelayMs: number; maxDelayMs: number };
+  heartbeat: { intervalMs: number; timeoutMs: number };
+  assembler: { settleMs: number; expiryMs: number; fillMaxAgeMs: number; maxOpenGroups: number };
+  delivery: {
+    timeoutMs: number;
+    sensorPosts: boolean;
+    sensorConcurrency: number;
+    sensorMaxAttempts: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+  };
+  catchUpBatch: number;
+  shutdownTimeoutMs: number;
+  log: { level: string; file: string | undefined };
+}
+
+/** Names whose values are secrets: never echoed back in errors, logs or pages. */
+const SECRET_VARS = new Set(['DB_PASSWORD', 'API_KEY', 'DATABASE_URL', 'DB_SSLROOTCERT']);
+
+function fail(name: string, given: string | undefined, expected: string): never {
+  const shown = given === undefined ? 'nothing' : SECRET_VARS.has(name) ? '(hidden)' : JSON.stringify(given);
+  throw new ConfigError(`${name}: got ${shown}, expected ${expected}`);
+}
+
+function read(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function num(env: Env, name: string, fallback: number, opts: { min?: number; int?: boolean } = {}): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  const min = opts.min ?? 0;
+  const kind = opts.int ? 'an integer' : 'a number';
+  if (!Number.isFinite(n) || n < min || (opts.int && !Number.isInteger(n))) fail(name, raw, `${kind} >= ${min}`);
+  return n;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  return fail(name, raw, 'true or false');
+}
+
+/**
+ * Makes a base URL end with the pump's path prefix. Real `.env` files hold both
+ * `http://host:8000` and `http://host:8000/sensores`; both mean the same base.
+ */
+export function normalizeBaseUrl(name: string, raw: string, prefix: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return fail(name, raw, 'an http(s) URL such as http://host:8000' + prefix);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, raw, 'an http:// or https:// URL');
+  if (url.search || url.hash) fail(name, raw, 'a URL without ?query or #fragment');
+  let path = url.pathname.replace(/\/+$/, '');
+  if (!path.endsWith(prefix)) path += prefix;
+  return `${url.origin}${path}`;
+}
+
+const sslModes = z.enum(['disable', 'require', 'verify-ca', 'verify-full']);
+
+function sslOptions(env: Env, mode: SslMode): false | ConnectionOptions {
+  if (mode === 'disable') return false;
+  const rootCert = read(env, 'DB_SSLROOTCERT');
+  let ca: string | undefined;
+  if (rootCert !== undefined) {
+    if (rootCert.includes('-----BEGIN')) ca = rootCert.replace(/\\n/g, '\n');
+    else if (existsSync(rootCert)) ca = readFileSync(rootCert, 'utf8');
+    else fail('DB_SSLROOTCERT', rootCert, 'a readable CA certificate file, or the PEM text itself');
+  }
+  if (mode === 'require') return { rejectUnauthorized: false };
+  if (ca === undefined) fail('DB_SSLROOTCERT', undefined, `a CA certificate when DB_SSLMODE=${mode}`);
+  // verify-ca checks the chain but not the host name; verify-full checks both.
+  return mode === 'verify-ca' ? { ca, rejectUnauthorized: true, checkServerIdentity: () => undefined } : { ca };
+}
+
+function databaseConfig(env: Env): DatabaseConfig | undefined {
+  const url = read(env, 'DATABASE_URL');
+  const modeRaw = read(env, 'DB_SSLMODE');
+  let mode: SslMode = 'disable';
+  if (modeRaw !== undefined) {
+    const parsed = sslModes.safeParse(modeRaw);
+    if (!parsed.success) fail('DB_SSLMODE', modeRaw, 'disable, require, verify-ca or verify-full');
+    mode = parsed.data;
+  }
+  if (url !== undefined) {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      return fail('DATABASE_URL', url, 'postgres://user:password@host:port/database');
+    }
+    if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+      fail('DATABASE_URL', url, 'a postgres:// or postgresql:// URL');
+    }
+    const urlMode = u.searchParams.get('sslmode');
+    if (modeRaw === undefined && urlMode !== null) {
+      const parsed = sslModes.safeParse(urlMode === 'prefer' || urlMode === 'allow' ? 'require' : urlMode);
+      if (!parsed.success) fail('DATABASE_URL', url, 'sslmode=disable, require, verify-ca or verify-full');
+      mode = parsed.data;
+    }
+    return {
+      host: decodeURIComponent(u.hostname) || 'localhost',
+      port: u.port ? Number(u.port) : 5432,
+      database: decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres',
+      user: decodeURIComponent(u.username) || 'postgres',
+      password: u.password ? decodeURIComponent(u.password) : read(env, 'DB_PASSWORD'),
+      ssl: sslOptions(env, mode),
+      sslMode: mode,
+    };
+  }
+  const host = read(env, 'DB_HOST');
+  if (host === undefined) return undefined;
+  return {
+    host,
+    port: num(env, 'DB_PORT', 5432, { min: 1, int: true }),
+    database: read(env, 'DB_NAME') ?? fail('DB_NAME', undefined, 'the database name when DB_HOST is set'),
+    user: read(env, 'DB_USER') ?? fail('DB_USER', undefined, 'the database user when DB_HOST is set'),
+    password: env.DB_PASSWORD,
+    ssl: sslOptions(env, mode),
+    sslMode: mode,
+  };
+}
+
+export interface LoadOptions {
+  /** Fail when no database is configured (listen, migrate, diagnose). */
+  requireDatabase?: boolean;
+  /** Fail when the backend variables are missing (listen). */
+  requireBackend?: boolean;
+}
+
+/** Validates the whole environment at once; throws ConfigError with a one-line message. */
+export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
+  const database = databaseConfig(env);
+  if (opts.requireDatabase && !database) {
+    fail('DB_HOST', undefined, 'a database host (or DATABASE_URL=postgres://user:password@host:port/db)');
+  }
+  let definitions: PumpDefinition[];
+  try {
+    definitions = loadPumpDefinitions(read(env, 'PUMPS_DIR'));
+  } catch (err) {
+    throw new ConfigError(`PUMPS_DIR: ${(err as Error).message}`);
+  }
+  const pumpIds = (read(env, 'PUMPS') ?? definitions.map((p) => p.id).join(','))
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (pumpIds.length === 0) fail('PUMPS', env.PUMPS, 'a comma-separated list of pump ids such as A,B');
+  let selected: PumpDefinition[];
+  try {
+    selected = selectPumps(definitions, [...new Set(pumpIds)]);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const pumps = selected.map((p) => {
+    const raw = read(env, p.baseUrlEnv);
+    const baseUrl =
+      raw === undefined
+        ? opts.requireBackend
+          ? fail(p.baseUrlEnv, undefined, `the ${p.name} backend base URL, e.g. http://host:8000${p.pathPrefix}`)
+          : `http://127.0.0.1:8000${p.pathPrefix}`
+        : normalizeBaseUrl(p.baseUrlEnv, raw, p.pathPrefix);
+    return { ...p, baseUrl };
+  });
+  const apiKey = read(env, 'API_KEY');
+  if (opts.requireBackend && apiKey === undefined) fail('API_KEY', undefined, 'the backend API key (X-API-Key)');
+  const level = read(env, 'LOG_LEVEL') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
+    fail('LOG_LEVEL', level, 'fatal, error, warn, info, debug, trace or silent');
+  }
+  return {
+    database,
+    pumps,
+    apiKey: apiKey ?? '',
+    port: num(env, 'PORT', 8080, { min: 0, int: true }),
+    host: read(env, 'HOST') ?? '0.0.0.0',
+    reconnect: {
+      maxInitialAttempts: num(env, 'MAX_INTENTOS_INICIAL', 10, { min: 1, int: true }),
+      maxReconnects: num(env, 'MAX_RECONEXIONES', 50, { min: 1, int: true }),
+      baseDelayMs: num(env, 'TIEMPO_ESPERA_BASE', 5, { min: 0 }) * 1000,
+      maxDelayMs: num(env, 'TIEMPO_ESPERA_MAX', 60, { min: 0 }) * 1000,
+    },
+    heartbeat: {
+      intervalMs: num(env, 'HEARTBEAT_INTERVAL_MS', 10_000, { min: 10 }),
+      timeoutMs: num(env, 'HEARTBEAT_TIMEOUT_MS', 5_000, { min: 10 }),
+    },
+    assembler: {
+      settleMs: num(env, 'SETTLE_MS', 2_000),
+      expiryMs: num(env, 'GROUP_EXPIRY_MS', 30_000, { min: 1 }),
+      fillMaxAgeMs: num(env, 'FILL_MAX_AGE_MS', 60_000),
+      maxOpenGroups: num(env, 'MAX_OPEN_GROUPS', 2_000, { min: 1, int: true }),
+    },
+    delivery: {
+      timeoutMs: num(env, 'HTTP_TIMEOUT_MS', 10_000, { min: 1 }),
+      sensorPosts: bool(env, 'SENSOR_POSTS', true),
+      sensorConcurrency: num(env, 'SENSOR_POST_CONCURRENCY', 16, { min: 1, int: true }),
+      sensorMaxAttempts: num(env, 'SENSOR_POST_MAX_ATTEMPTS', 8, { min: 1, int: true }),
+      retryBaseMs: num(env, 'RETRY_BASE_MS', 200, { min: 1 }),
+      retryMaxMs: num(env, 'RETRY_MAX_MS', 30_000, { min: 1 }),
+    },
+    catchUpBatch: num(env, 'CATCHUP_BATCH', 500, { min: 1, int: true }),
+    shutdownTimeoutMs: num(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, { min: 0 }),
+    log: { level, file: read(env, 'LOG_FILE') },
+  };
+}
+
+/** A database target for messages: host, port, database and user, never the password. */
+export function describeDatabase(db: DatabaseConfig): string {
+  return `${db.user}@${db.host}:${db.port}/${db.database}${db.sslMode === 'disable' ? '' : ` (ssl ${db.sslMode})`}`;
+}

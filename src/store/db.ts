@@ -1,0 +1,38 @@
+import pg from 'pg';
+import type { DatabaseConfig } from '../config/env.js';
+
+/** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
+export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
+  return {
+    host: db.host,
+    port: db.port,
+    database: db.database,
+    user: db.user,
+    password: db.password,
+    ssl: db.ssl === false ? false : db.ssl,
+    application_name: applicationName,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 5_000,
+    connectionTimeoutMillis: 10_000,
+  };
+}
+
+/** A small pool for state writes (checkpoints, outbox, dead letters) and catch-up reads. */
+export function createPool(db: DatabaseConfig, applicationName = 'pump-monitor', max = 4): pg.Pool {
+  const pool = new pg.Pool({ ...clientConfig(db, applicationName), max, idleTimeoutMillis: 30_000 });
+  // An idle client that loses its server emits 'error' on the pool; the next query reconnects.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** Quotes a PostgreSQL identifier (channel or table name). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Turns pg's terse errors into a line that says what failed, without connection secrets. */
+export function describePgError(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const msg = e?.message ?? String(err);
+  return e?.code ? `${msg} (SQLSTATE ${e.code})` : msg;
+}
