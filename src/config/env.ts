@@ -69,7 +69,8 @@ function num(env: Env, name: string, fallback: number, opts: { min?: number; int
   const n = Number(raw);
   const min = opts.min ?? 0;
   const kind = opts.int ? 'an integer' : 'a number';
-  if (!Number.isFinite(n) || n < min || (opts.int && !Number.isInteger(n))) fail(name, raw, `${kind} >= ${min}`);
+  if (!Number.isFinite(n) || n < min || (opts.int && !Number.isInteger(n)))
+    fail(name, raw, `${kind} >= ${min}`);
   return n;
 }
 
@@ -90,7 +91,7 @@ export function normalizeBaseUrl(name: string, raw: string, prefix: string): str
   try {
     url = new URL(raw);
   } catch {
-    return fail(name, raw, 'an http(s) URL such as http://host:8000' + prefix);
+    return fail(name, raw, `an http(s) URL such as http://host:8000${prefix}`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, raw, 'an http:// or https:// URL');
   if (url.search || url.hash) fail(name, raw, 'a URL without ?query or #fragment');
@@ -113,7 +114,9 @@ function sslOptions(env: Env, mode: SslMode): false | ConnectionOptions {
   if (mode === 'require') return { rejectUnauthorized: false };
   if (ca === undefined) fail('DB_SSLROOTCERT', undefined, `a CA certificate when DB_SSLMODE=${mode}`);
   // verify-ca checks the chain but not the host name; verify-full checks both.
-  return mode === 'verify-ca' ? { ca, rejectUnauthorized: true, checkServerIdentity: () => undefined } : { ca };
+  return mode === 'verify-ca'
+    ? { ca, rejectUnauthorized: true, checkServerIdentity: () => undefined }
+    : { ca };
 }
 
 function databaseConfig(env: Env): DatabaseConfig | undefined {
@@ -144,7 +147,8 @@ function databaseConfig(env: Env): DatabaseConfig | undefined {
     return {
       host: decodeURIComponent(u.hostname) || 'localhost',
       port: u.port ? Number(u.port) : 5432,
-      database: decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres',
+      database:
+        decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres',
       user: decodeURIComponent(u.username) || 'postgres',
       password: u.password ? decodeURIComponent(u.password) : read(env, 'DB_PASSWORD'),
       ssl: sslOptions(env, mode),
@@ -199,13 +203,18 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
     const baseUrl =
       raw === undefined
         ? opts.requireBackend
-          ? fail(p.baseUrlEnv, undefined, `the ${p.name} backend base URL, e.g. http://host:8000${p.pathPrefix}`)
+          ? fail(
+              p.baseUrlEnv,
+              undefined,
+              `the ${p.name} backend base URL, e.g. http://host:8000${p.pathPrefix}`,
+            )
           : `http://127.0.0.1:8000${p.pathPrefix}`
         : normalizeBaseUrl(p.baseUrlEnv, raw, p.pathPrefix);
     return { ...p, baseUrl };
   });
   const apiKey = read(env, 'API_KEY');
-  if (opts.requireBackend && apiKey === undefined) fail('API_KEY', undefined, 'the backend API key (X-API-Key)');
+  if (opts.requireBackend && apiKey === undefined)
+    fail('API_KEY', undefined, 'the backend API key (X-API-Key)');
   const level = read(env, 'LOG_LEVEL') ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
     fail('LOG_LEVEL', level, 'fatal, error, warn, info, debug, trace or silent');

@@ -44,7 +44,10 @@ const pumpSchema = z
       fields.add(s.field);
     }
     if (p.minFields > p.sensors.length) {
-      ctx.addIssue({ code: 'custom', message: `minFields ${p.minFields} exceeds the ${p.sensors.length} sensors` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `minFields ${p.minFields} exceeds the ${p.sensors.length} sensors`,
+      });
     }
     for (const f of Object.keys(p.defaults)) {
       if (!fields.has(f)) ctx.addIssue({ code: 'custom', message: `default for unknown field ${f}` });
@@ -90,7 +93,10 @@ export function loadPumpDefinitions(dir: string = builtinPumpsDir): PumpDefiniti
 export function assertDisjoint(pumps: PumpDefinition[]): void {
   const seen = new Map<string, string>();
   for (const p of pumps) {
-    for (const key of [`id ${p.id}`, ...p.sensors.flatMap((s) => [`channel ${s.channel}`, `table ${s.table}`])]) {
+    for (const key of [
+      `id ${p.id}`,
+      ...p.sensors.flatMap((s) => [`channel ${s.channel}`, `table ${s.table}`]),
+    ]) {
       const other = seen.get(key);
       if (other !== undefined && other !== p.id) throw new Error(`pumps ${other} and ${p.id} share ${key}`);
       if (other === p.id && key.startsWith('id')) throw new Error(`pump id ${p.id} is defined twice`);
@@ -103,7 +109,8 @@ export function assertDisjoint(pumps: PumpDefinition[]): void {
 export function selectPumps(all: PumpDefinition[], ids: string[]): PumpDefinition[] {
   return ids.map((id) => {
     const p = all.find((x) => x.id.toLowerCase() === id.toLowerCase());
-    if (!p) throw new Error(`PUMPS: unknown pump "${id}"; expected one of ${all.map((x) => x.id).join(', ')}`);
+    if (!p)
+      throw new Error(`PUMPS: unknown pump "${id}"; expected one of ${all.map((x) => x.id).join(', ')}`);
     return p;
   });
 }

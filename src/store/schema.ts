@@ -115,9 +115,7 @@ export function sensorTableDdl(table: string): string {
 
 export const TRIGGER_NAME = 'pump_monitor_notify';
 
-export interface MigrateProgress {
-  (done: number, total: number, table: string): void;
-}
+export type MigrateProgress = (done: number, total: number, table: string) => void;
 
 /**
  * Creates missing sensor tables and installs the notifying trigger on each one.

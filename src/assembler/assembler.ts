@@ -1,0 +1,228 @@
+import type { PumpConfig } from '../config/env.js';
+import type { Reading } from '../source/decode.js';
+import type { Clock } from '../util/clock.js';
+
+export interface AssemblerOptions {
+  /** A vector at or above the threshold but not full is sent this long after its last reading. */
+  settleMs: number;
+  /** A group still open this long after its first reading is resolved: sent if it can be, else dropped. */
+  expiryMs: number;
+  /** A missing field may be filled with its sensor's last value if that value is at most this old. */
+  fillMaxAgeMs: number;
+  /** At most this many groups are open; the oldest by arrival is resolved early beyond it. */
+  maxOpenGroups: number;
+  /** How many closed timestamps are remembered to recognise late readings. */
+  closedMemory?: number;
+}
+
+/** A reading's row, so that the engine can settle it once its group is resolved. */
+export interface Member {
+  table: string;
+  id: number;
+}
+
+export interface Fill {
+  field: string;
+  from: 'last' | 'default';
+  value: number;
+}
+
+export interface Vector {
+  pump: string;
+  tiempo: string;
+  /** The body of the unified POST: `field: number`. */
+  values: Record<string, number>;
+  /** How many fields came from readings of this timestamp. */
+  present: number;
+  filled: Fill[];
+  /** Optional fields left out for the backend's own default. */
+  omitted: string[];
+  members: Member[];
+  firstReceivedAt: number;
+}
+
+export interface DroppedGroup {
+  pump: string;
+  tiempo: string;
+  values: Record<string, number>;
+  missing: string[];
+  reason: 'expired' | 'evicted';
+  members: Member[];
+}
+
+export interface AssemblerSink {
+  vector(v: Vector): void;
+  dropped(d: DroppedGroup): void;
+}
+
+export type AddResult = 'added' | 'replaced' | 'late';
+
+interface Group {
+  tiempo: string;
+  values: (number | undefined)[];
+  count: number;
+  members: Member[];
+  firstAt: number;
+  lastAt: number;
+}
+
+/** One open group's presence per field, for the status page's completeness grid. */
+export interface GroupView {
+  tiempo: string;
+  present: boolean[];
+}
+
+/**
+ * Groups one pump's readings by exact `tiempo_sensor` into vectors.
+ * A full vector goes out at once; one at or above the threshold goes out after the settle time with its
+ * gaps filled; one that cannot be completed is dropped at expiry. Late readings are counted, never merged.
+ */
+export class Assembler {
+  private readonly fields: string[];
+  private readonly index = new Map<string, number>();
+  private readonly groups = new Map<string, Group>();
+  private readonly closed = new Map<string, true>();
+  private readonly last: ({ value: number; at: number } | undefined)[];
+  private readonly closedMemory: number;
+
+  constructor(
+    private readonly pump: PumpConfig,
+    private readonly opts: AssemblerOptions,
+    private readonly clock: Clock,
+    private readonly sink: AssemblerSink,
+  ) {
+    this.fields = pump.sensors.map((s) => s.field);
+    for (const [i, f] of this.fields.entries()) this.index.set(f, i);
+    this.last = this.fields.map(() => undefined);
+    this.closedMemory = opts.closedMemory ?? 10_000;
+  }
+
+  get openGroups(): number {
+    return this.groups.size;
+  }
+
+  add(r: Reading): AddResult {
+    if (this.closed.has(r.tiempo)) return 'late';
+    const i = this.index.get(r.sensor.field);
+    if (i === undefined) throw new Error(`pump ${this.pump.id} has no field ${r.sensor.field}`);
+    const now = this.clock.now();
+    let g = this.groups.get(r.tiempo);
+    if (!g) {
+      if (this.groups.size >= this.opts.maxOpenGroups) this.evictOldest();
+      g = {
+        tiempo: r.tiempo,
+        values: this.fields.map(() => undefined),
+        count: 0,
+        members: [],
+        firstAt: now,
+        lastAt: now,
+      };
+      this.groups.set(r.tiempo, g);
+    }
+    const replaced = g.values[i] !== undefined;
+    if (!replaced) g.count += 1;
+    // A second row for the same sensor and timestamp is a correction: the later value wins.
+    g.values[i] = r.valor;
+    g.members.push({ table: r.sensor.table, id: r.id });
+    g.lastAt = now;
+    this.last[i] = { value: r.valor, at: now };
+    if (g.count === this.fields.length) this.emit(g, []);
+    return replaced ? 'replaced' : 'added';
+  }
+
+  /** Resolves groups whose settle time or expiry has passed. Call it periodically. */
+  tick(): void {
+    const now = this.clock.now();
+    for (const g of this.groups.values()) {
+      const expired = now - g.firstAt >= this.opts.expiryMs;
+      const settled = g.count >= this.pump.minFields && now - g.lastAt >= this.opts.settleMs;
+      if (!expired && !settled) continue;
+      const fills = g.count >= this.pump.minFields ? this.fillsFor(g, now) : undefined;
+      if (fills) this.emit(g, fills);
+      else if (expired) this.drop(g, 'expired');
+      // else: above the threshold but a gap cannot be filled yet; hold until full or expired.
+    }
+  }
+
+  /** Open groups, oldest first, for display. */
+  view(limit: number): GroupView[] {
+    const out: GroupView[] = [];
+    for (const g of this.groups.values()) {
+      if (out.length >= limit) break;
+      out.push({ tiempo: g.tiempo, present: g.values.map((v) => v !== undefined) });
+    }
+    return out;
+  }
+
+  /** Fill values for every missing field, or undefined if a required field has no usable fill. */
+  private fillsFor(g: Group, now: number): Fill[] | undefined {
+    const fills: Fill[] = [];
+    for (let i = 0; i < this.fields.length; i++) {
+      if (g.values[i] !== undefined) continue;
+      const field = this.fields[i] as string;
+      const last = this.last[i];
+      const fallback = this.pump.defaults[field];
+      if (last && now - last.at <= this.opts.fillMaxAgeMs)
+        fills.push({ field, from: 'last', value: last.value });
+      else if (fallback !== undefined) fills.push({ field, from: 'default', value: fallback });
+      else if (!(field in this.pump.optionalFields)) return undefined;
+    }
+    return fills;
+  }
+
+  private evictOldest(): void {
+    const oldest = this.groups.values().next().value;
+    if (!oldest) return;
+    const fills = oldest.count >= this.pump.minFields ? this.fillsFor(oldest, this.clock.now()) : undefined;
+    if (fills) this.emit(oldest, fills);
+    else this.drop(oldest, 'evicted');
+  }
+
+  private close(g: Group): void {
+    this.groups.delete(g.tiempo);
+    this.closed.set(g.tiempo, true);
+    if (this.closed.size > this.closedMemory) {
+      const first = this.closed.keys().next().value;
+      if (first !== undefined) this.closed.delete(first);
+    }
+  }
+
+  /** The present values (and fills), keyed by field in the definition's order. */
+  private valuesOf(g: Group, fills: Fill[] = []): Record<string, number> {
+    const merged = [...g.values];
+    for (const f of fills) merged[this.index.get(f.field) as number] = f.value;
+    const values: Record<string, number> = {};
+    merged.forEach((v, i) => {
+      if (v !== undefined) values[this.fields[i] as string] = v;
+    });
+    return values;
+  }
+
+  private emit(g: Group, fills: Fill[]): void {
+    this.close(g);
+    const values = this.valuesOf(g, fills);
+    const omitted = this.fields.filter((f) => values[f] === undefined);
+    this.sink.vector({
+      pump: this.pump.id,
+      tiempo: g.tiempo,
+      values,
+      present: g.count,
+      filled: fills,
+      omitted,
+      members: g.members,
+      firstReceivedAt: g.firstAt,
+    });
+  }
+
+  private drop(g: Group, reason: DroppedGroup['reason']): void {
+    this.close(g);
+    this.sink.dropped({
+      pump: this.pump.id,
+      tiempo: g.tiempo,
+      values: this.valuesOf(g),
+      missing: this.fields.filter((_, i) => g.values[i] === undefined),
+      reason,
+      members: g.members,
+    });
+  }
+}

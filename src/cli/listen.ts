@@ -1,0 +1,20 @@
+import { describeDatabase, loadConfig } from '../config/env.js';
+import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
+
+export async function listen(): Promise<void> {
+  const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
+  const database = config.database;
+  if (!database) throw new Error('unreachable: requireDatabase');
+  const logger = loggerFor(config);
+  logger.info(
+    { database: describeDatabase(database), pumps: config.pumps.map((p) => `${p.id} → ${p.baseUrl}`) },
+    'starting listeners',
+  );
+  try {
+    const running = await runListeners({ ...config, database }, logger);
+    handleSignals(logger, running.stop, running.monitor);
+  } catch (err) {
+    logger.fatal((err as Error).message);
+    flushAndExit(logger, 1);
+  }
+}

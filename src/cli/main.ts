@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { config as loadDotenv } from 'dotenv';
+import { ConfigError } from '../config/env.js';
+import { PrivilegeError } from '../store/schema.js';
+
+loadDotenv({ quiet: true });
+
+const program = new Command('pump-monitor')
+  .description(
+    'Listens to pump sensor notifications in PostgreSQL and delivers them to the prediction backend.',
+  )
+  .showHelpAfterError();
+
+function number(min: number, max = Number.POSITIVE_INFINITY) {
+  return (raw: string) => {
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max)
+      throw new InvalidArgumentError(`expected a number ${min}..${max}`);
+    return n;
+  };
+}
+
+program
+  .command('start')
+  .description(
+    'Run everything: with no database configured, an embedded PostgreSQL, the reference backend, the simulator, both listeners and the status page; with one configured, the listeners only',
+  )
+  .action(async () => (await import('./start.js')).start());
+
+program
+  .command('listen')
+  .description('Run the listeners for the pumps in PUMPS against the configured database and backend')
+  .action(async () => (await import('./listen.js')).listen());
+
+program
+  .command('migrate')
+  .description('Create missing sensor tables, the engine schema and the notifying triggers (idempotent)')
+  .action(async () => (await import('./tools.js')).migrateCommand());
+
+program
+  .command('backend')
+  .description('Run the reference prediction backend (for development and demos)')
+  .option('-p, --port <port>', 'port to listen on', number(0, 65535), 8000)
+  .option('--host <host>', 'address to bind', '0.0.0.0')
+  .action(async (opts) => (await import('./tools.js')).backendCommand(opts));
+
+program
+  .command('simulate')
+  .description('Insert realistic sensor readings for the pumps in PUMPS')
+  .option('-r, --rate <n>', 'timestamps per second per pump', number(0.01, 10_000), 1)
+  .option('-m, --missing <p>', 'probability that a sensor reading is missing', number(0, 1), 0)
+  .option(
+    '-l, --late <p>',
+    'probability that a reading arrives late, in a later transaction',
+    number(0, 1),
+    0,
+  )
+  .option('-o, --out-of-order <p>', 'probability that two timestamps are swapped', number(0, 1), 0)
+  .option('-s, --scenario <name>', 'normal or bearing-failure', 'normal')
+  .option('-n, --count <n>', 'stop after this many timestamps per pump', number(1))
+  .action(async (opts) => (await import('./tools.js')).simulateCommand(opts));
+
+program.hook('preAction', () => {
+  process.exitCode = 0;
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof ConfigError || err instanceof PrivilegeError) {
+    process.stderr.write(`pump-monitor: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`pump-monitor: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,88 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config, DatabaseConfig } from '../config/env.js';
+import { Monitor } from '../engine/monitor.js';
+import { buildServer } from '../http/server.js';
+import { createLogger } from '../util/logger.js';
+
+export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
+  return createLogger({
+    level: config.log.level,
+    file: config.log.file,
+    secrets: [config.apiKey, config.database?.password, ...extraSecrets],
+    pretty: process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json',
+  });
+}
+
+export interface Running {
+  monitor: Monitor;
+  server: FastifyInstance;
+  /** The address the status server listens on. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the status server, then the engine. The server answers /healthz at once and /readyz with 503
+ * until every channel is LISTENed.
+ */
+export async function runListeners(
+  config: Config & { database: DatabaseConfig },
+  logger: Logger,
+): Promise<Running> {
+  const monitor = new Monitor({ config, logger: logger.child({ stage: 'engine' }) });
+  const server = await buildServer(monitor);
+  const url = await server.listen({ port: config.port, host: config.host });
+  logger.info({ url }, 'status server listening');
+  try {
+    await monitor.start();
+  } catch (err) {
+    await monitor.stop(0).catch(() => {});
+    await server.close();
+    throw err;
+  }
+  let stopped: Promise<void> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      await monitor.stop();
+      await server.close();
+    })();
+    return stopped;
+  };
+  return { monitor, server, url, stop };
+}
+
+/**
+ * SIGTERM and SIGINT stop gracefully and exit 0; a second signal exits at once. A fatal engine error
+ * (reconnection limits exhausted) exits 1 so the orchestrator restarts the process.
+ */
+export function handleSignals(logger: Logger, stop: () => Promise<void>, monitor?: Monitor): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    stop().then(
+      () => flushAndExit(logger, 0),
+      (err) => {
+        logger.error({ err }, 'stop failed');
+        flushAndExit(logger, 1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  monitor?.on('fatal', (err) => {
+    logger.fatal(err.message);
+    stopping = true;
+    stop().finally(() => flushAndExit(logger, 1));
+  });
+}
+
+export function flushAndExit(logger: Logger, code: number): void {
+  logger.flush();
+  setTimeout(() => process.exit(code), 50).unref();
+}

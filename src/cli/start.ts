@@ -1,0 +1,121 @@
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { loadConfig } from '../config/env.js';
+import { createPool } from '../store/db.js';
+import { migrate } from '../store/schema.js';
+import { buildReferenceBackend } from '../tools/backend/server.js';
+import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
+import { freePort } from '../tools/free-port.js';
+import { runSimulator, type Scenario } from '../tools/simulator.js';
+import { listen } from './listen.js';
+import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
+
+/**
+ * `npm start`. With a database configured this is `listen`. Without one it runs the whole system on this
+ * machine: embedded PostgreSQL in ./.data, the reference backend, the simulator, both pumps' listeners
+ * and the status page.
+ */
+export async function start(): Promise<void> {
+  const probe = loadConfig(process.env);
+  if (probe.database) return listen();
+
+  const apiKey = process.env.API_KEY || randomBytes(12).toString('hex');
+  const dataDir = resolve(process.env.PGDATA_DIR ?? '.data/postgres');
+  const pgPort = process.env.PG_PORT ? Number(process.env.PG_PORT) : await freePort();
+  const logger = loggerFor(probe, [apiKey]);
+  logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
+  const postgres = await startEmbeddedPostgres({ dataDir, port: pgPort });
+  let backendPool: ReturnType<typeof createPool> | undefined;
+  let simPool: ReturnType<typeof createPool> | undefined;
+  const cleanup = async () => {
+    await backendPool?.end().catch(() => {});
+    await simPool?.end().catch(() => {});
+    await postgres.stop();
+  };
+  try {
+    await postgres.createDatabase('pump_monitor');
+    const database = postgres.database('pump_monitor');
+    const backendPort = process.env.BACKEND_PORT ? Number(process.env.BACKEND_PORT) : await portOr(8000);
+    const config = loadConfig({
+      ...process.env,
+      DATABASE_URL: undefined,
+      DB_HOST: undefined,
+      BASE_URL: `http://127.0.0.1:${backendPort}`,
+      BASE_URL_B: `http://127.0.0.1:${backendPort}`,
+      API_KEY: apiKey,
+    });
+    const all = { ...config, database };
+
+    const migrationClient = createPool(database, 'pump-monitor-migrate', 1);
+    await migrate(await migrationClient.connect().then((c) => c), config.pumps).finally(() =>
+      migrationClient.end(),
+    );
+
+    backendPool = createPool(database, 'pump-monitor-backend', 4);
+    const backend = await buildReferenceBackend({
+      pool: backendPool,
+      pumps: config.pumps,
+      apiKey,
+      logger: false,
+    });
+    await backend.listen({ port: backendPort, host: '127.0.0.1' });
+
+    const running = await runListeners(all, logger);
+
+    simPool = createPool(database, 'pump-monitor-simulate', 2);
+    const simulation = new AbortController();
+    const scenario = (process.env.SIMULATE_SCENARIO ?? 'bearing-failure') as Scenario;
+    const simulated = runSimulator({
+      pool: simPool,
+      pumps: config.pumps,
+      rate: Number(process.env.SIMULATE_RATE ?? 1),
+      missingProbability: Number(process.env.SIMULATE_MISSING ?? 0.02),
+      lateProbability: Number(process.env.SIMULATE_LATE ?? 0.01),
+      scenario,
+      driftSeconds: 300,
+      signal: simulation.signal,
+      onError: (err) => logger.debug({ err: err.message }, 'simulator write failed'),
+    });
+
+    const statusUrl = `http://127.0.0.1:${config.port}/`;
+    process.stdout.write(
+      [
+        '',
+        'pump-monitor is running:',
+        `  status page        ${statusUrl}`,
+        `  status JSON        ${statusUrl}status   metrics ${statusUrl}metrics`,
+        `  reference backend  http://127.0.0.1:${backendPort}  (pumps ${config.pumps.map((p) => p.id).join(', ')})`,
+        `  PostgreSQL         127.0.0.1:${pgPort}/pump_monitor, data in ${dataDir}`,
+        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump`,
+        'Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+
+    handleSignals(
+      logger,
+      async () => {
+        simulation.abort();
+        await simulated;
+        await running.stop();
+        await backend.close();
+        await cleanup();
+      },
+      running.monitor,
+    );
+  } catch (err) {
+    logger.fatal((err as Error).message);
+    await cleanup();
+    flushAndExit(logger, 1);
+  }
+}
+
+/** The preferred port when it is free, else any free one. */
+async function portOr(preferred: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolvePort) => {
+    const s = createServer();
+    s.once('error', () => void freePort().then(resolvePort));
+    s.listen(preferred, '127.0.0.1', () => s.close(() => resolvePort(preferred)));
+  });
+}

@@ -1,0 +1,89 @@
+import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
+import { createPool, describePgError } from '../store/db.js';
+import { migrate } from '../store/schema.js';
+import { buildReferenceBackend } from '../tools/backend/server.js';
+import { runSimulator, type Scenario } from '../tools/simulator.js';
+import { flushAndExit, handleSignals, loggerFor } from './runtime.js';
+
+function withDatabase(): { config: Config; database: DatabaseConfig } {
+  const config = loadConfig(process.env, { requireDatabase: true });
+  if (!config.database) throw new Error('unreachable: requireDatabase');
+  return { config, database: config.database };
+}
+
+/** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
+export async function migrateCommand(): Promise<void> {
+  const { config, database } = withDatabase();
+  const pool = createPool(database, 'pump-monitor-migrate', 1);
+  const tty = process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json';
+  const logger = loggerFor(config);
+  try {
+    const client = await pool.connect();
+    try {
+      const result = await migrate(client, config.pumps, (done, total, table) => {
+        if (tty) process.stdout.write(`\r  migrating ${done}/${total} ${table.padEnd(50)}`);
+      });
+      if (tty) process.stdout.write('\n');
+      logger.info(
+        { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
+        'migrated: tables, triggers and engine schema are in place',
+      );
+    } finally {
+      client.release();
+    }
+  } catch (err) {
+    logger.fatal(`migrate failed: ${describePgError(err)}`);
+    process.exitCode = 1;
+  } finally {
+    await pool.end();
+    logger.flush();
+  }
+}
+
+export async function backendCommand(opts: { port: number; host: string }): Promise<void> {
+  const { config, database } = withDatabase();
+  const logger = loggerFor(config);
+  const pool = createPool(database, 'pump-monitor-backend', 4);
+  const app = await buildReferenceBackend({ pool, pumps: config.pumps, apiKey: config.apiKey, logger });
+  const url = await app.listen({ port: opts.port, host: opts.host });
+  logger.info({ url, api_key_check: config.apiKey !== '' }, 'reference backend listening');
+  handleSignals(logger, async () => {
+    await app.close();
+    await pool.end();
+  });
+}
+
+export async function simulateCommand(opts: {
+  rate: number;
+  missing: number;
+  late: number;
+  outOfOrder: number;
+  scenario: string;
+  count?: number;
+}): Promise<void> {
+  if (opts.scenario !== 'normal' && opts.scenario !== 'bearing-failure') {
+    throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
+  }
+  const { config, database } = withDatabase();
+  const logger = loggerFor(config);
+  const pool = createPool(database, 'pump-monitor-simulate', 2);
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  process.once('SIGTERM', () => controller.abort());
+  logger.info({ pumps: config.pumps.map((p) => p.id), ...opts }, 'simulating');
+  const result = await runSimulator({
+    pool,
+    pumps: config.pumps,
+    rate: opts.rate,
+    missingProbability: opts.missing,
+    lateProbability: opts.late,
+    outOfOrderProbability: opts.outOfOrder,
+    scenario: opts.scenario as Scenario,
+    ...(opts.count !== undefined ? { count: opts.count } : {}),
+    signal: controller.signal,
+    onError: (err) => logger.warn({ err: describePgError(err) }, 'simulator write failed'),
+  });
+  logger.info(result, 'simulation finished');
+  await pool.end();
+  flushAndExit(logger, 0);
+}

@@ -1,0 +1,92 @@
+import type { CircuitBreakerPolicy } from 'cockatiel';
+import type { Reading } from '../source/decode.js';
+import type { BackendClient } from './backend-client.js';
+import { type DeliveryResult, deliver } from './policy.js';
+
+export interface SensorPosterOptions {
+  clients: Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>;
+  concurrency: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  onDone: (r: Reading, result: DeliveryResult) => void;
+}
+
+/** The per-sensor Idempotency-Key: one row of one table. */
+export function readingKey(r: Reading): string {
+  return `rd-${r.sensor.table}-${r.id}`;
+}
+
+/**
+ * Posts each reading on its own to its sensor's endpoint, with bounded concurrency and a bounded retry
+ * budget. Enqueueing never waits: the notification loop is never blocked by HTTP.
+ */
+export class SensorPoster {
+  private readonly queue: Reading[] = [];
+  private head = 0;
+  private active = 0;
+  private readonly controller = new AbortController();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: SensorPosterOptions) {}
+
+  get depth(): number {
+    return this.queue.length - this.head + this.active;
+  }
+
+  enqueue(r: Reading): void {
+    this.queue.push(r);
+    this.pump();
+  }
+
+  /** Resolves when the queue is empty, or at once after abort(). */
+  idle(): Promise<void> {
+    if (this.depth === 0 || this.controller.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Cancels what is queued and in flight; those readings stay unsettled and are caught up later. */
+  abort(): void {
+    this.controller.abort();
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private pump(): void {
+    while (this.active < this.o.concurrency && this.head < this.queue.length) {
+      const r = this.queue[this.head] as Reading;
+      this.head += 1;
+      this.active += 1;
+      void this.post(r).finally(() => {
+        this.active -= 1;
+        if (this.head > 1024 && this.head * 2 > this.queue.length) {
+          this.queue.splice(0, this.head);
+          this.head = 0;
+        }
+        if (this.depth === 0) for (const w of this.idleWaiters.splice(0)) w();
+        if (!this.controller.signal.aborted) this.pump();
+      });
+    }
+  }
+
+  private async post(r: Reading): Promise<void> {
+    const target = this.o.clients.get(r.pump);
+    if (!target) throw new Error(`no backend client for pump ${r.pump}`);
+    const result = await deliver(
+      (signal) =>
+        target.client.post(
+          r.sensor.endpoint,
+          { id_sensor: r.id, valor: r.valor },
+          { 'idempotency-key': readingKey(r) },
+          signal,
+        ),
+      {
+        breaker: target.breaker,
+        maxAttempts: this.o.maxAttempts,
+        baseMs: this.o.retryBaseMs,
+        maxMs: this.o.retryMaxMs,
+        signal: this.controller.signal,
+      },
+    );
+    this.o.onDone(r, result);
+  }
+}

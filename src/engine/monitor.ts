@@ -1,0 +1,653 @@
+import { EventEmitter } from 'node:events';
+import type { CircuitBreakerPolicy } from 'cockatiel';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { Assembler, type DroppedGroup, type Vector } from '../assembler/assembler.js';
+import type { Config, DatabaseConfig } from '../config/env.js';
+import { BackendClient, createAgent } from '../delivery/backend-client.js';
+import { breakerState, createBreaker, type DeliveryResult } from '../delivery/policy.js';
+import { SensorPoster } from '../delivery/sensor-poster.js';
+import { parsePrediction, type SendResult, VectorSender } from '../delivery/vector-sender.js';
+import { catchUp } from '../source/catch-up.js';
+import { initCheckpoints, loadCheckpoints, saveCheckpoints, TableProgress } from '../source/checkpoints.js';
+import { Decoder, type Reading, type Rejection } from '../source/decode.js';
+import { backoffSchedule, Listener } from '../source/listener.js';
+import { createPool, describePgError } from '../store/db.js';
+import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
+import { countPending, insertDropped, insertVectors, type OutboxRow, vectorKey } from '../store/outbox.js';
+import { ENGINE_SCHEMA, ensureEngineSchema, PrivilegeError } from '../store/schema.js';
+import { BatchWriter } from '../util/batch.js';
+import { type Clock, sleep, systemClock } from '../util/clock.js';
+import { Telemetry } from './telemetry.js';
+
+export interface MonitorOptions {
+  config: Config & { database: DatabaseConfig };
+  logger: Logger;
+  clock?: Clock;
+  /** How often open groups are checked for settle time and expiry. */
+  tickMs?: number;
+  checkpointEveryMs?: number;
+  /** Per-sensor posts queued beyond this set new notifications aside for catch-up (memory bound). */
+  maxQueuedPosts?: number;
+}
+
+export interface MonitorEvents {
+  fatal: [error: Error];
+}
+
+interface PendingDeadLetter {
+  letter: DeadLetter;
+  settle?: () => void;
+}
+
+/**
+ * The engine: one LISTEN connection for the process's pumps, a decoder, an assembler per pump, the
+ * outbox and its senders, the per-sensor poster and the checkpoints that make restarts lossless.
+ */
+export class Monitor extends EventEmitter<MonitorEvents> {
+  readonly telemetry: Telemetry;
+  readonly listener: Listener;
+  readonly startedAt = Date.now();
+  private readonly config: MonitorOptions['config'];
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly pool: pg.Pool;
+  private readonly decoder: Decoder;
+  private readonly progress = new Map<string, TableProgress>();
+  private readonly assemblers = new Map<string, Assembler>();
+  private readonly senders = new Map<string, VectorSender>();
+  private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
+  private readonly poster: SensorPoster;
+  private readonly agent = createAgent();
+  private readonly lifetime = new AbortController();
+  private readonly vectorWriter: BatchWriter<Vector>;
+  private readonly dropWriter: BatchWriter<DroppedGroup>;
+  private readonly deadWriter: BatchWriter<PendingDeadLetter>;
+  private readonly firstSeen = new Map<string, number>();
+  private readonly outboxDepth = new Map<string, number>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+  private overloaded = false;
+  private catchUpLoop: Promise<void> | undefined;
+  private catchUpAgain = false;
+  private savingCheckpoints = false;
+  private readonly maxQueuedPosts: number;
+
+  constructor(private readonly o: MonitorOptions) {
+    super();
+    this.config = o.config;
+    this.log = o.logger;
+    this.clock = o.clock ?? systemClock;
+    this.maxQueuedPosts = o.maxQueuedPosts ?? 50_000;
+    const { config } = this;
+    this.telemetry = new Telemetry(config.pumps);
+    this.pool = createPool(config.database, 'pump-monitor', 6);
+    this.decoder = new Decoder(config.pumps);
+    this.listener = new Listener({
+      db: config.database,
+      channels: this.decoder.channels,
+      reconnect: config.reconnect,
+      heartbeat: config.heartbeat,
+      logger: this.log.child({ stage: 'source' }),
+    });
+    const signal = this.lifetime.signal;
+    const onWriteError = (what: string) => (err: unknown, n: number) =>
+      this.log.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
+    this.vectorWriter = new BatchWriter((v) => this.writeVectors(v), {
+      maxBatch: 200,
+      retryMs: 500,
+      onError: onWriteError('writing vectors to the outbox'),
+      signal,
+    });
+    this.dropWriter = new BatchWriter((d) => this.writeDropped(d), {
+      maxBatch: 200,
+      retryMs: 500,
+      onError: onWriteError('recording dropped groups'),
+      signal,
+    });
+    this.deadWriter = new BatchWriter((d) => this.writeDeadLetters(d), {
+      maxBatch: 200,
+      retryMs: 500,
+      onError: onWriteError('writing dead letters'),
+      signal,
+    });
+    for (const p of config.pumps) {
+      const breaker = createBreaker({ threshold: 5, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 30_000 });
+      const client = new BackendClient({
+        baseUrl: p.baseUrl,
+        apiKey: config.apiKey,
+        timeoutMs: config.delivery.timeoutMs,
+        agent: this.agent,
+        onAnswer: (path, status) =>
+          this.telemetry.backendResponses.inc({
+            pump: p.id,
+            route: path === p.unifiedPath ? 'unified' : 'sensor',
+            status: status === 0 ? 'none' : String(status),
+          }),
+      });
+      this.backends.set(p.id, { client, breaker });
+      this.assemblers.set(
+        p.id,
+        new Assembler(p, config.assembler, this.clock, {
+          vector: (v) => this.onVector(v),
+          dropped: (d) => this.onDropped(d),
+        }),
+      );
+      this.senders.set(
+        p.id,
+        new VectorSender({
+          pump: p,
+          pool: this.pool,
+          client,
+          breaker,
+          retryBaseMs: config.delivery.retryBaseMs,
+          retryMaxMs: config.delivery.retryMaxMs,
+          logger: this.log.child({ stage: 'delivery', pump: p.id }),
+          onResult: (row, result) => this.onSent(row, result),
+        }),
+      );
+    }
+    this.poster = new SensorPoster({
+      clients: this.backends,
+      concurrency: config.delivery.sensorConcurrency,
+      maxAttempts: config.delivery.sensorMaxAttempts,
+      retryBaseMs: config.delivery.retryBaseMs,
+      retryMaxMs: config.delivery.retryMaxMs,
+      onDone: (r, result) => this.onSensorPosted(r, result),
+    });
+    this.registerGauges();
+  }
+
+  /** Prepares the engine's schema and checkpoints, then LISTENs and catches up. */
+  async start(): Promise<void> {
+    const tables = this.config.pumps.flatMap((p) => p.sensors.map((s) => s.table));
+    await this.withStartupRetries(async () => {
+      const client = await this.pool.connect();
+      try {
+        await ensureEngineSchema(client);
+        await this.checkTables(client, tables);
+        await initCheckpoints(client, tables);
+        const checkpoints = await loadCheckpoints(client, tables);
+        for (const [t, cp] of checkpoints) this.progress.set(t, new TableProgress(t, cp));
+      } finally {
+        client.release();
+      }
+    });
+    this.listener.on('notification', (channel, payload) => this.onPayload(channel, payload));
+    this.listener.on('listening', () => this.requestCatchUp());
+    this.listener.on('disconnected', (reason) => {
+      this.telemetry.reconnects.inc();
+      this.telemetry.error(null, `LISTEN connection lost: ${reason}`);
+    });
+    this.listener.on('heartbeat', (ms) => this.telemetry.heartbeatLatency.set(ms / 1000));
+    this.listener.on('fatal', (err) => this.emit('fatal', err));
+    await this.listener.start();
+    const tickMs = this.o.tickMs ?? 100;
+    this.timers.push(setInterval(() => this.tick(), tickMs));
+    this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
+    this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
+    for (const s of this.senders.values()) s.start();
+    this.log.info({ pumps: this.config.pumps.map((p) => p.id) }, 'monitor started');
+  }
+
+  /**
+   * Stops taking new work, delivers what it can within the deadline, leaves the rest in the outbox and
+   * behind the checkpoints, and closes every connection.
+   */
+  async stop(deadlineMs = this.config.shutdownTimeoutMs): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
+    await this.listener.close();
+    this.catchUpAgain = false;
+    const drained = (async () => {
+      await this.catchUpLoop;
+      await this.poster.idle();
+      await Promise.all([this.vectorWriter.idle(), this.dropWriter.idle(), this.deadWriter.idle()]);
+      await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
+    })();
+    await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
+    this.poster.abort();
+    this.lifetime.abort();
+    for (const s of this.senders.values()) await s.stop({ drainUntil: AbortSignal.abort() });
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.flushCheckpoints().catch(() => {});
+    await this.agent.close().catch(() => {});
+    await this.pool.end().catch(() => {});
+    this.log.info('monitor stopped');
+  }
+
+  /** 200 only while the connection is up and every channel is LISTENed. */
+  readiness(): { ready: boolean; reason: string } {
+    if (this.stopping) return { ready: false, reason: 'shutting down' };
+    if (!this.listener.listening) {
+      return {
+        ready: false,
+        reason: `LISTEN connection ${this.listener.state}${this.listener.lastError ? `: ${this.listener.lastError}` : ''}`,
+      };
+    }
+    return { ready: true, reason: `listening on ${this.decoder.channels.length} channels` };
+  }
+
+  /** Open groups for display. */
+  openGroupsView(pump: string, limit = 30) {
+    return this.assemblers.get(pump)?.view(limit) ?? [];
+  }
+
+  status() {
+    const listening = this.listener.listening;
+    const pumps: Record<string, unknown> = {};
+    for (const p of this.config.pumps) {
+      const s = this.telemetry.pump(p.id);
+      const backend = this.backends.get(p.id);
+      pumps[p.id] = {
+        name: p.name,
+        connected: listening,
+        channels: listening ? p.sensors.length : 0,
+        readings_received: s.readings_received,
+        readings_invalid: s.readings_invalid,
+        readings_duplicate: s.readings_duplicate,
+        readings_late: s.readings_late,
+        vectors_sent: s.vectors_sent,
+        vectors_dropped: s.vectors_dropped,
+        vectors_filled: s.vectors_filled,
+        vectors_dead: s.vectors_dead,
+        sensor_posts_ok: s.sensor_posts_ok,
+        sensor_posts_failed: s.sensor_posts_failed,
+        catchup_rows: s.catchup_rows,
+        open_groups: this.assemblers.get(p.id)?.openGroups ?? 0,
+        outbox_pending: this.outboxDepth.get(p.id) ?? 0,
+        breaker: backend ? breakerState(backend.breaker) : 'closed',
+        min_fields: p.minFields,
+        last_prediction: s.last_prediction,
+      };
+    }
+    return {
+      state: this.listener.state,
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      connected_since: this.listener.connectedSince ?? null,
+      reconnects: this.listener.reconnects,
+      intentos_conexion: this.listener.intentosConexion,
+      reconexiones_consecutivas: this.listener.reconexionesConsecutivas,
+      last_heartbeat_at: this.listener.lastHeartbeatAt ?? null,
+      last_heartbeat_ms: this.listener.lastHeartbeatMs ?? null,
+      sensor_posts_queued: this.poster.depth,
+      overloaded: this.overloaded,
+      pumps,
+    };
+  }
+
+  // ---- the notification path ----
+
+  private onPayload(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
+    if (this.stopping) return;
+    const decoded = this.decoder.decode(channel, payload, this.clock.now(), origin);
+    if (!decoded.ok) {
+      this.onRejected(decoded.rejection);
+      return;
+    }
+    const r = decoded.reading;
+    const progress = this.progress.get(r.sensor.table) as TableProgress;
+    if (this.overloaded && origin === 'notify') {
+      // Too much queued: set the row aside; catch-up reads it from its table once there is room.
+      progress.hold(r.id);
+      return;
+    }
+    const stats = this.telemetry.pump(r.pump);
+    if (!progress.begin(r.id, this.config.delivery.sensorPosts ? 2 : 1)) {
+      stats.readings_duplicate += 1;
+      this.telemetry.readingsDuplicate.inc({ pump: r.pump });
+      return;
+    }
+    stats.readings_received += 1;
+    this.telemetry.readingsReceived.inc({ pump: r.pump, channel });
+    this.telemetry.seen(r.pump, channel, r.valor, Date.now());
+    const added = (this.assemblers.get(r.pump) as Assembler).add(r);
+    if (added === 'late') {
+      stats.readings_late += 1;
+      this.telemetry.readingsLate.inc({ pump: r.pump });
+      this.log.debug(
+        { pump: r.pump, table: r.sensor.table, id: r.id, tiempo_sensor: r.tiempo },
+        'late reading',
+      );
+      progress.settle(r.id);
+    }
+    if (this.config.delivery.sensorPosts) {
+      this.poster.enqueue(r);
+      if (this.poster.depth > this.maxQueuedPosts && !this.overloaded) {
+        this.overloaded = true;
+        this.log.warn(
+          { queued: this.poster.depth },
+          'per-sensor queue full; new readings wait in their tables',
+        );
+      }
+    }
+  }
+
+  private onRejected(rej: Rejection): void {
+    const pump = rej.pump ?? this.decoder.route(rej.channel)?.pump ?? 'unknown';
+    const stats = this.telemetry.pumps.get(pump);
+    if (stats) stats.readings_invalid += 1;
+    this.telemetry.readingsInvalid.inc({ pump, reason: rej.reason });
+    const message = `invalid notification on ${rej.channel}: ${rej.detail}`;
+    this.telemetry.error(stats ? pump : null, message);
+    this.log.warn(
+      { pump, channel: rej.channel, reason: rej.reason, payload: rej.payload.slice(0, 200) },
+      message,
+    );
+    let settle: (() => void) | undefined;
+    if (rej.table !== undefined && rej.id !== undefined) {
+      const progress = this.progress.get(rej.table) as TableProgress;
+      const id = rej.id;
+      if (!progress.begin(id, 1)) return; // the same bad row again: recorded once
+      settle = () => progress.settle(id);
+    }
+    this.deadWriter.push({
+      letter: {
+        kind: 'notification',
+        pump: stats ? pump : undefined,
+        channel: rej.channel,
+        payload: rej.payload,
+        reason: `${rej.reason}: ${rej.detail}`,
+      },
+      ...(settle ? { settle } : {}),
+    });
+  }
+
+  private tick(): void {
+    for (const a of this.assemblers.values()) a.tick();
+  }
+
+  // ---- group resolution ----
+
+  private onVector(v: Vector): void {
+    if (v.filled.length > 0 || v.omitted.length > 0) {
+      this.log.info(
+        {
+          pump: v.pump,
+          tiempo_sensor: v.tiempo,
+          present: v.present,
+          missing: [...v.filled.map((f) => f.field), ...v.omitted],
+          filled: v.filled.map((f) => `${f.field}=${f.value} (${f.from})`),
+        },
+        'partial vector completed',
+      );
+    }
+    this.vectorWriter.push(v);
+  }
+
+  private onDropped(d: DroppedGroup): void {
+    const stats = this.telemetry.pump(d.pump);
+    stats.vectors_dropped += 1;
+    this.telemetry.vectors.inc({ pump: d.pump, outcome: 'dropped' });
+    this.log.warn(
+      { pump: d.pump, tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
+      `group ${d.reason} below what can be sent; dropped`,
+    );
+    this.dropWriter.push(d);
+  }
+
+  private async writeVectors(vectors: Vector[]): Promise<void> {
+    const inserted = await insertVectors(this.pool, vectors);
+    const woken = new Set<string>();
+    for (const v of vectors) {
+      const key = vectorKey(v.pump, v.tiempo);
+      if (inserted.has(key)) {
+        this.rememberFirstSeen(key, v.firstReceivedAt);
+        if (v.filled.length > 0) {
+          this.telemetry.pump(v.pump).vectors_filled += 1;
+          this.telemetry.vectors.inc({ pump: v.pump, outcome: 'filled' });
+        }
+        woken.add(v.pump);
+      } else {
+        // Already sent (or dropped) before a restart or by another replica: never twice.
+        this.telemetry.pump(v.pump).vectors_suppressed += 1;
+      }
+      this.settleMembers(v.members);
+    }
+    for (const p of woken) this.senders.get(p)?.wake();
+  }
+
+  private async writeDropped(groups: DroppedGroup[]): Promise<void> {
+    await insertDropped(this.pool, groups);
+    for (const g of groups) this.settleMembers(g.members);
+  }
+
+  private async writeDeadLetters(items: PendingDeadLetter[]): Promise<void> {
+    await insertDeadLetters(
+      this.pool,
+      items.map((i) => i.letter),
+    );
+    for (const i of items) i.settle?.();
+  }
+
+  private settleMembers(members: { table: string; id: number }[]): void {
+    for (const m of members) this.progress.get(m.table)?.settle(m.id);
+  }
+
+  // ---- delivery results ----
+
+  private onSent(row: OutboxRow, result: SendResult): void {
+    const stats = this.telemetry.pump(row.pump);
+    const started = this.firstSeen.get(row.key);
+    this.firstSeen.delete(row.key);
+    if (result.kind === 'dead') {
+      stats.vectors_dead += 1;
+      this.telemetry.vectors.inc({ pump: row.pump, outcome: 'dead' });
+      this.telemetry.error(row.pump, `backend answered ${result.status} to the vector of ${row.tiempo}`);
+      return;
+    }
+    stats.vectors_sent += 1;
+    this.telemetry.vectors.inc({ pump: row.pump, outcome: 'sent' });
+    if (started !== undefined) {
+      this.telemetry.deliveryLatency.observe({ pump: row.pump }, (this.clock.now() - started) / 1000);
+    }
+    if (result.prediccion !== undefined) {
+      this.telemetry.prediction(row.pump, {
+        tiempo_sensor: row.tiempo,
+        prediccion: result.prediccion,
+        at: Date.now(),
+      });
+    }
+  }
+
+  private onSensorPosted(r: Reading, result: DeliveryResult): void {
+    if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
+    const stats = this.telemetry.pump(r.pump);
+    const progress = this.progress.get(r.sensor.table) as TableProgress;
+    if (this.overloaded && this.poster.depth < this.maxQueuedPosts / 5) {
+      this.overloaded = false;
+      this.log.info('per-sensor queue drained; catching up the readings set aside');
+      this.requestCatchUp();
+    }
+    if (result.kind === 'ok') {
+      stats.sensor_posts_ok += 1;
+      this.noteClassification(r, result.answer.body);
+      progress.settle(r.id);
+      return;
+    }
+    stats.sensor_posts_failed += 1;
+    const reason =
+      result.kind === 'gave_up'
+        ? `gave up after ${result.attempts} attempts: ${result.error.message}`
+        : result.answer.status === 404
+          ? 'the backend does not know this row (404)'
+          : `backend answered ${result.answer.status}`;
+    this.telemetry.error(r.pump, `per-sensor POST ${r.sensor.endpoint} id ${r.id}: ${reason}`);
+    this.log.warn({ pump: r.pump, table: r.sensor.table, id: r.id, reason }, 'per-sensor POST not delivered');
+    this.deadWriter.push({
+      letter: {
+        kind: 'sensor_post',
+        pump: r.pump,
+        channel: r.sensor.channel,
+        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        reason,
+        responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
+        responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+      },
+      settle: () => progress.settle(r.id),
+    });
+  }
+
+  private noteClassification(r: Reading, body: string): void {
+    const c = this.telemetry.pump(r.pump).channels.get(r.sensor.channel);
+    if (!c) return;
+    const cls = parsePrediction(body);
+    if (cls !== undefined) c.lastClass = cls;
+    try {
+      const n = (JSON.parse(body) as { contador_anomalias?: unknown }).contador_anomalias;
+      if (typeof n === 'number') c.anomalies = n;
+    } catch {
+      // The classification is informational; a body we cannot read changes nothing.
+    }
+  }
+
+  // ---- catch-up, checkpoints, housekeeping ----
+
+  private requestCatchUp(): void {
+    if (this.stopping) return;
+    if (this.catchUpLoop) {
+      this.catchUpAgain = true;
+      return;
+    }
+    this.catchUpLoop = (async () => {
+      do {
+        this.catchUpAgain = false;
+        try {
+          const started = Date.now();
+          const rows = await catchUp({
+            pool: this.pool,
+            pumps: this.config.pumps,
+            progress: this.progress,
+            batch: this.config.catchUpBatch,
+            handle: (channel, payload) => this.onPayload(channel, payload, 'catchup'),
+            capacity: () => this.capacity(),
+            signal: this.lifetime.signal,
+            logger: this.log.child({ stage: 'catch-up' }),
+            onRows: (pump, n) => {
+              this.telemetry.pump(pump).catchup_rows += n;
+              this.telemetry.catchUpRows.inc({ pump }, n);
+            },
+          });
+          if (rows > 0) this.log.info({ rows, ms: Date.now() - started }, 'caught up from the tables');
+        } catch (err) {
+          if (this.stopping) break;
+          this.log.warn({ err: describePgError(err) }, 'catch-up failed; will retry');
+          await sleep(1_000, this.lifetime.signal);
+          this.catchUpAgain = this.listener.listening;
+        }
+      } while (this.catchUpAgain && !this.stopping);
+      this.catchUpLoop = undefined;
+    })();
+  }
+
+  /** Lets catch-up read another batch only when the queues have room. */
+  private async capacity(): Promise<void> {
+    const openLimit = this.config.assembler.maxOpenGroups / 2;
+    while (
+      !this.lifetime.signal.aborted &&
+      !this.stopping &&
+      (this.poster.depth > this.maxQueuedPosts / 10 ||
+        [...this.assemblers.values()].some((a) => a.openGroups > openLimit) ||
+        this.vectorWriter.pending > 1_000)
+    ) {
+      await sleep(20, this.lifetime.signal);
+    }
+  }
+
+  private async flushCheckpoints(): Promise<void> {
+    if (this.savingCheckpoints) return;
+    this.savingCheckpoints = true;
+    try {
+      await saveCheckpoints(this.pool, this.progress.values());
+    } catch (err) {
+      this.log.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
+    } finally {
+      this.savingCheckpoints = false;
+    }
+  }
+
+  private async refreshOutboxDepth(): Promise<void> {
+    try {
+      const depth = await countPending(this.pool);
+      for (const p of this.config.pumps) this.outboxDepth.set(p.id, depth.get(p.id) ?? 0);
+    } catch {
+      // Display only; the next refresh tries again.
+    }
+  }
+
+  private rememberFirstSeen(key: string, at: number): void {
+    this.firstSeen.set(key, at);
+    if (this.firstSeen.size > 10_000) {
+      const oldest = this.firstSeen.keys().next().value;
+      if (oldest !== undefined) this.firstSeen.delete(oldest);
+    }
+  }
+
+  private async checkTables(client: pg.PoolClient, tables: string[]): Promise<void> {
+    const { rows } = await client.query<{ t: string }>(
+      'SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL',
+      [tables],
+    );
+    if (rows.length > 0) {
+      throw new StartupError(
+        `sensor tables missing: ${rows.map((r) => r.t).join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
+      );
+    }
+  }
+
+  /** Start-up database work, retried with the original's limits (MAX_INTENTOS_INICIAL, TIEMPO_ESPERA_BASE). */
+  private async withStartupRetries(fn: () => Promise<void>): Promise<void> {
+    const { maxInitialAttempts, baseDelayMs, maxDelayMs } = this.config.reconnect;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof PrivilegeError || err instanceof StartupError) throw err;
+        if (attempt >= maxInitialAttempts) {
+          throw new Error(
+            `gave up connecting to PostgreSQL after ${attempt} attempts (MAX_INTENTOS_INICIAL=${maxInitialAttempts}): ${describePgError(err)}`,
+          );
+        }
+        const delay = backoffSchedule(attempt, baseDelayMs, maxDelayMs);
+        this.log.warn(
+          { intentos_conexion: attempt, delay_ms: delay, err: describePgError(err) },
+          'database not ready',
+        );
+        await sleep(delay);
+      }
+    }
+  }
+
+  private registerGauges(): void {
+    const t = this.telemetry;
+    t.gauge('open_groups', 'Open (incomplete) groups', ['pump'], (set) => {
+      for (const [pump, a] of this.assemblers) set({ pump }, a.openGroups);
+    });
+    t.gauge('outbox_depth', 'Vectors waiting in the outbox', ['pump'], (set) => {
+      for (const [pump, n] of this.outboxDepth) set({ pump }, n);
+    });
+    t.gauge('sensor_posts_queued', 'Per-sensor posts queued or in flight', [], (set) =>
+      set({}, this.poster.depth),
+    );
+    t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
+      set({}, this.listener.listening ? 1 : 0),
+    );
+    t.gauge('notification_queue_usage', 'pg_notification_queue_usage() of the server', [], async (set) => {
+      try {
+        const { rows } = await this.pool.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u');
+        set({}, Number(rows[0]?.u ?? 0));
+      } catch {
+        // No value while the database is away.
+      }
+    });
+  }
+}
+
+/** A start-up problem that retrying will not fix. */
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
+export { ENGINE_SCHEMA };

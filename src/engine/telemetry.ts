@@ -1,0 +1,184 @@
+import client from 'prom-client';
+import type { PumpConfig } from '../config/env.js';
+
+export interface PredictionPoint {
+  tiempo_sensor: string;
+  prediccion: number;
+  at: number;
+}
+
+export interface ChannelStats {
+  channel: string;
+  table: string;
+  field: string;
+  unit: string;
+  description: string;
+  readings: number;
+  lastSeenAt: number | null;
+  lastValue: number | null;
+  /** Per-sensor classification from the backend's last answer: 1 normal, -1 anomaly. */
+  lastClass: number | null;
+  anomalies: number | null;
+  /** Arrival times of the last minute, for a rate. */
+  recent: number[];
+}
+
+export interface PumpStats {
+  readings_received: number;
+  readings_invalid: number;
+  readings_duplicate: number;
+  readings_late: number;
+  vectors_sent: number;
+  vectors_filled: number;
+  vectors_dropped: number;
+  vectors_dead: number;
+  vectors_suppressed: number;
+  sensor_posts_ok: number;
+  sensor_posts_failed: number;
+  catchup_rows: number;
+  last_prediction: PredictionPoint | null;
+  predictions: PredictionPoint[];
+  channels: Map<string, ChannelStats>;
+}
+
+export interface ErrorEntry {
+  at: number;
+  pump: string | null;
+  message: string;
+}
+
+const HISTORY = 600;
+const ERRORS = 50;
+
+/**
+ * The engine's counters, kept twice on purpose: as plain numbers for /status and the page, and as
+ * Prometheus metrics (in a registry of this engine's own, so several engines can run in one process).
+ */
+export class Telemetry {
+  readonly registry = new client.Registry();
+  readonly pumps = new Map<string, PumpStats>();
+  readonly errors: ErrorEntry[] = [];
+
+  readonly readingsReceived = this.counter('readings_received_total', 'Readings received', [
+    'pump',
+    'channel',
+  ]);
+  readonly readingsInvalid = this.counter('readings_invalid_total', 'Invalid readings, by reason', [
+    'pump',
+    'reason',
+  ]);
+  readonly readingsDuplicate = this.counter('readings_duplicate_total', 'Duplicate readings dropped', [
+    'pump',
+  ]);
+  readonly readingsLate = this.counter('readings_late_total', 'Readings after their group closed', ['pump']);
+  readonly vectors = this.counter('vectors_total', 'Unified vectors by outcome', ['pump', 'outcome']);
+  readonly backendResponses = this.counter('backend_responses_total', 'Backend answers by status', [
+    'pump',
+    'route',
+    'status',
+  ]);
+  readonly reconnects = this.counter('reconnects_total', 'LISTEN reconnections', []);
+  readonly catchUpRows = this.counter('catchup_rows_total', 'Rows read by catch-up', ['pump']);
+  readonly deliveryLatency = new client.Histogram({
+    name: 'pump_monitor_delivery_latency_seconds',
+    help: 'From receiving the first reading of a timestamp to the backend answering 200 for its vector',
+    labelNames: ['pump'],
+    buckets: [0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly heartbeatLatency = new client.Gauge({
+    name: 'pump_monitor_heartbeat_latency_seconds',
+    help: 'Latency of the last heartbeat on the LISTEN connection',
+    registers: [this.registry],
+  });
+
+  constructor(pumps: PumpConfig[]) {
+    for (const p of pumps) {
+      this.pumps.set(p.id, {
+        readings_received: 0,
+        readings_invalid: 0,
+        readings_duplicate: 0,
+        readings_late: 0,
+        vectors_sent: 0,
+        vectors_filled: 0,
+        vectors_dropped: 0,
+        vectors_dead: 0,
+        vectors_suppressed: 0,
+        sensor_posts_ok: 0,
+        sensor_posts_failed: 0,
+        catchup_rows: 0,
+        last_prediction: null,
+        predictions: [],
+        channels: new Map(
+          p.sensors.map((s) => [
+            s.channel,
+            {
+              channel: s.channel,
+              table: s.table,
+              field: s.field,
+              unit: s.unit,
+              description: s.description,
+              readings: 0,
+              lastSeenAt: null,
+              lastValue: null,
+              lastClass: null,
+              anomalies: null,
+              recent: [],
+            },
+          ]),
+        ),
+      });
+    }
+  }
+
+  /** A gauge whose value is read when scraped. */
+  gauge(
+    name: string,
+    help: string,
+    labelNames: string[],
+    read: (set: (labels: object, v: number) => void) => unknown,
+  ) {
+    return new client.Gauge({
+      name: `pump_monitor_${name}`,
+      help,
+      labelNames,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        await read((labels, v) => this.set(labels as Record<string, string>, v));
+      },
+    });
+  }
+
+  pump(id: string): PumpStats {
+    const s = this.pumps.get(id);
+    if (!s) throw new Error(`unknown pump ${id}`);
+    return s;
+  }
+
+  error(pump: string | null, message: string): void {
+    this.errors.push({ at: Date.now(), pump, message });
+    if (this.errors.length > ERRORS) this.errors.shift();
+  }
+
+  prediction(pump: string, p: PredictionPoint): void {
+    const s = this.pump(pump);
+    s.last_prediction = p;
+    s.predictions.push(p);
+    if (s.predictions.length > HISTORY) s.predictions.shift();
+  }
+
+  seen(pump: string, channel: string, value: number, now: number): void {
+    const c = this.pump(pump).channels.get(channel);
+    if (!c) return;
+    c.readings += 1;
+    c.lastSeenAt = now;
+    c.lastValue = value;
+    c.recent.push(now);
+    while (c.recent.length > 0 && (c.recent[0] as number) < now - 60_000) c.recent.shift();
+  }
+
+  private counter(name: string, help: string, labelNames: string[]) {
+    return new client.Counter({ name: `pump_monitor_${name}`, help, labelNames, registers: [this.registry] });
+  }
+}

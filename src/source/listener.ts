@@ -1,0 +1,255 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { DatabaseConfig } from '../config/env.js';
+import { clientConfig, describePgError, quoteIdent } from '../store/db.js';
+import { sleep } from '../util/clock.js';
+
+export interface ReconnectLimits {
+  /** `MAX_INTENTOS_INICIAL`: connection attempts at start-up before giving up. */
+  maxInitialAttempts: number;
+  /** `MAX_RECONEXIONES`: consecutive failed attempts after a good connection before giving up. */
+  maxReconnects: number;
+  /** `TIEMPO_ESPERA_BASE`: the first wait; it doubles per failed attempt up to maxDelayMs. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export interface ListenerOptions {
+  db: DatabaseConfig;
+  channels: string[];
+  reconnect: ReconnectLimits;
+  heartbeat: { intervalMs: number; timeoutMs: number };
+  logger: Logger;
+  /** Injectable for tests of the backoff schedule. */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<boolean>;
+}
+
+export type ListenerState = 'idle' | 'connecting' | 'listening' | 'backoff' | 'closed' | 'failed';
+
+/** The original's schedule: base, doubling, capped (5, 10, 20, 40, 60 s by default). */
+export function backoffSchedule(failures: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1));
+}
+
+export interface ListenerEvents {
+  notification: [channel: string, payload: string];
+  /** After every (re)connect, once every channel is LISTENed: the moment to catch up from the tables. */
+  listening: [info: { reconnect: boolean }];
+  disconnected: [reason: string];
+  /** The limits are exhausted: the process should exit non-zero so the orchestrator restarts it. */
+  fatal: [error: Error];
+  heartbeat: [latencyMs: number];
+}
+
+/**
+ * One dedicated LISTEN connection, supervised: it LISTENs on every channel, checks with a heartbeat that the
+ * session is alive and still listening, and reconnects with the original's counters and backoff.
+ */
+export class Listener extends EventEmitter<ListenerEvents> {
+  state: ListenerState = 'idle';
+  /** `intentos_conexion`: failed tries in the current attempt to connect. */
+  intentosConexion = 0;
+  /** `reconexiones_consecutivas`: consecutive failures since the last good connection. */
+  reconexionesConsecutivas = 0;
+  reconnects = 0;
+  connectedSince: number | undefined;
+  lastHeartbeatAt: number | undefined;
+  lastHeartbeatMs: number | undefined;
+  lastError: string | undefined;
+
+  private client: pg.Client | undefined;
+  private everConnected = false;
+  private readonly closing = new AbortController();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private supervisor: Promise<void> | undefined;
+  private lost: (() => void) | undefined;
+  private readonly sleep: (ms: number, signal: AbortSignal) => Promise<boolean>;
+
+  constructor(private readonly o: ListenerOptions) {
+    super();
+    this.sleep = o.sleep ?? sleep;
+  }
+
+  get listening(): boolean {
+    return this.state === 'listening';
+  }
+
+  /** Resolves once listening for the first time; rejects when the start-up attempts are exhausted. */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onListening = () => {
+        this.off('fatal', onFatal);
+        resolve();
+      };
+      const onFatal = (err: Error) => {
+        this.off('listening', onListening);
+        reject(err);
+      };
+      this.once('listening', onListening);
+      this.once('fatal', onFatal);
+      this.supervisor = this.supervise();
+    });
+  }
+
+  /** Stops listening, cancels any backoff and closes the connection. */
+  async close(): Promise<void> {
+    this.closing.abort();
+    this.stopHeartbeat();
+    this.lost?.();
+    const c = this.client;
+    this.client = undefined;
+    if (c) await endQuietly(c);
+    await this.supervisor;
+    if (this.state !== 'failed') this.state = 'closed';
+  }
+
+  private async supervise(): Promise<void> {
+    const { reconnect, logger } = this.o;
+    while (!this.closing.signal.aborted) {
+      this.state = 'connecting';
+      try {
+        await this.connectAndListen();
+      } catch (err) {
+        if (this.closing.signal.aborted) return;
+        this.lastError = describePgError(err);
+        this.intentosConexion += 1;
+        if (this.everConnected) this.reconexionesConsecutivas += 1;
+        const limit = this.everConnected ? reconnect.maxReconnects : reconnect.maxInitialAttempts;
+        const count = this.everConnected ? this.reconexionesConsecutivas : this.intentosConexion;
+        if (count >= limit) {
+          this.state = 'failed';
+          const what = this.everConnected ? 'MAX_RECONEXIONES' : 'MAX_INTENTOS_INICIAL';
+          const fatal = new Error(
+            `gave up connecting to PostgreSQL after ${count} consecutive failures (${what}=${limit}): ${this.lastError}`,
+          );
+          this.emit('fatal', fatal);
+          return;
+        }
+        const delay = backoffSchedule(this.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
+        logger.warn(
+          {
+            intentos_conexion: this.intentosConexion,
+            reconexiones_consecutivas: this.reconexionesConsecutivas,
+            delay_ms: delay,
+            err: this.lastError,
+          },
+          'connection to PostgreSQL failed; retrying',
+        );
+        this.state = 'backoff';
+        await this.sleep(delay, this.closing.signal);
+        continue;
+      }
+      // Listening: wait until the connection is lost or closed.
+      await new Promise<void>((resolve) => {
+        this.lost = resolve;
+      });
+      this.lost = undefined;
+      this.stopHeartbeat();
+      this.connectedSince = undefined;
+      if (this.closing.signal.aborted) return;
+      this.reconnects += 1;
+      this.emit('disconnected', this.lastError ?? 'connection lost');
+      logger.warn({ err: this.lastError }, 'LISTEN connection lost; reconnecting');
+    }
+  }
+
+  private async connectAndListen(): Promise<void> {
+    const client = new pg.Client(clientConfig(this.o.db, 'pump-monitor-listen'));
+    const onGone = (reason: string) => {
+      if (this.client !== client) return;
+      this.client = undefined;
+      this.lastError = reason;
+      if (this.state === 'listening') this.state = 'connecting';
+      client.removeAllListeners('notification');
+      destroy(client);
+      this.lost?.();
+    };
+    client.on('error', (err) => onGone(describePgError(err)));
+    client.on('end', () => onGone('connection ended'));
+    client.on('notification', (msg) => {
+      if (msg.payload !== undefined) this.emit('notification', msg.channel, msg.payload);
+    });
+    try {
+      await client.connect();
+      // Quoted: channels are identifiers and may need quoting (case, punctuation).
+      await client.query(this.o.channels.map((c) => `LISTEN ${quoteIdent(c)}`).join(';'));
+    } catch (err) {
+      client.removeAllListeners('notification');
+      destroy(client);
+      throw err;
+    }
+    if (this.closing.signal.aborted) {
+      await endQuietly(client);
+      return;
+    }
+    this.client = client;
+    const reconnect = this.everConnected;
+    this.everConnected = true;
+    this.intentosConexion = 0;
+    this.reconexionesConsecutivas = 0;
+    this.connectedSince = Date.now();
+    this.state = 'listening';
+    this.startHeartbeat(client);
+    this.o.logger.info({ channels: this.o.channels.length, reconnect }, 'listening');
+    this.emit('listening', { reconnect });
+  }
+
+  private startHeartbeat(client: pg.Client): void {
+    this.stopHeartbeat();
+    this.heartbeatTimer = setInterval(() => void this.beat(client), this.o.heartbeat.intervalMs);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+  }
+
+  /** Checks that the session answers within the timeout and still listens on every channel. */
+  async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
+    if (!client || this.client !== client) return false;
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`heartbeat got no answer within ${this.o.heartbeat.timeoutMs} ms`)),
+          this.o.heartbeat.timeoutMs,
+        );
+      });
+      const { rows } = await Promise.race([
+        client.query<{ c: string }>('SELECT pg_listening_channels() AS c'),
+        timeout,
+      ]);
+      const listening = new Set(rows.map((r) => r.c));
+      const missing = this.o.channels.filter((c) => !listening.has(c));
+      if (missing.length > 0) throw new Error(`no longer listening on ${missing.join(', ')}`);
+      this.lastHeartbeatMs = performance.now() - started;
+      this.lastHeartbeatAt = Date.now();
+      this.emit('heartbeat', this.lastHeartbeatMs);
+      return true;
+    } catch (err) {
+      if (this.client !== client) return false;
+      this.o.logger.warn({ err: describePgError(err) }, 'heartbeat failed; reconnecting');
+      // A half-open socket never errors by itself: tear it down so the supervisor reconnects.
+      client.emit('error', err as Error);
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function destroy(client: pg.Client): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  stream?.destroy();
+  client.end().catch(() => {});
+}
+
+async function endQuietly(client: pg.Client): Promise<void> {
+  client.removeAllListeners('notification');
+  client.on('error', () => {});
+  const timer = setTimeout(() => destroy(client), 2_000);
+  await client.end().catch(() => {});
+  clearTimeout(timer);
+}

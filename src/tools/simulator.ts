@@ -1,0 +1,348 @@
+import type pg from 'pg';
+import type { PumpDefinition } from '../config/pumps.js';
+import { quoteIdent } from '../store/db.js';
+import { nominalFor } from './nominal.js';
+
+export type Scenario = 'normal' | 'bearing-failure';
+
+export interface TickInfo {
+  pump: string;
+  tiempo_sensor: string;
+  /** Rows written by this timestamp's transaction (late rows follow in their own). */
+  inserted: number;
+  missing: string[];
+}
+
+export interface SimulatorOptions {
+  pool: pg.Pool;
+  pumps: PumpDefinition[];
+  /** timestamps per second per pump (default 1) */
+  rate?: number;
+  /** probability that one sensor's reading is missing from a timestamp (default 0) */
+  missingProbability?: number;
+  /** probability that a sensor's row is inserted late, in a later transaction 0.5..3 s after its timestamp's others (default 0) */
+  lateProbability?: number;
+  /** probability that two consecutive timestamps are inserted in swapped order (default 0) */
+  outOfOrderProbability?: number;
+  /** 'bearing-failure': pump A's bearing temperatures and axial vibration drift up to ~8 std above nominal */
+  scenario?: Scenario;
+  /** simulated seconds the bearing-failure drift takes to reach its full size (default 120) */
+  driftSeconds?: number;
+  /** stop after this many timestamps per pump (default: run until signal aborts) */
+  count?: number;
+  signal?: AbortSignal;
+  /** start of the simulated clock (default: now); timestamps advance by 1/rate s */
+  startTime?: Date;
+  /** injectable for deterministic tests (default Math.random) */
+  random?: () => number;
+  onTick?: (info: TickInfo) => void;
+  /** a failed write (e.g. connection lost); the simulator carries on at the next tick */
+  onError?: (err: Error) => void;
+}
+
+export interface SimulatorResult {
+  /** pump timestamps written, summed over pumps */
+  timestamps: number;
+  /** rows committed, late rows included */
+  rows: number;
+  /** readings left out on purpose */
+  missing: number;
+  /** rows committed in a later transaction than their timestamp's others */
+  late: number;
+  /** failed writes (each one reported to onError) */
+  errors: number;
+}
+
+const BEARING_PUMP = 'A';
+const BEARING_FIELDS = new Set(['temp_bomba', 'temp_motor', 'temp_empuje', 'vibracion_axial']);
+const BEARING_DRIFT_STDS = 8;
+const LOAD_PERIOD_S = 600;
+const LOAD_SWING_STDS = 0.5;
+// Ambient conditions and the grid voltage do not follow the pump's load.
+const LOAD_INDEPENDENT = new Set(['temp_ambiental', 'temperatura_ambiental', 'voltaje_barra']);
+const LATE_MIN_MS = 500;
+const LATE_MAX_MS = 3_000;
+const MAX_RATE = 1_000;
+
+interface Row {
+  table: string;
+  value: number;
+}
+
+interface LateRow {
+  row: Row;
+  delayMs: number;
+}
+
+interface Batch {
+  pump: string;
+  tiempo: string;
+  rows: Row[];
+  late: LateRow[];
+  missing: string[];
+}
+
+/**
+ * The reading's timestamp text, in UTC. Second resolution as in the original data; milliseconds
+ * when there is more than one timestamp per second, so that every timestamp stays a distinct key.
+ */
+export function formatTiempo(d: Date, rate: number): string {
+  return d.toISOString().slice(0, rate > 1 ? 23 : 19);
+}
+
+/** Inserts simulated readings until `count` timestamps per pump are written or `signal` aborts. */
+export async function runSimulator(opts: SimulatorOptions): Promise<SimulatorResult> {
+  validate(opts);
+  return new Simulator(opts).run();
+}
+
+function validate(opts: SimulatorOptions): void {
+  const rate = opts.rate ?? 1;
+  if (!(rate > 0 && rate <= MAX_RATE)) {
+    throw new RangeError(`rate: got ${rate}, expected a number > 0 and <= ${MAX_RATE} timestamps per second`);
+  }
+  const probabilities = {
+    missingProbability: opts.missingProbability,
+    lateProbability: opts.lateProbability,
+    outOfOrderProbability: opts.outOfOrderProbability,
+  };
+  for (const [name, p] of Object.entries(probabilities)) {
+    if (p !== undefined && !(p >= 0 && p <= 1)) throw new RangeError(`${name}: got ${p}, expected 0..1`);
+  }
+  if (opts.count !== undefined && !(Number.isInteger(opts.count) && opts.count >= 0)) {
+    throw new RangeError(`count: got ${opts.count}, expected an integer >= 0`);
+  }
+  if (opts.driftSeconds !== undefined && !(opts.driftSeconds > 0)) {
+    throw new RangeError(`driftSeconds: got ${opts.driftSeconds}, expected a number > 0`);
+  }
+  if (opts.startTime !== undefined && Number.isNaN(opts.startTime.getTime())) {
+    throw new RangeError('startTime: got an invalid Date');
+  }
+}
+
+class Simulator {
+  private readonly rate: number;
+  private readonly intervalMs: number;
+  private readonly startMs: number;
+  private readonly random: () => number;
+  private readonly totals: SimulatorResult = { timestamps: 0, rows: 0, missing: 0, late: 0, errors: 0 };
+  /** A batch held back to be written after its successor (out-of-order), per pump. */
+  private readonly held = new Map<string, Batch>();
+  private readonly late = new LateRows();
+
+  constructor(private readonly opts: SimulatorOptions) {
+    this.rate = opts.rate ?? 1;
+    this.intervalMs = 1000 / this.rate;
+    this.startMs = (opts.startTime ?? new Date()).getTime();
+    this.random = opts.random ?? Math.random;
+  }
+
+  async run(): Promise<SimulatorResult> {
+    const wallStart = performance.now();
+    for (let i = 0; !this.finished(i); i += 1) {
+      // Relative to the start, so slow writes do not push every later tick back; when behind, no wait.
+      await sleep(wallStart + i * this.intervalMs - performance.now(), this.opts.signal);
+      if (this.opts.signal?.aborted) break;
+      await Promise.all(this.opts.pumps.map((pump) => this.tick(pump, i)));
+    }
+    await this.flush();
+    return { ...this.totals };
+  }
+
+  private finished(i: number): boolean {
+    if (this.opts.signal?.aborted) return true;
+    return this.opts.count !== undefined && i >= this.opts.count;
+  }
+
+  private isLastTick(i: number): boolean {
+    return this.opts.count !== undefined && i === this.opts.count - 1;
+  }
+
+  private async tick(pump: PumpDefinition, i: number): Promise<void> {
+    // Every random draw happens before the first await, so a seeded run is reproducible.
+    const batch = this.buildBatch(pump, i);
+    const held = this.held.get(pump.id);
+    if (held) {
+      this.held.delete(pump.id);
+      await this.write(batch);
+      await this.write(held);
+      return;
+    }
+    if (!this.isLastTick(i) && this.chance(this.opts.outOfOrderProbability)) {
+      this.held.set(pump.id, batch);
+      return;
+    }
+    await this.write(batch);
+  }
+
+  private buildBatch(pump: PumpDefinition, i: number): Batch {
+    const elapsedS = i / this.rate;
+    const at = new Date(this.startMs + Math.round(i * this.intervalMs));
+    const tiempo = formatTiempo(at, this.rate);
+    const batch: Batch = { pump: pump.id, tiempo, rows: [], late: [], missing: [] };
+    for (const sensor of pump.sensors) {
+      if (this.chance(this.opts.missingProbability)) {
+        batch.missing.push(sensor.field);
+        continue;
+      }
+      const row = { table: sensor.table, value: this.value(pump.id, sensor.field, elapsedS) };
+      if (this.chance(this.opts.lateProbability)) {
+        batch.late.push({ row, delayMs: LATE_MIN_MS + this.random() * (LATE_MAX_MS - LATE_MIN_MS) });
+      } else {
+        batch.rows.push(row);
+      }
+    }
+    return batch;
+  }
+
+  private chance(p: number | undefined): boolean {
+    return p !== undefined && p > 0 && this.random() < p;
+  }
+
+  private value(pumpId: string, field: string, elapsedS: number): number {
+    const { mean, std } = nominalFor(field);
+    const load = LOAD_INDEPENDENT.has(field) ? 0 : loadSwing(elapsedS);
+    const drift = this.drift(pumpId, field, elapsedS);
+    return roundToSpread(mean + std * (load + drift + gaussian(this.random)), std);
+  }
+
+  /** The bearing-failure offset, in standard deviations. */
+  private drift(pumpId: string, field: string, elapsedS: number): number {
+    if (this.opts.scenario !== 'bearing-failure') return 0;
+    if (pumpId !== BEARING_PUMP || !BEARING_FIELDS.has(field)) return 0;
+    const driftSeconds = this.opts.driftSeconds ?? 120;
+    return BEARING_DRIFT_STDS * Math.min(1, elapsedS / driftSeconds);
+  }
+
+  private async write(batch: Batch): Promise<void> {
+    let ok = true;
+    try {
+      if (batch.rows.length > 0) await this.opts.pool.query(insertStatement(batch.tiempo, batch.rows));
+    } catch (err) {
+      ok = false;
+      this.fail(err);
+    }
+    this.totals.missing += batch.missing.length;
+    // A late sensor writes on its own, whether or not its timestamp's others made it.
+    for (const late of batch.late) {
+      this.late.schedule(late.delayMs, () => this.writeLate(batch.tiempo, late.row));
+    }
+    if (!ok) return;
+    this.totals.timestamps += 1;
+    this.totals.rows += batch.rows.length;
+    this.opts.onTick?.({
+      pump: batch.pump,
+      tiempo_sensor: batch.tiempo,
+      inserted: batch.rows.length,
+      missing: batch.missing,
+    });
+  }
+
+  private async writeLate(tiempo: string, row: Row): Promise<void> {
+    try {
+      await this.opts.pool.query(insertStatement(tiempo, [row]));
+      this.totals.rows += 1;
+      this.totals.late += 1;
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.totals.errors += 1;
+    try {
+      this.opts.onError?.(err instanceof Error ? err : new Error(String(err)));
+    } catch {
+      // A throwing error callback must not turn a failed insert into a crash.
+    }
+  }
+
+  private async flush(): Promise<void> {
+    const held = [...this.held.values()];
+    this.held.clear();
+    for (const batch of held) await this.write(batch);
+    await this.late.flush();
+  }
+}
+
+/**
+ * One statement, hence one transaction and one round trip, for all of a timestamp's rows:
+ * each INSERT is a data-modifying CTE, which PostgreSQL always runs to completion.
+ */
+function insertStatement(tiempo: string, rows: Row[]): pg.QueryConfig {
+  const values = [tiempo, ...rows.map((r) => r.value)];
+  const inserts = rows.map((r, k) => insertSql(r.table, k + 2));
+  if (inserts.length === 1) return { text: inserts[0] ?? '', values };
+  const ctes = inserts.map((sql, k) => `w${k} AS (${sql})`);
+  return { text: `WITH ${ctes.join(',\n')}\nSELECT ${rows.length} AS inserted`, values };
+}
+
+function insertSql(table: string, valueParam: number): string {
+  return `INSERT INTO ${quoteIdent(table)} (tiempo_sensor, valor_sensor) VALUES ($1, $${valueParam})`;
+}
+
+/** Rows waiting on their own timer; flush() writes the waiting ones at once and awaits them all. */
+class LateRows {
+  private readonly waiting = new Map<NodeJS.Timeout, () => Promise<void>>();
+  private readonly inFlight = new Set<Promise<void>>();
+
+  schedule(delayMs: number, write: () => Promise<void>): void {
+    const timer = setTimeout(() => {
+      this.waiting.delete(timer);
+      this.start(write);
+    }, delayMs);
+    this.waiting.set(timer, write);
+  }
+
+  async flush(): Promise<void> {
+    for (const [timer, write] of this.waiting) {
+      clearTimeout(timer);
+      this.start(write);
+    }
+    this.waiting.clear();
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+  }
+
+  /** `write` never rejects: it reports its own errors. */
+  private start(write: () => Promise<void>): void {
+    const p = write();
+    this.inFlight.add(p);
+    void p.then(() => this.inFlight.delete(p));
+  }
+}
+
+/** The slow swing of plant load, in standard deviations. */
+function loadSwing(elapsedS: number): number {
+  return LOAD_SWING_STDS * Math.sin((2 * Math.PI * elapsedS) / LOAD_PERIOD_S);
+}
+
+/** A standard normal draw (Box-Muller). */
+function gaussian(random: () => number): number {
+  // 1 - random() lies in (0, 1], so the logarithm stays finite.
+  const u = 1 - random();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
+}
+
+/** Rounds so that the spread keeps about three significant digits (245.37, 2.134, 0.05123). */
+function roundToSpread(value: number, std: number): number {
+  const decimals = std > 0 ? Math.min(6, Math.max(0, 2 - Math.floor(Math.log10(std)))) : 3;
+  const factor = 10 ** decimals;
+  return Math.round(value * factor) / factor;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; never rejects. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

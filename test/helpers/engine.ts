@@ -1,0 +1,119 @@
+import pg from 'pg';
+import pino from 'pino';
+import { type Config, type DatabaseConfig, loadConfig, type PumpConfig } from '../../src/config/env.js';
+import { Monitor } from '../../src/engine/monitor.js';
+import { quoteIdent } from '../../src/store/db.js';
+import { migrate } from '../../src/store/schema.js';
+import { createTestDatabase, type TestDatabase } from './db.js';
+import { FakeBackend } from './fake-backend.js';
+
+export const API_KEY = 'test-key-7f3a9c';
+
+/** Test settings: short settle and expiry, fast retries and backoff, quiet logs. */
+export function testEnv(db: TestDatabase, backend: FakeBackend, extra: Record<string, string> = {}) {
+  return {
+    DATABASE_URL: db.url,
+    BASE_URL: backend.url,
+    BASE_URL_B: `${backend.url}/sensores_b`,
+    API_KEY,
+    PORT: '0',
+    SETTLE_MS: '300',
+    GROUP_EXPIRY_MS: '1500',
+    TIEMPO_ESPERA_BASE: '0.05',
+    TIEMPO_ESPERA_MAX: '0.5',
+    RETRY_BASE_MS: '20',
+    RETRY_MAX_MS: '300',
+    HTTP_TIMEOUT_MS: '2000',
+    HEARTBEAT_INTERVAL_MS: '500',
+    HEARTBEAT_TIMEOUT_MS: '500',
+    LOG_LEVEL: 'silent',
+    ...extra,
+  };
+}
+
+export interface Harness {
+  db: TestDatabase;
+  backend: FakeBackend;
+  admin: pg.Pool;
+  config: Config & { database: DatabaseConfig };
+  pumps: { A: PumpConfig; B: PumpConfig };
+  monitor: Monitor;
+  startMonitor(env?: Record<string, string>): Promise<Monitor>;
+  close(): Promise<void>;
+}
+
+/** A fresh database with the sensor tables, a fake backend, and (when started) a monitor. */
+export async function harness(prefix: string, env: Record<string, string> = {}): Promise<Harness> {
+  const db = await createTestDatabase(prefix);
+  const backend = await new FakeBackend().start();
+  const admin = new pg.Pool({ connectionString: db.url, max: 4 });
+  admin.on('error', () => {});
+  const config = loadConfig(testEnv(db, backend, env), { requireDatabase: true, requireBackend: true });
+  const client = await admin.connect();
+  await migrate(client, config.pumps);
+  client.release();
+  const pumps = {
+    A: config.pumps.find((p) => p.id === 'A') as PumpConfig,
+    B: config.pumps.find((p) => p.id === 'B') as PumpConfig,
+  };
+  const monitors: Monitor[] = [];
+  const h: Harness = {
+    db,
+    backend,
+    admin,
+    config: config as Config & { database: DatabaseConfig },
+    pumps,
+    monitor: undefined as unknown as Monitor,
+    async startMonitor(more = {}) {
+      const c = loadConfig(testEnv(db, backend, { ...env, ...more }), {
+        requireDatabase: true,
+        requireBackend: true,
+      });
+      const m = new Monitor({
+        config: c as Config & { database: DatabaseConfig },
+        logger: pino({ level: 'silent' }),
+      });
+      monitors.push(m);
+      await m.start();
+      h.monitor = m;
+      return m;
+    },
+    async close() {
+      for (const m of monitors) await m.stop(1_000).catch(() => {});
+      await backend.stop();
+      await admin.end();
+      await db.drop();
+    },
+  };
+  return h;
+}
+
+/** Inserts one timestamp of a pump in one transaction; `fields` limits which sensors report. */
+export async function insertTimestamp(
+  pool: pg.Pool,
+  pump: PumpConfig,
+  tiempo: string,
+  opts: { fields?: string[]; value?: (field: string) => number | null } = {},
+): Promise<number[]> {
+  const sensors = opts.fields ? pump.sensors.filter((s) => opts.fields?.includes(s.field)) : pump.sensors;
+  const client = await pool.connect();
+  const ids: number[] = [];
+  try {
+    await client.query('BEGIN');
+    for (const s of sensors) {
+      const v = opts.value ? opts.value(s.field) : 100 + sensors.indexOf(s);
+      const { rows } = await client.query<{ id: number }>(
+        `INSERT INTO ${quoteIdent(s.table)} (tiempo_sensor, valor_sensor) VALUES ($1, $2) RETURNING id`,
+        [tiempo, v],
+      );
+      ids.push(rows[0]?.id as number);
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+  return ids;
+}

@@ -1,0 +1,440 @@
+import type pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadPumpDefinitions, type PumpDefinition } from '../../src/config/pumps.js';
+import { createPool, quoteIdent } from '../../src/store/db.js';
+import { migrate } from '../../src/store/schema.js';
+import { formatTiempo, runSimulator, type TickInfo } from '../../src/tools/simulator.js';
+import { createTestDatabase } from '../helpers/db.js';
+
+const allPumps = loadPumpDefinitions();
+const pumpA = pumpById('A');
+const pumpB = pumpById('B');
+const START = new Date('2025-01-01T10:00:00.000Z');
+const APP_NAME = 'simulator-test';
+
+interface StoredRow {
+  field: string;
+  id: number;
+  tiempo: string;
+  xid: number;
+  valor: number;
+  /** The inserting transaction's start (the column's DEFAULT now()). */
+  txStart: number;
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function pumpById(id: string): PumpDefinition {
+  const pump = allPumps.find((p) => p.id === id);
+  if (!pump) throw new Error(`pump ${id} is not defined`);
+  return pump;
+}
+
+function tableOf(pump: PumpDefinition, field: string): string {
+  const sensor = pump.sensors.find((s) => s.field === field);
+  if (!sensor) throw new Error(`pump ${pump.id} has no field ${field}`);
+  return sensor.table;
+}
+
+/** A fresh database with every sensor table and trigger, and a pool on it. */
+async function freshPool(): Promise<pg.Pool> {
+  const db = await createTestDatabase('simulator');
+  const pool = createPool(db.config, APP_NAME, 8);
+  cleanups.push(async () => {
+    await pool.end();
+    await db.drop();
+  });
+  const client = await pool.connect();
+  try {
+    await migrate(client, allPumps);
+  } finally {
+    client.release();
+  }
+  return pool;
+}
+
+/** mulberry32: a small seeded generator, so a failing run can be replayed. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function readRows(pool: pg.Pool, pump: PumpDefinition): Promise<StoredRow[]> {
+  const out: StoredRow[] = [];
+  for (const sensor of pump.sensors) {
+    const { rows } = await pool.query<{
+      id: number;
+      tiempo_sensor: string;
+      xid: string;
+      valor_sensor: number;
+      tiempo_ejecucion: Date;
+    }>(
+      `SELECT id, tiempo_sensor, xmin::text AS xid, valor_sensor, tiempo_ejecucion
+         FROM ${quoteIdent(sensor.table)} ORDER BY id`,
+    );
+    for (const r of rows) {
+      out.push({
+        field: sensor.field,
+        id: r.id,
+        tiempo: r.tiempo_sensor,
+        xid: Number(r.xid),
+        valor: r.valor_sensor,
+        txStart: r.tiempo_ejecucion.getTime(),
+      });
+    }
+  }
+  return out;
+}
+
+function byTiempo(rows: StoredRow[]): Map<string, StoredRow[]> {
+  const groups = new Map<string, StoredRow[]>();
+  for (const r of rows) {
+    const group = groups.get(r.tiempo) ?? [];
+    group.push(r);
+    groups.set(r.tiempo, group);
+  }
+  return groups;
+}
+
+async function countTable(pool: pg.Pool, table: string): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${quoteIdent(table)}`);
+  return rows[0]?.n ?? 0;
+}
+
+async function countRows(pool: pg.Pool, pumps: PumpDefinition[]): Promise<number> {
+  let total = 0;
+  for (const sensor of pumps.flatMap((p) => p.sensors)) total += await countTable(pool, sensor.table);
+  return total;
+}
+
+function mean(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+describe('formatTiempo', () => {
+  it('keeps second resolution at one timestamp per second or slower, as the original data', () => {
+    expect(formatTiempo(new Date('2025-01-01T10:00:00.000Z'), 1)).toBe('2025-01-01T10:00:00');
+    expect(formatTiempo(new Date('2025-01-01T10:00:07.999Z'), 1)).toBe('2025-01-01T10:00:07');
+    expect(formatTiempo(new Date('2025-01-01T10:00:00.500Z'), 0.5)).toBe('2025-01-01T10:00:00');
+  });
+
+  it('adds milliseconds above one timestamp per second, so keys stay unique', () => {
+    expect(formatTiempo(new Date('2025-01-01T10:00:00.250Z'), 4)).toBe('2025-01-01T10:00:00.250');
+    expect(formatTiempo(new Date('2025-01-01T10:00:00.000Z'), 20)).toBe('2025-01-01T10:00:00.000');
+  });
+});
+
+describe('runSimulator options', () => {
+  it('rejects a rate, probability or count out of range before touching the database', async () => {
+    const pool = {} as pg.Pool;
+    await expect(runSimulator({ pool, pumps: allPumps, rate: 0 })).rejects.toThrow(/rate/);
+    await expect(runSimulator({ pool, pumps: allPumps, missingProbability: 1.5 })).rejects.toThrow(
+      /missingProbability/,
+    );
+    await expect(runSimulator({ pool, pumps: allPumps, count: -1 })).rejects.toThrow(/count/);
+  });
+});
+
+describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
+  it('writes every sensor of every timestamp: 20 rows per A timestamp, 15 per B', async () => {
+    const pool = await freshPool();
+    const ticks: TickInfo[] = [];
+    const began = performance.now();
+    const result = await runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 10,
+      startTime: START,
+      onTick: (info) => ticks.push(info),
+    });
+    const elapsed = performance.now() - began;
+
+    expect(result).toEqual({ timestamps: 20, rows: 350, missing: 0, late: 0, errors: 0 });
+    // Paced by the wall clock: the tenth tick is due 450 ms after the first, even with a past start time.
+    expect(elapsed).toBeGreaterThanOrEqual(440);
+    expect(elapsed).toBeLessThan(3_000);
+    for (const sensor of allPumps.flatMap((p) => p.sensors)) {
+      expect(await countTable(pool, sensor.table), sensor.table).toBe(10);
+    }
+    expect(ticks.filter((t) => t.pump === 'A').map((t) => t.inserted)).toEqual(Array(10).fill(20));
+    expect(ticks.filter((t) => t.pump === 'B').map((t) => t.inserted)).toEqual(Array(10).fill(15));
+    expect(ticks[0]?.tiempo_sensor).toBe('2025-01-01T10:00:00.000');
+    expect(ticks.at(-1)?.tiempo_sensor).toBe('2025-01-01T10:00:00.450');
+  });
+
+  it('writes each timestamp of a pump in one transaction, under one tiempo_sensor', async () => {
+    const pool = await freshPool();
+    await runSimulator({ pool, pumps: allPumps, rate: 20, count: 8, startTime: START });
+
+    for (const pump of allPumps) {
+      const groups = byTiempo(await readRows(pool, pump));
+      expect(groups.size).toBe(8);
+      const xids = new Set<number>();
+      for (const [tiempo, rows] of groups) {
+        expect(rows.map((r) => r.field).sort(), tiempo).toEqual(pump.sensors.map((s) => s.field).sort());
+        const own = new Set(rows.map((r) => r.xid));
+        expect(own.size, `${pump.id} ${tiempo}`).toBe(1);
+        for (const xid of own) xids.add(xid);
+      }
+      expect(xids.size, `${pump.id}: one transaction per timestamp`).toBe(8);
+    }
+  });
+
+  it('leaves readings out at random and reports exactly what it wrote', async () => {
+    const pool = await freshPool();
+    const ticks: TickInfo[] = [];
+    const result = await runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 10,
+      missingProbability: 0.3,
+      random: seeded(42),
+      startTime: START,
+      onTick: (info) => ticks.push(info),
+    });
+
+    expect(result.missing).toBeGreaterThan(0);
+    expect(result.rows + result.missing).toBe(350);
+    expect(await countRows(pool, allPumps)).toBe(result.rows);
+    for (const pump of allPumps) {
+      const groups = byTiempo(await readRows(pool, pump));
+      for (const tick of ticks.filter((t) => t.pump === pump.id)) {
+        const present = (groups.get(tick.tiempo_sensor) ?? []).map((r) => r.field);
+        const expected = pump.sensors.map((s) => s.field).filter((f) => !tick.missing.includes(f));
+        expect(present.sort(), tick.tiempo_sensor).toEqual(expected.sort());
+        expect(tick.inserted).toBe(present.length);
+      }
+    }
+
+    const replay: TickInfo[] = [];
+    await runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 10,
+      missingProbability: 0.3,
+      random: seeded(42),
+      startTime: new Date(START.getTime() + 60_000),
+      onTick: (info) => replay.push(info),
+    });
+    // Pumps write concurrently, so their callbacks interleave in any order; each pump's own order is fixed.
+    for (const pump of allPumps) {
+      const missingOf = (list: TickInfo[]) => list.filter((t) => t.pump === pump.id).map((t) => t.missing);
+      expect(missingOf(replay), pump.id).toEqual(missingOf(ticks));
+    }
+  });
+
+  it('writes late rows in a later transaction, 0.5 to 3 s after their timestamp', async () => {
+    const pool = await freshPool();
+    const ticks: TickInfo[] = [];
+    const result = await runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 40,
+      lateProbability: 0.15,
+      random: seeded(7),
+      startTime: START,
+      onTick: (info) => ticks.push(info),
+    });
+
+    expect(result.late).toBeGreaterThan(0);
+    expect(result.errors).toBe(0);
+    expect(result.rows).toBe(35 * 40);
+    expect(await countRows(pool, allPumps)).toBe(35 * 40);
+
+    let lateSeen = 0;
+    let waitedMs = 0;
+    for (const pump of allPumps) {
+      const groups = byTiempo(await readRows(pool, pump));
+      for (const tick of ticks.filter((t) => t.pump === pump.id)) {
+        const rows = groups.get(tick.tiempo_sensor) ?? [];
+        expect(rows).toHaveLength(pump.sensors.length);
+        const first = Math.min(...rows.map((r) => r.xid));
+        const main = rows.filter((r) => r.xid === first);
+        const late = rows.filter((r) => r.xid !== first);
+        expect(main.length, tick.tiempo_sensor).toBe(tick.inserted);
+        // Each late row commits on its own, after its timestamp's others.
+        expect(new Set(late.map((r) => r.xid)).size).toBe(late.length);
+        for (const r of late) {
+          const mainStart = main[0]?.txStart ?? 0;
+          expect(r.txStart).toBeGreaterThanOrEqual(mainStart);
+          expect(r.txStart - mainStart).toBeLessThan(3_500);
+          waitedMs = Math.max(waitedMs, r.txStart - mainStart);
+        }
+        lateSeen += late.length;
+      }
+    }
+    expect(lateSeen).toBe(result.late);
+    // Rows still waiting when the run ends are flushed at once; the earlier ones waited their timers.
+    expect(waitedMs).toBeGreaterThanOrEqual(450);
+  });
+
+  it('inserts consecutive timestamps in swapped order when asked', async () => {
+    const pool = await freshPool();
+    const result = await runSimulator({
+      pool,
+      pumps: [pumpB],
+      rate: 20,
+      count: 20,
+      outOfOrderProbability: 0.3,
+      random: seeded(3),
+      startTime: START,
+    });
+
+    expect(result).toMatchObject({ timestamps: 20, rows: 15 * 20, errors: 0 });
+    const rows = await readRows(pool, pumpB);
+    const groups = byTiempo(rows);
+    expect(groups.size).toBe(20);
+    for (const [tiempo, group] of groups) expect(new Set(group.map((r) => r.xid)).size, tiempo).toBe(1);
+    const inInsertOrder = rows.filter((r) => r.field === 'corriente_motor').map((r) => r.tiempo);
+    expect(inInsertOrder).not.toEqual([...inInsertOrder].sort());
+  });
+
+  it("bearing-failure drives pump A's bearing temperature up while other fields stay nominal", async () => {
+    const pool = await freshPool();
+    await runSimulator({
+      pool,
+      pumps: [pumpA],
+      rate: 50,
+      count: 100,
+      scenario: 'bearing-failure',
+      driftSeconds: 2,
+      random: seeded(11),
+      startTime: START,
+    });
+
+    const rows = await readRows(pool, pumpA);
+    const series = (field: string) => rows.filter((r) => r.field === field).map((r) => r.valor);
+    const temp = series('temp_bomba');
+    const current = series('corriente_motor');
+    expect(temp).toHaveLength(100);
+    expect(tableOf(pumpA, 'temp_bomba')).toBe('temperatura_descanso_interno_bomba_1a');
+    // Nominal temp_bomba is 58 +- 1.2; the drift adds 8 std (9.6) by the end.
+    expect(mean(temp.slice(-10)) - mean(temp.slice(0, 10))).toBeGreaterThan(6);
+    expect(mean(series('temp_empuje').slice(-10))).toBeGreaterThan(63 + 5 * 1.3);
+    // Nominal corriente_motor is 245 +- 6.
+    expect(Math.abs(mean(current.slice(-10)) - mean(current.slice(0, 10)))).toBeLessThan(12);
+  });
+
+  it('keeps going when a write fails, and a failed timestamp leaves no partial rows', async () => {
+    const pool = await freshPool();
+    await pool.query(`DROP TABLE ${quoteIdent(tableOf(pumpB, 'voltaje_barra'))}`);
+    const errors: Error[] = [];
+    const result = await runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 10,
+      startTime: START,
+      onError: (err) => errors.push(err),
+    });
+
+    expect(result).toEqual({ timestamps: 10, rows: 200, missing: 0, late: 0, errors: 10 });
+    expect(errors).toHaveLength(10);
+    expect(errors[0]?.message).toMatch(/does not exist/);
+    const survivingB = { ...pumpB, sensors: pumpB.sensors.filter((s) => s.field !== 'voltaje_barra') };
+    expect(await countRows(pool, [survivingB])).toBe(0);
+    expect(await countRows(pool, [pumpA])).toBe(200);
+  });
+
+  it('survives its connections being terminated mid-write and carries on at the next tick', async () => {
+    const pool = await freshPool();
+    // A slow trigger keeps each pump A write in flight for 100 ms, so the kills hit running statements.
+    await pool.query(`
+      CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
+      CREATE TRIGGER slow_down BEFORE INSERT ON ${quoteIdent(tableOf(pumpA, 'temp_bomba'))}
+        FOR EACH ROW EXECUTE FUNCTION slow_down();`);
+    const killer = await pool.connect();
+    cleanups.push(async () => killer.release());
+    const { rows: me } = await killer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const errors: Error[] = [];
+    const ticks: TickInfo[] = [];
+    const run = runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      count: 20,
+      startTime: START,
+      onTick: (info) => ticks.push(info),
+      onError: (err) => errors.push(err),
+    });
+    for (const delay of [250, 400, 400]) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      await killer.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = $1 AND pid <> $2 AND state = 'active'`,
+        [APP_NAME, me[0]?.pid],
+      );
+    }
+    const result = await run;
+
+    expect(result.errors).toBeGreaterThan(0);
+    expect(result.errors).toBe(errors.length);
+    // Every pump timestamp either committed or was reported; none was lost silently.
+    expect(result.timestamps + result.errors).toBe(40);
+    expect(result.rows).toBe(ticks.reduce((sum, t) => sum + t.inserted, 0));
+    expect(await countRows(pool, allPumps)).toBe(result.rows);
+    expect(ticks.filter((t) => t.pump === 'A').at(-1)?.tiempo_sensor).toBe('2025-01-01T10:00:00.950');
+  });
+
+  it("fires the tables' notifying triggers for every row", async () => {
+    const pool = await freshPool();
+    const listener = await pool.connect();
+    cleanups.push(async () => listener.release());
+    const payloads: Array<{ channel: string; tiempo_sensor: string }> = [];
+    listener.on('notification', (msg) => {
+      const body = JSON.parse(msg.payload ?? '{}') as { tiempo_sensor: string };
+      payloads.push({ channel: msg.channel, tiempo_sensor: body.tiempo_sensor });
+    });
+    for (const sensor of allPumps.flatMap((p) => p.sensors)) {
+      await listener.query(`LISTEN ${quoteIdent(sensor.channel)}`);
+    }
+    await runSimulator({ pool, pumps: allPumps, rate: 20, count: 3, startTime: START });
+    await listener.query('SELECT 1');
+
+    expect(payloads).toHaveLength(35 * 3);
+    expect(new Set(payloads.map((p) => p.channel)).size).toBe(35);
+    expect(new Set(payloads.map((p) => p.tiempo_sensor))).toEqual(
+      new Set(['2025-01-01T10:00:00.000', '2025-01-01T10:00:00.050', '2025-01-01T10:00:00.100']),
+    );
+  });
+
+  it('stops when the signal aborts, flushing late rows instead of waiting for them', async () => {
+    const pool = await freshPool();
+    const controller = new AbortController();
+    const run = runSimulator({
+      pool,
+      pumps: allPumps,
+      rate: 20,
+      lateProbability: 0.5,
+      random: seeded(9),
+      signal: controller.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const abortedAt = performance.now();
+    controller.abort();
+    const result = await run;
+
+    // Late rows wait up to 3 s; flushed, they are written at once.
+    expect(performance.now() - abortedAt).toBeLessThan(1_500);
+    expect(result.timestamps).toBeGreaterThan(0);
+    expect(result.late).toBeGreaterThan(0);
+    expect(result.timestamps % 2).toBe(0);
+    expect(result.rows).toBe((35 * result.timestamps) / 2);
+    expect(await countRows(pool, allPumps)).toBe(result.rows);
+  });
+});

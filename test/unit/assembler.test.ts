@@ -1,0 +1,169 @@
+import { describe, expect, it } from 'vitest';
+import { Assembler, type DroppedGroup, type Vector } from '../../src/assembler/assembler.js';
+import { loadConfig, type PumpConfig } from '../../src/config/env.js';
+import type { Reading } from '../../src/source/decode.js';
+import { ManualClock } from '../../src/util/clock.js';
+
+const config = loadConfig({});
+const pumpA = config.pumps.find((p) => p.id === 'A') as PumpConfig;
+const pumpB = config.pumps.find((p) => p.id === 'B') as PumpConfig;
+const opts = { settleMs: 2_000, expiryMs: 30_000, fillMaxAgeMs: 60_000, maxOpenGroups: 100 };
+
+function setup(pump: PumpConfig, o = opts) {
+  const clock = new ManualClock(1_000_000);
+  const vectors: Vector[] = [];
+  const dropped: DroppedGroup[] = [];
+  const a = new Assembler(pump, o, clock, {
+    vector: (v) => vectors.push(v),
+    dropped: (d) => dropped.push(d),
+  });
+  let id = 0;
+  const add = (tiempo: string, fields: number | string[], value = 1) => {
+    const sensors =
+      typeof fields === 'number'
+        ? pump.sensors.slice(0, fields)
+        : pump.sensors.filter((s) => fields.includes(s.field));
+    return sensors.map((sensor) => {
+      id += 1;
+      const r: Reading = {
+        pump: pump.id,
+        sensor,
+        id,
+        valor: value,
+        tiempo,
+        receivedAt: clock.now(),
+        origin: 'notify',
+      };
+      return a.add(r);
+    });
+  };
+  return { a, clock, vectors, dropped, add };
+}
+
+describe('assembler', () => {
+  it('sends a full vector at once, with every field in definition order', () => {
+    const { vectors, add } = setup(pumpA);
+    add('t1', 20, 5);
+    expect(vectors).toHaveLength(1);
+    expect(Object.keys(vectors[0]?.values ?? {})).toEqual(pumpA.sensors.map((s) => s.field));
+    expect(vectors[0]?.filled).toEqual([]);
+    expect(vectors[0]?.members).toHaveLength(20);
+  });
+
+  it.each([15, 16, 17, 18, 19])(
+    'pump A with %i of 20 fields sends a filled vector after the settle time',
+    (n) => {
+      const { vectors, add, a, clock } = setup(pumpA);
+      add('t0', 20, 7); // gives every sensor a recent last value
+      add('t1', n, 3);
+      a.tick();
+      expect(vectors).toHaveLength(1);
+      clock.advance(1_999);
+      a.tick();
+      expect(vectors).toHaveLength(1);
+      clock.advance(1);
+      a.tick();
+      expect(vectors).toHaveLength(2);
+      const v = vectors[1] as Vector;
+      expect(Object.keys(v.values)).toHaveLength(20);
+      expect(v.present).toBe(n);
+      expect(v.filled).toHaveLength(20 - n);
+      expect(v.filled.every((f) => f.from === 'last' && f.value === 7)).toBe(true);
+    },
+  );
+
+  it('pump A with 14 fields sends nothing and drops the group at expiry, naming the missing fields', () => {
+    const { vectors, dropped, add, a, clock } = setup(pumpA);
+    add('t0', 20, 7);
+    add('t1', 14);
+    clock.advance(29_999);
+    a.tick();
+    expect(vectors).toHaveLength(1);
+    expect(dropped).toHaveLength(0);
+    clock.advance(1);
+    a.tick();
+    expect(vectors).toHaveLength(1);
+    expect(dropped).toHaveLength(1);
+    expect(dropped[0]?.missing).toEqual(pumpA.sensors.slice(14).map((s) => s.field));
+    expect(a.openGroups).toBe(0);
+  });
+
+  it('pump B sends only when all 15 fields are present', () => {
+    const { vectors, dropped, add, a, clock } = setup(pumpB);
+    add('t0', 15);
+    add('t1', 14);
+    clock.advance(30_000);
+    a.tick();
+    expect(vectors.map((v) => v.tiempo)).toEqual(['t0']);
+    expect(dropped.map((d) => d.tiempo)).toEqual(['t1']);
+  });
+
+  it('fills from a configured default when the last value is too old, and holds when neither exists', () => {
+    const pump: PumpConfig = { ...pumpA, defaults: { temp_ambiental: 25 } };
+    const { vectors, add, a, clock } = setup(pump, { ...opts, fillMaxAgeMs: 5_000 });
+    const all = pump.sensors.map((s) => s.field);
+    add('t0', all, 7);
+    clock.advance(10_000); // last values are now stale
+    add(
+      't1',
+      all.filter((f) => f !== 'temp_ambiental'),
+    );
+    clock.advance(2_000);
+    a.tick();
+    expect(vectors[1]?.filled).toEqual([{ field: 'temp_ambiental', from: 'default', value: 25 }]);
+    clock.advance(6_000); // corriente_motor's last value (from t1) is now stale too
+    add(
+      't2',
+      all.filter((f) => f !== 'corriente_motor'),
+    );
+    clock.advance(2_000);
+    a.tick();
+    expect(vectors).toHaveLength(2); // no recent value, no default: held
+    add('t2', ['corriente_motor']);
+    expect(vectors).toHaveLength(3); // complete now: sent at once
+    expect(vectors[2]?.filled).toEqual([]);
+  });
+
+  it('leaves an optional field out for the backend default when it cannot be filled', () => {
+    const { vectors, add, a, clock } = setup(pumpA);
+    const all = pumpA.sensors.map((s) => s.field);
+    add(
+      't1',
+      all.filter((f) => f !== 'salida_bomba'),
+    );
+    clock.advance(2_000);
+    a.tick();
+    expect(vectors[0]?.omitted).toEqual(['salida_bomba']);
+    expect('salida_bomba' in (vectors[0]?.values ?? {})).toBe(false);
+  });
+
+  it('counts a reading for a closed timestamp as late and never merges it', () => {
+    const { vectors, add } = setup(pumpA);
+    add('t1', 20);
+    expect(add('t1', ['corriente_motor'])).toEqual(['late']);
+    expect(vectors).toHaveLength(1);
+  });
+
+  it('caps open groups and resolves the oldest by arrival', () => {
+    const { dropped, add, a } = setup(pumpA, { ...opts, maxOpenGroups: 3 });
+    for (const t of ['t1', 't2', 't3', 't4', 't5']) add(t, 2);
+    expect(a.openGroups).toBe(3);
+    expect(dropped.map((d) => [d.tiempo, d.reason])).toEqual([
+      ['t1', 'evicted'],
+      ['t2', 'evicted'],
+    ]);
+  });
+
+  it('keeps the later value when a sensor reports twice for one timestamp', () => {
+    const { vectors, add } = setup(pumpB);
+    expect(add('t1', ['corriente_motor'], 1)).toEqual(['added']);
+    expect(add('t1', ['corriente_motor'], 2)).toEqual(['replaced']);
+    add(
+      't1',
+      pumpB.sensors.slice(1).map((s) => s.field),
+      9,
+    );
+    expect(vectors[0]?.values.corriente_motor).toBe(2);
+    expect(vectors[0]?.members).toHaveLength(16);
+  });
+});
