@@ -1,0 +1,38 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** An admin (superuser) URL of the server the tests may create databases on. */
+    databaseUrl: string;
+  }
+}
+
+/** Uses TEST_DATABASE_URL when set; otherwise runs a throwaway embedded PostgreSQL for the whole run. */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const external = process.env.TEST_DATABASE_URL?.trim();
+  if (external) {
+    project.provide('databaseUrl', external);
+    return async () => {};
+  }
+  const root = await mkdtemp(path.join(tmpdir(), 'pump-monitor-test-pg-'));
+  // As root the server runs as the `postgres` user, which must be able to enter this directory.
+  await chmod(root, 0o755);
+  try {
+    const server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data') });
+    project.provide('databaseUrl', server.url);
+    return async () => {
+      try {
+        await server.stop();
+      } finally {
+        await rm(root, { recursive: true, force: true });
+      }
+    };
+  } catch (err) {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+}
