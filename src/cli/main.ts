@@ -39,6 +39,14 @@ program
   .action(async () => (await import('./tools.js')).migrateCommand());
 
 program
+  .command('diagnose')
+  .description(
+    'Check that notifications flow: connection, LISTEN, queue, each table, trigger and channel, and the backends',
+  )
+  .option('--json', 'print the checks as JSON')
+  .action(async (opts) => (await import('./diagnose.js')).diagnoseCommand(opts));
+
+program
   .command('backend')
   .description('Run the reference prediction backend (for development and demos)')
   .option('-p, --port <port>', 'port to listen on', number(0, 65535), 8000)

@@ -30,7 +30,7 @@ export async function runListeners(
   config: Config & { database: DatabaseConfig },
   logger: Logger,
 ): Promise<Running> {
-  const monitor = new Monitor({ config, logger: logger.child({ stage: 'engine' }) });
+  const monitor = new Monitor({ config, logger });
   const server = await buildServer(monitor);
   const url = await server.listen({ port: config.port, host: config.host });
   logger.info({ url }, 'status server listening');

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { loadConfig } from '../config/env.js';
-import { createPool } from '../store/db.js';
+import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
@@ -46,10 +46,7 @@ export async function start(): Promise<void> {
     });
     const all = { ...config, database };
 
-    const migrationClient = createPool(database, 'pump-monitor-migrate', 1);
-    await migrate(await migrationClient.connect().then((c) => c), config.pumps).finally(() =>
-      migrationClient.end(),
-    );
+    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config.pumps));
 
     backendPool = createPool(database, 'pump-monitor-backend', 4);
     const backend = await buildReferenceBackend({

@@ -1,5 +1,5 @@
 import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
-import { createPool, describePgError } from '../store/db.js';
+import { createPool, describePgError, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
@@ -14,28 +14,23 @@ function withDatabase(): { config: Config; database: DatabaseConfig } {
 /** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
 export async function migrateCommand(): Promise<void> {
   const { config, database } = withDatabase();
-  const pool = createPool(database, 'pump-monitor-migrate', 1);
   const tty = process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json';
   const logger = loggerFor(config);
   try {
-    const client = await pool.connect();
-    try {
-      const result = await migrate(client, config.pumps, (done, total, table) => {
+    const result = await withClient(database, 'pump-monitor-migrate', (client) =>
+      migrate(client, config.pumps, (done, total, table) => {
         if (tty) process.stdout.write(`\r  migrating ${done}/${total} ${table.padEnd(50)}`);
-      });
-      if (tty) process.stdout.write('\n');
-      logger.info(
-        { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
-        'migrated: tables, triggers and engine schema are in place',
-      );
-    } finally {
-      client.release();
-    }
+      }),
+    );
+    if (tty) process.stdout.write('\n');
+    logger.info(
+      { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
+      'migrated: tables, triggers and engine schema are in place',
+    );
   } catch (err) {
     logger.fatal(`migrate failed: ${describePgError(err)}`);
     process.exitCode = 1;
   } finally {
-    await pool.end();
     logger.flush();
   }
 }

@@ -25,6 +25,22 @@ export function createPool(db: DatabaseConfig, applicationName = 'pump-monitor',
   return pool;
 }
 
+/** Runs `fn` on one short-lived connection and closes it, whatever happens. */
+export async function withClient<T>(
+  db: DatabaseConfig,
+  applicationName: string,
+  fn: (client: pg.ClientBase) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client(clientConfig(db, applicationName));
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 /** Quotes a PostgreSQL identifier (channel or table name). */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
