@@ -4,7 +4,7 @@ import { loadConfig } from '../config/env.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
-import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
+import { startKeptPostgres } from '../tools/postgres-keeper.js';
 import { freePort } from '../tools/free-port.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
 import { listen } from './listen.js';
@@ -24,7 +24,7 @@ export async function start(): Promise<void> {
   const pgPort = process.env.PG_PORT ? Number(process.env.PG_PORT) : await freePort();
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
-  const postgres = await startEmbeddedPostgres({ dataDir, port: pgPort });
+  const postgres = await startKeptPostgres({ dataDir, port: pgPort });
   let backendPool: ReturnType<typeof createPool> | undefined;
   let simPool: ReturnType<typeof createPool> | undefined;
   const cleanup = async () => {
@@ -33,8 +33,7 @@ export async function start(): Promise<void> {
     await postgres.stop();
   };
   try {
-    await postgres.createDatabase('pump_monitor');
-    const database = postgres.database('pump_monitor');
+    const database = await postgres.database('pump_monitor');
     const backendPort = process.env.BACKEND_PORT ? Number(process.env.BACKEND_PORT) : await portOr(8000);
     const config = loadConfig({
       ...process.env,

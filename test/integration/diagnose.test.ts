@@ -1,0 +1,284 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { quoteIdent } from '../../src/store/db.js';
+import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
+import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/tools/diagnose.js';
+import { API_KEY, type Harness, harness, testEnv } from '../helpers/engine.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+let h: Harness;
+
+/** A backend that validates like the real one: 401 on a wrong key, 422 on an empty unified body. */
+function realisticBackend() {
+  h.backend.behaviour = (r) => {
+    if (r.apiKey !== API_KEY) return { status: 401 };
+    if (r.path.includes('predecir') && Object.keys(r.body).length === 0) return { status: 422 };
+    return undefined;
+  };
+}
+
+/** Puts every table and trigger back, so each test breaks one thing on a healthy setup. */
+async function repair() {
+  const client = await h.admin.connect();
+  try {
+    await migrate(client, h.config.pumps);
+  } finally {
+    client.release();
+  }
+}
+
+function byName(checks: Check[], name: string): Check {
+  const c = checks.find((x) => x.name === name);
+  if (!c) throw new Error(`no check named ${name}: ${checks.map((x) => x.name).join(', ')}`);
+  return c;
+}
+
+function failures(checks: Check[]): string[] {
+  return checks.filter((c) => !c.ok).map((c) => c.name);
+}
+
+/** Everything a user could see: the table, the JSON and the raw checks. */
+function allOutput(checks: Check[]): string {
+  return `${formatTable(checks)}\n${formatJson(checks)}`;
+}
+
+beforeAll(async () => {
+  h = await harness('diagnose');
+  realisticBackend();
+});
+
+afterEach(async () => {
+  realisticBackend();
+  await repair();
+});
+
+afterAll(async () => {
+  await h?.close();
+});
+
+describe('diagnose against a healthy setup', () => {
+  it('passes every check, one per line, and writes nothing', async () => {
+    const checks = await runDiagnostics(h.config);
+    expect(failures(checks)).toEqual([]);
+    const sensors = [...h.pumps.A.sensors, ...h.pumps.B.sensors];
+    // connection, listen, queue, three per channel, one per backend.
+    expect(checks).toHaveLength(3 + sensors.length * 3 + 2);
+    expect(byName(checks, 'connection').detail).toMatch(/^PostgreSQL \d+/);
+    expect(byName(checks, 'connection').detail).toContain('TLS off');
+    expect(byName(checks, 'listen').detail).toContain(`${sensors.length} of ${sensors.length}`);
+    expect(byName(checks, 'listen').detail).toContain('invalid reading');
+    expect(byName(checks, 'notification queue').ok).toBe(true);
+    for (const [pump, list] of [
+      ['A', h.pumps.A.sensors],
+      ['B', h.pumps.B.sensors],
+    ] as const) {
+      for (const s of list) {
+        expect(byName(checks, `table ${pump}/${s.table}`).ok).toBe(true);
+        expect(byName(checks, `trigger ${pump}/${s.channel}`).detail).toContain(TRIGGER_NAME);
+        const notify = byName(checks, `notify ${pump}/${s.channel}`);
+        expect(notify.ok).toBe(true);
+        expect(notify.ms).toBeGreaterThanOrEqual(0);
+      }
+    }
+    expect(byName(checks, 'backend A').detail).toContain('422');
+    expect(byName(checks, 'backend B').detail).toContain('/sensores_b/predecir-bomba-b');
+
+    // The backend saw only the two empty probes; no sensor table got a row.
+    expect(h.backend.requests.map((r) => [r.path, r.body])).toEqual(
+      expect.arrayContaining([
+        ['/sensores/predecir-bomba', {}],
+        ['/sensores_b/predecir-bomba-b', {}],
+      ]),
+    );
+    expect(h.backend.requests.every((r) => Object.keys(r.body).length === 0)).toBe(true);
+    for (const s of sensors) {
+      const { rows } = await h.admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${quoteIdent(s.table)}`,
+      );
+      expect(rows[0]?.n).toBe(0);
+    }
+
+    const table = formatTable(checks);
+    expect(table.trim().split('\n')).toHaveLength(checks.length + 1);
+    expect(table).toMatch(/^PASS {2}connection/m);
+    expect(toJson(checks)).toMatchObject({ ok: true, failed: 0, passed: checks.length });
+    expect(allOutput(checks)).not.toContain(h.db.config.password as string);
+    expect(allOutput(checks)).not.toContain(API_KEY);
+  });
+
+  it("accepts a plant's own trigger under its own name, by function source or by argument", async () => {
+    const [bySource, byArgument] = h.pumps.A.sensors;
+    if (!bySource || !byArgument) throw new Error('pump A has sensors');
+    await h.admin.query(`
+      DROP TRIGGER ${TRIGGER_NAME} ON ${quoteIdent(bySource.table)};
+      DROP TRIGGER ${TRIGGER_NAME} ON ${quoteIdent(byArgument.table)};
+      CREATE OR REPLACE FUNCTION public.planta_avisa() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        PERFORM pg_notify('${bySource.channel}', json_build_object('id_sensor', NEW.id)::text);
+        RETURN NEW;
+      END $fn$;
+      CREATE TRIGGER planta_trg AFTER INSERT ON ${quoteIdent(bySource.table)}
+        FOR EACH ROW EXECUTE FUNCTION public.planta_avisa();
+      CREATE OR REPLACE FUNCTION public.planta_generica() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        PERFORM pg_notify(TG_ARGV[0], json_build_object('id_sensor', NEW.id)::text);
+        RETURN NEW;
+      END $fn$;
+      CREATE TRIGGER planta_arg_trg AFTER INSERT ON ${quoteIdent(byArgument.table)}
+        FOR EACH ROW EXECUTE FUNCTION public.planta_generica('${byArgument.channel}');
+    `);
+    try {
+      const checks = await runDiagnostics(h.config);
+      expect(failures(checks)).toEqual([]);
+      expect(byName(checks, `trigger A/${bySource.channel}`).detail).toContain('planta_trg');
+      expect(byName(checks, `trigger A/${byArgument.channel}`).detail).toContain('planta_arg_trg');
+    } finally {
+      await h.admin.query(`
+        DROP TRIGGER planta_trg ON ${quoteIdent(bySource.table)};
+        DROP TRIGGER planta_arg_trg ON ${quoteIdent(byArgument.table)};
+      `);
+    }
+  });
+});
+
+describe('diagnose reports what was broken on purpose', () => {
+  it('a dropped trigger fails that channel only, with the migrate hint', async () => {
+    const s = h.pumps.B.sensors[3];
+    if (!s) throw new Error('pump B has sensors');
+    await h.admin.query(`DROP TRIGGER ${TRIGGER_NAME} ON ${quoteIdent(s.table)}`);
+    const checks = await runDiagnostics(h.config);
+    expect(failures(checks)).toEqual([`trigger B/${s.channel}`]);
+    const c = byName(checks, `trigger B/${s.channel}`);
+    expect(c.detail).toContain(s.table);
+    expect(c.hint).toContain('pump-monitor migrate');
+    expect(formatTable(checks)).toMatch(
+      new RegExp(`^FAIL {2}trigger B/${s.channel} .*-> fix: run pump-monitor migrate`, 'm'),
+    );
+  });
+
+  it('a disabled trigger fails, with the statement that enables it', async () => {
+    const s = h.pumps.A.sensors[5];
+    if (!s) throw new Error('pump A has sensors');
+    await h.admin.query(`ALTER TABLE ${quoteIdent(s.table)} DISABLE TRIGGER ${TRIGGER_NAME}`);
+    const checks = await runDiagnostics(h.config);
+    expect(failures(checks)).toEqual([`trigger A/${s.channel}`]);
+    expect(byName(checks, `trigger A/${s.channel}`).detail).toContain('disabled');
+    expect(byName(checks, `trigger A/${s.channel}`).hint).toContain('ENABLE TRIGGER');
+  });
+
+  it('a missing table fails its table and trigger checks', async () => {
+    const s = h.pumps.A.sensors[7];
+    if (!s) throw new Error('pump A has sensors');
+    await h.admin.query(`DROP TABLE ${quoteIdent(s.table)}`);
+    const checks = await runDiagnostics(h.config);
+    expect(failures(checks)).toEqual([`table A/${s.table}`, `trigger A/${s.channel}`]);
+    expect(byName(checks, `table A/${s.table}`).detail).toContain('does not exist');
+    expect(byName(checks, `table A/${s.table}`).hint).toContain('pump-monitor migrate');
+    // LISTEN/NOTIFY on the channel itself still works.
+    expect(byName(checks, `notify A/${s.channel}`).ok).toBe(true);
+  });
+
+  it('a wrong API key fails both backend checks and the key appears nowhere', async () => {
+    const wrong = 'wrong-key-d41d8cd98f';
+    const checks = await runDiagnostics({ ...h.config, apiKey: wrong });
+    expect(failures(checks)).toEqual(['backend A', 'backend B']);
+    for (const name of ['backend A', 'backend B']) {
+      expect(byName(checks, name).detail).toContain('401');
+      expect(byName(checks, name).hint).toContain('API_KEY');
+    }
+    expect(h.backend.requests.some((r) => r.apiKey === wrong)).toBe(true);
+    expect(allOutput(checks)).not.toContain(wrong);
+    expect(allOutput(checks)).not.toContain(API_KEY);
+    expect(allOutput(checks)).not.toContain(h.db.config.password as string);
+  });
+
+  it('a backend that never answers fails within the timeout', async () => {
+    h.backend.behaviour = () => 'hang';
+    const started = Date.now();
+    const checks = await runDiagnostics(h.config, { timeoutMs: 800 });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(failures(checks)).toEqual(['backend A', 'backend B']);
+    expect(byName(checks, 'backend A').detail).toContain('no answer within 800 ms');
+  });
+
+  it('a wrong database password fails the connection without printing it', async () => {
+    const password = 'not-the-password-93c1';
+    const checks = await runDiagnostics({ ...h.config, database: { ...h.config.database, password } });
+    expect(checks[0]).toMatchObject({ name: 'connection', ok: false });
+    expect(checks[0]?.hint).toContain('DB_PASSWORD');
+    expect(checks.filter((c) => c.name.startsWith('backend')).every((c) => c.ok)).toBe(true);
+    expect(allOutput(checks)).not.toContain(password);
+  });
+
+  it('a stopped backend fails both backend checks with the BASE_URL hints', async () => {
+    const port = h.backend.port;
+    await h.backend.stop();
+    try {
+      const checks = await runDiagnostics(h.config);
+      expect(failures(checks)).toEqual(['backend A', 'backend B']);
+      expect(byName(checks, 'backend A').detail).toContain('ECONNREFUSED');
+      expect(byName(checks, 'backend A').hint).toContain('BASE_URL ');
+      expect(byName(checks, 'backend B').hint).toContain('BASE_URL_B');
+    } finally {
+      await h.backend.start(port);
+    }
+  });
+});
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    ...testEnv(h.db, h.backend),
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString('utf8');
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString('utf8');
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('pump-monitor diagnose (the CLI as a child process)', () => {
+  it('exits 0 when healthy and 1 when broken, prints valid JSON and never the password', async () => {
+    const secrets = [h.db.config.password as string, API_KEY];
+
+    const healthy = await runCli(['diagnose', '--json']);
+    expect(healthy.stderr).toBe('');
+    expect(healthy.code).toBe(0);
+    const good = JSON.parse(healthy.stdout) as { ok: boolean; failed: number; checks: Check[] };
+    expect(good.ok).toBe(true);
+    expect(good.failed).toBe(0);
+    for (const secret of secrets) expect(healthy.stdout + healthy.stderr).not.toContain(secret);
+
+    const s = h.pumps.A.sensors[0];
+    if (!s) throw new Error('pump A has sensors');
+    await h.admin.query(`DROP TRIGGER ${TRIGGER_NAME} ON ${quoteIdent(s.table)}`);
+
+    const broken = await runCli(['diagnose', '--json']);
+    expect(broken.code).toBe(1);
+    const bad = JSON.parse(broken.stdout) as { ok: boolean; failed: number; checks: Check[] };
+    expect(bad.ok).toBe(false);
+    expect(bad.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual([`trigger A/${s.channel}`]);
+    for (const secret of secrets) expect(broken.stdout + broken.stderr).not.toContain(secret);
+
+    const table = await runCli(['diagnose']);
+    expect(table.code).toBe(1);
+    expect(table.stdout).toMatch(new RegExp(`^FAIL {2}trigger A/${s.channel} .*-> fix: `, 'm'));
+    expect(table.stdout).toMatch(/1 of \d+ checks failed/);
+    for (const secret of secrets) expect(table.stdout + table.stderr).not.toContain(secret);
+  });
+});
