@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -48,6 +49,13 @@ export async function buildServer(monitor: Monitor): Promise<FastifyInstance> {
   const page = readFileSync(resolve(publicDir, 'index.html'), 'utf8');
 
   app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(page));
+  const vendor = createRequire(import.meta.url);
+  const uplotJs = readFileSync(vendor.resolve('uplot/dist/uPlot.iife.min.js'));
+  const uplotCss = readFileSync(vendor.resolve('uplot/dist/uPlot.min.css'));
+  app.get('/assets/vendor/uPlot.iife.min.js', async (_req, reply) =>
+    reply.type('text/javascript').send(uplotJs),
+  );
+  app.get('/assets/vendor/uPlot.min.css', async (_req, reply) => reply.type('text/css').send(uplotCss));
   app.get('/assets/:file', async (req, reply) => {
     const file = (req.params as { file: string }).file;
     if (!/^[\w.-]+\.(js|css)$/.test(file)) return reply.code(404).send({ error: 'not found' });

@@ -1,0 +1,242 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type pg from 'pg';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildServer } from '../../src/http/server.js';
+import { createPool } from '../../src/store/db.js';
+import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
+import { type Harness, harness } from '../helpers/engine.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const ARTIFACTS = resolve(import.meta.dirname, '../../test-artifacts');
+const SCREENSHOT = resolve(ARTIFACTS, 'status-page.png');
+const SCREENSHOT_EN = resolve(ARTIFACTS, 'status-page-en.png');
+const SCREENSHOT_NARROW = resolve(ARTIFACTS, 'status-page-narrow.png');
+// The machine running the tests has two loaded cores: wait generously, assert no timing.
+const SLOW = 90_000;
+
+/** What public/assets/app.js exposes for tests. */
+interface PageState {
+  points: Record<string, number>;
+  updates: number;
+  source: string;
+  lang: string;
+}
+
+let h: Harness | undefined;
+let app: FastifyInstance | undefined;
+let browser: Browser | undefined;
+let simPool: pg.Pool | undefined;
+let simulated: Promise<SimulatorResult> | undefined;
+const simulation = new AbortController();
+let baseUrl = '';
+
+const CHROMIUM_MISSING =
+  `Chromium is required for the status page test and was not found at ${CHROMIUM}; ` +
+  'install Debian\'s package ("apt-get install -y chromium"). This test fails rather than skips.';
+
+/** Each test fails (never skips) with a clear message when Chromium is not installed. */
+function requireChromium(): Browser {
+  if (!existsSync(CHROMIUM)) throw new Error(CHROMIUM_MISSING);
+  if (!browser) throw new Error('the browser did not start; see the beforeAll error');
+  return browser;
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) return; // reported by every test through requireChromium()
+  h = await harness('page');
+  const monitor = await h.startMonitor();
+  app = await buildServer(monitor);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  baseUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+
+  simPool = createPool(h.config.database, 'status-page-simulator', 2);
+  simPool.on('error', () => {});
+  simulated = runSimulator({
+    pool: simPool,
+    pumps: h.config.pumps,
+    rate: 5,
+    // Some readings missing, so groups wait open for their settle time and the grid has rows.
+    missingProbability: 0.05,
+    signal: simulation.signal,
+    onError: () => {},
+  });
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  await mkdir(ARTIFACTS, { recursive: true });
+});
+
+afterAll(async () => {
+  await browser?.close().catch(() => {});
+  simulation.abort();
+  await simulated?.catch(() => undefined);
+  await simPool?.end().catch(() => {});
+  await app?.close().catch(() => {});
+  await h?.close();
+});
+
+/** The page's own record of what it drew. */
+function pageState(page: Page): Promise<PageState> {
+  return page.evaluate(() => (globalThis as unknown as { __pumpMonitor: PageState }).__pumpMonitor);
+}
+
+describe('status page', () => {
+  it('shows both pumps live, draws predictions as they arrive and switches language', async () => {
+    const b = requireChromium();
+    const context = await b.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') problems.push(`console: ${msg.text()}`);
+    });
+    page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+    const external: string[] = [];
+    page.on('request', (req) => {
+      if (!req.url().startsWith(baseUrl) && !req.url().startsWith('data:')) external.push(req.url());
+    });
+
+    const res = await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
+    expect(res?.status()).toBe(200);
+    expect(await page.evaluate(() => typeof (globalThis as unknown as { uPlot?: unknown }).uPlot)).toBe(
+      'function',
+    );
+
+    // Both pumps, in the default language (Spanish).
+    const cards = page.locator('article.pump');
+    await expect.poll(() => cards.count(), { timeout: SLOW }).toBe(2);
+    await page.getByRole('heading', { name: 'Bomba A' }).waitFor({ timeout: SLOW });
+    await page.getByRole('heading', { name: 'Bomba B' }).waitFor({ timeout: SLOW });
+    expect(await page.locator('html').getAttribute('lang')).toBe('es');
+    await expect
+      .poll(() => page.locator('article.pump h3', { hasText: 'Probabilidad de falla' }).count(), {
+        timeout: SLOW,
+      })
+      .toBe(2);
+
+    // The chart gains points while the simulator runs.
+    await page.waitForFunction(
+      () => {
+        const s = (globalThis as unknown as { __pumpMonitor?: PageState }).__pumpMonitor;
+        return (s?.points.A ?? 0) > 0 && (s?.points.B ?? 0) > 0;
+      },
+      undefined,
+      { timeout: SLOW },
+    );
+    const first = await pageState(page);
+    await page.waitForFunction(
+      (before) => {
+        const s = (globalThis as unknown as { __pumpMonitor?: PageState }).__pumpMonitor;
+        return (s?.points.A ?? 0) > (before.A ?? 0) && (s?.points.B ?? 0) > (before.B ?? 0);
+      },
+      first.points,
+      { timeout: SLOW },
+    );
+    const later = await pageState(page);
+    expect(later.source).toBe('sse');
+    expect(later.updates).toBeGreaterThan(first.updates);
+    expect(await page.locator('article.pump .uplot canvas').count()).toBe(2);
+    expect(await page.locator('article.pump table.channels tbody tr').count()).toBe(
+      h?.config.pumps.reduce((n, p) => n + p.sensors.length, 0),
+    );
+
+    // A malformed notification shows up in pump A's error list.
+    await h?.admin.query(`SELECT pg_notify($1, 'this is not json')`, [h.pumps.A.sensors[0]?.channel]);
+    await page
+      .locator('article.pump[data-pump="A"] .errors li', { hasText: 'invalid notification' })
+      .first()
+      .waitFor({ timeout: SLOW });
+
+    // Open timestamps appear in the completeness grid, one cell per sensor.
+    await page.locator('article.pump table.grid tbody tr').first().waitFor({ timeout: SLOW });
+
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+    // Narrow screens stack the pumps; wide tables scroll inside their box, never the page.
+    await page.setViewportSize({ width: 400, height: 860 });
+    await expect
+      .poll(
+        () =>
+          page.evaluate(() => {
+            const d = (
+              globalThis as unknown as {
+                document: { documentElement: { scrollWidth: number; clientWidth: number } };
+              }
+            ).document.documentElement;
+            return d.scrollWidth <= d.clientWidth;
+          }),
+        { timeout: SLOW },
+      )
+      .toBe(true);
+    await page.screenshot({ path: SCREENSHOT_NARROW });
+    await page.setViewportSize({ width: 1440, height: 900 });
+
+    // The language toggle switches the labels and is remembered.
+    await page.getByRole('button', { name: 'EN', exact: true }).click();
+    await expect
+      .poll(() => page.locator('article.pump h3', { hasText: 'Failure probability' }).count(), {
+        timeout: SLOW,
+      })
+      .toBe(2);
+    expect(await page.locator('article.pump h3', { hasText: 'Probabilidad de falla' }).count()).toBe(0);
+    expect(await page.locator('html').getAttribute('lang')).toBe('en');
+    expect((await pageState(page)).lang).toBe('en');
+    await page.reload({ waitUntil: 'load', timeout: SLOW });
+    await page
+      .locator('article.pump h3', { hasText: 'Failure probability' })
+      .first()
+      .waitFor({ timeout: SLOW });
+    await page.waitForFunction(
+      () => ((globalThis as unknown as { __pumpMonitor?: PageState }).__pumpMonitor?.points.A ?? 0) > 0,
+      undefined,
+      { timeout: SLOW },
+    );
+    await page.evaluate(() =>
+      (globalThis as unknown as { scrollTo(x: number, y: number): void }).scrollTo(0, 0),
+    );
+    await page.screenshot({ path: SCREENSHOT_EN, fullPage: true });
+    await page.getByRole('button', { name: 'ES', exact: true }).click();
+    await page
+      .locator('article.pump h3', { hasText: 'Probabilidad de falla' })
+      .first()
+      .waitFor({ timeout: SLOW });
+
+    await context.close();
+    expect(problems).toEqual([]);
+    expect(external).toEqual([]);
+  }, 240_000);
+
+  it('falls back to polling /api/view when the event stream fails', async () => {
+    const context = await requireChromium().newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    // The blocked stream itself is reported on the console; only script errors count here.
+    await page.route('**/events', (route) => route.abort());
+    await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
+    await page.waitForFunction(
+      () => {
+        const s = (globalThis as unknown as { __pumpMonitor?: PageState }).__pumpMonitor;
+        return s?.source === 'poll' && s.updates >= 2 && (s.points.A ?? 0) > 0;
+      },
+      undefined,
+      { timeout: SLOW },
+    );
+    await page.getByRole('heading', { name: 'Bomba B' }).waitFor({ timeout: SLOW });
+    await context.close();
+    expect(pageErrors).toEqual([]);
+  }, 180_000);
+});
