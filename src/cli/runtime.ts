@@ -78,11 +78,16 @@ export function handleSignals(logger: Logger, stop: () => Promise<void>, monitor
   monitor?.on('fatal', (err) => {
     logger.fatal(err.message);
     stopping = true;
-    stop().finally(() => flushAndExit(logger, 1));
+    // Said again after the shutdown's own lines, so the last line tells the operator why it exited.
+    stop().finally(() => {
+      logger.fatal(`exiting: ${err.message}`);
+      flushAndExit(logger, 1);
+    });
   });
 }
 
 export function flushAndExit(logger: Logger, code: number): void {
+  process.exitCode = code;
   logger.flush();
   setTimeout(() => process.exit(code), 50).unref();
 }

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { z } from 'zod';
 import { loadPumpDefinitions, type PumpDefinition, selectPumps } from './pumps.js';
@@ -44,8 +44,14 @@ export interface Config {
     sensorMaxAttempts: number;
     retryBaseMs: number;
     retryMaxMs: number;
+    /** Consecutive failures that open a backend's circuit, and the first wait before a trial call. */
+    breakerThreshold: number;
+    breakerHalfOpenMs: number;
+    breakerHalfOpenMaxMs: number;
   };
   catchUpBatch: number;
+  /** Client-side limit for one state query (checkpoints, outbox); a half-open socket fails instead of hanging. */
+  dbQueryTimeoutMs: number;
   shutdownTimeoutMs: number;
   log: { level: string; file: string | undefined };
 }
@@ -108,8 +114,15 @@ function sslOptions(env: Env, mode: SslMode): false | ConnectionOptions {
   let ca: string | undefined;
   if (rootCert !== undefined) {
     if (rootCert.includes('-----BEGIN')) ca = rootCert.replace(/\\n/g, '\n');
-    else if (existsSync(rootCert)) ca = readFileSync(rootCert, 'utf8');
-    else fail('DB_SSLROOTCERT', rootCert, 'a readable CA certificate file, or the PEM text itself');
+    else {
+      // A directory or a file this user may not read (a secret mounted for root) is a config error too.
+      try {
+        ca = readFileSync(rootCert, 'utf8');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        fail('DB_SSLROOTCERT', rootCert, `a readable CA certificate file, or the PEM text itself (${code})`);
+      }
+    }
   }
   if (mode === 'require') return { rejectUnauthorized: false };
   if (ca === undefined) fail('DB_SSLROOTCERT', undefined, `a CA certificate when DB_SSLMODE=${mode}`);
@@ -248,8 +261,12 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       sensorMaxAttempts: num(env, 'SENSOR_POST_MAX_ATTEMPTS', 8, { min: 1, int: true }),
       retryBaseMs: num(env, 'RETRY_BASE_MS', 200, { min: 1 }),
       retryMaxMs: num(env, 'RETRY_MAX_MS', 30_000, { min: 1 }),
+      breakerThreshold: num(env, 'BREAKER_THRESHOLD', 5, { min: 1, int: true }),
+      breakerHalfOpenMs: num(env, 'BREAKER_HALF_OPEN_MS', 1_000, { min: 1 }),
+      breakerHalfOpenMaxMs: num(env, 'BREAKER_HALF_OPEN_MAX_MS', 30_000, { min: 1 }),
     },
     catchUpBatch: num(env, 'CATCHUP_BATCH', 500, { min: 1, int: true }),
+    dbQueryTimeoutMs: num(env, 'DB_QUERY_TIMEOUT_MS', 15_000, { min: 100 }),
     shutdownTimeoutMs: num(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, { min: 0 }),
     log: { level, file: read(env, 'LOG_FILE') },
   };

@@ -87,7 +87,8 @@ export async function deliver(
       (ctx: { attempt: number; result: { error?: Error } | { value: unknown } }) => {
         const err = 'error' in ctx.result ? ctx.result.error : undefined;
         let delay: number;
-        if (err instanceof BrokenCircuitError) delay = Math.min(opts.maxMs, Math.max(opts.baseMs, 1_000));
+        // An open circuit: look again soon; the breaker itself decides when a trial call may pass.
+        if (err instanceof BrokenCircuitError) delay = Math.min(opts.maxMs, Math.max(opts.baseMs, 250));
         else if (err instanceof RetryableError && err.retryAfterMs !== undefined)
           delay = Math.min(err.retryAfterMs, 300_000);
         else delay = backoffDelay(attempts, opts.baseMs, opts.maxMs, random);

@@ -129,7 +129,8 @@ export class VectorSender {
     const { status, body } = result.answer;
     const dead = result.kind === 'rejected';
     // The backend has answered: record it even if the database is briefly away, or it would be re-sent.
-    await this.persist(async (db) => {
+    // Only a shutdown stops the attempts; the row then stays pending and is sent again (same key) next time.
+    const recorded = await this.persist(signal, async (db) => {
       await markDelivered(db, row.id, {
         status: dead ? 'dead' : 'sent',
         attempts,
@@ -149,6 +150,7 @@ export class VectorSender {
         ]);
       }
     });
+    if (!recorded) return false;
     if (dead) {
       this.o.logger.error(
         { tiempo_sensor: row.tiempo, status, response: body.slice(0, 300) },
@@ -163,15 +165,17 @@ export class VectorSender {
     return true;
   }
 
-  private async persist(fn: (db: pg.Pool) => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
+  private async persist(signal: AbortSignal, fn: (db: pg.Pool) => Promise<void>): Promise<boolean> {
+    for (let attempt = 1; !signal.aborted; attempt++) {
       try {
-        return await fn(this.o.pool);
+        await fn(this.o.pool);
+        return true;
       } catch (err) {
         this.o.logger.warn({ err: (err as Error).message, attempt }, 'recording a delivery failed; retrying');
-        await sleep(Math.min(5_000, 100 * 2 ** attempt));
+        await sleep(Math.min(5_000, 100 * 2 ** attempt), signal);
       }
     }
+    return false;
   }
 }
 

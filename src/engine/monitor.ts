@@ -81,7 +81,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.maxQueuedPosts = o.maxQueuedPosts ?? 50_000;
     const { config } = this;
     this.telemetry = new Telemetry(config.pumps);
-    this.pool = createPool(config.database, 'pump-monitor', 6);
+    this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
     this.decoder = new Decoder(config.pumps);
     this.listener = new Listener({
       db: config.database,
@@ -112,7 +112,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       signal,
     });
     for (const p of config.pumps) {
-      const breaker = createBreaker({ threshold: 5, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 30_000 });
+      const breaker = createBreaker({
+        threshold: config.delivery.breakerThreshold,
+        halfOpenAfterMs: config.delivery.breakerHalfOpenMs,
+        maxHalfOpenAfterMs: config.delivery.breakerHalfOpenMaxMs,
+      });
       const client = new BackendClient({
         baseUrl: p.baseUrl,
         apiKey: config.apiKey,
@@ -168,7 +172,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         await this.checkTables(client, tables);
         await initCheckpoints(client, tables);
         const checkpoints = await loadCheckpoints(client, tables);
-        for (const [t, cp] of checkpoints) this.progress.set(t, new TableProgress(t, cp));
+        for (const [t, cp] of checkpoints) {
+          const progress = new TableProgress(t, cp);
+          progress.holdFromLatest(); // until the first catch-up has read the backlog
+          this.progress.set(t, progress);
+        }
       } finally {
         client.release();
       }
@@ -176,6 +184,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.listener.on('notification', (channel, payload) => this.onPayload(channel, payload));
     this.listener.on('listening', () => this.requestCatchUp());
     this.listener.on('disconnected', (reason) => {
+      // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
+      for (const p of this.progress.values()) p.holdFromLatest();
       this.telemetry.reconnects.inc();
       this.telemetry.error(null, `LISTEN connection lost: ${reason}`);
     });
@@ -336,13 +346,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       { pump, channel: rej.channel, reason: rej.reason, payload: rej.payload.slice(0, 200) },
       message,
     );
-    let settle: (() => void) | undefined;
-    if (rej.table !== undefined && rej.id !== undefined) {
-      const progress = this.progress.get(rej.table) as TableProgress;
-      const id = rej.id;
-      if (!progress.begin(id, 1)) return; // the same bad row again: recorded once
-      settle = () => progress.settle(id);
-    }
+    // A rejected payload never enters the (table, id) ledger: a forged or garbled payload naming a row id
+    // must not shadow the real row's notification. Not being in flight, it does not hold the checkpoint.
     this.deadWriter.push({
       letter: {
         kind: 'notification',
@@ -351,7 +356,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         payload: rej.payload,
         reason: `${rej.reason}: ${rej.detail}`,
       },
-      ...(settle ? { settle } : {}),
     });
   }
 

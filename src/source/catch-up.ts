@@ -24,6 +24,7 @@ interface Cursor {
   table: string;
   after: number;
   done: boolean;
+  token: number;
 }
 
 /**
@@ -40,6 +41,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       table: s.table,
       after: o.progress.get(s.table)?.checkpoint() ?? 0,
       done: false,
+      token: o.progress.get(s.table)?.catchUpToken() ?? 0,
     })),
   );
   let total = 0;
@@ -55,11 +57,14 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       for (const r of rows) o.handle(c.channel, r.payload);
       if (rows.length > 0) {
         c.after = Number(rows[rows.length - 1]?.id);
-        o.progress.get(c.table)?.release(c.after);
         total += rows.length;
         o.onRows?.(c.pump, rows.length);
       }
-      if (rows.length < o.batch) c.done = true;
+      if (rows.length < o.batch) {
+        // Read to the end: everything committed before this catch-up began has now been seen.
+        c.done = true;
+        o.progress.get(c.table)?.release(c.token);
+      }
     }
     if (Date.now() - lastReport > 2_000) {
       lastReport = Date.now();

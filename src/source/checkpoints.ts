@@ -16,8 +16,14 @@ export class TableProgress {
   private readonly ring: number[];
   private ringPos = 0;
   private maxSeen: number;
-  /** Lowest id that was received but set aside (overload); the checkpoint stays below it until catch-up. */
+  /**
+   * Rows from this id up may have been missed (the process just started, the LISTEN connection was lost, or
+   * a notification was set aside under load): the checkpoint stays below it until a catch-up that began
+   * after the hold has read the table to its end.
+   */
   private holdAt = Number.POSITIVE_INFINITY;
+  private holdSeq = 0;
+  private static seq = 0;
   /** The checkpoint as last written to the database. */
   persisted: number;
 
@@ -55,14 +61,26 @@ export class TableProgress {
     this.recent.add(id);
   }
 
-  /** Keeps the checkpoint below a row that was set aside unprocessed, so catch-up reads it again. */
+  /** Keeps the checkpoint below `id` until a catch-up started after this call has finished the table. */
   hold(id: number): void {
     if (id < this.holdAt) this.holdAt = id;
+    TableProgress.seq += 1;
+    this.holdSeq = TableProgress.seq;
   }
 
-  /** Catch-up has read every row up to `id`: holds at or below it are lifted. */
-  release(id: number): void {
-    if (this.holdAt <= id) this.holdAt = Number.POSITIVE_INFINITY;
+  /** Holds rows above everything seen so far: notifications may be lost from here on. */
+  holdFromLatest(): void {
+    this.hold(this.maxSeen + 1);
+  }
+
+  /** A token to hand back to release() once a catch-up started now has read the table to its end. */
+  catchUpToken(): number {
+    return TableProgress.seq;
+  }
+
+  /** Lifts the hold unless a newer one was set after the catch-up began (a later catch-up lifts that). */
+  release(token: number): void {
+    if (this.holdSeq <= token) this.holdAt = Number.POSITIVE_INFINITY;
   }
 
   get inflightCount(): number {

@@ -31,7 +31,7 @@ export interface Rejection {
   detail: string;
   channel: string;
   payload: string;
-  /** Set when the payload names a valid row, so the row can be accounted as settled. */
+  /** Set when the payload names a row id: kept with the dead letter. */
   pump?: string;
   table?: string;
   id?: number;

@@ -18,8 +18,19 @@ export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor
 }
 
 /** A small pool for state writes (checkpoints, outbox, dead letters) and catch-up reads. */
-export function createPool(db: DatabaseConfig, applicationName = 'pump-monitor', max = 4): pg.Pool {
-  const pool = new pg.Pool({ ...clientConfig(db, applicationName), max, idleTimeoutMillis: 30_000 });
+export function createPool(
+  db: DatabaseConfig,
+  applicationName = 'pump-monitor',
+  max = 4,
+  /** A query on a silently dead connection would otherwise wait forever. */
+  queryTimeoutMs = 15_000,
+): pg.Pool {
+  const pool = new pg.Pool({
+    ...clientConfig(db, applicationName),
+    max,
+    idleTimeoutMillis: 30_000,
+    query_timeout: queryTimeoutMs,
+  });
   // An idle client that loses its server emits 'error' on the pool; the next query reconnects.
   pool.on('error', () => {});
   return pool;

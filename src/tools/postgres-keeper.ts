@@ -35,7 +35,9 @@ export async function startKeptPostgres(opts: { dataDir: string; port?: number }
   });
   const hello = await new Promise<Hello>((resolve, reject) => {
     child.once('message', (m) => resolve(m as Hello));
-    child.once('exit', (code) => reject(new Error(`the PostgreSQL keeper exited (code ${code}) before starting`)));
+    child.once('exit', (code) =>
+      reject(new Error(`the PostgreSQL keeper exited (code ${code}) before starting`)),
+    );
   });
   if (!hello.ready) throw new Error(hello.error);
   let next = 0;

@@ -61,6 +61,19 @@ export class FakeBackend {
     return out;
   }
 
+  /** Per idempotency key: how many 200 answers, and how many different bodies were accepted. */
+  successes(): Map<string, { count: number; bodies: Set<string> }> {
+    const out = new Map<string, { count: number; bodies: Set<string> }>();
+    for (const r of this.requests) {
+      if (r.status !== 200 || !r.idempotencyKey) continue;
+      const e = out.get(r.idempotencyKey) ?? { count: 0, bodies: new Set<string>() };
+      e.count += 1;
+      e.bodies.add(JSON.stringify(r.body));
+      out.set(r.idempotencyKey, e);
+    }
+    return out;
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);

@@ -45,7 +45,7 @@ describe('decoder', () => {
     }
   });
 
-  it('keeps the row id of a bad value so the row can be accounted for', () => {
+  it('keeps the row id of a bad value for the dead letter', () => {
     const d = decoder.decode(ch, '{"id_sensor": 9, "valor": null, "tiempo_sensor": "t"}', 1);
     expect(d).toMatchObject({ ok: false, rejection: { id: 9, table: 'sensores_corriente', pump: 'A' } });
   });

@@ -1,0 +1,25 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '../..');
+
+export interface ChildListener {
+  proc: ChildProcess;
+  output: string[];
+  exited: Promise<number | null>;
+}
+
+/** Runs `pump-monitor listen` as a real child process (from the sources, through tsx). */
+export function spawnListener(env: Record<string, string>): ChildListener {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'listen'], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const collect = (chunk: Buffer) => output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+  proc.stdout?.on('data', collect);
+  proc.stderr?.on('data', collect);
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  return { proc, output, exited };
+}

@@ -1,0 +1,88 @@
+import { createServer, type Server, Socket } from 'node:net';
+
+/**
+ * A TCP proxy of the test's own between the engine and PostgreSQL, to break the network for real:
+ * `blackhole()` stops forwarding on every open connection without closing it (a half-open socket),
+ * `refuse()` closes everything and refuses new connections, `restore()` accepts again.
+ */
+export class TcpProxy {
+  private server: Server | undefined;
+  private readonly live = new Set<[Socket, Socket]>();
+  private readonly silenced = new Set<[Socket, Socket]>();
+  port = 0;
+
+  constructor(
+    private readonly targetPort: number,
+    private readonly targetHost = '127.0.0.1',
+  ) {}
+
+  async start(port = 0): Promise<this> {
+    const server = createServer((client) => this.accept(client));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+    this.server = server;
+    this.port = (server.address() as { port: number }).port;
+    return this;
+  }
+
+  get connections(): number {
+    return this.live.size;
+  }
+
+  /** Stops forwarding on the open connections; they stay open and silent. New connections still work. */
+  blackhole(): void {
+    for (const pair of this.live) {
+      const [a, b] = pair;
+      a.unpipe(b);
+      b.unpipe(a);
+      a.pause();
+      b.pause();
+      this.live.delete(pair);
+      this.silenced.add(pair);
+    }
+  }
+
+  /** Closes every connection and stops accepting new ones. */
+  async refuse(): Promise<void> {
+    for (const [a, b] of [...this.live, ...this.silenced]) {
+      a.destroy();
+      b.destroy();
+    }
+    this.live.clear();
+    this.silenced.clear();
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Accepts connections again on the same port. */
+  async restore(): Promise<void> {
+    if (!this.server) await this.start(this.port);
+  }
+
+  async stop(): Promise<void> {
+    await this.refuse();
+  }
+
+  private accept(client: Socket): void {
+    const upstream = new Socket();
+    const pair: [Socket, Socket] = [client, upstream];
+    this.live.add(pair);
+    const drop = () => {
+      this.live.delete(pair);
+      if (this.silenced.has(pair)) return; // a silenced pair stays half-open until the test ends
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of pair) {
+      s.on('error', drop);
+      s.on('close', drop);
+    }
+    upstream.connect(this.targetPort, this.targetHost, () => {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+  }
+}
