@@ -50,6 +50,8 @@ export interface Config {
     breakerHalfOpenMaxMs: number;
   };
   catchUpBatch: number;
+  /** How often pump leases are checked and rebalanced between replicas. */
+  leaseIntervalMs: number;
   /** Client-side limit for one state query (checkpoints, outbox); a half-open socket fails instead of hanging. */
   dbQueryTimeoutMs: number;
   shutdownTimeoutMs: number;
@@ -266,6 +268,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       breakerHalfOpenMaxMs: num(env, 'BREAKER_HALF_OPEN_MAX_MS', 30_000, { min: 1 }),
     },
     catchUpBatch: num(env, 'CATCHUP_BATCH', 500, { min: 1, int: true }),
+    leaseIntervalMs: num(env, 'LEASE_INTERVAL_MS', 2_000, { min: 50 }),
     dbQueryTimeoutMs: num(env, 'DB_QUERY_TIMEOUT_MS', 15_000, { min: 100 }),
     shutdownTimeoutMs: num(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, { min: 0 }),
     log: { level, file: read(env, 'LOG_FILE') },

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { Assembler, type DroppedGroup, type Vector } from '../assembler/assembler.js';
-import type { Config, DatabaseConfig } from '../config/env.js';
+import type { Config, DatabaseConfig, PumpConfig } from '../config/env.js';
 import { BackendClient, createAgent } from '../delivery/backend-client.js';
 import { breakerState, createBreaker, type DeliveryResult } from '../delivery/policy.js';
 import { SensorPoster } from '../delivery/sensor-poster.js';
@@ -18,6 +20,7 @@ import { countPending, insertDropped, insertVectors, type OutboxRow, vectorKey }
 import { ENGINE_SCHEMA, ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
+import { LeaseKeeper } from './leases.js';
 import { Telemetry } from './telemetry.js';
 
 export interface MonitorOptions {
@@ -55,7 +58,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly decoder: Decoder;
   private readonly progress = new Map<string, TableProgress>();
   private readonly assemblers = new Map<string, Assembler>();
+  /** One sender per pump this replica owns. */
   private readonly senders = new Map<string, VectorSender>();
+  readonly leases: LeaseKeeper;
+  /** Names this process's database sessions: pm-listen:<id>, pm-lease:<group>:<id>. */
+  readonly replicaId: string;
+  /** Pumps whose lease this replica holds and whose state is ready: only their readings are processed. */
+  private readonly active = new Set<string>();
+  private started = false;
   private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
   private readonly poster: SensorPoster;
   private readonly agent = createAgent();
@@ -83,7 +93,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.telemetry = new Telemetry(config.pumps);
     this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
     this.decoder = new Decoder(config.pumps);
+    this.replicaId = `${hostname().slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.listener = new Listener({
+      sessionName: `pm-listen:${this.replicaId}`,
       db: config.database,
       channels: this.decoder.channels,
       reconnect: config.reconnect,
@@ -130,27 +142,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           }),
       });
       this.backends.set(p.id, { client, breaker });
-      this.assemblers.set(
-        p.id,
-        new Assembler(p, config.assembler, this.clock, {
-          vector: (v) => this.onVector(v),
-          dropped: (d) => this.onDropped(d),
-        }),
-      );
-      this.senders.set(
-        p.id,
-        new VectorSender({
-          pump: p,
-          pool: this.pool,
-          client,
-          breaker,
-          retryBaseMs: config.delivery.retryBaseMs,
-          retryMaxMs: config.delivery.retryMaxMs,
-          logger: this.log.child({ stage: 'delivery', pump: p.id }),
-          onResult: (row, result) => this.onSent(row, result),
-        }),
-      );
+      this.assemblers.set(p.id, this.newAssembler(p));
     }
+    this.leases = new LeaseKeeper({
+      db: config.database,
+      pumps: config.pumps.map((p) => p.id),
+      logger: this.log.child({ stage: 'leases' }),
+      intervalMs: config.leaseIntervalMs,
+      replicaId: this.replicaId,
+      queryTimeoutMs: config.dbQueryTimeoutMs,
+    });
+    this.leases.on('acquired', (pump, resumed) => void this.takePump(pump, resumed));
+    this.leases.on('lost', (pump) => void this.leavePump(pump));
+    this.leases.beforeRelease = (pump) => this.drainPump(pump);
     this.poster = new SensorPoster({
       clients: this.backends,
       concurrency: config.delivery.sensorConcurrency,
@@ -191,13 +195,21 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     });
     this.listener.on('heartbeat', (ms) => this.telemetry.heartbeatLatency.set(ms / 1000));
     this.listener.on('fatal', (err) => this.emit('fatal', err));
+    await this.leases.start();
+    this.started = true;
     await this.listener.start();
     const tickMs = this.o.tickMs ?? 100;
     this.timers.push(setInterval(() => this.tick(), tickMs));
     this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
     this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
-    for (const s of this.senders.values()) s.start();
-    this.log.info({ pumps: this.config.pumps.map((p) => p.id) }, 'monitor started');
+    this.log.info(
+      {
+        pumps: this.config.pumps.map((p) => p.id),
+        owned: [...this.leases.owned],
+        replica: this.leases.replicaId,
+      },
+      'monitor started',
+    );
   }
 
   /**
@@ -223,6 +235,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.flushCheckpoints().catch(() => {});
+    await this.leases.close();
     await this.agent.close().catch(() => {});
     await this.pool.end().catch(() => {});
     this.log.info('monitor stopped');
@@ -237,7 +250,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         reason: `LISTEN connection ${this.listener.state}${this.listener.lastError ? `: ${this.listener.lastError}` : ''}`,
       };
     }
-    return { ready: true, reason: `listening on ${this.decoder.channels.length} channels` };
+    const owned = [...this.active];
+    return {
+      ready: true,
+      reason: `listening on ${this.decoder.channels.length} channels; owns ${owned.length ? owned.join(', ') : 'no pump (hot standby)'}`,
+    };
   }
 
   /** Open groups for display. */
@@ -253,6 +270,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       const backend = this.backends.get(p.id);
       pumps[p.id] = {
         name: p.name,
+        owned: this.active.has(p.id),
         connected: listening,
         channels: listening ? p.sensors.length : 0,
         readings_received: s.readings_received,
@@ -282,6 +300,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       reconexiones_consecutivas: this.listener.reconexionesConsecutivas,
       last_heartbeat_at: this.listener.lastHeartbeatAt ?? null,
       last_heartbeat_ms: this.listener.lastHeartbeatMs ?? null,
+      replica: this.leases.replicaId,
+      owned_pumps: [...this.active],
       sensor_posts_queued: this.poster.depth,
       overloaded: this.overloaded,
       pumps,
@@ -292,6 +312,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   private onPayload(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
     if (this.stopping) return;
+    const route = this.decoder.route(channel);
+    // A hot standby for this pump: another replica owns it. Only catch-up after a takeover reads these rows.
+    if (route && !this.active.has(route.pump)) return;
     const decoded = this.decoder.decode(channel, payload, this.clock.now(), origin);
     if (!decoded.ok) {
       this.onRejected(decoded.rejection);
@@ -522,7 +545,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           const started = Date.now();
           const rows = await catchUp({
             pool: this.pool,
-            pumps: this.config.pumps,
+            pumps: this.config.pumps.filter((p) => this.active.has(p.id)),
             progress: this.progress,
             batch: this.config.catchUpBatch,
             handle: (channel, payload) => this.onPayload(channel, payload, 'catchup'),
@@ -564,12 +587,89 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     if (this.savingCheckpoints) return;
     this.savingCheckpoints = true;
     try {
-      await saveCheckpoints(this.pool, this.progress.values());
+      await saveCheckpoints(this.pool, this.ownedProgress());
     } catch (err) {
       this.log.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
     } finally {
       this.savingCheckpoints = false;
     }
+  }
+
+  private ownedProgress(): TableProgress[] {
+    return this.config.pumps
+      .filter((p) => this.active.has(p.id))
+      .flatMap((p) => p.sensors.map((s) => this.progress.get(s.table) as TableProgress));
+  }
+
+  // ---- pump ownership ----
+
+  private newAssembler(p: PumpConfig): Assembler {
+    return new Assembler(p, this.config.assembler, this.clock, {
+      vector: (v) => this.onVector(v),
+      dropped: (d) => this.onDropped(d),
+    });
+  }
+
+  /**
+   * This replica now owns the pump. Resumed: nobody else owned it meanwhile, so the state in memory is
+   * still right and a catch-up fills the gap. Otherwise another replica worked on it: start again from
+   * the checkpoints it left.
+   */
+  private async takePump(pump: string, resumed: boolean): Promise<void> {
+    const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
+    const tables = p.sensors.map((s) => s.table);
+    // At start-up the checkpoints were just loaded: that is the state to go on from.
+    if (resumed || !this.started) {
+      for (const t of tables) this.progress.get(t)?.holdFromLatest();
+    } else {
+      try {
+        const checkpoints = await loadCheckpoints(this.pool, tables);
+        for (const [t, cp] of checkpoints) {
+          const progress = new TableProgress(t, cp);
+          progress.holdFromLatest();
+          this.progress.set(t, progress);
+        }
+      } catch (err) {
+        this.log.warn({ pump, err: describePgError(err) }, 'loading checkpoints after a takeover failed');
+      }
+      this.assemblers.set(pump, this.newAssembler(p));
+    }
+    const backend = this.backends.get(pump);
+    if (!backend || this.stopping || !this.leases.owned.has(pump)) return;
+    const sender = new VectorSender({
+      pump: p,
+      pool: this.pool,
+      client: backend.client,
+      breaker: backend.breaker,
+      retryBaseMs: this.config.delivery.retryBaseMs,
+      retryMaxMs: this.config.delivery.retryMaxMs,
+      logger: this.log.child({ stage: 'delivery', pump }),
+      onResult: (row, result) => this.onSent(row, result),
+    });
+    this.senders.set(pump, sender);
+    sender.start();
+    this.active.add(pump);
+    if (this.listener.listening) this.requestCatchUp();
+  }
+
+  /** The lease is gone: stop sending this pump's outbox at once; another replica may take it. */
+  private async leavePump(pump: string): Promise<void> {
+    this.active.delete(pump);
+    const sender = this.senders.get(pump);
+    this.senders.delete(pump);
+    await sender?.stop({ drainUntil: AbortSignal.abort() });
+  }
+
+  /** Before giving a pump to another replica: finish its in-flight work and save its checkpoints. */
+  private async drainPump(pump: string): Promise<void> {
+    await this.leavePump(pump);
+    await Promise.race([this.poster.idle(), sleep(5_000)]);
+    await this.vectorWriter.idle();
+    const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
+    await saveCheckpoints(
+      this.pool,
+      p.sensors.map((s) => this.progress.get(s.table) as TableProgress),
+    ).catch(() => {});
   }
 
   private async refreshOutboxDepth(): Promise<void> {

@@ -21,6 +21,8 @@ export interface ListenerOptions {
   reconnect: ReconnectLimits;
   heartbeat: { intervalMs: number; timeoutMs: number };
   logger: Logger;
+  /** This replica's own application_name for the LISTEN session (unique per process). */
+  sessionName: string;
   /** Injectable for tests of the backoff schedule. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<boolean>;
 }
@@ -155,7 +157,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 
   private async connectAndListen(): Promise<void> {
-    const client = new pg.Client(clientConfig(this.o.db, 'pump-monitor-listen'));
+    const client = new pg.Client(clientConfig(this.o.db, this.o.sessionName));
     const onGone = (reason: string) => {
       if (this.client !== client) return;
       this.client = undefined;
@@ -172,6 +174,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
     });
     try {
       await client.connect();
+      // A previous session of ours that died half-open may still be LISTENing at the server; it would
+      // hold back the notification queue until the server noticed. End it.
+      await client.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+        [this.o.sessionName],
+      );
       // Quoted: channels are identifiers and may need quoting (case, punctuation).
       await client.query(this.o.channels.map((c) => `LISTEN ${quoteIdent(c)}`).join(';'));
     } catch (err) {

@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.outbox (
   UNIQUE (pump, tiempo_sensor)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending_idx ON ${ENGINE_SCHEMA}.outbox (pump, id) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.leases (
+  pump text PRIMARY KEY,
+  owner text NOT NULL,
+  acquired_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.dead_letters (
   id bigserial PRIMARY KEY,
   kind text NOT NULL,
@@ -78,7 +83,8 @@ export async function ensureEngineSchema(client: pg.ClientBase): Promise<void> {
   const { rows } = await client.query<{ ok: boolean }>(
     `SELECT to_regclass('${ENGINE_SCHEMA}.dead_letters') IS NOT NULL
         AND to_regclass('${ENGINE_SCHEMA}.outbox') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.checkpoints') IS NOT NULL AS ok`,
+        AND to_regclass('${ENGINE_SCHEMA}.checkpoints') IS NOT NULL
+        AND to_regclass('${ENGINE_SCHEMA}.leases') IS NOT NULL AS ok`,
   );
   if (rows[0]?.ok) return;
   try {

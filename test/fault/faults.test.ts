@@ -140,7 +140,7 @@ describe('fault injection', () => {
       await pause(700);
       await waitFor('listening again', () => m.listener.listening);
       const { rows } = await s.admin.query(
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'pump-monitor-listen' AND datname = current_database()",
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name LIKE 'pm-listen:%' AND datname = current_database()",
       );
       expect(rows).toHaveLength(1);
     }

@@ -1,0 +1,183 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { DatabaseConfig } from '../config/env.js';
+import { clientConfig, describePgError } from '../store/db.js';
+import { ENGINE_SCHEMA } from '../store/schema.js';
+
+export interface LeaseOptions {
+  db: DatabaseConfig;
+  pumps: string[];
+  logger: Logger;
+  /** Unique per process; also names this replica's sessions. */
+  replicaId: string;
+  queryTimeoutMs: number;
+  /** How often ownership is checked and rebalanced. */
+  intervalMs: number;
+}
+
+export interface LeaseEvents {
+  /** This replica now owns the pump. `resumed`: nobody else owned it since this replica last did. */
+  acquired: [pump: string, resumed: boolean];
+  /** This replica no longer owns the pump (its lease session ended). */
+  lost: [pump: string];
+}
+
+/** Lock key namespace: the first int of the two-int advisory lock form. */
+const NAMESPACE = 0x70756d70; // 'pump'
+
+export function pumpLockKey(pump: string): number {
+  return createHash('sha256').update(pump).digest().readInt32BE(0);
+}
+
+/**
+ * Pump leases: each pump is owned by exactly one replica at a time, through a session-level advisory lock
+ * held on this replica's own lease connection. When the replica dies, its session and the lock go with it,
+ * and a standby takes the pump on its next round. Replicas that serve the same pumps find each other by
+ * the lease session's application_name and each aims at an even share, so pumps spread and rebalance as
+ * replicas come and go.
+ */
+export class LeaseKeeper extends EventEmitter<LeaseEvents> {
+  readonly owned = new Set<string>();
+  private client: pg.Client | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private round: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** This replica's lease session; the group prefix finds the other replicas serving the same pumps. */
+  private readonly appName: string;
+  private readonly groupPrefix: string;
+  /** A rotation of the pumps, so that replicas starting together try different pumps first. */
+  private readonly order: string[];
+  /** Called before a pump is given up for rebalancing, to finish its in-flight work. */
+  beforeRelease: (pump: string) => Promise<void> = async () => {};
+
+  constructor(private readonly o: LeaseOptions) {
+    super();
+    const group = createHash('sha256')
+      .update([...o.pumps].sort().join(','))
+      .digest('hex')
+      .slice(0, 12);
+    this.groupPrefix = `pm-lease:${group}:`;
+    this.appName = `${this.groupPrefix}${o.replicaId}`;
+    const offset = randomBytes(2).readUInt16BE(0) % Math.max(1, o.pumps.length);
+    this.order = [...o.pumps.slice(offset), ...o.pumps.slice(0, offset)];
+  }
+
+  /** Takes this replica's share of the pumps, then keeps rebalancing in the background. */
+  async start(): Promise<void> {
+    await this.rebalance();
+    this.timer = setInterval(() => void this.schedule(), this.o.intervalMs);
+  }
+
+  get replicaId(): string {
+    return this.o.replicaId;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.race([this.round, new Promise((r) => setTimeout(r, 2_000))]);
+    const c = this.client;
+    this.client = undefined;
+    this.owned.clear();
+    // Ending the session releases every lock it holds.
+    if (c) await endOrDestroy(c);
+  }
+
+  private schedule(): Promise<void> {
+    this.round = this.round.then(() => this.rebalance()).catch(() => {});
+    return this.round;
+  }
+
+  private async rebalance(): Promise<void> {
+    if (this.closed) return;
+    try {
+      const c = await this.session();
+      const { rows } = await c.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE starts_with(application_name, $1) AND datname = current_database()`,
+        [this.groupPrefix],
+      );
+      const replicas = Math.max(1, rows[0]?.n ?? 1);
+      const share = Math.ceil(this.o.pumps.length / replicas);
+      for (const pump of [...this.owned].slice(share)) await this.release(c, pump);
+      for (const pump of this.order) {
+        if (this.owned.size >= share || this.closed) break;
+        if (!this.owned.has(pump)) await this.tryAcquire(c, pump);
+      }
+    } catch (err) {
+      this.o.logger.warn({ err: describePgError(err) }, 'lease round failed; retrying');
+      this.drop();
+    }
+  }
+
+  private async session(): Promise<pg.Client> {
+    if (this.client) return this.client;
+    const c = new pg.Client({
+      ...clientConfig(this.o.db, this.appName),
+      query_timeout: this.o.queryTimeoutMs,
+    });
+    c.on('error', () => {
+      if (this.client === c) this.drop();
+    });
+    c.on('end', () => {
+      if (this.client === c) this.drop();
+    });
+    await c.connect();
+    // An earlier lease session of ours that died half-open still holds its locks at the server until the
+    // server notices; end it so this replica (or another) can take the pumps now.
+    await c.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+      [this.appName],
+    );
+    this.client = c;
+    return c;
+  }
+
+  /** The session is gone, and with it every lock. */
+  private drop(): void {
+    const c = this.client;
+    this.client = undefined;
+    if (c) void endOrDestroy(c);
+    for (const pump of [...this.owned]) {
+      this.owned.delete(pump);
+      this.o.logger.warn({ pump }, 'lease lost');
+      this.emit('lost', pump);
+    }
+  }
+
+  private async tryAcquire(c: pg.Client, pump: string): Promise<void> {
+    const { rows } = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [
+      NAMESPACE,
+      pumpLockKey(pump),
+    ]);
+    if (!rows[0]?.ok) return;
+    const { rows: prev } = await c.query<{ owner: string }>(
+      `INSERT INTO ${ENGINE_SCHEMA}.leases AS l (pump, owner) VALUES ($1, $2)
+       ON CONFLICT (pump) DO UPDATE SET owner = EXCLUDED.owner, acquired_at = now()
+       RETURNING (SELECT owner FROM ${ENGINE_SCHEMA}.leases WHERE pump = $1) AS owner`,
+      [pump, this.replicaId],
+    );
+    const resumed = prev[0]?.owner === this.replicaId;
+    this.owned.add(pump);
+    this.o.logger.info({ pump, replica: this.replicaId, resumed }, 'lease acquired');
+    this.emit('acquired', pump, resumed);
+  }
+
+  private async release(c: pg.Client, pump: string): Promise<void> {
+    this.owned.delete(pump);
+    this.emit('lost', pump);
+    await this.beforeRelease(pump);
+    await c.query('SELECT pg_advisory_unlock($1, $2)', [NAMESPACE, pumpLockKey(pump)]);
+    this.o.logger.info({ pump }, 'lease released for rebalancing');
+  }
+}
+
+/** Ends a session politely, or tears the socket down when the peer no longer answers. */
+async function endOrDestroy(c: pg.Client): Promise<void> {
+  const stream = (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  const timer = setTimeout(() => stream?.destroy(), 1_000);
+  await c.end().catch(() => {});
+  clearTimeout(timer);
+}
