@@ -69,6 +69,18 @@ program
   .option('-n, --count <n>', 'stop after this many timestamps per pump', number(1))
   .action(async (opts) => (await import('./tools.js')).simulateCommand(opts));
 
+program
+  .command('generate-pumps')
+  .description('Write N synthetic pump definitions (for scale tests and benchmarks); use the folder as PUMPS_DIR')
+  .requiredOption('-o, --out <dir>', 'folder to write the definitions into')
+  .option('-n, --count <n>', 'how many pumps', number(1, 10_000), 100)
+  .option('-s, --sensors <n>', 'sensors per pump', number(1, 500), 20)
+  .action(async (opts) => {
+    const { generatePumps, writePumpDefinitions } = await import('../tools/generate-pumps.js');
+    writePumpDefinitions(opts.out, generatePumps({ count: opts.count, sensors: opts.sensors }));
+    process.stdout.write(`wrote ${opts.count} pump definitions to ${opts.out}\n`);
+  });
+
 program.hook('preAction', () => {
   process.exitCode = 0;
 });
