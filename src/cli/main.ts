@@ -71,7 +71,9 @@ program
 
 program
   .command('generate-pumps')
-  .description('Write N synthetic pump definitions (for scale tests and benchmarks); use the folder as PUMPS_DIR')
+  .description(
+    'Write N synthetic pump definitions (for scale tests and benchmarks); use the folder as PUMPS_DIR',
+  )
   .requiredOption('-o, --out <dir>', 'folder to write the definitions into')
   .option('-n, --count <n>', 'how many pumps', number(1, 10_000), 100)
   .option('-s, --sensors <n>', 'sensors per pump', number(1, 500), 20)

@@ -14,7 +14,7 @@ export interface GenerateOptions {
  * canal_p001_s01.., and its backend paths under /sensores_p001. Threshold: three quarters of the sensors.
  */
 export function generatePumps(o: GenerateOptions): PumpDefinition[] {
-  const width = String(o.count).length < 3 ? 3 : String(o.count).length;
+  const width = Math.max(3, String(o.count).length);
   return Array.from({ length: o.count }, (_, i) => {
     const tag = `p${String(i + 1).padStart(width, '0')}`;
     return {
@@ -44,5 +44,6 @@ export function generatePumps(o: GenerateOptions): PumpDefinition[] {
 /** Writes one definition file per pump into `dir` (usable as PUMPS_DIR). */
 export function writePumpDefinitions(dir: string, pumps: PumpDefinition[]): void {
   mkdirSync(dir, { recursive: true });
-  for (const p of pumps) writeFileSync(join(dir, `${p.id.toLowerCase()}.json`), `${JSON.stringify(p, null, 2)}\n`);
+  for (const p of pumps)
+    writeFileSync(join(dir, `${p.id.toLowerCase()}.json`), `${JSON.stringify(p, null, 2)}\n`);
 }
