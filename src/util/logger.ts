@@ -39,7 +39,6 @@ export function scrubber(secrets: (string | undefined)[]): (line: string) => str
 }
 
 export function createLogger(o: LoggerOptions): Logger {
-  const scrub = scrubber(o.secrets);
   const streams: pino.StreamEntry[] = [];
   if (o.pretty) {
     streams.push({
@@ -62,13 +61,15 @@ export function createLogger(o: LoggerOptions): Logger {
       }),
     });
   }
-  return pino(
-    {
-      level: o.level,
-      base: { service: 'pump-monitor' },
-      redact: { paths: REDACT, censor: '[redacted]' },
-      hooks: { streamWrite: scrub },
-    },
-    pino.multistream(streams),
-  );
+  return pino(loggerOptions(o.level, o.secrets), pino.multistream(streams));
+}
+
+/** The options every pump-monitor logger uses: redacted fields, and known secret values scrubbed. */
+export function loggerOptions(level: string, secrets: (string | undefined)[]): pino.LoggerOptions {
+  return {
+    level,
+    base: { service: 'pump-monitor' },
+    redact: { paths: REDACT, censor: '[redacted]' },
+    hooks: { streamWrite: scrubber(secrets) },
+  };
 }
