@@ -5,12 +5,22 @@ import { Monitor } from '../engine/monitor.js';
 import { buildServer } from '../http/server.js';
 import { createLogger } from '../util/logger.js';
 
+/** A person is watching: pretty logs and progress lines. Otherwise (JSON-log mode) only log lines. */
+export function terminal(): boolean {
+  return process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json';
+}
+
+/** Rewrites one status line on stderr; undefined clears it. */
+export function progressLine(text: string | undefined): void {
+  process.stderr.write(text === undefined ? '\r\x1b[K' : `\r\x1b[K${text}`);
+}
+
 export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
   return createLogger({
     level: config.log.level,
     file: config.log.file,
     secrets: [config.apiKey, config.database?.password, ...extraSecrets],
-    pretty: process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json',
+    pretty: terminal(),
   });
 }
 
@@ -30,7 +40,7 @@ export async function runListeners(
   config: Config & { database: DatabaseConfig },
   logger: Logger,
 ): Promise<Running> {
-  const monitor = new Monitor({ config, logger });
+  const monitor = new Monitor({ config, logger, ...(terminal() ? { progress: progressLine } : {}) });
   const server = await buildServer(monitor);
   const url = await server.listen({ port: config.port, host: config.host });
   logger.info({ url }, 'status server listening');

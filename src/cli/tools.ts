@@ -3,7 +3,7 @@ import { createPool, describePgError, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
-import { flushAndExit, handleSignals, loggerFor } from './runtime.js';
+import { flushAndExit, handleSignals, loggerFor, progressLine, terminal } from './runtime.js';
 
 function withDatabase(): { config: Config; database: DatabaseConfig } {
   const config = loadConfig(process.env, { requireDatabase: true });
@@ -14,15 +14,14 @@ function withDatabase(): { config: Config; database: DatabaseConfig } {
 /** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
 export async function migrateCommand(): Promise<void> {
   const { config, database } = withDatabase();
-  const tty = process.stdout.isTTY === true && process.env.LOG_FORMAT !== 'json';
   const logger = loggerFor(config);
   try {
     const result = await withClient(database, 'pump-monitor-migrate', (client) =>
-      migrate(client, config.pumps, (done, total, table) => {
-        if (tty) process.stdout.write(`\r  migrating ${done}/${total} ${table.padEnd(50)}`);
-      }),
+      migrate(client, config.pumps, (done, total, table) =>
+        terminal() ? progressLine(`migrating ${done}/${total} ${table}`) : undefined,
+      ),
     );
-    if (tty) process.stdout.write('\n');
+    if (terminal()) progressLine(undefined);
     logger.info(
       { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
       'migrated: tables, triggers and engine schema are in place',

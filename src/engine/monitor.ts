@@ -32,6 +32,8 @@ export interface MonitorOptions {
   checkpointEveryMs?: number;
   /** Per-sensor posts queued beyond this set new notifications aside for catch-up (memory bound). */
   maxQueuedPosts?: number;
+  /** Shows a long catch-up's progress (a terminal line); without it, only the final log line says it. */
+  progress?: (text: string | undefined) => void;
 }
 
 export interface MonitorEvents {
@@ -551,12 +553,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
             handle: (channel, payload) => this.onPayload(channel, payload, 'catchup'),
             capacity: () => this.capacity(),
             signal: this.lifetime.signal,
-            logger: this.log.child({ stage: 'catch-up' }),
+            onProgress: (n, left) => this.o.progress?.(`catching up: ${n} rows read, ${left} tables left`),
             onRows: (pump, n) => {
               this.telemetry.pump(pump).catchup_rows += n;
               this.telemetry.catchUpRows.inc({ pump }, n);
             },
           });
+          this.o.progress?.(undefined);
           if (rows > 0) this.log.info({ rows, ms: Date.now() - started }, 'caught up from the tables');
         } catch (err) {
           if (this.stopping) break;

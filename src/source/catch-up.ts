@@ -1,5 +1,4 @@
 import type pg from 'pg';
-import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
 import { quoteIdent } from '../store/db.js';
 import type { TableProgress } from './checkpoints.js';
@@ -14,8 +13,9 @@ export interface CatchUpOptions {
   /** Resolves when the engine has room for another batch (backpressure). */
   capacity: () => Promise<void>;
   signal: AbortSignal;
-  logger: Logger;
   onRows?: (pump: string, rows: number) => void;
+  /** Progress of a long catch-up, about once a second; rows read so far and tables still being read. */
+  onProgress?: (rows: number, tablesLeft: number) => void;
 }
 
 interface Cursor {
@@ -66,9 +66,9 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
         o.progress.get(c.table)?.release(c.token);
       }
     }
-    if (Date.now() - lastReport > 2_000) {
+    if (Date.now() - lastReport > 1_000) {
       lastReport = Date.now();
-      o.logger.info({ rows: total, tables_left: cursors.filter((c) => !c.done).length }, 'catching up');
+      o.onProgress?.(total, cursors.filter((c) => !c.done).length);
     }
     await o.capacity();
     await new Promise<void>((resolve) => setImmediate(resolve));
