@@ -336,7 +336,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       return;
     }
     stats.readings_received += 1;
-    this.telemetry.readingsReceived.inc({ pump: r.pump, channel });
     this.telemetry.seen(r.pump, channel, r.valor, Date.now());
     const added = (this.assemblers.get(r.pump) as Assembler).add(r);
     if (added === 'late') {

@@ -19,8 +19,34 @@ export interface ChannelStats {
   /** Per-sensor classification from the backend's last answer: 1 normal, -1 anomaly. */
   lastClass: number | null;
   anomalies: number | null;
-  /** Arrival times of the last minute, for a rate. */
-  recent: number[];
+  /** Arrivals over the last minute, for a rate. */
+  rate: RateWindow;
+  /** This channel's readings_received counter, bound to its labels once (the hot path). */
+  received: { inc(): void };
+}
+
+/** Counts events in one-second buckets over the last minute: constant time and memory per event. */
+export class RateWindow {
+  private readonly buckets = new Array<number>(60).fill(0);
+  private readonly seconds = new Array<number>(60).fill(-1);
+
+  add(nowMs: number): void {
+    const s = Math.floor(nowMs / 1000);
+    const i = s % 60;
+    if (this.seconds[i] !== s) {
+      this.seconds[i] = s;
+      this.buckets[i] = 0;
+    }
+    this.buckets[i] = (this.buckets[i] as number) + 1;
+  }
+
+  /** Events in the last 60 seconds. */
+  perMinute(nowMs: number): number {
+    const s = Math.floor(nowMs / 1000);
+    let n = 0;
+    for (let i = 0; i < 60; i++) if (s - (this.seconds[i] as number) < 60) n += this.buckets[i] as number;
+    return n;
+  }
 }
 
 export interface PumpStats {
@@ -123,7 +149,8 @@ export class Telemetry {
               lastValue: null,
               lastClass: null,
               anomalies: null,
-              recent: [],
+              rate: new RateWindow(),
+              received: this.readingsReceived.labels({ pump: p.id, channel: s.channel }),
             },
           ]),
         ),
@@ -174,8 +201,8 @@ export class Telemetry {
     c.readings += 1;
     c.lastSeenAt = now;
     c.lastValue = value;
-    c.recent.push(now);
-    while (c.recent.length > 0 && (c.recent[0] as number) < now - 60_000) c.recent.shift();
+    c.rate.add(now);
+    c.received.inc();
   }
 
   private counter(name: string, help: string, labelNames: string[]) {

@@ -23,7 +23,7 @@ export function pageModel(monitor: Monitor) {
         unit: c.unit,
         readings: c.readings,
         last_seen_ms_ago: c.lastSeenAt === null ? null : now - c.lastSeenAt,
-        rate_per_min: c.recent.filter((t) => t > now - 60_000).length,
+        rate_per_min: c.rate.perMinute(now),
         last_value: c.lastValue,
         last_class: c.lastClass,
         anomalies: c.anomalies,

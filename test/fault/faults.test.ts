@@ -80,6 +80,18 @@ async function setup(prefix: string, server?: { url: string; database: DatabaseC
   return { admin, backend, database, config, env };
 }
 
+/** A fresh database the engine reaches through a TCP proxy of the test's own (the test itself goes direct). */
+async function behindProxy(prefix: string): Promise<{ s: Setup; proxy: TcpProxy; viaProxy: string }> {
+  const db = await createTestDatabase(prefix);
+  cleanups.push(() => db.drop());
+  const proxy = await new TcpProxy(db.config.port).start();
+  cleanups.push(() => proxy.stop());
+  const viaProxy = new URL(db.url);
+  viaProxy.port = String(proxy.port);
+  const s = await setup(prefix, { url: db.url, database: db.config });
+  return { s, proxy, viaProxy: viaProxy.toString() };
+}
+
 function withEnv(s: Setup, overrides: Record<string, string>): Config & { database: DatabaseConfig } {
   return loadConfig({ ...s.env, ...overrides }, { requireDatabase: true }) as Config & {
     database: DatabaseConfig;
@@ -178,14 +190,8 @@ describe('fault injection', () => {
   });
 
   it('a half-open socket: the network stops forwarding without closing', async () => {
-    const db = await createTestDatabase('fault_halfopen');
-    cleanups.push(() => db.drop());
-    const proxy = await new TcpProxy(db.config.port).start();
-    cleanups.push(() => proxy.stop());
-    const viaProxy = new URL(db.url);
-    viaProxy.port = String(proxy.port);
-    const s = await setup('fault_halfopen', { url: db.url, database: db.config });
-    const m = await monitor(withEnv(s, { DATABASE_URL: viaProxy.toString() }));
+    const { s, proxy, viaProxy } = await behindProxy('fault_halfopen');
+    const m = await monitor(withEnv(s, { DATABASE_URL: viaProxy }));
     const streaming = stream(s, 100);
     await pause(1_200);
     proxy.blackhole();
@@ -311,16 +317,10 @@ describe('fault injection', () => {
   });
 
   it('the network to the database is gone past the reconnection limit: exit non-zero, lose nothing after a restart', async () => {
-    const db = await createTestDatabase('fault_netgone');
-    cleanups.push(() => db.drop());
-    const proxy = await new TcpProxy(db.config.port).start();
-    cleanups.push(() => proxy.stop());
-    const viaProxy = new URL(db.url);
-    viaProxy.port = String(proxy.port);
-    const s = await setup('fault_netgone', { url: db.url, database: db.config });
+    const { s, proxy, viaProxy } = await behindProxy('fault_netgone');
     const env = {
       ...s.env,
-      DATABASE_URL: viaProxy.toString(),
+      DATABASE_URL: viaProxy,
       PORT: String(await freePort()),
       LOG_LEVEL: 'warn',
       MAX_RECONEXIONES: '3',
