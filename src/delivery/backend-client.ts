@@ -63,15 +63,16 @@ export class BackendClient {
    * (connection failure, per-attempt timeout). Aborting `signal` cancels the attempt.
    */
   async post(path: string, body: unknown, headers: Record<string, string>, signal?: AbortSignal) {
-    const timeout = AbortSignal.timeout(this.opts.timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
       const res = await request(this.opts.baseUrl + path, {
         method: 'POST',
         dispatcher: this.opts.agent,
         headers: { 'content-type': 'application/json', 'x-api-key': this.opts.apiKey, ...headers },
         body: JSON.stringify(body),
-        signal: combined,
+        // undici's own timers: cheaper per request than a timeout signal combined with `signal`.
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+        ...(signal ? { signal } : {}),
       });
       const text = await res.body.text();
       this.opts.onAnswer?.(path, res.statusCode);
@@ -83,9 +84,8 @@ export class BackendClient {
       if (signal?.aborted) throw err;
       this.opts.onAnswer?.(path, 0);
       const e = err as { code?: string; message?: string };
-      const what = timeout.aborted
-        ? `no answer within ${this.opts.timeoutMs} ms`
-        : (e.code ?? e.message ?? 'error');
+      const timedOut = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+      const what = timedOut ? `no answer within ${this.opts.timeoutMs} ms` : (e.code ?? e.message ?? 'error');
       throw new RetryableError(`POST ${this.opts.baseUrl}${path}: ${what}`);
     }
   }

@@ -10,6 +10,7 @@ export interface SensorPosterOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   onDone: (r: Reading, result: DeliveryResult) => void;
+  onError?: (err: Error, r: Reading) => void;
 }
 
 /** The per-sensor Idempotency-Key: one row of one table. */
@@ -69,8 +70,7 @@ export class SensorPoster {
   }
 
   private async post(r: Reading): Promise<void> {
-    const target = this.o.clients.get(r.pump);
-    if (!target) throw new Error(`no backend client for pump ${r.pump}`);
+    const target = this.o.clients.get(r.pump) as { client: BackendClient; breaker: CircuitBreakerPolicy };
     const result = await deliver(
       (signal) =>
         target.client.post(
@@ -87,6 +87,11 @@ export class SensorPoster {
         signal: this.controller.signal,
       },
     );
-    this.o.onDone(r, result);
+    try {
+      this.o.onDone(r, result);
+    } catch (err) {
+      // A failing callback must not become an unhandled rejection that ends the process.
+      this.o.onError?.(err as Error, r);
+    }
   }
 }

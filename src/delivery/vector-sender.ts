@@ -18,6 +18,10 @@ export interface VectorSenderOptions {
   logger: Logger;
   /** Called after each vector leaves the outbox. */
   onResult: (row: OutboxRow, result: SendResult) => void;
+  /** Records a delivered row in the outbox (batched by the caller; it may outlive this sender). */
+  recordSent: (sent: { id: number; attempts: number; status: number }) => void;
+  /** Resume after this outbox id: rows at or below it were already dealt with by this process. */
+  startAfter?: number;
   /** How often to look at the outbox without a wake-up (rows left by a previous run or replica). */
   pollMs?: number;
   batch?: number;
@@ -27,23 +31,53 @@ export type SendResult =
   | { kind: 'sent'; status: number; prediccion: number | undefined; attempts: number }
   | { kind: 'dead'; status: number; body: string; attempts: number };
 
+/** Rows handed over in memory beyond this are dropped and read back from the outbox instead. */
+const MAX_OFFERED = 1_000;
+
 /**
  * Sends one pump's outbox in order, one vector at a time, retrying each until the backend takes it
  * (a head-of-line wait during an outage keeps the order). The outbox, not memory, holds the backlog,
  * so an outage of any length costs no memory.
+ *
+ * Rows just inserted are handed over in memory (`offer`), so the common case costs no read. The outbox is
+ * read, from a cursor, at start and whenever the hand-over overflowed. Delivered rows are recorded in
+ * batches by the caller; the cursor, not their status, keeps them from being sent again in this process.
  */
 export class VectorSender {
   private wakeUp: (() => void) | undefined;
   private woken = false;
   private readonly stopController = new AbortController();
   private draining = false;
+  private halting = false;
   private loop: Promise<void> | undefined;
+  /** The last outbox id this sender has dealt with. */
+  private cursor: number;
+  private offered: OutboxRow[] = [];
+  private mustRead = true;
   inFlight = false;
 
-  constructor(private readonly o: VectorSenderOptions) {}
+  constructor(private readonly o: VectorSenderOptions) {
+    this.cursor = o.startAfter ?? 0;
+  }
+
+  /** The last outbox id dealt with, for a sender that takes over from this one in the same process. */
+  get position(): number {
+    return this.cursor;
+  }
 
   start(): void {
     this.loop ??= this.run();
+  }
+
+  /** Rows just written to the outbox, in id order. */
+  offer(rows: OutboxRow[]): void {
+    if (this.offered.length + rows.length > MAX_OFFERED) {
+      this.offered = [];
+      this.mustRead = true;
+    } else {
+      this.offered.push(...rows);
+    }
+    this.wake();
   }
 
   wake(): void {
@@ -61,25 +95,49 @@ export class VectorSender {
     await this.loop;
   }
 
+  /**
+   * Stops after the vector in flight, if its answer comes within `graceMs`: aborting a request the backend
+   * may already have taken would make the next owner send it again.
+   */
+  async halt(graceMs: number): Promise<void> {
+    this.halting = true;
+    this.wake();
+    const timer = setTimeout(() => this.stopController.abort(), graceMs);
+    await this.loop;
+    clearTimeout(timer);
+  }
+
   private async run(): Promise<void> {
     const signal = this.stopController.signal;
-    while (!signal.aborted) {
+    const batch = this.o.batch ?? 100;
+    while (!signal.aborted && !this.halting) {
       let rows: OutboxRow[];
-      try {
-        rows = await fetchPending(this.o.pool, this.o.pump.id, this.o.batch ?? 100);
-      } catch (err) {
-        this.o.logger.warn({ err: (err as Error).message }, 'outbox read failed; retrying');
-        await sleep(1_000, signal);
-        continue;
+      if (this.mustRead) {
+        try {
+          // Cleared before the read: rows inserted from now on are offered in memory.
+          this.mustRead = false;
+          this.offered = [];
+          rows = await fetchPending(this.o.pool, this.o.pump.id, batch, this.cursor);
+          if (rows.length === batch) this.mustRead = true;
+        } catch (err) {
+          this.mustRead = true;
+          this.o.logger.warn({ err: (err as Error).message }, 'outbox read failed; retrying');
+          await sleep(1_000, signal);
+          continue;
+        }
+      } else {
+        rows = this.offered.splice(0);
       }
+      rows = rows.filter((r) => r.id > this.cursor);
       if (rows.length === 0) {
-        if (this.draining) return;
+        if (this.draining && !this.mustRead && this.offered.length === 0) return;
         await this.idle(signal);
         continue;
       }
       for (const row of rows) {
-        if (signal.aborted) return;
+        if (signal.aborted || this.halting) return;
         if (!(await this.send(row, signal))) return;
+        this.cursor = row.id;
       }
     }
   }
@@ -97,7 +155,11 @@ export class VectorSender {
         this.woken = false;
         resolve();
       };
-      const timer = setTimeout(done, this.o.pollMs ?? 1_000);
+      // Without a wake-up, look at the outbox now and then: rows may have been left by a previous run.
+      const timer = setTimeout(() => {
+        this.mustRead = true;
+        done();
+      }, this.o.pollMs ?? 5_000);
       signal.addEventListener('abort', done, { once: true });
       this.wakeUp = done;
     });
@@ -107,8 +169,63 @@ export class VectorSender {
   private async send(row: OutboxRow, signal: AbortSignal): Promise<boolean> {
     const { pump } = this.o;
     this.inFlight = true;
-    const result = await deliver(
-      (s) => this.o.client.post(pump.unifiedPath, row.body, { 'idempotency-key': row.key }, s),
+    let result = await this.deliverOnce(row, signal);
+    // The budget is unbounded, so giving up means an unexpected error: never drop the row, never stop.
+    while (result.kind === 'gave_up') {
+      this.o.logger.error(
+        { tiempo_sensor: row.tiempo, err: result.error.message },
+        'unified POST failed unexpectedly',
+      );
+      if (!(await sleep(this.o.retryMaxMs, signal))) break;
+      result = await this.deliverOnce(row, signal);
+    }
+    this.inFlight = false;
+    if (result.kind === 'cancelled' || result.kind === 'gave_up') return false;
+    const attempts = row.attempts + result.attempts;
+    const { status, body } = result.answer;
+    const dead = result.kind === 'rejected';
+    if (dead) {
+      // Rare: recorded at once, with its dead letter. Only a shutdown stops the attempts; the row then
+      // stays pending and is sent again (same key) next time.
+      const recorded = await this.persist(signal, async (db) => {
+        await markDelivered(db, row.id, {
+          status: 'dead',
+          attempts,
+          responseStatus: status,
+          responseBody: body.slice(0, 2000),
+        });
+        await insertDeadLetters(db, [
+          {
+            kind: 'vector',
+            pump: pump.id,
+            payload: JSON.stringify(row.body),
+            reason: `backend answered ${status} to the unified POST for tiempo_sensor ${row.tiempo}`,
+            responseStatus: status,
+            responseBody: body,
+          },
+        ]);
+      });
+      if (!recorded) return false;
+    } else {
+      this.o.recordSent({ id: row.id, attempts, status });
+    }
+    if (dead) {
+      this.o.logger.error(
+        { tiempo_sensor: row.tiempo, status, response: body.slice(0, 300) },
+        status === 401
+          ? 'backend rejected the API key (401): check API_KEY; vector kept as a dead letter'
+          : 'backend rejected the vector; kept as a dead letter',
+      );
+      this.o.onResult(row, { kind: 'dead', status, body, attempts });
+    } else {
+      this.o.onResult(row, { kind: 'sent', status, prediccion: parsePrediction(body), attempts });
+    }
+    return true;
+  }
+
+  private deliverOnce(row: OutboxRow, signal: AbortSignal) {
+    return deliver(
+      (s) => this.o.client.post(this.o.pump.unifiedPath, row.body, { 'idempotency-key': row.key }, s),
       {
         breaker: this.o.breaker,
         maxAttempts: Number.POSITIVE_INFINITY,
@@ -122,47 +239,6 @@ export class VectorSender {
           ),
       },
     );
-    this.inFlight = false;
-    if (result.kind === 'cancelled') return false;
-    if (result.kind === 'gave_up') throw result.error; // unbounded budget: cannot happen
-    const attempts = row.attempts + result.attempts;
-    const { status, body } = result.answer;
-    const dead = result.kind === 'rejected';
-    // The backend has answered: record it even if the database is briefly away, or it would be re-sent.
-    // Only a shutdown stops the attempts; the row then stays pending and is sent again (same key) next time.
-    const recorded = await this.persist(signal, async (db) => {
-      await markDelivered(db, row.id, {
-        status: dead ? 'dead' : 'sent',
-        attempts,
-        responseStatus: status,
-        responseBody: dead ? body.slice(0, 2000) : null,
-      });
-      if (dead) {
-        await insertDeadLetters(db, [
-          {
-            kind: 'vector',
-            pump: pump.id,
-            payload: JSON.stringify(row.body),
-            reason: `backend answered ${status} to the unified POST for tiempo_sensor ${row.tiempo}`,
-            responseStatus: status,
-            responseBody: body,
-          },
-        ]);
-      }
-    });
-    if (!recorded) return false;
-    if (dead) {
-      this.o.logger.error(
-        { tiempo_sensor: row.tiempo, status, response: body.slice(0, 300) },
-        status === 401
-          ? 'backend rejected the API key (401): check API_KEY; vector kept as a dead letter'
-          : 'backend rejected the vector; kept as a dead letter',
-      );
-      this.o.onResult(row, { kind: 'dead', status, body, attempts });
-    } else {
-      this.o.onResult(row, { kind: 'sent', status, prediccion: parsePrediction(body), attempts });
-    }
-    return true;
   }
 
   private async persist(signal: AbortSignal, fn: (db: pg.Pool) => Promise<void>): Promise<boolean> {

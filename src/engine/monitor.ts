@@ -16,7 +16,14 @@ import { Decoder, type Reading, type Rejection } from '../source/decode.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
 import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
-import { countPending, insertDropped, insertVectors, type OutboxRow, vectorKey } from '../store/outbox.js';
+import {
+  countPending,
+  insertDropped,
+  insertVectors,
+  markSent,
+  type OutboxRow,
+  vectorKey,
+} from '../store/outbox.js';
 import { ENGINE_SCHEMA, ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
@@ -75,6 +82,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly vectorWriter: BatchWriter<Vector>;
   private readonly dropWriter: BatchWriter<DroppedGroup>;
   private readonly deadWriter: BatchWriter<PendingDeadLetter>;
+  private readonly sentWriter: BatchWriter<{ id: number; attempts: number; status: number }>;
+  /** Where each pump's last sender stopped, so that a resumed lease goes on from there. */
+  private readonly senderPositions = new Map<string, number>();
   private readonly firstSeen = new Map<string, number>();
   private readonly outboxDepth = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
@@ -125,6 +135,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       onError: onWriteError('writing dead letters'),
       signal,
     });
+    this.sentWriter = new BatchWriter((sent) => markSent(this.pool, sent), {
+      maxBatch: 500,
+      retryMs: 500,
+      onError: onWriteError('recording delivered vectors'),
+      signal,
+    });
     for (const p of config.pumps) {
       const breaker = createBreaker({
         threshold: config.delivery.breakerThreshold,
@@ -136,12 +152,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         apiKey: config.apiKey,
         timeoutMs: config.delivery.timeoutMs,
         agent: this.agent,
-        onAnswer: (path, status) =>
-          this.telemetry.backendResponses.inc({
-            pump: p.id,
-            route: path === p.unifiedPath ? 'unified' : 'sensor',
-            status: status === 0 ? 'none' : String(status),
-          }),
+        onAnswer: (path, status) => this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
       });
       this.backends.set(p.id, { client, breaker });
       this.assemblers.set(p.id, this.newAssembler(p));
@@ -164,6 +175,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       retryBaseMs: config.delivery.retryBaseMs,
       retryMaxMs: config.delivery.retryMaxMs,
       onDone: (r, result) => this.onSensorPosted(r, result),
+      onError: (err, r) =>
+        this.log.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
     });
     this.registerGauges();
   }
@@ -187,7 +200,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         client.release();
       }
     });
-    this.listener.on('notification', (channel, payload) => this.onPayload(channel, payload));
+    this.listener.on('notification', (channel, payload) => this.guarded(channel, payload));
     this.listener.on('listening', () => this.requestCatchUp());
     this.listener.on('disconnected', (reason) => {
       // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
@@ -229,6 +242,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await this.poster.idle();
       await Promise.all([this.vectorWriter.idle(), this.dropWriter.idle(), this.deadWriter.idle()]);
       await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
+      await this.sentWriter.idle();
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.poster.abort();
@@ -311,6 +325,29 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   // ---- the notification path ----
+
+  /** The notification loop must survive anything: an unexpected error is counted, logged and kept. */
+  private guarded(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
+    try {
+      this.onPayload(channel, payload, origin);
+    } catch (err) {
+      const pump = this.decoder.route(channel)?.pump ?? 'unknown';
+      this.telemetry.readingsInvalid.inc({ pump, reason: 'internal_error' });
+      this.telemetry.error(
+        pump === 'unknown' ? null : pump,
+        `internal error on ${channel}: ${(err as Error).message}`,
+      );
+      this.log.error({ err, channel, payload: payload.slice(0, 200) }, 'notification handling failed');
+      this.deadWriter.push({
+        letter: {
+          kind: 'notification',
+          channel,
+          payload,
+          reason: `internal_error: ${(err as Error).message}`,
+        },
+      });
+    }
+  }
 
   private onPayload(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
     if (this.stopping) return;
@@ -417,8 +454,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   private async writeVectors(vectors: Vector[]): Promise<void> {
-    const inserted = await insertVectors(this.pool, vectors);
-    const woken = new Set<string>();
+    const rows = await insertVectors(this.pool, vectors);
+    const inserted = new Set(rows.map((r) => r.key));
     for (const v of vectors) {
       const key = vectorKey(v.pump, v.tiempo);
       if (inserted.has(key)) {
@@ -427,14 +464,16 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           this.telemetry.pump(v.pump).vectors_filled += 1;
           this.telemetry.vectors.inc({ pump: v.pump, outcome: 'filled' });
         }
-        woken.add(v.pump);
       } else {
         // Already sent (or dropped) before a restart or by another replica: never twice.
         this.telemetry.pump(v.pump).vectors_suppressed += 1;
       }
       this.settleMembers(v.members);
     }
-    for (const p of woken) this.senders.get(p)?.wake();
+    for (const [pump, sender] of this.senders) {
+      const own = rows.filter((r) => r.pump === pump);
+      if (own.length > 0) sender.offer(own);
+    }
   }
 
   private async writeDropped(groups: DroppedGroup[]): Promise<void> {
@@ -549,7 +588,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
             pumps: this.config.pumps.filter((p) => this.active.has(p.id)),
             progress: this.progress,
             batch: this.config.catchUpBatch,
-            handle: (channel, payload) => this.onPayload(channel, payload, 'catchup'),
+            handle: (channel, payload) => this.guarded(channel, payload, 'catchup'),
             capacity: () => this.capacity(),
             signal: this.lifetime.signal,
             onProgress: (n, left) => this.o.progress?.(`catching up: ${n} rows read, ${left} tables left`),
@@ -647,6 +686,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       retryMaxMs: this.config.delivery.retryMaxMs,
       logger: this.log.child({ stage: 'delivery', pump }),
       onResult: (row, result) => this.onSent(row, result),
+      recordSent: (sent) => this.sentWriter.push(sent),
+      startAfter: resumed ? (this.senderPositions.get(pump) ?? 0) : 0,
     });
     this.senders.set(pump, sender);
     sender.start();
@@ -654,12 +695,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     if (this.listener.listening) this.requestCatchUp();
   }
 
-  /** The lease is gone: stop sending this pump's outbox at once; another replica may take it. */
+  /** The lease is gone: stop sending this pump's outbox after the vector in flight; another replica may take it. */
   private async leavePump(pump: string): Promise<void> {
     this.active.delete(pump);
     const sender = this.senders.get(pump);
     this.senders.delete(pump);
-    await sender?.stop({ drainUntil: AbortSignal.abort() });
+    await sender?.halt(Math.min(this.config.delivery.timeoutMs, 2_000));
+    if (sender) this.senderPositions.set(pump, sender.position);
   }
 
   /** Before giving a pump to another replica: finish its in-flight work and save its checkpoints. */

@@ -177,6 +177,23 @@ export class Telemetry {
     });
   }
 
+  private readonly answerCounters = new Map<string, { inc(): void }>();
+
+  /** Counts one backend answer (status 0: none came), with the labelled counter looked up once. */
+  backendAnswer(pump: string, unified: boolean, status: number): void {
+    const key = `${pump}|${unified}|${status}`;
+    let c = this.answerCounters.get(key);
+    if (!c) {
+      c = this.backendResponses.labels({
+        pump,
+        route: unified ? 'unified' : 'sensor',
+        status: status === 0 ? 'none' : String(status),
+      });
+      this.answerCounters.set(key, c);
+    }
+    c.inc();
+  }
+
   pump(id: string): PumpStats {
     const s = this.pumps.get(id);
     if (!s) throw new Error(`unknown pump ${id}`);

@@ -25,14 +25,14 @@ export interface OutboxRow {
  * outbox (sent, pending, dead or dropped) is not stored again: that is what keeps a timestamp from being
  * sent twice across restarts, catch-up overlaps and replicas. Returns the keys that were new.
  */
-export async function insertVectors(db: pg.Pool, vectors: Vector[]): Promise<Set<string>> {
-  const { rows } = await db.query<{ idempotency_key: string }>(
+export async function insertVectors(db: pg.Pool, vectors: Vector[]): Promise<OutboxRow[]> {
+  const { rows } = await db.query<RawRow>(
     `INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, filled, missing, status)
      SELECT v.pump, v.tiempo, v.key, v.body, ARRAY(SELECT jsonb_array_elements_text(v.filled)),
             ARRAY(SELECT jsonb_array_elements_text(v.omitted)), 'pending'
        FROM jsonb_to_recordset($1::jsonb) AS v(pump text, tiempo text, key text, body jsonb, filled jsonb, omitted jsonb)
      ON CONFLICT (pump, tiempo_sensor) DO NOTHING
-     RETURNING idempotency_key`,
+     RETURNING ${COLUMNS}`,
     [
       JSON.stringify(
         vectors.map((v) => ({
@@ -46,7 +46,7 @@ export async function insertVectors(db: pg.Pool, vectors: Vector[]): Promise<Set
       ),
     ],
   );
-  return new Set(rows.map((r) => r.idempotency_key));
+  return rows.map(toRow).sort((a, b) => a.id - b.id);
 }
 
 /** Records groups dropped below the threshold, so their readings count as settled and are not re-sent. */
@@ -70,21 +70,20 @@ export async function insertDropped(db: pg.Pool, groups: DroppedGroup[]): Promis
   );
 }
 
-export async function fetchPending(db: pg.Pool, pump: string, limit: number): Promise<OutboxRow[]> {
-  const { rows } = await db.query<{
-    id: string;
-    pump: string;
-    tiempo_sensor: string;
-    idempotency_key: string;
-    body: Record<string, number>;
-    attempts: number;
-    created_at: Date;
-  }>(
-    `SELECT id, pump, tiempo_sensor, idempotency_key, body, attempts, created_at FROM ${T}
-      WHERE pump = $1 AND status = 'pending' ORDER BY id LIMIT $2`,
-    [pump, limit],
-  );
-  return rows.map((r) => ({
+const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts, created_at';
+
+interface RawRow {
+  id: string;
+  pump: string;
+  tiempo_sensor: string;
+  idempotency_key: string;
+  body: Record<string, number>;
+  attempts: number;
+  created_at: Date;
+}
+
+function toRow(r: RawRow): OutboxRow {
+  return {
     id: Number(r.id),
     pump: r.pump,
     tiempo: r.tiempo_sensor,
@@ -92,7 +91,33 @@ export async function fetchPending(db: pg.Pool, pump: string, limit: number): Pr
     body: r.body,
     attempts: r.attempts,
     createdAt: r.created_at,
-  }));
+  };
+}
+
+/** A pump's pending vectors after `afterId`, oldest first. */
+export async function fetchPending(
+  db: pg.Pool,
+  pump: string,
+  limit: number,
+  afterId = 0,
+): Promise<OutboxRow[]> {
+  const { rows } = await db.query<RawRow>(
+    `SELECT ${COLUMNS} FROM ${T} WHERE pump = $1 AND status = 'pending' AND id > $3 ORDER BY id LIMIT $2`,
+    [pump, limit, afterId],
+  );
+  return rows.map(toRow);
+}
+
+/** Records many delivered vectors in one statement. */
+export async function markSent(
+  db: pg.Pool,
+  sent: { id: number; attempts: number; status: number }[],
+): Promise<void> {
+  await db.query(
+    `UPDATE ${T} AS o SET status = 'sent', attempts = s.attempts, response_status = s.status, sent_at = now()
+       FROM unnest($1::bigint[], $2::int[], $3::int[]) AS s(id, attempts, status) WHERE o.id = s.id`,
+    [sent.map((s) => s.id), sent.map((s) => s.attempts), sent.map((s) => s.status)],
+  );
 }
 
 export async function countPending(db: pg.Pool): Promise<Map<string, number>> {

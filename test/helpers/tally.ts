@@ -41,6 +41,8 @@ export interface Tally {
   duplicated: number;
   /** The same request sent again after an answer was lost to a crash; a key-honouring backend absorbs it. */
   replays: number;
+  /** A few of the replayed keys, to investigate with. */
+  replayed: string[];
 }
 
 export function tally(backend: FakeBackend, exp: Expected): Tally {
@@ -52,10 +54,12 @@ export function tally(backend: FakeBackend, exp: Expected): Tally {
   for (const k of exp.vectors) ok.has(k) ? vectorsDelivered++ : lost++;
   let duplicated = 0;
   let replays = 0;
+  const replayed: string[] = [];
   for (const [k, e] of ok) {
     if (!exp.readings.has(k) && !exp.vectors.has(k)) continue;
     duplicated += e.bodies.size - 1;
     replays += e.count - e.bodies.size;
+    if (e.count > 1 && replayed.length < 5) replayed.push(k);
   }
   return {
     readings: exp.readings.size,
@@ -65,6 +69,7 @@ export function tally(backend: FakeBackend, exp: Expected): Tally {
     lost,
     duplicated,
     replays,
+    replayed,
   };
 }
 
@@ -89,7 +94,8 @@ export async function settleAndReport(
   const t = tally(backend, exp);
   const line =
     `fault ${name}: readings ${t.readings} inserted, ${t.readingsDelivered} delivered; ` +
-    `vectors ${t.vectors} expected, ${t.vectorsDelivered} delivered; lost ${t.lost}, duplicated ${t.duplicated}, replays ${t.replays}`;
+    `vectors ${t.vectors} expected, ${t.vectorsDelivered} delivered; lost ${t.lost}, duplicated ${t.duplicated}, replays ${t.replays}` +
+    (t.replays > 0 ? ` (e.g. ${t.replayed.join(', ')})` : '');
   console.log(line);
   mkdirSync('test-artifacts', { recursive: true });
   appendFileSync('test-artifacts/reliability.txt', `${line}\n`);
