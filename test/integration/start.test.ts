@@ -1,0 +1,84 @@
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/tools/free-port.js';
+import { waitFor } from '../helpers/wait.js';
+
+const root = resolve(import.meta.dirname, '../..');
+const dir = mkdtempSync(join(tmpdir(), 'pm-start-'));
+chmodSync(dir, 0o755); // as root, PostgreSQL runs as the postgres user and must reach its data dir
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface PumpStatus {
+  vectors_sent: number;
+  last_prediction: { prediccion: number } | null;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('pump-monitor start with nothing configured', () => {
+  it('runs PostgreSQL, backend, simulator and both listeners; shows predictions within 30 s; Ctrl-C leaves nothing', async () => {
+    const port = String(await freePort());
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'start'], {
+      cwd: root,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/tmp',
+        PORT: port,
+        BACKEND_PORT: String(await freePort()),
+        PGDATA_DIR: join(dir, 'pg'),
+        LOG_FORMAT: 'json',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (c: Buffer) => {
+      output += c.toString();
+    });
+    child.stderr?.on('data', (c: Buffer) => {
+      output += c.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      const started = Date.now();
+      let pumps: Record<string, PumpStatus> = {};
+      await waitFor(
+        'both pumps sending vectors with a prediction',
+        async () => {
+          try {
+            const res = await fetch(`http://127.0.0.1:${port}/status`);
+            pumps = ((await res.json()) as { pumps: Record<string, PumpStatus> }).pumps;
+            return ['A', 'B'].every((p) => (pumps[p]?.vectors_sent ?? 0) > 0 && pumps[p]?.last_prediction);
+          } catch {
+            return false;
+          }
+        },
+        60_000,
+      );
+      console.log(`npm start: both pumps had predictions ${Date.now() - started} ms after launch`);
+      expect(output).toContain('pump-monitor is running');
+      const page = await fetch(`http://127.0.0.1:${port}/`);
+      expect(page.status).toBe(200);
+    } finally {
+      const pidFile = join(dir, 'pg', 'postmaster.pid');
+      const postmaster = existsSync(pidFile)
+        ? Number(readFileSync(pidFile, 'utf8').split('\n')[0])
+        : undefined;
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(postmaster).toBeGreaterThan(0);
+      await waitFor('the embedded PostgreSQL gone', () => !alive(postmaster as number), 15_000);
+    }
+  });
+});
