@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type { Reading } from '../source/decode.js';
 import type { BackendClient } from './backend-client.js';
@@ -29,7 +30,10 @@ export class SensorPoster {
   private readonly controller = new AbortController();
   private idleWaiters: (() => void)[] = [];
 
-  constructor(private readonly o: SensorPosterOptions) {}
+  constructor(private readonly o: SensorPosterOptions) {
+    // Every post in flight listens on this one signal: as many listeners as the concurrency allows.
+    setMaxListeners(o.concurrency + 10, this.controller.signal);
+  }
 
   get depth(): number {
     return this.queue.length - this.head + this.active;

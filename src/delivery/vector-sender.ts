@@ -20,8 +20,11 @@ export interface VectorSenderOptions {
   onResult: (row: OutboxRow, result: SendResult) => void;
   /** Records a delivered row in the outbox (batched by the caller; it may outlive this sender). */
   recordSent: (sent: { id: number; attempts: number; status: number }) => void;
-  /** Resume after this outbox id: rows at or below it were already dealt with by this process. */
-  startAfter?: number;
+  /**
+   * Rows this process has delivered whose delivery is not recorded in the outbox yet; kept by the caller,
+   * so that a sender that takes over from this one skips them too.
+   */
+  unrecorded: ReadonlySet<number>;
   /** How often to look at the outbox without a wake-up (rows left by a previous run or replica). */
   pollMs?: number;
   batch?: number;
@@ -40,8 +43,9 @@ const MAX_OFFERED = 1_000;
  * so an outage of any length costs no memory.
  *
  * Rows just inserted are handed over in memory (`offer`), so the common case costs no read. The outbox is
- * read, from a cursor, at start and whenever the hand-over overflowed. Delivered rows are recorded in
- * batches by the caller; the cursor, not their status, keeps them from being sent again in this process.
+ * read at start, whenever the hand-over overflowed, and now and then (a row whose insert was retried
+ * after a lost answer is found that way). Delivered rows are recorded in batches by the caller; until
+ * then `unrecorded`, and the last ids sent, keep them from being sent again.
  */
 export class VectorSender {
   private wakeUp: (() => void) | undefined;
@@ -50,20 +54,14 @@ export class VectorSender {
   private draining = false;
   private halting = false;
   private loop: Promise<void> | undefined;
-  /** The last outbox id this sender has dealt with. */
-  private cursor: number;
   private offered: OutboxRow[] = [];
   private mustRead = true;
+  private lastRead = 0;
+  /** The ids this sender sent last, so a row both offered and read is sent once. */
+  private readonly recent = new Set<number>();
   inFlight = false;
 
-  constructor(private readonly o: VectorSenderOptions) {
-    this.cursor = o.startAfter ?? 0;
-  }
-
-  /** The last outbox id dealt with, for a sender that takes over from this one in the same process. */
-  get position(): number {
-    return this.cursor;
-  }
+  constructor(private readonly o: VectorSenderOptions) {}
 
   start(): void {
     this.loop ??= this.run();
@@ -110,14 +108,18 @@ export class VectorSender {
   private async run(): Promise<void> {
     const signal = this.stopController.signal;
     const batch = this.o.batch ?? 100;
+    const pollMs = this.o.pollMs ?? 5_000;
     while (!signal.aborted && !this.halting) {
       let rows: OutboxRow[];
+      // Busy or idle, read the outbox now and then: a row whose insert was retried is only found there.
+      if (Date.now() - this.lastRead > pollMs) this.mustRead = true;
       if (this.mustRead) {
         try {
           // Cleared before the read: rows inserted from now on are offered in memory.
           this.mustRead = false;
           this.offered = [];
-          rows = await fetchPending(this.o.pool, this.o.pump.id, batch, this.cursor);
+          this.lastRead = Date.now();
+          rows = await fetchPending(this.o.pool, this.o.pump.id, batch, [...this.o.unrecorded]);
           if (rows.length === batch) this.mustRead = true;
         } catch (err) {
           this.mustRead = true;
@@ -128,7 +130,7 @@ export class VectorSender {
       } else {
         rows = this.offered.splice(0);
       }
-      rows = rows.filter((r) => r.id > this.cursor);
+      rows = rows.filter((r) => !this.done(r.id));
       if (rows.length === 0) {
         if (this.draining && !this.mustRead && this.offered.length === 0) return;
         await this.idle(signal);
@@ -136,10 +138,16 @@ export class VectorSender {
       }
       for (const row of rows) {
         if (signal.aborted || this.halting) return;
+        if (this.done(row.id)) continue;
         if (!(await this.send(row, signal))) return;
-        this.cursor = row.id;
+        this.recent.add(row.id);
+        if (this.recent.size > 2_000) this.recent.delete(this.recent.values().next().value as number);
       }
     }
+  }
+
+  private done(id: number): boolean {
+    return this.recent.has(id) || this.o.unrecorded.has(id);
   }
 
   private idle(signal: AbortSignal): Promise<void> {
@@ -156,10 +164,7 @@ export class VectorSender {
         resolve();
       };
       // Without a wake-up, look at the outbox now and then: rows may have been left by a previous run.
-      const timer = setTimeout(() => {
-        this.mustRead = true;
-        done();
-      }, this.o.pollMs ?? 5_000);
+      const timer = setTimeout(done, this.o.pollMs ?? 5_000);
       signal.addEventListener('abort', done, { once: true });
       this.wakeUp = done;
     });

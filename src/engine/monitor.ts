@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
@@ -82,9 +82,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly vectorWriter: BatchWriter<Vector>;
   private readonly dropWriter: BatchWriter<DroppedGroup>;
   private readonly deadWriter: BatchWriter<PendingDeadLetter>;
-  private readonly sentWriter: BatchWriter<{ id: number; attempts: number; status: number }>;
-  /** Where each pump's last sender stopped, so that a resumed lease goes on from there. */
-  private readonly senderPositions = new Map<string, number>();
+  private readonly sentWriter: BatchWriter<{ pump: string; id: number; attempts: number; status: number }>;
+  /** Per pump: outbox rows delivered by this process whose delivery is not recorded yet. */
+  private readonly unrecorded = new Map<string, Set<number>>();
   private readonly firstSeen = new Map<string, number>();
   private readonly outboxDepth = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
@@ -115,6 +115,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       logger: this.log.child({ stage: 'source' }),
     });
     const signal = this.lifetime.signal;
+    // Writers, senders, catch-up and waits all listen on the engine's lifetime.
+    setMaxListeners(100, signal);
     const onWriteError = (what: string) => (err: unknown, n: number) =>
       this.log.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
     this.vectorWriter = new BatchWriter((v) => this.writeVectors(v), {
@@ -135,12 +137,18 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       onError: onWriteError('writing dead letters'),
       signal,
     });
-    this.sentWriter = new BatchWriter((sent) => markSent(this.pool, sent), {
-      maxBatch: 500,
-      retryMs: 500,
-      onError: onWriteError('recording delivered vectors'),
-      signal,
-    });
+    this.sentWriter = new BatchWriter(
+      async (sent) => {
+        await markSent(this.pool, sent);
+        for (const s of sent) this.unrecorded.get(s.pump)?.delete(s.id);
+      },
+      {
+        maxBatch: 500,
+        retryMs: 500,
+        onError: onWriteError('recording delivered vectors'),
+        signal,
+      },
+    );
     for (const p of config.pumps) {
       const breaker = createBreaker({
         threshold: config.delivery.breakerThreshold,
@@ -677,6 +685,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     }
     const backend = this.backends.get(pump);
     if (!backend || this.stopping || !this.leases.owned.has(pump)) return;
+    let unrecorded = this.unrecorded.get(pump);
+    if (!unrecorded) {
+      unrecorded = new Set();
+      this.unrecorded.set(pump, unrecorded);
+    }
     const sender = new VectorSender({
       pump: p,
       pool: this.pool,
@@ -686,8 +699,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       retryMaxMs: this.config.delivery.retryMaxMs,
       logger: this.log.child({ stage: 'delivery', pump }),
       onResult: (row, result) => this.onSent(row, result),
-      recordSent: (sent) => this.sentWriter.push(sent),
-      startAfter: resumed ? (this.senderPositions.get(pump) ?? 0) : 0,
+      recordSent: (sent) => {
+        unrecorded.add(sent.id);
+        this.sentWriter.push({ pump, ...sent });
+      },
+      unrecorded,
     });
     this.senders.set(pump, sender);
     sender.start();
@@ -701,7 +717,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const sender = this.senders.get(pump);
     this.senders.delete(pump);
     await sender?.halt(Math.min(this.config.delivery.timeoutMs, 2_000));
-    if (sender) this.senderPositions.set(pump, sender.position);
   }
 
   /** Before giving a pump to another replica: finish its in-flight work and save its checkpoints. */

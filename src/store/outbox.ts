@@ -94,16 +94,17 @@ function toRow(r: RawRow): OutboxRow {
   };
 }
 
-/** A pump's pending vectors after `afterId`, oldest first. */
+/** A pump's pending vectors, oldest first, but for those in `skip` (delivered, not yet recorded). */
 export async function fetchPending(
   db: pg.Pool,
   pump: string,
   limit: number,
-  afterId = 0,
+  skip: number[] = [],
 ): Promise<OutboxRow[]> {
   const { rows } = await db.query<RawRow>(
-    `SELECT ${COLUMNS} FROM ${T} WHERE pump = $1 AND status = 'pending' AND id > $3 ORDER BY id LIMIT $2`,
-    [pump, limit, afterId],
+    `SELECT ${COLUMNS} FROM ${T}
+      WHERE pump = $1 AND status = 'pending' AND NOT (id = ANY($3::bigint[])) ORDER BY id LIMIT $2`,
+    [pump, limit, skip],
   );
   return rows.map(toRow);
 }

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 
 export interface RecordedRequest {
+  at: number;
   path: string;
   apiKey: string | undefined;
   idempotencyKey: string | undefined;
@@ -84,6 +85,7 @@ export class FakeBackend {
       body = {};
     }
     const rec: RecordedRequest = {
+      at: Date.now(),
       path: req.url ?? '',
       apiKey: header(req, 'x-api-key'),
       idempotencyKey: header(req, 'idempotency-key'),

@@ -62,7 +62,17 @@ describe('contract: rows in, exact requests out', () => {
         expect(post?.body, `${pump.id} ${s.field}`).toEqual({ id_sensor: ids[i], valor: 100 + i });
       });
     }
-    const status = h.monitor.status().pumps as Record<string, Record<string, unknown>>;
+    // The backend saw the requests; the engine counts them once it has read the answers.
+    const counted = () => h.monitor.status().pumps as Record<string, Record<string, unknown>>;
+    await waitFor(
+      'the engine to count its deliveries',
+      () =>
+        counted().A?.sensor_posts_ok === 20 &&
+        counted().B?.sensor_posts_ok === 15 &&
+        counted().A?.vectors_sent === 1 &&
+        counted().B?.vectors_sent === 1,
+    );
+    const status = counted();
     expect(status.A).toMatchObject({ connected: true, channels: 20, vectors_sent: 1, sensor_posts_ok: 20 });
     expect(status.B).toMatchObject({ connected: true, channels: 15, vectors_sent: 1, sensor_posts_ok: 15 });
     expect(status.A?.last_prediction).toMatchObject({

@@ -55,7 +55,11 @@ beforeAll(async () => {
   app = await buildServer(monitor);
   await insertTimestamp(h.admin, h.pumps.B, '2025-03-01T00:00:00');
   await h.admin.query('SELECT pg_notify($1, $2)', ['canal_voltaje_barra_b', 'not json']);
-  await waitFor('one B vector', () => h.backend.ok('/predecir-bomba-b').length === 1);
+  // The engine's own count, not the backend's: the metrics are updated once the engine has the answer.
+  await waitFor('one B vector sent and one bad payload counted', () => {
+    const b = monitor.status().pumps.B as { vectors_sent: number; readings_invalid: number } | undefined;
+    return b?.vectors_sent === 1 && b.readings_invalid === 1;
+  });
 });
 
 afterAll(async () => {
