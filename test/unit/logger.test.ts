@@ -31,3 +31,31 @@ describe('logger', () => {
     });
   });
 });
+
+describe('log file', () => {
+  it('LOG_FILE gets the same JSON lines, scrubbed, in a folder it creates', async () => {
+    const { mkdtempSync, readdirSync, readFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { createLogger } = await import('../../src/util/logger.js');
+    const dir = mkdtempSync(join(tmpdir(), 'pm-log-'));
+    try {
+      const file = join(dir, 'logs', 'bomba_a.log');
+      const log = createLogger({ level: 'info', file, secrets: ['very-secret-key'] });
+      log.info({ pump: 'A' }, 'hello with very-secret-key');
+      await new Promise<void>((resolve) => log.flush(() => resolve()));
+      // pino-roll writes from a worker thread: wait for the line to land.
+      let text = '';
+      for (let i = 0; i < 100 && !text.includes('hello'); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const names = readdirSync(join(dir, 'logs'));
+        text = names.map((n) => readFileSync(join(dir, 'logs', n), 'utf8')).join('');
+      }
+      expect(text).toContain('"pump":"A"');
+      expect(text).toContain('hello with [redacted]');
+      expect(text).not.toContain('very-secret-key');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
