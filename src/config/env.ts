@@ -42,6 +42,8 @@ export interface Config {
     sensorPosts: boolean;
     sensorConcurrency: number;
     sensorMaxAttempts: number;
+    /** Per-sensor posts held in memory; beyond it they are deferred to the database (memory bound). */
+    sensorQueue: number;
     retryBaseMs: number;
     retryMaxMs: number;
     /** Consecutive failures that open a backend's circuit, and the first wait before a trial call. */
@@ -261,6 +263,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       sensorPosts: bool(env, 'SENSOR_POSTS', true),
       sensorConcurrency: num(env, 'SENSOR_POST_CONCURRENCY', 16, { min: 1, int: true }),
       sensorMaxAttempts: num(env, 'SENSOR_POST_MAX_ATTEMPTS', 8, { min: 1, int: true }),
+      sensorQueue: num(env, 'SENSOR_POST_QUEUE', 20_000, { min: 1, int: true }),
       retryBaseMs: num(env, 'RETRY_BASE_MS', 200, { min: 1 }),
       retryMaxMs: num(env, 'RETRY_MAX_MS', 30_000, { min: 1 }),
       breakerThreshold: num(env, 'BREAKER_THRESHOLD', 5, { min: 1, int: true }),

@@ -16,6 +16,7 @@ import { Decoder, type Reading, type Rejection } from '../source/decode.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
 import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
+import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
 import {
   countPending,
   insertDropped,
@@ -37,8 +38,6 @@ export interface MonitorOptions {
   /** How often open groups are checked for settle time and expiry. */
   tickMs?: number;
   checkpointEveryMs?: number;
-  /** Per-sensor posts queued beyond this set new notifications aside for catch-up (memory bound). */
-  maxQueuedPosts?: number;
   /** Shows a long catch-up's progress (a terminal line); without it, only the final log line says it. */
   progress?: (text: string | undefined) => void;
 }
@@ -89,7 +88,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly outboxDepth = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Per-sensor posts are being deferred to the database (the in-memory queue is full). */
   private overloaded = false;
+  private deferredWaiting = true;
+  private drainingDeferred = false;
+  private deferredCursor = 0;
+  /** Deferred posts back in the queue and not yet removed from the table. */
+  private readonly deferredInFlight = new Set<number>();
+  private readonly deferWriter: BatchWriter<Reading>;
+  private readonly deferredDone: BatchWriter<number>;
   private catchUpLoop: Promise<void> | undefined;
   private catchUpAgain = false;
   private savingCheckpoints = false;
@@ -100,7 +107,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.config = o.config;
     this.log = o.logger;
     this.clock = o.clock ?? systemClock;
-    this.maxQueuedPosts = o.maxQueuedPosts ?? 50_000;
+    this.maxQueuedPosts = o.config.delivery.sensorQueue;
     const { config } = this;
     this.telemetry = new Telemetry(config.pumps);
     this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
@@ -135,6 +142,18 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       maxBatch: 200,
       retryMs: 500,
       onError: onWriteError('writing dead letters'),
+      signal,
+    });
+    this.deferWriter = new BatchWriter((r) => this.writeDeferred(r), {
+      maxBatch: 1_000,
+      retryMs: 500,
+      onError: onWriteError('deferring per-sensor posts'),
+      signal,
+    });
+    this.deferredDone = new BatchWriter((ids) => deleteDeferred(this.pool, ids), {
+      maxBatch: 1_000,
+      retryMs: 500,
+      onError: onWriteError('removing sent deferred posts'),
       signal,
     });
     this.sentWriter = new BatchWriter(
@@ -225,6 +244,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.timers.push(setInterval(() => this.tick(), tickMs));
     this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
     this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
+    this.timers.push(setInterval(() => void this.drainDeferred(), 500));
     this.log.info(
       {
         pumps: this.config.pumps.map((p) => p.id),
@@ -248,7 +268,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const drained = (async () => {
       await this.catchUpLoop;
       await this.poster.idle();
-      await Promise.all([this.vectorWriter.idle(), this.dropWriter.idle(), this.deadWriter.idle()]);
+      await Promise.all([
+        this.vectorWriter.idle(),
+        this.dropWriter.idle(),
+        this.deadWriter.idle(),
+        this.deferWriter.idle(),
+        this.deferredDone.idle(),
+      ]);
       await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
       await this.sentWriter.idle();
     })();
@@ -369,11 +395,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     }
     const r = decoded.reading;
     const progress = this.progress.get(r.sensor.table) as TableProgress;
-    if (this.overloaded && origin === 'notify') {
-      // Too much queued: set the row aside; catch-up reads it from its table once there is room.
-      progress.hold(r.id);
-      return;
-    }
     const stats = this.telemetry.pump(r.pump);
     if (!progress.begin(r.id, this.config.delivery.sensorPosts ? 2 : 1)) {
       stats.readings_duplicate += 1;
@@ -392,15 +413,62 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       );
       progress.settle(r.id);
     }
-    if (this.config.delivery.sensorPosts) {
+    if (this.config.delivery.sensorPosts) this.post(r);
+  }
+
+  /**
+   * Queues a reading's per-sensor POST. Beyond the in-memory limit (a long backend outage) the post is
+   * deferred to the database instead; the reading's group goes on as usual either way.
+   */
+  private post(r: Reading): void {
+    if (this.poster.depth < this.maxQueuedPosts) {
       this.poster.enqueue(r);
-      if (this.poster.depth > this.maxQueuedPosts && !this.overloaded) {
-        this.overloaded = true;
-        this.log.warn(
-          { queued: this.poster.depth },
-          'per-sensor queue full; new readings wait in their tables',
-        );
+      return;
+    }
+    if (!this.overloaded) {
+      this.overloaded = true;
+      this.log.warn({ queued: this.poster.depth }, 'per-sensor queue full; deferring posts to the database');
+    }
+    this.deferWriter.push(r);
+  }
+
+  private async writeDeferred(readings: Reading[]): Promise<void> {
+    await insertDeferred(
+      this.pool,
+      readings.map((r) => ({
+        pump: r.pump,
+        channel: r.sensor.channel,
+        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+      })),
+    );
+    this.deferredWaiting = true;
+    for (const r of readings) this.progress.get(r.sensor.table)?.settle(r.id);
+  }
+
+  /** Moves deferred posts back into the queue while it has room. */
+  private async drainDeferred(): Promise<void> {
+    if (!this.deferredWaiting || this.drainingDeferred || this.poster.depth > this.maxQueuedPosts / 5) return;
+    this.drainingDeferred = true;
+    try {
+      const batch = 1_000;
+      const posts = await fetchDeferred(this.pool, [...this.active], batch, this.deferredCursor);
+      if (posts.length < batch) this.deferredWaiting = false;
+      for (const d of posts) {
+        this.deferredCursor = Math.max(this.deferredCursor, d.id);
+        if (this.deferredInFlight.has(d.id)) continue;
+        this.deferredInFlight.add(d.id);
+        const decoded = this.decoder.decode(d.channel, d.payload, this.clock.now(), 'catchup');
+        if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
+        else this.deferredDone.push(d.id);
       }
+      if (this.overloaded && !this.deferredWaiting) {
+        this.overloaded = false;
+        this.log.info('deferred per-sensor posts are back in the queue');
+      }
+    } catch (err) {
+      this.log.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
+    } finally {
+      this.drainingDeferred = false;
     }
   }
 
@@ -531,15 +599,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
     const stats = this.telemetry.pump(r.pump);
     const progress = this.progress.get(r.sensor.table) as TableProgress;
-    if (this.overloaded && this.poster.depth < this.maxQueuedPosts / 5) {
-      this.overloaded = false;
-      this.log.info('per-sensor queue drained; catching up the readings set aside');
-      this.requestCatchUp();
-    }
+    const deferredId = r.deferredId;
+    // A deferred post's reading was settled when it was deferred; its row in deferred_posts goes instead.
+    const settle =
+      deferredId === undefined
+        ? () => progress.settle(r.id)
+        : () => {
+            this.deferredInFlight.delete(deferredId);
+            this.deferredDone.push(deferredId);
+          };
     if (result.kind === 'ok') {
       stats.sensor_posts_ok += 1;
       this.noteClassification(r, result.answer.body);
-      progress.settle(r.id);
+      settle();
       return;
     }
     stats.sensor_posts_failed += 1;
@@ -561,7 +633,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
         responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
       },
-      settle: () => progress.settle(r.id),
+      settle,
     });
   }
 
@@ -708,6 +780,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.senders.set(pump, sender);
     sender.start();
     this.active.add(pump);
+    // Its deferred posts may lie below the cursor used so far.
+    this.deferredCursor = 0;
+    this.deferredWaiting = true;
     if (this.listener.listening) this.requestCatchUp();
   }
 

@@ -13,6 +13,8 @@ export interface Reading {
   /** Clock time at which the engine received it. */
   receivedAt: number;
   origin: 'notify' | 'catchup';
+  /** Set for a per-sensor post taken back from the deferred queue: its group was dealt with long ago. */
+  deferredId?: number;
 }
 
 export type RejectReason =

@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.outbox (
   UNIQUE (pump, tiempo_sensor)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending_idx ON ${ENGINE_SCHEMA}.outbox (pump, id) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.deferred_posts (
+  id bigserial PRIMARY KEY,
+  pump text NOT NULL,
+  channel text NOT NULL,
+  payload text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.leases (
   pump text PRIMARY KEY,
   owner text NOT NULL,
@@ -84,7 +91,8 @@ export async function ensureEngineSchema(client: pg.ClientBase): Promise<void> {
     `SELECT to_regclass('${ENGINE_SCHEMA}.dead_letters') IS NOT NULL
         AND to_regclass('${ENGINE_SCHEMA}.outbox') IS NOT NULL
         AND to_regclass('${ENGINE_SCHEMA}.checkpoints') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.leases') IS NOT NULL AS ok`,
+        AND to_regclass('${ENGINE_SCHEMA}.leases') IS NOT NULL
+        AND to_regclass('${ENGINE_SCHEMA}.deferred_posts') IS NOT NULL AS ok`,
   );
   if (rows[0]?.ok) return;
   try {

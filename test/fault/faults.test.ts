@@ -239,6 +239,29 @@ describe('fault injection', () => {
     expect(m.status().pumps).toBeDefined();
   });
 
+  it('a long backend outage overflows the per-sensor queue: posts wait in the database, no vector is lost', async () => {
+    const s = await setup('fault_overflow');
+    let down = true;
+    s.backend.behaviour = (r) => (down && r.path.includes('/prediccion') ? { status: 503 } : undefined);
+    const m = await monitor(withEnv(s, { SENSOR_POST_QUEUE: '200', SENSOR_POST_CONCURRENCY: '4' }));
+    await stream(s, 80);
+    await waitFor('posts deferred to the database', async () => {
+      const { rows } = await s.admin.query('SELECT count(*)::int AS n FROM pump_monitor.deferred_posts');
+      return (rows[0]?.n ?? 0) > 1_000;
+    });
+    expect((m.status() as { overloaded: boolean }).overloaded).toBe(true);
+    down = false;
+    const t = await settleAndReport('per-sensor-queue-overflow', s.admin, s.config.pumps, s.backend);
+    expectClean(t);
+    expect(t.replays).toBe(0);
+    const pumps = m.status().pumps as Record<string, { vectors_dropped: number }>;
+    expect((pumps.A?.vectors_dropped ?? 0) + (pumps.B?.vectors_dropped ?? 0)).toBe(0);
+    await waitFor('the deferred table emptied', async () => {
+      const { rows } = await s.admin.query('SELECT count(*)::int AS n FROM pump_monitor.deferred_posts');
+      return rows[0]?.n === 0;
+    });
+  });
+
   it('the backend answers 429 with Retry-After, and the wait is honoured', async () => {
     const s = await setup('fault_429');
     let limited = 60;
