@@ -1,0 +1,161 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { PumpConfig } from '../src/config/env.js';
+import { now } from './stats.js';
+
+const UNIFIED_BODY = JSON.stringify({ prediccion: 10, status: 'success' });
+const OUTAGE_BODY = JSON.stringify({ detail: 'bench outage' });
+/** A body larger than this is not one of the engine's requests; the bench answers 413 and moves on. */
+const MAX_BODY_BYTES = 64 * 1024;
+
+export interface Completion {
+  done: boolean;
+  /** Arrival time (ms, see `now()`) of the request that completed the expected set, or of the last new key. */
+  at: number;
+}
+
+/**
+ * The prediction backend as far as the benchmark needs it: it answers the unified and the per-sensor
+ * routes with 200 and the contract bodies, over keep-alive, and records when each Idempotency-Key first
+ * arrived. `down` turns every answer into 503 (a backend outage).
+ */
+export class BenchServer {
+  down = false;
+  /** First arrival of each unified vector key (answered 200). */
+  readonly unified = new Map<string, number>();
+  /** Per-sensor keys answered 200 (a Set, not a Map: a million entries in the memory phase). */
+  readonly sensorKeys = new Set<string>();
+  lastUnifiedAt = 0;
+  lastSensorAt = 0;
+  /** Requests answered 200 whose key had already been answered 200 before. */
+  duplicates = 0;
+  requests = 0;
+  refused = 0;
+  private readonly unifiedPaths: Set<string>;
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(pumps: PumpConfig[]) {
+    this.unifiedPaths = new Set(pumps.map((p) => `${p.pathPrefix}${p.unifiedPath}`));
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const server = createServer({ keepAlive: true, keepAliveTimeout: 60_000 }, (req, res) =>
+      this.handle(req, res),
+    );
+    server.keepAliveTimeout = 60_000;
+    server.headersTimeout = 65_000;
+    server.on('connection', (s: Socket) => {
+      s.setNoDelay(true);
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    this.server = server;
+    this.port = (server.address() as AddressInfo).port;
+  }
+
+  /** Forgets what was recorded (between phases). */
+  reset(): void {
+    this.unified.clear();
+    this.sensorKeys.clear();
+    this.lastUnifiedAt = 0;
+    this.lastSensorAt = 0;
+    this.duplicates = 0;
+    this.requests = 0;
+    this.refused = 0;
+    this.down = false;
+  }
+
+  /** Whether the expected numbers of distinct keys have arrived, and when the last new one did. */
+  completion(unifiedExpected: number, sensorExpected: number): Completion {
+    const done = this.unified.size >= unifiedExpected && this.sensorKeys.size >= sensorExpected;
+    const at = Math.max(
+      unifiedExpected > 0 ? this.lastUnifiedAt : 0,
+      sensorExpected > 0 ? this.lastSensorAt : 0,
+    );
+    return { done, at };
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const at = now();
+    this.requests += 1;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(c);
+    });
+    req.on('end', () => {
+      if (this.down) {
+        this.refused += 1;
+        reply(res, 503, OUTAGE_BODY);
+        return;
+      }
+      if (size > MAX_BODY_BYTES) {
+        reply(res, 413, '{"detail":"too large"}');
+        return;
+      }
+      const key = header(req, 'idempotency-key') ?? '';
+      const path = req.url ?? '';
+      if (this.unifiedPaths.has(path)) {
+        if (this.unified.has(key)) this.duplicates += 1;
+        else {
+          this.unified.set(key, at);
+          this.lastUnifiedAt = at;
+        }
+        reply(res, 200, UNIFIED_BODY);
+        return;
+      }
+      let body: { id_sensor?: unknown; valor?: unknown } = {};
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+      } catch {
+        reply(res, 422, '{"detail":"not JSON"}');
+        return;
+      }
+      if (this.sensorKeys.has(key)) this.duplicates += 1;
+      else {
+        this.sensorKeys.add(key);
+        this.lastSensorAt = at;
+      }
+      reply(
+        res,
+        200,
+        JSON.stringify({
+          id_registro: body.id_sensor,
+          valor: body.valor,
+          prediccion: 1,
+          descripcion: 'Normal',
+          contador_anomalias: 0,
+        }),
+      );
+    });
+    req.on('error', () => res.destroy());
+  }
+}
+
+function reply(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}

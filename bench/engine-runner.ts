@@ -1,0 +1,98 @@
+/**
+ * The engine in a process of its own, so that its RSS and CPU are its own. Started by bench/run.ts with
+ * an IPC channel; configured by the environment exactly like `pump-monitor start` (DATABASE_URL,
+ * BASE_URL, BASE_URL_B, API_KEY, SENSOR_POSTS, ...), with logging off.
+ *
+ * Parent → child: {type:'start'} | {type:'status'} | {type:'stop'}
+ * Child → parent: ready, started, sample (every BENCH_SAMPLE_MS), status, stopped, error
+ */
+import pino from 'pino';
+import { type DatabaseConfig, loadConfig } from '../src/config/env.js';
+import { Monitor } from '../src/engine/monitor.js';
+import { now } from './stats.js';
+
+export type EngineCommand = { type: 'start' } | { type: 'status' } | { type: 'stop' };
+
+export interface RssSample {
+  at: number;
+  rss: number;
+  heapUsed: number;
+  external: number;
+}
+
+export type EngineMessage =
+  | { type: 'ready' }
+  | { type: 'started'; at: number; startMs: number }
+  | ({ type: 'sample' } & RssSample)
+  | { type: 'status'; status: ReturnType<Monitor['status']>; cpuMs: number }
+  | { type: 'stopped' }
+  | { type: 'error'; message: string };
+
+const sampleMs = Number(process.env.BENCH_SAMPLE_MS ?? 1_000);
+// A leftover child must never outlive the bench: it exits on its own after this long.
+const maxLifetimeMs = Number(process.env.BENCH_MAX_LIFETIME_MS ?? 30 * 60_000);
+
+function send(m: EngineMessage): void {
+  if (process.connected) process.send?.(m);
+}
+
+// Diagnostic: under --expose-gc every sample follows a full collection, so it shows retained memory.
+const gc = (globalThis as { gc?: () => void }).gc;
+
+function sample(): RssSample {
+  gc?.();
+  const m = process.memoryUsage();
+  return { at: now(), rss: m.rss, heapUsed: m.heapUsed, external: m.external };
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
+  const monitor = new Monitor({
+    config: config as typeof config & { database: DatabaseConfig },
+    logger: pino({ level: 'silent' }),
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = (code: number) => {
+    stopping ??= (async () => {
+      clearInterval(sampler);
+      clearTimeout(lifetime);
+      await monitor.stop(5_000).catch(() => {});
+      send({ type: 'stopped' });
+      // Exiting through process.exit lets --cpu-prof write its profile.
+      setTimeout(() => process.exit(code), 50);
+    })();
+    return stopping;
+  };
+  const sampler = setInterval(() => send({ type: 'sample', ...sample() }), sampleMs);
+  const lifetime = setTimeout(() => void stop(3), maxLifetimeMs);
+  monitor.on('fatal', (err) => {
+    send({ type: 'error', message: err.message });
+    void stop(1);
+  });
+  process.on('disconnect', () => void stop(0));
+  process.on('SIGTERM', () => void stop(0));
+  process.on('message', (m: EngineCommand) => {
+    if (m.type === 'start') {
+      const t0 = now();
+      monitor.start().then(
+        () => send({ type: 'started', at: now(), startMs: now() - t0 }),
+        (err: Error) => {
+          send({ type: 'error', message: `start failed: ${err.message}` });
+          void stop(1);
+        },
+      );
+    } else if (m.type === 'status') {
+      const cpu = process.cpuUsage();
+      send({ type: 'status', status: monitor.status(), cpuMs: (cpu.user + cpu.system) / 1000 });
+    } else if (m.type === 'stop') {
+      void stop(0);
+    }
+  });
+  send({ type: 'sample', ...sample() });
+  send({ type: 'ready' });
+}
+
+main().catch((err: Error) => {
+  send({ type: 'error', message: err.message });
+  setTimeout(() => process.exit(1), 50);
+});
