@@ -31,8 +31,8 @@ export class SensorPoster {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly o: SensorPosterOptions) {
-    // Every post in flight listens on this one signal: as many listeners as the concurrency allows.
-    setMaxListeners(o.concurrency + 10, this.controller.signal);
+    // Every post in flight listens on this one signal, a few times over (retry, breaker, request).
+    setMaxListeners(o.concurrency * 4 + 10, this.controller.signal);
   }
 
   get depth(): number {
