@@ -59,7 +59,6 @@ export class VectorSender {
   private lastRead = 0;
   /** The ids this sender sent last, so a row both offered and read is sent once. */
   private readonly recent = new Set<number>();
-  inFlight = false;
 
   constructor(private readonly o: VectorSenderOptions) {}
 
@@ -173,7 +172,6 @@ export class VectorSender {
   /** Returns false when cancelled by shutdown: the row stays pending for the next run. */
   private async send(row: OutboxRow, signal: AbortSignal): Promise<boolean> {
     const { pump } = this.o;
-    this.inFlight = true;
     let result = await this.deliverOnce(row, signal);
     // The budget is unbounded, so giving up means an unexpected error: never drop the row, never stop.
     while (result.kind === 'gave_up') {
@@ -184,7 +182,6 @@ export class VectorSender {
       if (!(await sleep(this.o.retryMaxMs, signal))) break;
       result = await this.deliverOnce(row, signal);
     }
-    this.inFlight = false;
     if (result.kind === 'cancelled' || result.kind === 'gave_up') return false;
     const attempts = row.attempts + result.attempts;
     const { status, body } = result.answer;

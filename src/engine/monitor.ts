@@ -25,7 +25,7 @@ import {
   type OutboxRow,
   vectorKey,
 } from '../store/outbox.js';
-import { ENGINE_SCHEMA, ensureEngineSchema, PrivilegeError } from '../store/schema.js';
+import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { LeaseKeeper } from './leases.js';
@@ -887,5 +887,3 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 export class StartupError extends Error {
   override name = 'StartupError';
 }
-
-export { ENGINE_SCHEMA };

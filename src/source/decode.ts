@@ -41,8 +41,8 @@ export interface Rejection {
 
 export type Decoded = { ok: true; reading: Reading } | { ok: false; rejection: Rejection };
 
-/** Our own trigger's payload is under 200 bytes; anything this large is not a reading we understand. */
-export const MAX_PAYLOAD_BYTES = 2048;
+/** Our own trigger's payload is under 200 characters; anything this large is not a reading we understand. */
+export const MAX_PAYLOAD_CHARS = 2048;
 const MAX_TIEMPO_LENGTH = 64;
 
 interface Route {
@@ -84,8 +84,8 @@ export class Decoder {
       },
     });
     if (!route) return reject('unknown_channel', `no pump listens on channel "${channel}"`);
-    if (payload.length > MAX_PAYLOAD_BYTES) {
-      return reject('oversized', `payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+    if (payload.length > MAX_PAYLOAD_CHARS) {
+      return reject('oversized', `payload of ${payload.length} characters exceeds ${MAX_PAYLOAD_CHARS}`);
     }
     let body: unknown;
     try {
