@@ -84,6 +84,7 @@ export class Assembler {
   private readonly closed = new Map<string, true>();
   private readonly last: ({ value: number; at: number } | undefined)[];
   private readonly closedMemory: number;
+  private settling = 0;
 
   constructor(
     private readonly pump: PumpConfig,
@@ -99,6 +100,11 @@ export class Assembler {
 
   get openGroups(): number {
     return this.groups.size;
+  }
+
+  /** Open groups at or above the threshold: they close within the settle time. The rest wait for expiry. */
+  get settlingGroups(): number {
+    return this.settling;
   }
 
   add(r: Reading): AddResult {
@@ -120,7 +126,10 @@ export class Assembler {
       this.groups.set(r.tiempo, g);
     }
     const replaced = g.values[i] !== undefined;
-    if (!replaced) g.count += 1;
+    if (!replaced) {
+      g.count += 1;
+      if (g.count === this.pump.minFields) this.settling += 1;
+    }
     // A second row for the same sensor and timestamp is a correction: the later value wins.
     g.values[i] = r.valor;
     g.members.push({ table: r.sensor.table, id: r.id });
@@ -180,6 +189,7 @@ export class Assembler {
 
   private close(g: Group): void {
     this.groups.delete(g.tiempo);
+    if (g.count >= this.pump.minFields) this.settling -= 1;
     this.closed.set(g.tiempo, true);
     if (this.closed.size > this.closedMemory) {
       const first = this.closed.keys().next().value;

@@ -690,14 +690,17 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     })();
   }
 
-  /** Lets catch-up read another batch only when the queues have room. */
+  /**
+   * Lets catch-up read another batch only when the queues have room. Groups below the threshold are not
+   * waited for: only expiry closes them, and the assembler's cap bounds them (waiting would only stall).
+   */
   private async capacity(): Promise<void> {
     const openLimit = this.config.assembler.maxOpenGroups / 2;
     while (
       !this.lifetime.signal.aborted &&
       !this.stopping &&
       (this.poster.depth > this.maxQueuedPosts / 10 ||
-        [...this.assemblers.values()].some((a) => a.openGroups > openLimit) ||
+        [...this.assemblers.values()].some((a) => a.settlingGroups > openLimit) ||
         this.vectorWriter.pending > 1_000)
     ) {
       await sleep(20, this.lifetime.signal);

@@ -18,20 +18,40 @@ export interface CatchUpOptions {
   onProgress?: (rows: number, tablesLeft: number) => void;
 }
 
+interface Row {
+  id: string | number;
+  /** `tiempo_sensor` as stored: the grouping key, compared as text to keep a pump's tables in step. */
+  t: string;
+  payload: string;
+}
+
 interface Cursor {
   pump: string;
   channel: string;
   table: string;
   after: number;
+  /** Read to the end: no more rows are fetched, and the buffer is all that is left. */
   done: boolean;
+  released: boolean;
   token: number;
+  /** Rows read but not yet handed over, in id order; fewer than two batches. */
+  buffer: Row[];
 }
 
 /**
- * Reads the rows each table received above its checkpoint, in bounded batches, round-robin across a pump's
- * tables so that one timestamp's readings meet in the assembler, and hands them to the notification path.
- * The payload is built as the trigger builds it, so both paths group by the same `tiempo_sensor` text.
- * Live notifications keep flowing between batches; duplicates from the overlap are removed by (table, id).
+ * Reads the rows each table received above its checkpoint, in bounded batches, and hands them to the
+ * notification path. The payload is built as the trigger builds it, so both paths group by the same
+ * `tiempo_sensor` text. Live notifications keep flowing between batches; duplicates from the overlap are
+ * removed by (table, id).
+ *
+ * A pump's tables are kept in step by time. A table with missing readings covers more time per batch than
+ * its siblings, and handing batches over as read would open groups far ahead of the others, which the
+ * assembler can only expire. So each round hands over, per pump, only rows up to the horizon: the smallest
+ * of the latest `tiempo_sensor` read from each table that still has rows to read. The rest wait in the
+ * table's buffer. The table that sets the horizon hands over all it holds, so every round makes progress,
+ * and each table hands over a prefix of its rows in id order, so a checkpoint never passes a held row.
+ * Timestamps are compared as text: ISO-like keys sort by time; keys that do not (such as `HH:MM` across
+ * midnight) only weaken the alignment, never stall it.
  */
 export async function catchUp(o: CatchUpOptions): Promise<number> {
   const cursors: Cursor[] = o.pumps.flatMap((p) =>
@@ -41,37 +61,66 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       table: s.table,
       after: o.progress.get(s.table)?.checkpoint() ?? 0,
       done: false,
+      released: false,
       token: o.progress.get(s.table)?.catchUpToken() ?? 0,
+      buffer: [],
     })),
   );
+  const byPump = new Map<string, Cursor[]>();
+  for (const c of cursors) byPump.set(c.pump, [...(byPump.get(c.pump) ?? []), c]);
   let total = 0;
   let lastReport = Date.now();
-  while (!o.signal.aborted && cursors.some((c) => !c.done)) {
+  while (!o.signal.aborted && cursors.some((c) => !c.released)) {
     for (const c of cursors) {
-      if (c.done || o.signal.aborted) continue;
-      const { rows } = await o.pool.query<{ id: string; payload: string }>(
-        `SELECT id, json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload
+      if (c.done || c.buffer.length >= o.batch || o.signal.aborted) continue;
+      const { rows } = await o.pool.query<Row>(
+        `SELECT id, coalesce(tiempo_sensor::text, '') AS t,
+                json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload
            FROM ${quoteIdent(c.table)} WHERE id > $1 ORDER BY id LIMIT $2`,
         [c.after, o.batch],
       );
-      for (const r of rows) o.handle(c.channel, r.payload);
-      if (rows.length > 0) {
-        c.after = Number(rows[rows.length - 1]?.id);
-        total += rows.length;
-        o.onRows?.(c.pump, rows.length);
+      if (rows.length > 0) c.after = Number(rows[rows.length - 1]?.id);
+      // Read to the end: everything committed before this catch-up began has now been seen.
+      if (rows.length < o.batch) c.done = true;
+      for (const r of rows) c.buffer.push(r);
+    }
+    if (o.signal.aborted) break;
+    for (const [pump, own] of byPump) {
+      const horizon = horizonOf(own);
+      let handed = 0;
+      for (const c of own) {
+        let n = 0;
+        while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as Row).t <= horizon)) n++;
+        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload);
+        handed += n;
+        if (c.done && c.buffer.length === 0 && !c.released) {
+          c.released = true;
+          o.progress.get(c.table)?.release(c.token);
+        }
       }
-      if (rows.length < o.batch) {
-        // Read to the end: everything committed before this catch-up began has now been seen.
-        c.done = true;
-        o.progress.get(c.table)?.release(c.token);
+      if (handed > 0) {
+        total += handed;
+        o.onRows?.(pump, handed);
       }
     }
     if (Date.now() - lastReport > 1_000) {
       lastReport = Date.now();
-      o.onProgress?.(total, cursors.filter((c) => !c.done).length);
+      o.onProgress?.(total, cursors.filter((c) => !c.released).length);
     }
     await o.capacity();
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return total;
+}
+
+/** The latest timestamp every table of a pump that still has rows to read has reached; none when all are read. */
+function horizonOf(cursors: Cursor[]): string | undefined {
+  let horizon: string | undefined;
+  for (const c of cursors) {
+    if (c.done) continue;
+    let latest: string | undefined;
+    for (const r of c.buffer) if (latest === undefined || r.t > latest) latest = r.t;
+    if (latest !== undefined && (horizon === undefined || latest < horizon)) horizon = latest;
+  }
+  return horizon;
 }

@@ -166,4 +166,23 @@ describe('assembler', () => {
     expect(vectors[0]?.values.corriente_motor).toBe(2);
     expect(vectors[0]?.members).toHaveLength(16);
   });
+
+  it('counts as settling only the open groups at or above the threshold', () => {
+    const { a, add, clock, vectors, dropped } = setup(pumpA);
+    add('t0', 20); // full: sent at once, never open
+    add('t1', 14);
+    add('t2', 15);
+    add('t3', 16);
+    add('t2', 15); // corrections of the same sensors do not count twice
+    expect(a.openGroups).toBe(3);
+    expect(a.settlingGroups).toBe(2);
+    clock.advance(opts.settleMs);
+    a.tick();
+    expect(vectors.map((v) => v.tiempo)).toEqual(['t0', 't2', 't3']);
+    expect(a.settlingGroups).toBe(0);
+    clock.advance(opts.expiryMs);
+    a.tick();
+    expect(dropped.map((d) => d.tiempo)).toEqual(['t1']);
+    expect(a.openGroups).toBe(0);
+  });
 });
