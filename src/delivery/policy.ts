@@ -4,11 +4,10 @@ import {
   CircuitState,
   ConsecutiveBreaker,
   circuitBreaker,
-  DelegateBackoff,
   ExponentialBackoff,
   handleType,
-  retry,
 } from 'cockatiel';
+import { sleep } from '../util/clock.js';
 import { type BackendAnswer, classify, RetryableError } from './backend-client.js';
 
 export interface BreakerOptions {
@@ -58,12 +57,6 @@ export type DeliveryResult =
   | { kind: 'gave_up'; error: Error; attempts: number }
   | { kind: 'cancelled'; attempts: number };
 
-class BudgetExhausted extends Error {
-  constructor(readonly last: Error) {
-    super(last.message);
-  }
-}
-
 /**
  * Exponential backoff with jitter (half fixed, half random), capped; a Retry-After from the backend
  * takes precedence, and an open circuit is waited out rather than hammered.
@@ -73,56 +66,46 @@ export function backoffDelay(attempt: number, baseMs: number, maxMs: number, ran
   return ceiling / 2 + (random() * ceiling) / 2;
 }
 
-/** Sends with retries, circuit breaking and a per-attempt timeout until success, a rejection, or the budget. */
+/**
+ * Sends with retries, circuit breaking and a per-attempt timeout until success, a rejection, or the budget.
+ * A plain loop around the shared breaker: it runs for every per-sensor POST, so it allocates no policy of
+ * its own, and a first attempt that succeeds costs one breaker call.
+ */
 export async function deliver(
   attempt: (signal: AbortSignal) => Promise<BackendAnswer>,
   opts: DeliveryOptions,
 ): Promise<DeliveryResult> {
-  const random = opts.random ?? Math.random;
   let attempts = 0;
-  let lastError: Error | undefined;
-  const policy = retry(handleType(RetryableError).orType(BrokenCircuitError), {
-    maxAttempts: Number.POSITIVE_INFINITY,
-    backoff: new DelegateBackoff(
-      (ctx: { attempt: number; result: { error?: Error } | { value: unknown } }) => {
-        const err = 'error' in ctx.result ? ctx.result.error : undefined;
-        let delay: number;
+  for (;;) {
+    let delay: number;
+    try {
+      const answer = await opts.breaker.execute(async ({ signal }) => {
+        attempts += 1;
+        const a = await attempt(signal);
+        if (classify(a.status) === 'retry') {
+          throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs);
+        }
+        return a;
+      }, opts.signal);
+      return classify(answer.status) === 'ok'
+        ? { kind: 'ok', answer, attempts }
+        : { kind: 'rejected', answer, attempts };
+    } catch (err) {
+      if (opts.signal.aborted) return { kind: 'cancelled', attempts };
+      if (err instanceof BrokenCircuitError) {
         // An open circuit: look again soon; the breaker itself decides when a trial call may pass.
-        if (err instanceof BrokenCircuitError) delay = Math.min(opts.maxMs, Math.max(opts.baseMs, 250));
-        else if (err instanceof RetryableError && err.retryAfterMs !== undefined)
-          delay = Math.min(err.retryAfterMs, 300_000);
-        else delay = backoffDelay(attempts, opts.baseMs, opts.maxMs, random);
-        if (err) opts.onRetry?.(err, delay, attempts);
-        return delay;
-      },
-    ),
-  });
-  try {
-    const answer = await policy.execute(
-      ({ signal }) =>
-        opts.breaker.execute(async () => {
-          if (lastError && attempts >= opts.maxAttempts) throw new BudgetExhausted(lastError);
-          attempts += 1;
-          try {
-            const a = await attempt(signal);
-            const verdict = classify(a.status);
-            if (verdict === 'retry') {
-              throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs);
-            }
-            return a;
-          } catch (err) {
-            lastError = err as Error;
-            throw err;
-          }
-        }, signal),
-      opts.signal,
-    );
-    return classify(answer.status) === 'ok'
-      ? { kind: 'ok', answer, attempts }
-      : { kind: 'rejected', answer, attempts };
-  } catch (err) {
-    if (opts.signal.aborted) return { kind: 'cancelled', attempts };
-    if (err instanceof BudgetExhausted) return { kind: 'gave_up', error: err.last, attempts };
-    return { kind: 'gave_up', error: err as Error, attempts };
+        delay = Math.min(opts.maxMs, Math.max(opts.baseMs, 250));
+      } else if (err instanceof RetryableError) {
+        if (attempts >= opts.maxAttempts) return { kind: 'gave_up', error: err, attempts };
+        delay =
+          err.retryAfterMs !== undefined
+            ? Math.min(err.retryAfterMs, 300_000)
+            : backoffDelay(attempts, opts.baseMs, opts.maxMs, opts.random ?? Math.random);
+      } else {
+        return { kind: 'gave_up', error: err as Error, attempts };
+      }
+      opts.onRetry?.(err, delay, attempts);
+    }
+    if (!(await sleep(delay, opts.signal))) return { kind: 'cancelled', attempts };
   }
 }

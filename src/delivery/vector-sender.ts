@@ -220,7 +220,7 @@ export class VectorSender {
       );
       this.o.onResult(row, { kind: 'dead', status, body, attempts });
     } else {
-      this.o.onResult(row, { kind: 'sent', status, prediccion: parsePrediction(body), attempts });
+      this.o.onResult(row, { kind: 'sent', status, prediccion: parseReply(body).prediccion, attempts });
     }
     return true;
   }
@@ -257,11 +257,18 @@ export class VectorSender {
   }
 }
 
-export function parsePrediction(body: string): number | undefined {
+/** The numbers a backend answer carries, where present: a body we cannot read yields none. */
+export function parseReply(body: string): { prediccion?: number; contador_anomalias?: number } {
+  let answer: unknown;
   try {
-    const v = (JSON.parse(body) as { prediccion?: unknown }).prediccion;
-    return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+    answer = JSON.parse(body);
   } catch {
-    return undefined;
+    return {};
   }
+  if (typeof answer !== 'object' || answer === null) return {};
+  const { prediccion, contador_anomalias } = answer as Record<string, unknown>;
+  return {
+    ...(typeof prediccion === 'number' && Number.isFinite(prediccion) ? { prediccion } : {}),
+    ...(typeof contador_anomalias === 'number' ? { contador_anomalias } : {}),
+  };
 }

@@ -9,7 +9,7 @@ import type { Config, DatabaseConfig, PumpConfig } from '../config/env.js';
 import { BackendClient, createAgent } from '../delivery/backend-client.js';
 import { breakerState, createBreaker, type DeliveryResult } from '../delivery/policy.js';
 import { SensorPoster } from '../delivery/sensor-poster.js';
-import { parsePrediction, type SendResult, VectorSender } from '../delivery/vector-sender.js';
+import { parseReply, type SendResult, VectorSender } from '../delivery/vector-sender.js';
 import { catchUp } from '../source/catch-up.js';
 import { initCheckpoints, loadCheckpoints, saveCheckpoints, TableProgress } from '../source/checkpoints.js';
 import { Decoder, type Reading, type Rejection } from '../source/decode.js';
@@ -45,6 +45,11 @@ export interface MonitorOptions {
 export interface MonitorEvents {
   fatal: [error: Error];
 }
+
+/** How long records nothing waits on (a vector's delivery, a deferred post's removal) gather before a write. */
+const BOOKKEEPING_LINGER_MS = 100;
+/** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
+const BUSY_LINGER_MS = 5;
 
 interface PendingDeadLetter {
   letter: DeadLetter;
@@ -91,6 +96,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   /** Per-sensor posts are being deferred to the database (the in-memory queue is full). */
   private overloaded = false;
   private deferredWaiting = true;
+  /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
+  private deferrals = 0;
   private drainingDeferred = false;
   private deferredCursor = 0;
   /** Deferred posts back in the queue and not yet removed from the table. */
@@ -127,6 +134,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const onWriteError = (what: string) => (err: unknown, n: number) =>
       this.log.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
     this.vectorWriter = new BatchWriter((v) => this.writeVectors(v), {
+      busyLingerMs: BUSY_LINGER_MS,
       maxBatch: 200,
       retryMs: 500,
       onError: onWriteError('writing vectors to the outbox'),
@@ -151,6 +159,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       signal,
     });
     this.deferredDone = new BatchWriter((ids) => deleteDeferred(this.pool, ids), {
+      lingerMs: BOOKKEEPING_LINGER_MS,
       maxBatch: 1_000,
       retryMs: 500,
       onError: onWriteError('removing sent deferred posts'),
@@ -166,6 +175,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         retryMs: 500,
         onError: onWriteError('recording delivered vectors'),
         signal,
+        // Nothing waits on it: a crash before it is written only resends under the same key.
+        lingerMs: BOOKKEEPING_LINGER_MS,
       },
     );
     for (const p of config.pumps) {
@@ -441,25 +452,33 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
       })),
     );
+    this.deferrals += 1;
     this.deferredWaiting = true;
     for (const r of readings) this.progress.get(r.sensor.table)?.settle(r.id);
   }
 
-  /** Moves deferred posts back into the queue while it has room. */
+  /**
+   * Moves deferred posts back into the queue while it is under half full. Runs on a timer and whenever a
+   * finished post takes the queue below a fifth of its limit, so the poster never idles while posts wait.
+   */
   private async drainDeferred(): Promise<void> {
-    if (!this.deferredWaiting || this.drainingDeferred || this.poster.depth > this.maxQueuedPosts / 5) return;
+    const room = () => this.maxQueuedPosts / 2 - this.poster.depth;
+    if (!this.deferredWaiting || this.drainingDeferred || room() <= 0) return;
     this.drainingDeferred = true;
     try {
-      const batch = 1_000;
-      const posts = await fetchDeferred(this.pool, [...this.active], batch, this.deferredCursor);
-      if (posts.length < batch) this.deferredWaiting = false;
-      for (const d of posts) {
-        this.deferredCursor = Math.max(this.deferredCursor, d.id);
-        if (this.deferredInFlight.has(d.id)) continue;
-        this.deferredInFlight.add(d.id);
-        const decoded = this.decoder.decode(d.channel, d.payload, this.clock.now(), 'catchup');
-        if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
-        else this.deferredDone.push(d.id);
+      while (this.deferredWaiting && !this.stopping && room() > 0) {
+        const batch = Math.max(1, Math.min(2_000, Math.floor(room())));
+        const deferrals = this.deferrals;
+        const posts = await fetchDeferred(this.pool, [...this.active], batch, this.deferredCursor);
+        if (posts.length < batch && deferrals === this.deferrals) this.deferredWaiting = false;
+        for (const d of posts) {
+          this.deferredCursor = Math.max(this.deferredCursor, d.id);
+          if (this.deferredInFlight.has(d.id)) continue;
+          this.deferredInFlight.add(d.id);
+          const decoded = this.decoder.decode(d.channel, d.payload, this.clock.now(), 'catchup');
+          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
+          else this.deferredDone.push(d.id);
+        }
       }
       if (this.overloaded && !this.deferredWaiting) {
         this.overloaded = false;
@@ -597,6 +616,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   private onSensorPosted(r: Reading, result: DeliveryResult): void {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
+    if (this.deferredWaiting && this.poster.depth < this.maxQueuedPosts / 5) void this.drainDeferred();
     const stats = this.telemetry.pump(r.pump);
     const progress = this.progress.get(r.sensor.table) as TableProgress;
     const deferredId = r.deferredId;
@@ -640,14 +660,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private noteClassification(r: Reading, body: string): void {
     const c = this.telemetry.pump(r.pump).channels.get(r.sensor.channel);
     if (!c) return;
-    const cls = parsePrediction(body);
-    if (cls !== undefined) c.lastClass = cls;
-    try {
-      const n = (JSON.parse(body) as { contador_anomalias?: unknown }).contador_anomalias;
-      if (typeof n === 'number') c.anomalies = n;
-    } catch {
-      // The classification is informational; a body we cannot read changes nothing.
-    }
+    // The classification is informational; a body we cannot read changes nothing.
+    const { prediccion, contador_anomalias } = parseReply(body);
+    if (prediccion !== undefined) c.lastClass = prediccion;
+    if (contador_anomalias !== undefined) c.anomalies = contador_anomalias;
   }
 
   // ---- catch-up, checkpoints, housekeeping ----

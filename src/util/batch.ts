@@ -6,6 +6,17 @@ export interface BatchWriterOptions {
   retryMs: number;
   onError: (err: unknown, items: number) => void;
   signal: AbortSignal;
+  /**
+   * How long a burst may gather before its first write. Zero (the default) waits one event-loop turn, for
+   * writes something waits on; bookkeeping that nothing waits on lingers longer and costs fewer round trips.
+   */
+  lingerMs?: number;
+  /**
+   * Like `lingerMs`, but only while busy: when the previous write ended less than this long ago. A steady
+   * trickle is written at once; a burst is written in fewer, larger batches, which saves both processes a
+   * round trip's wake-ups per item.
+   */
+  busyLingerMs?: number;
 }
 
 /**
@@ -16,6 +27,7 @@ export interface BatchWriterOptions {
 export class BatchWriter<T> {
   private queue: T[] = [];
   private running = false;
+  private lastWriteEnd = Number.NEGATIVE_INFINITY;
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -40,12 +52,16 @@ export class BatchWriter<T> {
 
   private async drain(): Promise<void> {
     this.running = true;
-    // Let the current burst (one notification batch, one tick) gather before the first write.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Let the current burst (one notification batch, one tick, or the linger) gather before the first write.
+    const busy = this.opts.busyLingerMs && performance.now() - this.lastWriteEnd < this.opts.busyLingerMs;
+    const linger = busy ? this.opts.busyLingerMs : this.opts.lingerMs;
+    if (linger) await sleep(linger, this.opts.signal);
+    else await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.queue.length > 0 && !this.opts.signal.aborted) {
       const batch = this.queue.slice(0, this.opts.maxBatch);
       try {
         await this.write(batch);
+        this.lastWriteEnd = performance.now();
         this.queue.splice(0, batch.length);
       } catch (err) {
         this.opts.onError(err, batch.length);

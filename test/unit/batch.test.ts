@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { BatchWriter, type BatchWriterOptions } from '../../src/util/batch.js';
+import { pause } from '../helpers/wait.js';
+
+function writer(opts: Partial<BatchWriterOptions> = {}) {
+  const batches: number[][] = [];
+  const errors: number[] = [];
+  let failNext = 0;
+  const w = new BatchWriter<number>(
+    async (items) => {
+      if (failNext > 0) {
+        failNext -= 1;
+        throw new Error('write failed');
+      }
+      batches.push([...items]);
+    },
+    {
+      maxBatch: 3,
+      retryMs: 5,
+      onError: (_err, n) => errors.push(n),
+      signal: new AbortController().signal,
+      ...opts,
+    },
+  );
+  return { w, batches, errors, failTimes: (n: number) => (failNext = n) };
+}
+
+describe('BatchWriter', () => {
+  it('writes what one event-loop turn pushed as one batch, split at maxBatch', async () => {
+    const { w, batches } = writer();
+    for (let i = 1; i <= 5; i++) w.push(i);
+    await w.idle();
+    expect(batches).toEqual([
+      [1, 2, 3],
+      [4, 5],
+    ]);
+  });
+
+  it('retries a failed write until it succeeds, and loses nothing', async () => {
+    const { w, batches, errors, failTimes } = writer();
+    failTimes(2);
+    w.push(1);
+    w.push(2);
+    await w.idle();
+    expect(errors).toEqual([2, 2]);
+    expect(batches).toEqual([[1, 2]]);
+  });
+
+  it('while busy, gathers items pushed over several turns into one write', async () => {
+    const { w, batches } = writer({ busyLingerMs: 1_000 });
+    w.push(1);
+    await w.idle(); // not busy yet: written after one turn
+    // The previous write just ended, so this burst lingers and the later pushes join it.
+    w.push(2);
+    await pause(10);
+    w.push(3);
+    await w.idle();
+    expect(batches).toEqual([[1], [2, 3]]);
+  });
+
+  it('with lingerMs, gathers items pushed over several turns even when idle', async () => {
+    const { w, batches } = writer({ lingerMs: 1_000 });
+    w.push(1);
+    await pause(10);
+    w.push(2);
+    await w.idle();
+    expect(batches).toEqual([[1, 2]]);
+  });
+});

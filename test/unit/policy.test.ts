@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { type BackendAnswer, RetryableError } from '../../src/delivery/backend-client.js';
+import { breakerState, createBreaker, type DeliveryOptions, deliver } from '../../src/delivery/policy.js';
+
+function options(over: Partial<DeliveryOptions> = {}): DeliveryOptions {
+  return {
+    breaker: createBreaker({ threshold: 100, halfOpenAfterMs: 50, maxHalfOpenAfterMs: 50 }),
+    maxAttempts: 4,
+    baseMs: 1,
+    maxMs: 4,
+    signal: new AbortController().signal,
+    random: () => 0.5,
+    ...over,
+  };
+}
+
+/** An attempt function that answers from a script, one entry per call; a string is thrown as a connection error. */
+function scripted(...script: (number | string)[]) {
+  const calls: number[] = [];
+  const fn = async (): Promise<BackendAnswer> => {
+    const next = script[Math.min(calls.length, script.length - 1)] as number | string;
+    calls.push(Date.now());
+    if (typeof next === 'string') throw new RetryableError(next);
+    return { status: next, body: '{}', ...(next === 429 ? { retryAfterMs: 120 } : {}) };
+  };
+  return { fn, calls };
+}
+
+describe('deliver', () => {
+  it('returns ok on the first 200, after one attempt', async () => {
+    const { fn, calls } = scripted(200);
+    expect(await deliver(fn, options())).toMatchObject({ kind: 'ok', attempts: 1 });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('retries connection failures and 5xx, then succeeds', async () => {
+    const { fn } = scripted('ECONNREFUSED', 503, 500, 200);
+    expect(await deliver(fn, options())).toMatchObject({ kind: 'ok', attempts: 4 });
+  });
+
+  it('gives up when the budget is spent, with the last error', async () => {
+    const { fn, calls } = scripted(503);
+    const r = await deliver(fn, options({ maxAttempts: 3 }));
+    expect(r).toMatchObject({ kind: 'gave_up', attempts: 3 });
+    expect(r.kind === 'gave_up' && r.error.message).toBe('backend answered 503');
+    expect(calls).toHaveLength(3);
+  });
+
+  it('does not retry a 4xx other than 408 and 429', async () => {
+    const { fn, calls } = scripted(404, 200);
+    expect(await deliver(fn, options())).toMatchObject({ kind: 'rejected', answer: { status: 404 } });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('waits at least Retry-After before the next attempt', async () => {
+    const { fn, calls } = scripted(429, 200);
+    expect(await deliver(fn, options())).toMatchObject({ kind: 'ok', attempts: 2 });
+    expect((calls[1] as number) - (calls[0] as number)).toBeGreaterThanOrEqual(115);
+  });
+
+  it('waits out an open circuit without spending the budget', async () => {
+    const breaker = createBreaker({ threshold: 1, halfOpenAfterMs: 60, maxHalfOpenAfterMs: 60 });
+    const { fn, calls } = scripted('ECONNRESET', 200);
+    const retries: string[] = [];
+    const r = await deliver(
+      fn,
+      options({ breaker, maxAttempts: 2, onRetry: (err) => retries.push(err.constructor.name) }),
+    );
+    expect(r).toMatchObject({ kind: 'ok', attempts: 2 });
+    // The first failure opened the circuit; the waits on it were not attempts.
+    expect(retries[0]).toBe('RetryableError');
+    expect(retries.slice(1).every((n) => n === 'BrokenCircuitError')).toBe(true);
+    expect(retries.length).toBeGreaterThan(1);
+    expect(calls).toHaveLength(2);
+    expect(breakerState(breaker)).toBe('closed');
+  });
+
+  it('returns cancelled when its signal aborts during a wait', async () => {
+    const controller = new AbortController();
+    const { fn } = scripted(503);
+    const pending = deliver(fn, options({ signal: controller.signal, baseMs: 10_000, maxMs: 10_000 }));
+    setTimeout(() => controller.abort(), 20);
+    expect(await pending).toMatchObject({ kind: 'cancelled', attempts: 1 });
+  });
+});
