@@ -21,7 +21,10 @@ RUN npm run build
 
 # ---- runtime: production dependencies, compiled output, pump definitions, status page -------------
 FROM ${NODE_IMAGE} AS runtime
+# A capped heap keeps RSS flat and under 150 MB for one or two pumps (docs/performance.md, Memory).
+# Raise it for a replica that owns many pumps: each open group and queued post lives on the heap.
 ENV NODE_ENV=production \
+    NODE_OPTIONS="--max-old-space-size=96 --max-semi-space-size=4" \
     PUMPS=A \
     PORT=8080 \
     HOST=0.0.0.0

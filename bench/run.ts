@@ -8,6 +8,7 @@
  * it as JSON to bench/results/. It reports; it does not fail on timings.
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +33,12 @@ import { formatSummary, type ProfileSummary, summarizeProfile } from './profile-
 import { megabytes, now, quantile, round, sleepUntil, waitUntil } from './stats.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+/** The heap flags `npm start` runs the engine with; the container image sets the same in NODE_OPTIONS. */
+const PRODUCTION_NODE_FLAGS = (
+  (
+    JSON.parse(readFileSync(path.join(here, '..', 'package.json'), 'utf8')) as { scripts: { start: string } }
+  ).scripts.start.match(/--max-[a-z-]+=\d+/g) ?? []
+).join(' ');
 const PHASES = ['listener', 'http', 'engine', 'latency', 'catchup', 'memory'] as const;
 type Phase = (typeof PHASES)[number];
 
@@ -74,8 +81,9 @@ const HELP = `npm run bench -- [options]
   --cpu-prof[=DIR]        run the engine children under node --cpu-prof and summarize the profiles
   --engine-env K=V,...    extra engine environment, e.g. SENSOR_POST_CONCURRENCY=32 (the throughput
                           phases still set SENSOR_POSTS themselves)
-  --engine-node-flags F   extra node flags for the engine children, space-separated
-                          (e.g. "--max-old-space-size=96"; "--expose-gc" makes each RSS sample follow a full GC)
+  --engine-node-flags F   node flags for the engine children, space-separated (default: the heap
+                          cap that npm start and the container image use; '--engine-node-flags=' for
+                          none; add "--expose-gc" to make each RSS sample follow a full GC)
   --quiet-wait S          before each phase, wait up to S s for other load on the machine to
                           drop below 0.25 cores (default 0 quick, 60 full)
   --only a,b              phases: ${PHASES.join(', ')}
@@ -145,7 +153,7 @@ function parseOptions(argv: string[]): Options {
           : path.resolve(cpuProfRaw),
     engineEnv: parseEngineEnv(values['engine-env']),
     quietWaitSeconds: int('quiet-wait', values['quiet-wait'], quick ? 0 : 60),
-    engineNodeFlags: (values['engine-node-flags'] ?? '').split(/\s+/).filter(Boolean),
+    engineNodeFlags: (values['engine-node-flags'] ?? PRODUCTION_NODE_FLAGS).split(/\s+/).filter(Boolean),
     phases: new Set(only as Phase[]),
     out: path.resolve(values.out ?? path.join(here, 'results')),
   };
@@ -1191,7 +1199,8 @@ async function main(): Promise<void> {
   try {
     log(
       `pump-monitor bench, ${opts.mode} mode: ${os.cpus().length} CPUs, Node ${process.version}, ` +
-        `commit ${source.commit.slice(0, 10)}${source.srcDirty ? ' + uncommitted src/ changes' : ''}`,
+        `commit ${source.commit.slice(0, 10)}${source.srcDirty ? ' + uncommitted src/ changes' : ''}, ` +
+        `engine node flags: ${opts.engineNodeFlags.join(' ') || 'none'}`,
     );
     const scripts = await buildForChildren(path.join(root, 'build'));
     server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data') });
