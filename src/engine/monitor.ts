@@ -46,7 +46,7 @@ export interface MonitorEvents {
   fatal: [error: Error];
 }
 
-/** How long records nothing waits on (a vector's delivery, a deferred post's removal) gather before a write. */
+/** How long records nothing waits on (a vector's delivery, a deferred post) gather before each write. */
 const BOOKKEEPING_LINGER_MS = 100;
 /** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
 const BUSY_LINGER_MS = 5;
@@ -153,6 +153,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       signal,
     });
     this.deferWriter = new BatchWriter((r) => this.writeDeferred(r), {
+      lingerMs: BOOKKEEPING_LINGER_MS,
       maxBatch: 1_000,
       retryMs: 500,
       onError: onWriteError('deferring per-sensor posts'),
@@ -280,14 +281,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await this.catchUpLoop;
       await this.poster.idle();
       await Promise.all([
-        this.vectorWriter.idle(),
-        this.dropWriter.idle(),
-        this.deadWriter.idle(),
-        this.deferWriter.idle(),
-        this.deferredDone.idle(),
+        this.vectorWriter.flush(),
+        this.dropWriter.flush(),
+        this.deadWriter.flush(),
+        this.deferWriter.flush(),
+        this.deferredDone.flush(),
       ]);
       await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
-      await this.sentWriter.idle();
+      await this.sentWriter.flush();
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.poster.abort();
@@ -817,7 +818,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private async drainPump(pump: string): Promise<void> {
     await this.leavePump(pump);
     await Promise.race([this.poster.idle(), sleep(5_000)]);
-    await this.vectorWriter.idle();
+    await this.vectorWriter.flush();
+    // What the sender delivered must be on record before the next owner reads the outbox.
+    await this.sentWriter.flush();
     const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
     await saveCheckpoints(
       this.pool,

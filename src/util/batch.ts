@@ -29,11 +29,17 @@ export class BatchWriter<T> {
   private running = false;
   private lastWriteEnd = Number.NEGATIVE_INFINITY;
   private idleWaiters: (() => void)[] = [];
+  /** Set by flush() until the queue is empty: write without lingering. */
+  private hurry = false;
+  /** Ends the current linger early. */
+  private wake: (() => void) | undefined;
 
   constructor(
     private readonly write: (items: T[]) => Promise<void>,
     private readonly opts: BatchWriterOptions,
-  ) {}
+  ) {
+    opts.signal.addEventListener('abort', () => this.wake?.(), { once: true });
+  }
 
   get pending(): number {
     return this.queue.length;
@@ -44,6 +50,13 @@ export class BatchWriter<T> {
     if (!this.running) void this.drain();
   }
 
+  /** Writes what is queued without lingering; resolves when it is written (or the writer was stopped). */
+  flush(): Promise<void> {
+    this.hurry = true;
+    this.wake?.();
+    return this.idle();
+  }
+
   /** Resolves when everything queued so far is written (or the writer was stopped). */
   idle(): Promise<void> {
     if (!this.running && this.queue.length === 0) return Promise.resolve();
@@ -52,13 +65,10 @@ export class BatchWriter<T> {
 
   private async drain(): Promise<void> {
     this.running = true;
-    // Let the current burst (one notification batch, one tick, or the linger) gather before the first write.
-    const busy = this.opts.busyLingerMs && performance.now() - this.lastWriteEnd < this.opts.busyLingerMs;
-    const linger = busy ? this.opts.busyLingerMs : this.opts.lingerMs;
-    if (linger) await sleep(linger, this.opts.signal);
-    else await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.queue.length > 0 && !this.opts.signal.aborted) {
+      await this.gather();
       const batch = this.queue.slice(0, this.opts.maxBatch);
+      if (this.opts.signal.aborted) break;
       try {
         await this.write(batch);
         this.lastWriteEnd = performance.now();
@@ -69,6 +79,22 @@ export class BatchWriter<T> {
       }
     }
     this.running = false;
+    this.hurry = false;
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Lets a burst gather before a write: one event-loop turn, or the linger while there is room for more. */
+  private async gather(): Promise<void> {
+    const { busyLingerMs, lingerMs, maxBatch, signal } = this.opts;
+    const busy = busyLingerMs && performance.now() - this.lastWriteEnd < busyLingerMs;
+    const linger = busy ? busyLingerMs : lingerMs;
+    if (linger && !this.hurry && !signal.aborted && this.queue.length < maxBatch) {
+      const early = new AbortController();
+      this.wake = () => early.abort();
+      await sleep(linger, early.signal);
+      this.wake = undefined;
+    } else {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 }

@@ -232,10 +232,18 @@ describe('fault injection', () => {
     const order = s.backend.requests
       .filter((r) => r.status === 200 && r.path === '/sensores/predecir-bomba')
       .map((r) => r.idempotencyKey);
-    const { rows } = await s.admin.query<{ k: string }>(
-      "SELECT idempotency_key AS k FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'sent' ORDER BY id",
+    // Deliveries are recorded in batches, a moment after the backend's answer.
+    const recorded = async () =>
+      (
+        await s.admin.query<{ k: string }>(
+          "SELECT idempotency_key AS k FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'sent' ORDER BY id",
+        )
+      ).rows.map((r) => r.k);
+    await waitFor(
+      'every delivered vector recorded as sent',
+      async () => (await recorded()).length >= order.length,
     );
-    expect(order).toEqual(rows.map((r) => r.k));
+    expect(order).toEqual(await recorded());
     expect(m.status().pumps).toBeDefined();
   });
 

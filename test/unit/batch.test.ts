@@ -66,4 +66,17 @@ describe('BatchWriter', () => {
     await w.idle();
     expect(batches).toEqual([[1, 2]]);
   });
+
+  it('flush() cuts a linger short and writes at once', async () => {
+    const { w, batches } = writer({ lingerMs: 10_000 });
+    w.push(1);
+    w.push(2);
+    await pause(10); // the linger has begun
+    const first = await Promise.race([
+      w.flush().then(() => 'flushed'),
+      pause(5_000).then(() => 'still lingering'),
+    ]);
+    expect(first).toBe('flushed');
+    expect(batches).toEqual([[1, 2]]);
+  });
 });

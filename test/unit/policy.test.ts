@@ -59,7 +59,8 @@ describe('deliver', () => {
   });
 
   it('waits out an open circuit without spending the budget', async () => {
-    const breaker = createBreaker({ threshold: 1, halfOpenAfterMs: 60, maxHalfOpenAfterMs: 60 });
+    // Open for a second: long enough that the retries right after the failure surely find it open.
+    const breaker = createBreaker({ threshold: 1, halfOpenAfterMs: 1_000, maxHalfOpenAfterMs: 1_000 });
     const { fn, calls } = scripted('ECONNRESET', 200);
     const retries: string[] = [];
     const r = await deliver(
