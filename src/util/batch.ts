@@ -12,9 +12,10 @@ export interface BatchWriterOptions {
    */
   lingerMs?: number;
   /**
-   * Like `lingerMs`, but only while busy: when the previous write ended less than this long ago. A steady
-   * trickle is written at once; a burst is written in fewer, larger batches, which saves both processes a
-   * round trip's wake-ups per item.
+   * Like `lingerMs`, but only while busy: when the previous write carried more than one item and ended
+   * less than this long ago. A steady trickle, or a pair that happens to meet, is written at once; a
+   * sustained burst is written in fewer, larger batches, which saves both processes a round trip's
+   * wake-ups per item.
    */
   busyLingerMs?: number;
 }
@@ -28,6 +29,7 @@ export class BatchWriter<T> {
   private queue: T[] = [];
   private running = false;
   private lastWriteEnd = Number.NEGATIVE_INFINITY;
+  private lastBatchSize = 0;
   private idleWaiters: (() => void)[] = [];
   /** Set by flush() until the queue is empty: write without lingering. */
   private hurry = false;
@@ -72,6 +74,7 @@ export class BatchWriter<T> {
       try {
         await this.write(batch);
         this.lastWriteEnd = performance.now();
+        this.lastBatchSize = batch.length;
         this.queue.splice(0, batch.length);
       } catch (err) {
         this.opts.onError(err, batch.length);
@@ -86,7 +89,8 @@ export class BatchWriter<T> {
   /** Lets a burst gather before a write: one event-loop turn, or the linger while there is room for more. */
   private async gather(): Promise<void> {
     const { busyLingerMs, lingerMs, maxBatch, signal } = this.opts;
-    const busy = busyLingerMs && performance.now() - this.lastWriteEnd < busyLingerMs;
+    const busy =
+      busyLingerMs && this.lastBatchSize > 1 && performance.now() - this.lastWriteEnd < busyLingerMs;
     const linger = busy ? busyLingerMs : lingerMs;
     if (linger && !this.hurry && !signal.aborted && this.queue.length < maxBatch) {
       const early = new AbortController();

@@ -49,13 +49,24 @@ describe('BatchWriter', () => {
   it('while busy, gathers items pushed over several turns into one write', async () => {
     const { w, batches } = writer({ busyLingerMs: 1_000 });
     w.push(1);
-    await w.idle(); // not busy yet: written after one turn
-    // The previous write just ended, so this burst lingers and the later pushes join it.
+    await w.idle(); // one item: not busy, written after one turn
     w.push(2);
     await pause(10);
     w.push(3);
+    await w.idle(); // the previous write carried one item: still not busy
+    expect(batches).toEqual([[1], [2], [3]]);
+    w.push(4);
+    w.push(5);
     await w.idle();
-    expect(batches).toEqual([[1], [2, 3]]);
+    // The previous write carried two items and just ended: a burst, so it lingers and later pushes join.
+    w.push(6);
+    await pause(10);
+    w.push(7);
+    await w.idle();
+    expect(batches.slice(3)).toEqual([
+      [4, 5],
+      [6, 7],
+    ]);
   });
 
   it('with lingerMs, gathers items pushed over several turns even when idle', async () => {
