@@ -231,17 +231,6 @@ async function freshDatabase(env: Env, label: string): Promise<Database> {
   };
 }
 
-/** Committed transactions of a database so far (pg_stat_database). */
-async function transactions(db: Database): Promise<number> {
-  return withClient(db.config, 'bench-setup', async (c) => {
-    const { rows } = await c.query<{ n: string }>(
-      'SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()',
-    );
-    // This query's own connection commits too; negligible next to thousands.
-    return Number(rows[0]?.n ?? 0);
-  });
-}
-
 /** A clean environment for the children: the bench decides every setting, nothing leaks from the shell. */
 function childEnv(extra: Record<string, string>): Record<string, string> {
   const keep = ['PATH', 'HOME', 'LANG', 'TMPDIR', 'TZ'];
@@ -507,8 +496,9 @@ interface EngineResult {
   readingsPerS: number;
   peakRssMb: number;
   /** Transactions the engine committed meanwhile (the database's total minus the inserts). */
-  engineTransactions: number;
-  engineTransactionsPerVector: number;
+  /** Queries the engine sent through its pool during the phase (its own count; the LISTEN session aside). */
+  engineQueries: number;
+  engineQueriesPerVector: number;
   cpu: CpuShare;
   status: Record<string, unknown> | undefined;
 }
@@ -526,16 +516,14 @@ async function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResult
     const rowsExpected = timestamps * env.sensorsPerTick;
     const postsExpected = sensorPosts ? rowsExpected : 0;
     const ins = await Inserter.connect(db.config, env.opts.inserters);
-    const tx0 = await transactions(db);
+    const queries0 = Number((await engineProbe(run))?.status.db_queries ?? Number.NaN);
     const cpu0 = snap(env, run);
     const { rows, firstAt } = await ins.burst(groups);
     const insertEnd = now();
     const c = await arrivals(env, vectors, postsExpected, timeoutFor(rowsExpected, sensorPosts ? 200 : 500));
     const cpu1 = snap(env, run);
     const probe1 = await engineProbe(run);
-    // Statistics reach pg_stat_database when a backend goes idle; give the last ones a moment.
-    await delay(1_000);
-    const engineTx = (await transactions(db)) - tx0 - groups.length;
+    const engineQueries = Number(probe1?.status.db_queries ?? Number.NaN) - queries0;
     await ins.close();
     const last = c ?? env.bench.completion(vectors, postsExpected);
     const elapsed = last.at - firstAt;
@@ -554,8 +542,8 @@ async function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResult
       elapsedMs: round(elapsed, 0),
       readingsPerS: c ? round((rows / elapsed) * 1000, 0) : Number.NaN,
       peakRssMb: rssStats(run.samples).peakMb,
-      engineTransactions: engineTx,
-      engineTransactionsPerVector: round(engineTx / vectors, 2),
+      engineQueries,
+      engineQueriesPerVector: round(engineQueries / vectors, 2),
       cpu: cpuShare(cpu0, cpu1),
       status,
     };

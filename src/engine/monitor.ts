@@ -93,6 +93,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly outboxDepth = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Checkouts of the pool: about one per query, since almost every query is a pool.query. */
+  private dbQueries = 0;
   /** Per-sensor posts are being deferred to the database (the in-memory queue is full). */
   private overloaded = false;
   private deferredWaiting = true;
@@ -118,6 +120,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const { config } = this;
     this.telemetry = new Telemetry(config.pumps);
     this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
+    this.pool.on('acquire', () => {
+      this.dbQueries += 1;
+      this.telemetry.dbQueries.inc();
+    });
     this.decoder = new Decoder(config.pumps);
     this.replicaId = `${hostname().slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.listener = new Listener({
@@ -366,6 +372,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       owned_pumps: [...this.active],
       sensor_posts_queued: this.poster.depth,
       overloaded: this.overloaded,
+      db_queries: this.dbQueries,
       pumps,
     };
   }

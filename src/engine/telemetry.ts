@@ -105,6 +105,11 @@ export class Telemetry {
   ]);
   readonly reconnects = this.counter('reconnects_total', 'LISTEN reconnections', []);
   readonly catchUpRows = this.counter('catchup_rows_total', 'Rows read by catch-up', ['pump']);
+  readonly dbQueries = this.counter(
+    'db_queries_total',
+    "Round trips on the engine's connection pool (one per query, or per transaction of several)",
+    [],
+  );
   readonly deliveryLatency = new client.Histogram({
     name: 'pump_monitor_delivery_latency_seconds',
     help: 'From receiving the first reading of a timestamp to the backend answering 200 for its vector',

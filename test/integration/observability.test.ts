@@ -102,6 +102,8 @@ describe('metrics', () => {
     ]) {
       expect(byName.has(name), name).toBe(true);
     }
+    // The vector above took at least its outbox INSERT through the pool.
+    expect(value('pump_monitor_db_queries_total', {})).toBeGreaterThan(0);
   });
 });
 
