@@ -7,8 +7,8 @@ export interface BatchWriterOptions {
   onError: (err: unknown, items: number) => void;
   signal: AbortSignal;
   /**
-   * How long a burst may gather before its first write. Zero (the default) waits one event-loop turn, for
-   * writes something waits on; bookkeeping that nothing waits on lingers longer and costs fewer round trips.
+   * How long items gather before each write. Zero (the default) waits one event-loop turn, for writes
+   * something waits on; bookkeeping that nothing waits on lingers longer and costs fewer round trips.
    */
   lingerMs?: number;
   /**
@@ -54,8 +54,11 @@ export class BatchWriter<T> {
 
   /** Writes what is queued without lingering; resolves when it is written (or the writer was stopped). */
   flush(): Promise<void> {
-    this.hurry = true;
-    this.wake?.();
+    // Not running means nothing is queued (push starts a drain).
+    if (this.running) {
+      this.hurry = true;
+      this.wake?.();
+    }
     return this.idle();
   }
 
