@@ -31,7 +31,7 @@ export class SensorPoster {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly o: SensorPosterOptions) {
-    // Every post in flight listens on this one signal, a few times over (retry, breaker, request).
+    // Every post in flight listens on this one signal: its request, or its wait before a retry; with headroom.
     setMaxListeners(o.concurrency * 4 + 10, this.controller.signal);
   }
 
