@@ -18,7 +18,6 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { type DatabaseConfig, loadConfig, type PumpConfig } from '../src/config/env.js';
 import { clientConfig, quoteIdent, withClient } from '../src/store/db.js';
-import { vectorKey } from '../src/store/outbox.js';
 import { ENGINE_SCHEMA, migrate } from '../src/store/schema.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../src/tools/embedded-postgres.js';
 import { BenchServer, type Completion } from './bench-server.js';
@@ -613,30 +612,34 @@ async function phaseLatency(env: Env, sensorPosts: boolean): Promise<LatencyResu
       const tiempo = tiempoOf(env.baseMs, i, Math.round(intervalMs));
       const committed = await Promise.all(env.pumps.map((pump, k) => ins.insert(k, { pump, tiempo })));
       if (i < warmupTicks) continue;
-      for (const c of committed) commits.set(vectorKey(c.pump, c.tiempo), c.at);
+      for (const c of committed) commits.set(`${c.pump}\n${c.tiempo}`, c.at);
     }
     const vectors = ticks * env.pumps.length;
     await waitUntil(() => (env.bench.completion(vectors, 0).done ? true : undefined), 30_000);
     const cpu1 = snap(env, run);
     await ins.close();
+    // A vector's key derives from its rows: the outbox tells which key each pump timestamp got.
+    const outbox = await withClient(db.config, 'bench-setup', async (c) => {
+      const { rows } = await c.query<{ k: string; t: string; ms: number }>(
+        `SELECT idempotency_key AS k, pump || E'\\n' || tiempo_sensor AS t,
+                extract(epoch FROM created_at)::float8 * 1000 AS ms FROM ${ENGINE_SCHEMA}.outbox`,
+      );
+      return new Map(rows.map((r) => [r.t, { key: r.k, ms: Number(r.ms) }]));
+    });
     const latencies: number[] = [];
     let missing = 0;
-    for (const [key, at] of commits) {
-      const got = env.bench.unified.get(key);
+    for (const [t, at] of commits) {
+      const key = outbox.get(t)?.key;
+      const got = key === undefined ? undefined : env.bench.unified.get(key);
       if (got === undefined) missing += 1;
       else latencies.push(got - at);
     }
-    const created = await withClient(db.config, 'bench-setup', async (c) => {
-      const { rows } = await c.query<{ k: string; ms: number }>(
-        `SELECT idempotency_key AS k, extract(epoch FROM created_at)::float8 * 1000 AS ms FROM ${ENGINE_SCHEMA}.outbox`,
-      );
-      return new Map(rows.map((r) => [r.k, Number(r.ms)]));
-    });
     const toOutbox: number[] = [];
     const outboxToPost: number[] = [];
-    for (const [key, at] of commits) {
-      const c = created.get(key);
-      const got = env.bench.unified.get(key);
+    for (const [t, at] of commits) {
+      const row = outbox.get(t);
+      const c = row?.ms;
+      const got = row === undefined ? undefined : env.bench.unified.get(row.key);
       if (c === undefined || got === undefined) continue;
       toOutbox.push(c - at);
       outboxToPost.push(got - c);

@@ -11,7 +11,13 @@ export interface AssemblerOptions {
   fillMaxAgeMs: number;
   /** At most this many groups are open; the oldest by arrival is resolved early beyond it. */
   maxOpenGroups: number;
-  /** How many closed timestamps are remembered to recognise late readings. */
+  /**
+   * A reading for a timestamp whose group closed less than this long ago is late: counted, logged and not
+   * merged. After it, the same key text starts a new group, a new vector: `HH:MM` keys come back every
+   * day, and a sensor clock can be reset.
+   */
+  lateWindowMs: number;
+  /** How many closed timestamps are remembered at most to recognise late readings. */
   closedMemory?: number;
 }
 
@@ -81,7 +87,8 @@ export class Assembler {
   private readonly fields: string[];
   private readonly index = new Map<string, number>();
   private readonly groups = new Map<string, Group>();
-  private readonly closed = new Map<string, true>();
+  /** Closed key text → when it closed, oldest first. */
+  private readonly closed = new Map<string, number>();
   private readonly last: ({ value: number; at: number } | undefined)[];
   private readonly closedMemory: number;
   private settling = 0;
@@ -108,10 +115,14 @@ export class Assembler {
   }
 
   add(r: Reading): AddResult {
-    if (this.closed.has(r.tiempo)) return 'late';
+    const now = this.clock.now();
+    const closedAt = this.closed.get(r.tiempo);
+    if (closedAt !== undefined) {
+      if (now - closedAt < this.opts.lateWindowMs) return 'late';
+      this.closed.delete(r.tiempo); // the key came back: a new timestamp
+    }
     const i = this.index.get(r.sensor.field);
     if (i === undefined) throw new Error(`pump ${this.pump.id} has no field ${r.sensor.field}`);
-    const now = this.clock.now();
     let g = this.groups.get(r.tiempo);
     if (!g) {
       if (this.groups.size >= this.opts.maxOpenGroups) this.evictOldest();
@@ -142,6 +153,11 @@ export class Assembler {
   /** Resolves groups whose settle time or expiry has passed. Call it periodically. */
   tick(): void {
     const now = this.clock.now();
+    // Closed keys are kept in closing order: forget those past the late window.
+    for (const [tiempo, at] of this.closed) {
+      if (now - at < this.opts.lateWindowMs) break;
+      this.closed.delete(tiempo);
+    }
     for (const g of this.groups.values()) {
       const expired = now - g.firstAt >= this.opts.expiryMs;
       const settled = g.count >= this.pump.minFields && now - g.lastAt >= this.opts.settleMs;
@@ -190,7 +206,7 @@ export class Assembler {
   private close(g: Group): void {
     this.groups.delete(g.tiempo);
     if (g.count >= this.pump.minFields) this.settling -= 1;
-    this.closed.set(g.tiempo, true);
+    this.closed.set(g.tiempo, this.clock.now());
     if (this.closed.size > this.closedMemory) {
       const first = this.closed.keys().next().value;
       if (first !== undefined) this.closed.delete(first);

@@ -36,7 +36,14 @@ export interface Config {
   host: string;
   reconnect: { maxInitialAttempts: number; maxReconnects: number; baseDelayMs: number; maxDelayMs: number };
   heartbeat: { intervalMs: number; timeoutMs: number };
-  assembler: { settleMs: number; expiryMs: number; fillMaxAgeMs: number; maxOpenGroups: number };
+  assembler: {
+    settleMs: number;
+    expiryMs: number;
+    fillMaxAgeMs: number;
+    maxOpenGroups: number;
+    /** A reading for a key closed less than this long ago is late; after it the key starts a new vector. */
+    lateWindowMs: number;
+  };
   delivery: {
     timeoutMs: number;
     sensorPosts: boolean;
@@ -57,6 +64,8 @@ export interface Config {
   /** Client-side limit for one state query (checkpoints, outbox); a half-open socket fails instead of hanging. */
   dbQueryTimeoutMs: number;
   shutdownTimeoutMs: number;
+  /** How long delivered, dead and dropped outbox rows, and dead letters, are kept; how often to clean. */
+  retention: { outboxMs: number; deadLetterMs: number; intervalMs: number };
   log: { level: string; file: string | undefined };
 }
 
@@ -82,6 +91,18 @@ function num(env: Env, name: string, fallback: number, opts: { min?: number; int
   if (!Number.isFinite(n) || n < min || (opts.int && !Number.isInteger(n)))
     fail(name, raw, `${kind} >= ${min}`);
   return n;
+}
+
+const DAY_MS = 86_400_000;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: DAY_MS };
+
+/** A duration with its unit: `500ms`, `45s`, `30m`, `12h`, `7d`. */
+function duration(env: Env, name: string, fallbackMs: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallbackMs;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(raw);
+  if (!m) return fail(name, raw, 'a duration with its unit, such as 7d, 12h, 30m or 45s');
+  return Number(m[1]) * (UNIT_MS[m[2] as string] as number);
 }
 
 function bool(env: Env, name: string, fallback: boolean): boolean {
@@ -257,6 +278,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       expiryMs: num(env, 'GROUP_EXPIRY_MS', 30_000, { min: 1 }),
       fillMaxAgeMs: num(env, 'FILL_MAX_AGE_MS', 60_000),
       maxOpenGroups: num(env, 'MAX_OPEN_GROUPS', 2_000, { min: 1, int: true }),
+      lateWindowMs: num(env, 'LATE_WINDOW_MS', 600_000, { min: 0 }),
     },
     delivery: {
       timeoutMs: num(env, 'HTTP_TIMEOUT_MS', 10_000, { min: 1 }),
@@ -274,6 +296,11 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
     leaseIntervalMs: num(env, 'LEASE_INTERVAL_MS', 2_000, { min: 50 }),
     dbQueryTimeoutMs: num(env, 'DB_QUERY_TIMEOUT_MS', 15_000, { min: 100 }),
     shutdownTimeoutMs: num(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, { min: 0 }),
+    retention: {
+      outboxMs: duration(env, 'OUTBOX_RETENTION', 7 * DAY_MS),
+      deadLetterMs: duration(env, 'DEAD_LETTER_RETENTION', 30 * DAY_MS),
+      intervalMs: num(env, 'RETENTION_INTERVAL_MS', 60_000, { min: 100 }),
+    },
     log: { level, file: read(env, 'LOG_FILE') },
   };
 }

@@ -18,8 +18,12 @@ export interface VectorSenderOptions {
   logger: Logger;
   /** Called after each vector leaves the outbox. */
   onResult: (row: OutboxRow, result: SendResult) => void;
-  /** Records a delivered row in the outbox (batched by the caller; it may outlive this sender). */
-  recordSent: (sent: { id: number; attempts: number; status: number }) => void;
+  /**
+   * Records a delivered row in the outbox (batched by the caller; it may outlive this sender). The sender
+   * waits for it before the next vector, so a crash leaves at most one delivery unrecorded per pump.
+   * Resolves false when the engine stopped before it was written.
+   */
+  recordSent: (sent: { id: number; attempts: number; status: number }) => Promise<boolean>;
   /**
    * Rows this process has delivered whose delivery is not recorded in the outbox yet; kept by the caller,
    * so that a sender that takes over from this one skips them too.
@@ -208,8 +212,8 @@ export class VectorSender {
         ]);
       });
       if (!recorded) return false;
-    } else {
-      this.o.recordSent({ id: row.id, attempts, status });
+    } else if (!(await this.o.recordSent({ id: row.id, attempts, status }))) {
+      return false;
     }
     if (dead) {
       this.o.logger.error(

@@ -4,7 +4,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
 import { clientConfig, describePgError } from '../store/db.js';
-import { ENGINE_SCHEMA } from '../store/schema.js';
+import { ENGINE_SCHEMA } from '../store/migrations.js';
 
 export interface LeaseOptions {
   db: DatabaseConfig;

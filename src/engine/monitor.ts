@@ -11,23 +11,21 @@ import { breakerState, createBreaker, type DeliveryResult } from '../delivery/po
 import { SensorPoster } from '../delivery/sensor-poster.js';
 import { parseReply, type SendResult, VectorSender } from '../delivery/vector-sender.js';
 import { catchUp } from '../source/catch-up.js';
-import { initCheckpoints, loadCheckpoints, saveCheckpoints, TableProgress } from '../source/checkpoints.js';
+import { saveCheckpoints, TableProgress } from '../source/checkpoints.js';
 import { Decoder, type Reading, type Rejection } from '../source/decode.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
+import { initCheckpoints, loadCheckpoints } from '../store/checkpoints.js';
 import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
-import {
-  countPending,
-  insertDropped,
-  insertVectors,
-  markSent,
-  type OutboxRow,
-  vectorKey,
-} from '../store/outbox.js';
+import { MAX_TABLE_NO, member } from '../store/members.js';
+import { countPending, insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
+import { engineTableStats } from '../store/retention.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
+import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
+import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
 import { Telemetry } from './telemetry.js';
 
@@ -46,14 +44,28 @@ export interface MonitorEvents {
   fatal: [error: Error];
 }
 
-/** How long records nothing waits on (a vector's delivery, a deferred post) gather before each write. */
+/** How long records nothing waits on (deferred posts written or removed) gather before each write. */
 const BOOKKEEPING_LINGER_MS = 100;
+/**
+ * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
+ * SIGKILL, the posts sent again are at most those in flight plus what this ledger had not yet written.
+ */
+export const POST_LEDGER_LINGER_MS = 20;
+export const POST_LEDGER_MAX_BATCH = 50;
 /** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
 const BUSY_LINGER_MS = 5;
 
 interface PendingDeadLetter {
   letter: DeadLetter;
   settle?: () => void;
+}
+
+/** A resolved group on its way to the outbox, with what the engine does once it is stored. */
+interface PendingGroup {
+  group: OutboxGroup;
+  members: { table: string; id: number }[];
+  firstReceivedAt: number;
+  filled: boolean;
 }
 
 /**
@@ -83,9 +95,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly poster: SensorPoster;
   private readonly agent = createAgent();
   private readonly lifetime = new AbortController();
-  private readonly vectorWriter: BatchWriter<Vector>;
-  private readonly dropWriter: BatchWriter<DroppedGroup>;
+  private readonly groupWriter: BatchWriter<PendingGroup>;
   private readonly deadWriter: BatchWriter<PendingDeadLetter>;
+  private readonly postLedger: BatchWriter<SettledPost>;
+  readonly housekeeper: Housekeeper;
   private readonly sentWriter: BatchWriter<{ pump: string; id: number; attempts: number; status: number }>;
   /** Per pump: outbox rows delivered by this process whose delivery is not recorded yet. */
   private readonly unrecorded = new Map<string, Set<number>>();
@@ -109,6 +122,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private catchUpLoop: Promise<void> | undefined;
   private catchUpAgain = false;
   private savingCheckpoints = false;
+  /** Completed checkpoint writes: tests wait on it instead of sleeping. */
+  private checkpointSaves = 0;
   private readonly maxQueuedPosts: number;
 
   constructor(private readonly o: MonitorOptions) {
@@ -139,17 +154,18 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     setMaxListeners(100, signal);
     const onWriteError = (what: string) => (err: unknown, n: number) =>
       this.log.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
-    this.vectorWriter = new BatchWriter((v) => this.writeVectors(v), {
+    this.groupWriter = new BatchWriter((g) => this.writeGroups(g), {
       busyLingerMs: BUSY_LINGER_MS,
       maxBatch: 200,
       retryMs: 500,
       onError: onWriteError('writing vectors to the outbox'),
       signal,
     });
-    this.dropWriter = new BatchWriter((d) => this.writeDropped(d), {
-      maxBatch: 200,
+    this.postLedger = new BatchWriter((posts) => recordSettledPosts(this.pool, posts), {
+      lingerMs: POST_LEDGER_LINGER_MS,
+      maxBatch: POST_LEDGER_MAX_BATCH,
       retryMs: 500,
-      onError: onWriteError('recording dropped groups'),
+      onError: onWriteError('recording settled per-sensor posts'),
       signal,
     });
     this.deadWriter = new BatchWriter((d) => this.writeDeadLetters(d), {
@@ -178,12 +194,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         for (const s of sent) this.unrecorded.get(s.pump)?.delete(s.id);
       },
       {
+        // Each sender waits for its delivery to be on record before it sends the next vector, so a crash
+        // sends at most one vector per pump again. Pumps that finish together share one write.
         maxBatch: 500,
         retryMs: 500,
         onError: onWriteError('recording delivered vectors'),
         signal,
-        // Nothing waits on it: a crash before it is written only resends under the same key.
-        lingerMs: BOOKKEEPING_LINGER_MS,
       },
     );
     for (const p of config.pumps) {
@@ -223,6 +239,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       onError: (err, r) =>
         this.log.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
     });
+    this.housekeeper = new Housekeeper({
+      pool: this.pool,
+      retention: config.retention,
+      owned: () => [...this.active],
+      logger: this.log.child({ stage: 'retention' }),
+    });
     this.registerGauges();
   }
 
@@ -237,7 +259,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         await initCheckpoints(client, tables);
         const checkpoints = await loadCheckpoints(client, tables);
         for (const [t, cp] of checkpoints) {
-          const progress = new TableProgress(t, cp);
+          if (cp.no >= MAX_TABLE_NO) {
+            throw new StartupError(
+              `sensor table ${t} has number ${cp.no}; at most ${MAX_TABLE_NO} tables are supported`,
+            );
+          }
+          const progress = new TableProgress(t, cp.lastId, cp.no);
           progress.holdFromLatest(); // until the first catch-up has read the backlog
           this.progress.set(t, progress);
         }
@@ -263,6 +290,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
     this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
     this.timers.push(setInterval(() => void this.drainDeferred(), 500));
+    this.housekeeper.start();
     this.log.info(
       {
         pumps: this.config.pumps.map((p) => p.id),
@@ -282,19 +310,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.stopping = true;
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
     await this.listener.close();
+    await this.housekeeper.stop();
     this.catchUpAgain = false;
     const drained = (async () => {
       await this.catchUpLoop;
       await this.poster.idle();
       await Promise.all([
-        this.vectorWriter.flush(),
-        this.dropWriter.flush(),
+        this.groupWriter.flush(),
         this.deadWriter.flush(),
         this.deferWriter.flush(),
         this.deferredDone.flush(),
       ]);
       await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
-      await this.sentWriter.flush();
+      await Promise.all([this.sentWriter.flush(), this.postLedger.flush(), this.deferredDone.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.poster.abort();
@@ -349,6 +377,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         vectors_dropped: s.vectors_dropped,
         vectors_filled: s.vectors_filled,
         vectors_dead: s.vectors_dead,
+        vectors_suppressed: s.vectors_suppressed,
         sensor_posts_ok: s.sensor_posts_ok,
         sensor_posts_failed: s.sensor_posts_failed,
         catchup_rows: s.catchup_rows,
@@ -373,6 +402,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       sensor_posts_queued: this.poster.depth,
       overloaded: this.overloaded,
       db_queries: this.dbQueries,
+      checkpoint_saves: this.checkpointSaves,
       pumps,
     };
   }
@@ -380,9 +410,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   // ---- the notification path ----
 
   /** The notification loop must survive anything: an unexpected error is counted, logged and kept. */
-  private guarded(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
+  private guarded(
+    channel: string,
+    payload: string,
+    origin: Reading['origin'] = 'notify',
+    postSettled = false,
+  ): void {
     try {
-      this.onPayload(channel, payload, origin);
+      this.onPayload(channel, payload, origin, postSettled);
     } catch (err) {
       const pump = this.decoder.route(channel)?.pump ?? 'unknown';
       this.telemetry.readingsInvalid.inc({ pump, reason: 'internal_error' });
@@ -402,7 +437,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     }
   }
 
-  private onPayload(channel: string, payload: string, origin: Reading['origin'] = 'notify'): void {
+  /** `postSettled`: a catch-up row whose per-sensor post is on record already; only its group is rebuilt. */
+  private onPayload(channel: string, payload: string, origin: Reading['origin'], postSettled: boolean): void {
     if (this.stopping) return;
     const route = this.decoder.route(channel);
     // A hot standby for this pump: another replica owns it. Only catch-up after a takeover reads these rows.
@@ -415,7 +451,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const r = decoded.reading;
     const progress = this.progress.get(r.sensor.table) as TableProgress;
     const stats = this.telemetry.pump(r.pump);
-    if (!progress.begin(r.id, this.config.delivery.sensorPosts ? 2 : 1)) {
+    const posting = this.config.delivery.sensorPosts && !postSettled;
+    if (!progress.begin(r.id, posting ? 2 : 1)) {
       stats.readings_duplicate += 1;
       this.telemetry.readingsDuplicate.inc({ pump: r.pump });
       return;
@@ -426,13 +463,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     if (added === 'late') {
       stats.readings_late += 1;
       this.telemetry.readingsLate.inc({ pump: r.pump });
-      this.log.debug(
+      this.log.info(
         { pump: r.pump, table: r.sensor.table, id: r.id, tiempo_sensor: r.tiempo },
-        'late reading',
+        'late reading: its timestamp was resolved moments ago; posted on its own, not merged into the vector',
       );
       progress.settle(r.id);
     }
-    if (this.config.delivery.sensorPosts) this.post(r);
+    if (posting) this.post(r);
+  }
+
+  /** A reading's per-sensor post is taken care of: on record, so a restart does not post it again. */
+  private postSettled(r: Reading): void {
+    this.progress.get(r.sensor.table)?.settle(r.id);
+    this.postLedger.push({ pump: r.pump, table: r.sensor.table, id: r.id });
   }
 
   /**
@@ -462,7 +505,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     );
     this.deferrals += 1;
     this.deferredWaiting = true;
-    for (const r of readings) this.progress.get(r.sensor.table)?.settle(r.id);
+    for (const r of readings) this.postSettled(r);
   }
 
   /**
@@ -542,7 +585,20 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         'partial vector completed',
       );
     }
-    this.vectorWriter.push(v);
+    this.groupWriter.push({
+      group: {
+        pump: v.pump,
+        tiempo: v.tiempo,
+        status: 'pending',
+        body: v.values,
+        filled: v.filled.map((f) => `${f.field}:${f.from}`),
+        missing: v.omitted,
+        members: this.memberNumbers(v.members),
+      },
+      members: v.members,
+      firstReceivedAt: v.firstReceivedAt,
+      filled: v.filled.length > 0,
+    });
   }
 
   private onDropped(d: DroppedGroup): void {
@@ -553,35 +609,64 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       { pump: d.pump, tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
       `group ${d.reason} below what can be sent; dropped`,
     );
-    this.dropWriter.push(d);
+    this.groupWriter.push({
+      group: {
+        pump: d.pump,
+        tiempo: d.tiempo,
+        status: 'dropped',
+        body: d.values,
+        filled: [],
+        missing: d.missing,
+        members: this.memberNumbers(d.members),
+      },
+      members: d.members,
+      firstReceivedAt: 0,
+      filled: false,
+    });
   }
 
-  private async writeVectors(vectors: Vector[]): Promise<void> {
-    const rows = await insertVectors(this.pool, vectors);
-    const inserted = new Set(rows.map((r) => r.key));
-    for (const v of vectors) {
-      const key = vectorKey(v.pump, v.tiempo);
-      if (inserted.has(key)) {
-        this.rememberFirstSeen(key, v.firstReceivedAt);
-        if (v.filled.length > 0) {
-          this.telemetry.pump(v.pump).vectors_filled += 1;
-          this.telemetry.vectors.inc({ pump: v.pump, outcome: 'filled' });
+  private memberNumbers(members: { table: string; id: number }[]): number[] {
+    return members.map((m) => member((this.progress.get(m.table) as TableProgress).no, m.id));
+  }
+
+  /**
+   * Stores resolved groups, then settles their rows. A group the outbox already holds (built again after a
+   * restart, a catch-up overlap or a takeover) is counted and logged, and never sent twice.
+   */
+  private async writeGroups(items: PendingGroup[]): Promise<void> {
+    const { stored, keys } = await insertGroups(
+      this.pool,
+      items.map((i) => i.group),
+    );
+    const storedKeys = new Set(stored.map((r) => r.key));
+    const again: string[] = [];
+    for (const [n, item] of items.entries()) {
+      const key = keys[n] as string;
+      const { group } = item;
+      if (storedKeys.has(key)) {
+        if (group.status === 'pending') this.rememberFirstSeen(key, item.firstReceivedAt);
+        if (item.filled) {
+          this.telemetry.pump(group.pump).vectors_filled += 1;
+          this.telemetry.vectors.inc({ pump: group.pump, outcome: 'filled' });
         }
       } else {
-        // Already sent (or dropped) before a restart or by another replica: never twice.
-        this.telemetry.pump(v.pump).vectors_suppressed += 1;
+        this.telemetry.pump(group.pump).vectors_suppressed += 1;
+        this.telemetry.vectors.inc({ pump: group.pump, outcome: 'suppressed' });
+        again.push(`${group.pump}:${group.tiempo}`);
       }
-      this.settleMembers(v.members);
+      for (const m of item.members) this.progress.get(m.table)?.settle(m.id);
     }
+    if (again.length > 0) {
+      this.log.info(
+        { groups: again.slice(0, 10), count: again.length },
+        'groups already in the outbox (rebuilt after a restart, catch-up overlap or takeover); not sent again',
+      );
+    }
+    const pending = stored.filter((r) => r.status === 'pending');
     for (const [pump, sender] of this.senders) {
-      const own = rows.filter((r) => r.pump === pump);
+      const own = pending.filter((r) => r.pump === pump);
       if (own.length > 0) sender.offer(own);
     }
-  }
-
-  private async writeDropped(groups: DroppedGroup[]): Promise<void> {
-    await insertDropped(this.pool, groups);
-    for (const g of groups) this.settleMembers(g.members);
   }
 
   private async writeDeadLetters(items: PendingDeadLetter[]): Promise<void> {
@@ -590,10 +675,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       items.map((i) => i.letter),
     );
     for (const i of items) i.settle?.();
-  }
-
-  private settleMembers(members: { table: string; id: number }[]): void {
-    for (const m of members) this.progress.get(m.table)?.settle(m.id);
   }
 
   // ---- delivery results ----
@@ -626,12 +707,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
     if (this.deferredWaiting && this.poster.depth < this.maxQueuedPosts / 5) void this.drainDeferred();
     const stats = this.telemetry.pump(r.pump);
-    const progress = this.progress.get(r.sensor.table) as TableProgress;
     const deferredId = r.deferredId;
     // A deferred post's reading was settled when it was deferred; its row in deferred_posts goes instead.
     const settle =
       deferredId === undefined
-        ? () => progress.settle(r.id)
+        ? () => this.postSettled(r)
         : () => {
             this.deferredInFlight.delete(deferredId);
             this.deferredDone.push(deferredId);
@@ -692,7 +772,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
             pumps: this.config.pumps.filter((p) => this.active.has(p.id)),
             progress: this.progress,
             batch: this.config.catchUpBatch,
-            handle: (channel, payload) => this.guarded(channel, payload, 'catchup'),
+            handle: (channel, payload, postSettled) => this.guarded(channel, payload, 'catchup', postSettled),
             capacity: () => this.capacity(),
             signal: this.lifetime.signal,
             onProgress: (n, left) => this.o.progress?.(`catching up: ${n} rows read, ${left} tables left`),
@@ -725,7 +805,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       !this.stopping &&
       (this.poster.depth > this.maxQueuedPosts / 10 ||
         [...this.assemblers.values()].some((a) => a.settlingGroups > openLimit) ||
-        this.vectorWriter.pending > 1_000)
+        this.groupWriter.pending > 1_000)
     ) {
       await sleep(20, this.lifetime.signal);
     }
@@ -736,6 +816,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.savingCheckpoints = true;
     try {
       await saveCheckpoints(this.pool, this.ownedProgress());
+      this.checkpointSaves += 1;
     } catch (err) {
       this.log.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
     } finally {
@@ -773,7 +854,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       try {
         const checkpoints = await loadCheckpoints(this.pool, tables);
         for (const [t, cp] of checkpoints) {
-          const progress = new TableProgress(t, cp);
+          const progress = new TableProgress(t, cp.lastId, cp.no);
           progress.holdFromLatest();
           this.progress.set(t, progress);
         }
@@ -800,7 +881,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       onResult: (row, result) => this.onSent(row, result),
       recordSent: (sent) => {
         unrecorded.add(sent.id);
-        this.sentWriter.push({ pump, ...sent });
+        return this.sentWriter.pushAndWait({ pump, ...sent });
       },
       unrecorded,
     });
@@ -825,7 +906,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private async drainPump(pump: string): Promise<void> {
     await this.leavePump(pump);
     await Promise.race([this.poster.idle(), sleep(5_000)]);
-    await this.vectorWriter.flush();
+    await this.groupWriter.flush();
+    await this.postLedger.flush();
     // What the sender delivered must be on record before the next owner reads the outbox.
     await this.sentWriter.flush();
     const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
@@ -900,6 +982,30 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     );
     t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
       set({}, this.listener.listening ? 1 : 0),
+    );
+    t.gauge(
+      'engine_table_rows',
+      "Rows in the engine schema's tables (PostgreSQL's live-row estimate)",
+      ['table'],
+      async (set) => {
+        try {
+          for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.rows);
+        } catch {
+          // No value while the database is away.
+        }
+      },
+    );
+    t.gauge(
+      'engine_table_bytes',
+      "On-disk size of the engine schema's tables, indexes included",
+      ['table'],
+      async (set) => {
+        try {
+          for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.bytes);
+        } catch {
+          // No value while the database is away.
+        }
+      },
     );
     t.gauge('notification_queue_usage', 'pg_notification_queue_usage() of the server', [], async (set) => {
       try {

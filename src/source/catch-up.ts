@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { PumpConfig } from '../config/env.js';
 import { quoteIdent } from '../store/db.js';
+import { settledPostExpr } from '../store/sensor-posts.js';
 import type { TableProgress } from './checkpoints.js';
 
 export interface CatchUpOptions {
@@ -8,8 +9,11 @@ export interface CatchUpOptions {
   pumps: PumpConfig[];
   progress: Map<string, TableProgress>;
   batch: number;
-  /** Feeds one row through the same path as a notification on its channel. */
-  handle: (channel: string, payload: string) => void;
+  /**
+   * Feeds one row through the same path as a notification on its channel. `postSettled`: the row's
+   * per-sensor post is already on record (answered, deferred or dead-lettered before a restart).
+   */
+  handle: (channel: string, payload: string, postSettled: boolean) => void;
   /** Resolves when the engine has room for another batch (backpressure). */
   capacity: () => Promise<void>;
   signal: AbortSignal;
@@ -23,6 +27,7 @@ interface Row {
   /** `tiempo_sensor` as stored: the grouping key, compared as text to keep a pump's tables in step. */
   t: string;
   payload: string;
+  posted: boolean;
 }
 
 interface Cursor {
@@ -59,7 +64,9 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       pump: p.id,
       channel: s.channel,
       table: s.table,
-      after: o.progress.get(s.table)?.checkpoint() ?? 0,
+      // The saved checkpoint, not the one in memory: only the saved one is held below rows that
+      // transactions still in progress may commit. What lies between is deduplicated by (table, id).
+      after: o.progress.get(s.table)?.persisted ?? 0,
       done: false,
       released: false,
       token: o.progress.get(s.table)?.catchUpToken() ?? 0,
@@ -75,9 +82,10 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       if (c.done || c.buffer.length >= o.batch || o.signal.aborted) continue;
       const { rows } = await o.pool.query<Row>(
         `SELECT id, coalesce(tiempo_sensor::text, '') AS t,
-                json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload
-           FROM ${quoteIdent(c.table)} WHERE id > $1 ORDER BY id LIMIT $2`,
-        [c.after, o.batch],
+                json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload,
+                ${settledPostExpr(3, 4)} AS posted
+           FROM ${quoteIdent(c.table)} s WHERE id > $1 ORDER BY id LIMIT $2`,
+        [c.after, o.batch, c.table, c.pump],
       );
       if (rows.length > 0) c.after = Number(rows[rows.length - 1]?.id);
       // Read to the end: everything committed before this catch-up began has now been seen.
@@ -91,7 +99,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       for (const c of own) {
         let n = 0;
         while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as Row).t <= horizon)) n++;
-        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload);
+        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload, r.posted);
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {
           c.released = true;

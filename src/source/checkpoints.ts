@@ -1,6 +1,5 @@
 import type pg from 'pg';
-import { quoteIdent } from '../store/db.js';
-import { ENGINE_SCHEMA } from '../store/schema.js';
+import { stableBounds, writeCheckpoints } from '../store/checkpoints.js';
 
 /**
  * What the engine knows about one sensor table's rows: which are in flight, which were settled recently,
@@ -24,12 +23,14 @@ export class TableProgress {
   private holdAt = Number.POSITIVE_INFINITY;
   private holdSeq = 0;
   private static seq = 0;
-  /** The checkpoint as last written to the database. */
+  /** The checkpoint as last written to the database: catch-up reads from here. */
   persisted: number;
 
   constructor(
     readonly table: string,
     checkpoint: number,
+    /** The table's number in the engine schema, for encoding members (`no << 40 | id`). */
+    readonly no: number,
     recentCapacity = 8192,
   ) {
     this.maxSeen = checkpoint;
@@ -83,10 +84,6 @@ export class TableProgress {
     if (this.holdSeq <= token) this.holdAt = Number.POSITIVE_INFINITY;
   }
 
-  get inflightCount(): number {
-    return this.inflight.size;
-  }
-
   /** The highest id such that every row at or below it that the engine has seen is settled. */
   checkpoint(): number {
     let min = Number.POSITIVE_INFINITY;
@@ -97,61 +94,33 @@ export class TableProgress {
 }
 
 /**
- * Gives each table without a checkpoint one at its current last row: a first start against a plant's
- * existing database begins with new readings instead of re-sending its whole history.
+ * Writes the checkpoints that moved, each held below rows that transactions still in progress may commit
+ * (see stableBounds). Returns how many moved; a checkpoint never goes backwards.
  */
-export async function initCheckpoints(db: pg.Pool | pg.ClientBase, tables: string[]): Promise<void> {
-  const { rows } = await db.query<{ table_name: string }>(
-    `SELECT table_name FROM ${ENGINE_SCHEMA}.checkpoints WHERE table_name = ANY($1)`,
-    [tables],
-  );
-  const known = new Set(rows.map((r) => r.table_name));
-  for (const t of tables.filter((x) => !known.has(x))) {
-    await db.query(
-      `INSERT INTO ${ENGINE_SCHEMA}.checkpoints (table_name, last_id)
-       SELECT $1, coalesce(max(id), 0) FROM ${quoteIdent(t)} ON CONFLICT (table_name) DO NOTHING`,
-      [t],
-    );
-  }
-}
-
-export async function loadCheckpoints(
-  db: pg.Pool | pg.ClientBase,
-  tables: string[],
-): Promise<Map<string, number>> {
-  const { rows } = await db.query<{ table_name: string; last_id: string }>(
-    `SELECT table_name, last_id FROM ${ENGINE_SCHEMA}.checkpoints WHERE table_name = ANY($1)`,
-    [tables],
-  );
-  const out = new Map<string, number>(tables.map((t) => [t, 0]));
-  for (const r of rows) out.set(r.table_name, Number(r.last_id));
-  return out;
-}
-
-/** Writes the checkpoints that moved; a checkpoint never goes backwards. */
 export async function saveCheckpoints(
   db: pg.Pool | pg.ClientBase,
   progress: Iterable<TableProgress>,
 ): Promise<number> {
-  const tables: string[] = [];
-  const ids: number[] = [];
-  const moved: [TableProgress, number][] = [];
+  const candidates: [TableProgress, number][] = [];
   for (const p of progress) {
     const cp = p.checkpoint();
-    if (cp > p.persisted) {
-      tables.push(p.table);
-      ids.push(cp);
-      moved.push([p, cp]);
-    }
+    if (cp > p.persisted) candidates.push([p, cp]);
   }
-  if (tables.length === 0) return 0;
-  await db.query(
-    `INSERT INTO ${ENGINE_SCHEMA}.checkpoints (table_name, last_id)
-     SELECT * FROM unnest($1::text[], $2::bigint[])
-     ON CONFLICT (table_name) DO UPDATE
-       SET last_id = GREATEST(${ENGINE_SCHEMA}.checkpoints.last_id, EXCLUDED.last_id), updated_at = now()`,
-    [tables, ids],
+  if (candidates.length === 0) return 0;
+  const bounds = await stableBounds(
+    db,
+    candidates.map(([p]) => ({ table: p.table, from: p.persisted })),
+  );
+  const moved: [TableProgress, number][] = [];
+  for (const [p, cp] of candidates) {
+    const bound = bounds.get(p.table);
+    const safe = bound === undefined ? cp : Math.min(cp, bound);
+    if (safe > p.persisted) moved.push([p, safe]);
+  }
+  await writeCheckpoints(
+    db,
+    moved.map(([p, lastId]) => ({ table: p.table, lastId })),
   );
   for (const [p, cp] of moved) p.persisted = cp;
-  return tables.length;
+  return moved.length;
 }

@@ -1,5 +1,6 @@
 import type { PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
+import { MEMBER_ID_LIMIT } from '../store/members.js';
 
 /** One sensor reading, decoded from a NOTIFY payload or from a catch-up row. */
 export interface Reading {
@@ -102,6 +103,9 @@ export class Decoder {
     const { id_sensor: id, valor, tiempo_sensor: tiempo } = body as Record<string, unknown>;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       return reject('bad_id_sensor', `id_sensor ${JSON.stringify(id) ?? 'missing'} is not a row id`);
+    }
+    if (id >= MEMBER_ID_LIMIT) {
+      return reject('bad_id_sensor', `id_sensor ${id} is beyond the 2^40 row ids the outbox can record`);
     }
     if (typeof tiempo !== 'string' || tiempo.trim() === '' || tiempo.length > MAX_TIEMPO_LENGTH) {
       return reject('bad_tiempo_sensor', `tiempo_sensor ${describe(tiempo)} is not a timestamp text`, id);

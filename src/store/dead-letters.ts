@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ENGINE_SCHEMA } from './schema.js';
+import { ENGINE_SCHEMA } from './migrations.js';
 
 /** Payloads are kept truncated: enough to diagnose, never an unbounded row. */
 export const DEAD_LETTER_PAYLOAD_CHARS = 1000;

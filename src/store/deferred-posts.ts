@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ENGINE_SCHEMA } from './schema.js';
+import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.deferred_posts`;
 

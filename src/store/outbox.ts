@@ -1,13 +1,19 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import type { DroppedGroup, Vector } from '../assembler/assembler.js';
-import { ENGINE_SCHEMA } from './schema.js';
+import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.outbox`;
 
-/** The Idempotency-Key of a pump's vector for one timestamp: stable across restarts and replicas. */
-export function vectorKey(pump: string, tiempo: string): string {
-  return `vec-${pump}-${createHash('sha256').update(`${pump}\n${tiempo}`).digest('hex').slice(0, 32)}`;
+/**
+ * The Idempotency-Key of one vector: derived from its pump, its key text and its first member row, so that
+ * a timestamp that comes back (HH:MM the next day, a clock reset) gets a key of its own, while the same
+ * rows always give the same key: on a restart, in a catch-up overlap and on another replica.
+ */
+export function vectorKey(pump: string, tiempo: string, members: readonly number[]): string {
+  let first = Number.POSITIVE_INFINITY;
+  for (const m of members) if (m < first) first = m;
+  const anchor = Number.isFinite(first) ? String(first) : '';
+  return `vec-${pump}-${createHash('sha256').update(`${pump}\n${tiempo}\n${anchor}`).digest('hex').slice(0, 32)}`;
 }
 
 export interface OutboxRow {
@@ -20,54 +26,64 @@ export interface OutboxRow {
   createdAt: Date;
 }
 
-/**
- * Stores emitted vectors before they are sent. A vector whose (pump, tiempo_sensor) is already in the
- * outbox (sent, pending, dead or dropped) is not stored again: that is what keeps a timestamp from being
- * sent twice across restarts, catch-up overlaps and replicas. Returns the keys that were new.
- */
-export async function insertVectors(db: pg.Pool, vectors: Vector[]): Promise<OutboxRow[]> {
-  const { rows } = await db.query<RawRow>(
-    `INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, filled, missing, status)
-     SELECT v.pump, v.tiempo, v.key, v.body, ARRAY(SELECT jsonb_array_elements_text(v.filled)),
-            ARRAY(SELECT jsonb_array_elements_text(v.omitted)), 'pending'
-       FROM jsonb_to_recordset($1::jsonb) AS v(pump text, tiempo text, key text, body jsonb, filled jsonb, omitted jsonb)
-     ON CONFLICT (pump, tiempo_sensor) DO NOTHING
-     RETURNING ${COLUMNS}`,
-    [
-      JSON.stringify(
-        vectors.map((v) => ({
-          pump: v.pump,
-          tiempo: v.tiempo,
-          key: vectorKey(v.pump, v.tiempo),
-          body: v.values,
-          filled: v.filled.map((f) => `${f.field}:${f.from}`),
-          omitted: v.omitted,
-        })),
-      ),
-    ],
-  );
-  return rows.map(toRow).sort((a, b) => a.id - b.id);
+/** A resolved group as the outbox stores it: a vector to send (`pending`), or a group `dropped` below the threshold. */
+export interface OutboxGroup {
+  pump: string;
+  tiempo: string;
+  status: 'pending' | 'dropped';
+  body: Record<string, number>;
+  /** `field:last` or `field:default` for each field filled in. */
+  filled: string[];
+  /** Fields absent from the body (left to the backend's default, or missing from a dropped group). */
+  missing: string[];
+  /** The rows it was built from, as member numbers (`table_no * 2^40 + id`). */
+  members: number[];
 }
 
-/** Records groups dropped below the threshold, so their readings count as settled and are not re-sent. */
-export async function insertDropped(db: pg.Pool, groups: DroppedGroup[]): Promise<void> {
-  await db.query(
-    `INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, missing, status)
-     SELECT g.pump, g.tiempo, g.key, g.body, ARRAY(SELECT jsonb_array_elements_text(g.missing)), 'dropped'
-       FROM jsonb_to_recordset($1::jsonb) AS g(pump text, tiempo text, key text, body jsonb, missing jsonb)
-     ON CONFLICT (pump, tiempo_sensor) DO NOTHING`,
+/**
+ * Stores resolved groups. A group that shares a member row with a stored group of the same pump and key
+ * text is that group built again (a restart, a catch-up overlap, another replica): it is not stored, and
+ * so never sent, twice. Rows stored before members were recorded (schema version 1) are recognised by key
+ * text alone for 12 hours. Returns the rows stored, in id order, with each group's key in `keys`.
+ */
+export async function insertGroups(
+  db: pg.Pool,
+  groups: OutboxGroup[],
+): Promise<{ stored: (OutboxRow & { status: string })[]; keys: string[] }> {
+  const keys = groups.map((g) => vectorKey(g.pump, g.tiempo, g.members));
+  const { rows } = await db.query<RawRow & { status: string }>(
+    `WITH g AS (
+       SELECT v.pump, v.tiempo, v.key, v.body, v.status,
+              ARRAY(SELECT jsonb_array_elements_text(v.filled)) AS filled,
+              ARRAY(SELECT jsonb_array_elements_text(v.missing)) AS missing,
+              ARRAY(SELECT jsonb_array_elements_text(v.members)::bigint) AS members
+         FROM jsonb_to_recordset($1::jsonb)
+           AS v(pump text, tiempo text, key text, body jsonb, status text, filled jsonb, missing jsonb, members jsonb)
+     )
+     INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, filled, missing, members, status)
+     SELECT g.pump, g.tiempo, g.key, g.body, g.filled, g.missing, g.members, g.status FROM g
+      WHERE NOT EXISTS (
+        SELECT 1 FROM ${T} o WHERE o.pump = g.pump AND o.tiempo_sensor = g.tiempo
+           AND (o.members && g.members
+                OR (cardinality(o.members) = 0 AND o.created_at > now() - interval '12 hours')))
+     ON CONFLICT (idempotency_key) DO NOTHING
+     RETURNING ${COLUMNS}, status`,
     [
       JSON.stringify(
-        groups.map((g) => ({
+        groups.map((g, i) => ({
           pump: g.pump,
           tiempo: g.tiempo,
-          key: vectorKey(g.pump, g.tiempo),
-          body: g.values,
+          key: keys[i],
+          body: g.body,
+          status: g.status,
+          filled: g.filled,
           missing: g.missing,
+          members: g.members,
         })),
       ),
     ],
   );
+  return { stored: rows.map((r) => ({ ...toRow(r), status: r.status })).sort((a, b) => a.id - b.id), keys };
 }
 
 const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts, created_at';

@@ -1,71 +1,9 @@
 import type pg from 'pg';
 import type { PumpDefinition } from '../config/pumps.js';
 import { quoteIdent } from './db.js';
+import { ENGINE_SCHEMA, runMigrations } from './migrations.js';
 
-/** The engine's own schema: checkpoints, outbox and dead letters. Sensor tables are never altered by it. */
-export const ENGINE_SCHEMA = 'pump_monitor';
-
-const ENGINE_DDL = `
-CREATE SCHEMA IF NOT EXISTS ${ENGINE_SCHEMA};
-CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.checkpoints (
-  table_name text PRIMARY KEY,
-  last_id bigint NOT NULL,
-  updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.outbox (
-  id bigserial PRIMARY KEY,
-  pump text NOT NULL,
-  tiempo_sensor text NOT NULL,
-  idempotency_key text NOT NULL,
-  body jsonb NOT NULL,
-  filled text[] NOT NULL DEFAULT '{}',
-  missing text[] NOT NULL DEFAULT '{}',
-  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'dead', 'dropped')),
-  attempts integer NOT NULL DEFAULT 0,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  sent_at timestamptz,
-  response_status integer,
-  response_body text,
-  UNIQUE (pump, tiempo_sensor)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending_idx ON ${ENGINE_SCHEMA}.outbox (pump, id) WHERE status = 'pending';
-CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.deferred_posts (
-  id bigserial PRIMARY KEY,
-  pump text NOT NULL,
-  channel text NOT NULL,
-  payload text NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.leases (
-  pump text PRIMARY KEY,
-  owner text NOT NULL,
-  acquired_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.dead_letters (
-  id bigserial PRIMARY KEY,
-  kind text NOT NULL,
-  pump text,
-  channel text,
-  payload text,
-  reason text NOT NULL,
-  response_status integer,
-  response_body text,
-  created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON ${ENGINE_SCHEMA}.dead_letters (created_at);
-CREATE OR REPLACE FUNCTION ${ENGINE_SCHEMA}.notify_reading() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  -- The backend writes clasificacion and contador_anomalias back into the row: that must not notify.
-  IF TG_OP = 'UPDATE' AND NEW.valor_sensor IS NOT DISTINCT FROM OLD.valor_sensor
-     AND NEW.tiempo_sensor IS NOT DISTINCT FROM OLD.tiempo_sensor THEN
-    RETURN NEW;
-  END IF;
-  PERFORM pg_notify(TG_ARGV[0], json_build_object(
-    'id_sensor', NEW.id, 'valor', NEW.valor_sensor, 'tiempo_sensor', NEW.tiempo_sensor)::text);
-  RETURN NEW;
-END
-$fn$;
-`;
+export { ENGINE_SCHEMA } from './migrations.js';
 
 /** Explains a missing privilege in one line that names it. */
 export class PrivilegeError extends Error {
@@ -85,20 +23,13 @@ async function inLockedTransaction(client: pg.ClientBase, fn: () => Promise<void
   }
 }
 
-/** Creates the engine's schema when it is missing. Safe to run concurrently and repeatedly. */
-export async function ensureEngineSchema(client: pg.ClientBase): Promise<void> {
-  const { rows } = await client.query<{ ok: boolean }>(
-    `SELECT to_regclass('${ENGINE_SCHEMA}.dead_letters') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.outbox') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.checkpoints') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.leases') IS NOT NULL
-        AND to_regclass('${ENGINE_SCHEMA}.deferred_posts') IS NOT NULL AS ok`,
-  );
-  if (rows[0]?.ok) return;
+/**
+ * Creates the engine's schema when it is missing and upgrades it in place when it is older (numbered
+ * migrations). Safe to run concurrently and repeatedly; refuses a schema newer than this program knows.
+ */
+export async function ensureEngineSchema(client: pg.ClientBase): Promise<number[]> {
   try {
-    await inLockedTransaction(client, async () => {
-      await client.query(ENGINE_DDL);
-    });
+    return await runMigrations(client);
   } catch (err) {
     if ((err as { code?: string }).code === '42501') {
       const { rows: who } = await client.query<{ u: string; d: string }>(
@@ -107,7 +38,7 @@ export async function ensureEngineSchema(client: pg.ClientBase): Promise<void> {
       const u = who[0]?.u ?? 'this user';
       const d = who[0]?.d ?? 'this database';
       throw new PrivilegeError(
-        `database user "${u}" lacks the CREATE privilege on database "${d}", needed once to create schema ` +
+        `database user "${u}" lacks the CREATE privilege on database "${d}", needed to create or upgrade schema ` +
           `${ENGINE_SCHEMA}; run GRANT CREATE ON DATABASE ${quoteIdent(d)} TO ${quoteIdent(u)}, or have an owner run pump-monitor migrate`,
       );
     }
@@ -137,6 +68,15 @@ export type MigrateProgress = (done: number, total: number, table: string) => vo
  */
 export async function migrate(client: pg.ClientBase, pumps: PumpDefinition[], progress?: MigrateProgress) {
   await ensureEngineSchema(client);
+  return installSensorTables(client, pumps, progress);
+}
+
+/** The sensor-table half of migrate: missing tables and the notifying triggers, nothing of the engine schema's. */
+export async function installSensorTables(
+  client: pg.ClientBase,
+  pumps: PumpDefinition[],
+  progress?: MigrateProgress,
+): Promise<{ tables: number }> {
   const sensors = pumps.flatMap((p) => p.sensors);
   let done = 0;
   await inLockedTransaction(client, async () => {

@@ -31,6 +31,10 @@ export class BatchWriter<T> {
   private lastWriteEnd = Number.NEGATIVE_INFINITY;
   private lastBatchSize = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Items pushed and items written so far, for pushAndWait(). */
+  private pushed = 0;
+  private written = 0;
+  private writeWaiters: { seq: number; resolve: (written: boolean) => void }[] = [];
   /** Set by flush() until the queue is empty: write without lingering. */
   private hurry = false;
   /** Ends the current linger early. */
@@ -49,7 +53,17 @@ export class BatchWriter<T> {
 
   push(item: T): void {
     this.queue.push(item);
+    this.pushed += 1;
+    // A full batch need not wait for the rest of a linger.
+    if (this.queue.length >= this.opts.maxBatch) this.wake?.();
     if (!this.running) void this.drain();
+  }
+
+  /** Pushes one item; resolves true once it is written, false if the writer stopped first. */
+  pushAndWait(item: T): Promise<boolean> {
+    this.push(item);
+    const seq = this.pushed;
+    return new Promise((resolve) => this.writeWaiters.push({ seq, resolve }));
   }
 
   /** Writes what is queued without lingering; resolves when it is written (or the writer was stopped). */
@@ -79,6 +93,13 @@ export class BatchWriter<T> {
         this.lastWriteEnd = performance.now();
         this.lastBatchSize = batch.length;
         this.queue.splice(0, batch.length);
+        this.written += batch.length;
+        while (
+          this.writeWaiters.length > 0 &&
+          (this.writeWaiters[0] as { seq: number }).seq <= this.written
+        ) {
+          this.writeWaiters.shift()?.resolve(true);
+        }
       } catch (err) {
         this.opts.onError(err, batch.length);
         await sleep(this.opts.retryMs, this.opts.signal);
@@ -86,6 +107,7 @@ export class BatchWriter<T> {
     }
     this.running = false;
     this.hurry = false;
+    if (this.opts.signal.aborted) for (const w of this.writeWaiters.splice(0)) w.resolve(false);
     for (const w of this.idleWaiters.splice(0)) w();
   }
 

@@ -4,6 +4,7 @@ import { type Config, type DatabaseConfig, loadConfig, type PumpConfig } from '.
 import { Monitor } from '../../src/engine/monitor.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
+import type { Clock } from '../../src/util/clock.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { FakeBackend } from './fake-backend.js';
 
@@ -38,7 +39,7 @@ export interface Harness {
   config: Config & { database: DatabaseConfig };
   pumps: { A: PumpConfig; B: PumpConfig };
   monitor: Monitor;
-  startMonitor(env?: Record<string, string>): Promise<Monitor>;
+  startMonitor(env?: Record<string, string>, opts?: { clock?: Clock }): Promise<Monitor>;
   close(): Promise<void>;
 }
 
@@ -64,7 +65,7 @@ export async function harness(prefix: string, env: Record<string, string> = {}):
     config: config as Config & { database: DatabaseConfig },
     pumps,
     monitor: undefined as unknown as Monitor,
-    async startMonitor(more = {}) {
+    async startMonitor(more = {}, opts = {}) {
       const c = loadConfig(testEnv(db, backend, { ...env, ...more }), {
         requireDatabase: true,
         requireBackend: true,
@@ -72,6 +73,7 @@ export async function harness(prefix: string, env: Record<string, string> = {}):
       const m = new Monitor({
         config: c as Config & { database: DatabaseConfig },
         logger: pino({ level: 'silent' }),
+        ...opts,
       });
       monitors.push(m);
       await m.start();

@@ -2,6 +2,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import type pg from 'pg';
 import type { PumpConfig } from '../../src/config/env.js';
 import { quoteIdent } from '../../src/store/db.js';
+import { member } from '../../src/store/members.js';
 import { vectorKey } from '../../src/store/outbox.js';
 import type { FakeBackend } from './fake-backend.js';
 import { waitFor } from './wait.js';
@@ -11,22 +12,40 @@ export interface Expected {
   vectors: Set<string>;
 }
 
+/**
+ * Each timestamp's vector key, from the rows in the tables: a vector's key derives from its member rows,
+ * and a full timestamp's members are every row with that `tiempo_sensor`.
+ */
+export async function vectorKeysFromRows(
+  db: pg.Pool,
+  pump: PumpConfig,
+): Promise<Map<string, { key: string; rows: number }>> {
+  const members = new Map<string, number[]>();
+  for (const s of pump.sensors) {
+    const { rows } = await db.query<{ id: number; tiempo_sensor: string; no: number }>(
+      `SELECT s.id, s.tiempo_sensor, c.table_no AS no FROM ${quoteIdent(s.table)} s
+         JOIN pump_monitor.checkpoints c ON c.table_name = $1 WHERE s.valor_sensor IS NOT NULL`,
+      [s.table],
+    );
+    for (const r of rows)
+      members.set(r.tiempo_sensor, [...(members.get(r.tiempo_sensor) ?? []), member(r.no, r.id)]);
+  }
+  return new Map([...members].map(([t, m]) => [t, { key: vectorKey(pump.id, t, m), rows: m.length }]));
+}
+
 /** What must be delivered: every row in the sensor tables, and every timestamp whose vector is full. */
 export async function expectedDeliveries(db: pg.Pool, pumps: PumpConfig[]): Promise<Expected> {
   const readings = new Set<string>();
   const vectors = new Set<string>();
   for (const p of pumps) {
-    const counts = new Map<string, number>();
     for (const s of p.sensors) {
-      const { rows } = await db.query<{ id: number; tiempo_sensor: string }>(
-        `SELECT id, tiempo_sensor FROM ${quoteIdent(s.table)} WHERE valor_sensor IS NOT NULL`,
+      const { rows } = await db.query<{ id: number }>(
+        `SELECT id FROM ${quoteIdent(s.table)} WHERE valor_sensor IS NOT NULL`,
       );
-      for (const r of rows) {
-        readings.add(`rd-${s.table}-${r.id}`);
-        counts.set(r.tiempo_sensor, (counts.get(r.tiempo_sensor) ?? 0) + 1);
-      }
+      for (const r of rows) readings.add(`rd-${s.table}-${r.id}`);
     }
-    for (const [tiempo, n] of counts) if (n === p.sensors.length) vectors.add(vectorKey(p.id, tiempo));
+    for (const v of (await vectorKeysFromRows(db, p)).values())
+      if (v.rows === p.sensors.length) vectors.add(v.key);
   }
   return { readings, vectors };
 }

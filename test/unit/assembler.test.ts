@@ -7,7 +7,13 @@ import { ManualClock } from '../../src/util/clock.js';
 const config = loadConfig({});
 const pumpA = config.pumps.find((p) => p.id === 'A') as PumpConfig;
 const pumpB = config.pumps.find((p) => p.id === 'B') as PumpConfig;
-const opts = { settleMs: 2_000, expiryMs: 30_000, fillMaxAgeMs: 60_000, maxOpenGroups: 100 };
+const opts = {
+  settleMs: 2_000,
+  expiryMs: 30_000,
+  fillMaxAgeMs: 60_000,
+  maxOpenGroups: 100,
+  lateWindowMs: 600_000,
+};
 
 function setup(pump: PumpConfig, o = opts) {
   const clock = new ManualClock(1_000_000);

@@ -1,0 +1,170 @@
+import type pg from 'pg';
+
+/** The engine's own schema: checkpoints, outbox, dead letters, ledgers. Sensor tables are never altered by it. */
+export const ENGINE_SCHEMA = 'pump_monitor';
+const S = ENGINE_SCHEMA;
+
+/**
+ * Version 1: the schema as it was before migrations were numbered. Every statement is IF NOT EXISTS, so an
+ * installation that has it already (and no version table) simply records version 1.
+ */
+const V1 = `
+CREATE SCHEMA IF NOT EXISTS ${S};
+CREATE TABLE IF NOT EXISTS ${S}.checkpoints (
+  table_name text PRIMARY KEY,
+  last_id bigint NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS ${S}.outbox (
+  id bigserial PRIMARY KEY,
+  pump text NOT NULL,
+  tiempo_sensor text NOT NULL,
+  idempotency_key text NOT NULL,
+  body jsonb NOT NULL,
+  filled text[] NOT NULL DEFAULT '{}',
+  missing text[] NOT NULL DEFAULT '{}',
+  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'dead', 'dropped')),
+  attempts integer NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  sent_at timestamptz,
+  response_status integer,
+  response_body text,
+  UNIQUE (pump, tiempo_sensor)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending_idx ON ${S}.outbox (pump, id) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS ${S}.deferred_posts (
+  id bigserial PRIMARY KEY,
+  pump text NOT NULL,
+  channel text NOT NULL,
+  payload text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS ${S}.leases (
+  pump text PRIMARY KEY,
+  owner text NOT NULL,
+  acquired_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS ${S}.dead_letters (
+  id bigserial PRIMARY KEY,
+  kind text NOT NULL,
+  pump text,
+  channel text,
+  payload text,
+  reason text NOT NULL,
+  response_status integer,
+  response_body text,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON ${S}.dead_letters (created_at);
+CREATE OR REPLACE FUNCTION ${S}.notify_reading() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  -- The backend writes clasificacion and contador_anomalias back into the row: that must not notify.
+  IF TG_OP = 'UPDATE' AND NEW.valor_sensor IS NOT DISTINCT FROM OLD.valor_sensor
+     AND NEW.tiempo_sensor IS NOT DISTINCT FROM OLD.tiempo_sensor THEN
+    RETURN NEW;
+  END IF;
+  PERFORM pg_notify(TG_ARGV[0], json_build_object(
+    'id_sensor', NEW.id, 'valor', NEW.valor_sensor, 'tiempo_sensor', NEW.tiempo_sensor)::text);
+  RETURN NEW;
+END
+$fn$;
+`;
+
+/**
+ * Version 2: a vector's identity is its rows, not its key text.
+ * - `tiempo_sensor` repeats (HH:MM keys every day, clock resets), so (pump, tiempo_sensor) is no longer
+ *   unique. Each outbox row keeps its members, the rows it was built from (`table_no << 40 | id`); a group
+ *   rebuilt from any of them is the same vector. The Idempotency-Key is unique instead.
+ * - Each sensor table gets a small number, so that members fit in one bigint.
+ * - `sensor_posts` records per-sensor posts that are taken care of (answered, deferred or dead-lettered),
+ *   so that rows read again after a crash are not posted again.
+ */
+const V2 = `
+ALTER TABLE ${S}.outbox DROP CONSTRAINT IF EXISTS outbox_pump_tiempo_sensor_key;
+ALTER TABLE ${S}.outbox ADD COLUMN IF NOT EXISTS members bigint[] NOT NULL DEFAULT '{}';
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_key_idx ON ${S}.outbox (idempotency_key);
+CREATE INDEX IF NOT EXISTS outbox_tiempo_idx ON ${S}.outbox (pump, tiempo_sensor);
+CREATE INDEX IF NOT EXISTS outbox_closed_idx ON ${S}.outbox (created_at) WHERE status <> 'pending';
+ALTER TABLE ${S}.checkpoints ADD COLUMN IF NOT EXISTS table_no serial;
+CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_no_idx ON ${S}.checkpoints (table_no);
+CREATE TABLE IF NOT EXISTS ${S}.sensor_posts (
+  table_name text NOT NULL,
+  row_id bigint NOT NULL,
+  pump text NOT NULL,
+  settled_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, row_id, pump)
+);
+`;
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Every migration, in order. Append only: a released migration is never edited. */
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'engine schema: checkpoints, outbox, deferred posts, leases, dead letters', sql: V1 },
+  { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+
+/** The database holds a newer engine schema than this program knows: it must not write to it. */
+export class SchemaVersionError extends Error {
+  override name = 'SchemaVersionError';
+}
+
+const VERSIONS = `${S}.schema_migrations`;
+
+/** The version recorded in the database; 0 when the version table does not exist yet. */
+export async function schemaVersion(client: pg.ClientBase): Promise<number> {
+  const { rows: exists } = await client.query<{ ok: boolean }>(
+    `SELECT to_regclass('${VERSIONS}') IS NOT NULL AS ok`,
+  );
+  if (!exists[0]?.ok) return 0;
+  const { rows } = await client.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${VERSIONS}`);
+  return Number(rows[0]?.v ?? 0);
+}
+
+function refuseNewer(found: number): void {
+  if (found > SCHEMA_VERSION) {
+    throw new SchemaVersionError(
+      `the database's ${S} schema is at version ${found}, but this pump-monitor knows versions up to ${SCHEMA_VERSION}; ` +
+        'run the newer pump-monitor that upgraded it, or restore a backup',
+    );
+  }
+}
+
+/**
+ * Brings the engine schema up to SCHEMA_VERSION in one transaction, under an advisory lock, so replicas
+ * that start together apply each migration once. Returns the versions applied (none when up to date).
+ */
+export async function runMigrations(client: pg.ClientBase): Promise<number[]> {
+  const current = await schemaVersion(client);
+  refuseNewer(current);
+  if (current === SCHEMA_VERSION) return [];
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('${S}.schema'))`);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${S}`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${VERSIONS} (
+         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    // Another replica may have migrated while this one waited for the lock.
+    const locked = await schemaVersion(client);
+    refuseNewer(locked);
+    const applied: number[] = [];
+    for (const m of MIGRATIONS.filter((x) => x.version > locked)) {
+      await client.query(m.sql);
+      await client.query(`INSERT INTO ${VERSIONS} (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+    return applied;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,161 @@
+import pg from 'pg';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Config, type DatabaseConfig, loadConfig } from '../../src/config/env.js';
+import { Monitor } from '../../src/engine/monitor.js';
+import { quoteIdent } from '../../src/store/db.js';
+import { MIGRATIONS, runMigrations, SCHEMA_VERSION, schemaVersion } from '../../src/store/migrations.js';
+import { ENGINE_SCHEMA, installSensorTables } from '../../src/store/schema.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { testEnv } from '../helpers/engine.js';
+import { FakeBackend } from '../helpers/fake-backend.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** An installation of today's engine schema (version 1, before migrations were numbered) is upgraded in place. */
+
+const S = ENGINE_SCHEMA;
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+});
+
+async function setup(prefix: string) {
+  const db: TestDatabase = await createTestDatabase(prefix);
+  cleanups.push(() => db.drop());
+  const admin = new pg.Pool({ connectionString: db.url, max: 4 });
+  admin.on('error', () => {});
+  cleanups.push(() => admin.end());
+  const backend = await new FakeBackend().start();
+  cleanups.push(() => backend.stop());
+  const config = loadConfig(testEnv(db, backend), {
+    requireDatabase: true,
+    requireBackend: true,
+  }) as Config & {
+    database: DatabaseConfig;
+  };
+  return { db, admin, backend, config };
+}
+
+/** Today's schema as installations have it: version 1's DDL, no version table, and the sensor tables. */
+async function installVersion1(admin: pg.Pool, config: Config) {
+  const client = await admin.connect();
+  try {
+    await client.query((MIGRATIONS[0] as { sql: string }).sql);
+    await installSensorTables(client, config.pumps);
+  } finally {
+    client.release();
+  }
+}
+
+describe('engine schema migrations', () => {
+  it('upgrades a version-1 installation and delivers its pending vectors, deferred posts and keeps its dead letters', async () => {
+    const { admin, backend, config } = await setup('migrate_v1');
+    await installVersion1(admin, config);
+    const A = config.pumps.find((p) => p.id === 'A');
+    if (!A) throw new Error('no pump A');
+    const sensor = A.sensors[0];
+    if (!sensor) throw new Error('no sensor');
+    // A reading whose per-sensor post was deferred, a pending vector, a sent one, a dead letter: all in v1 shape.
+    const { rows: row } = await admin.query<{ id: number }>(
+      `INSERT INTO ${quoteIdent(sensor.table)} (tiempo_sensor, valor_sensor) VALUES ('2025-05-01T00:00:00', 3.5) RETURNING id`,
+    );
+    const rowId = row[0]?.id as number;
+    for (const s of A.sensors) {
+      await admin.query(
+        `INSERT INTO ${S}.checkpoints (table_name, last_id) SELECT $1, coalesce(max(id), 0) FROM ${quoteIdent(s.table)}`,
+        [s.table],
+      );
+    }
+    for (const s of config.pumps.find((p) => p.id === 'B')?.sensors ?? []) {
+      await admin.query(`INSERT INTO ${S}.checkpoints (table_name, last_id) VALUES ($1, 0)`, [s.table]);
+    }
+    // Rows above the checkpoints whose vector v1 had already sent: the window a crash leaves at the upgrade.
+    for (const s of A.sensors) {
+      await admin.query(
+        `INSERT INTO ${quoteIdent(s.table)} (tiempo_sensor, valor_sensor) VALUES ('2025-04-30T23:59:00', 2)`,
+      );
+    }
+    const body = Object.fromEntries(A.sensors.map((s) => [s.field, 1.25]));
+    await admin.query(
+      `INSERT INTO ${S}.outbox (pump, tiempo_sensor, idempotency_key, body, status)
+       VALUES ('A', '2025-05-01T00:00:00', 'vec-A-legacy-pending', $1, 'pending'),
+              ('A', '2025-04-30T23:59:00', 'vec-A-legacy-sent', $1, 'sent')`,
+      [JSON.stringify(body)],
+    );
+    await admin.query(`INSERT INTO ${S}.deferred_posts (pump, channel, payload) VALUES ('A', $1, $2)`, [
+      sensor.channel,
+      JSON.stringify({ id_sensor: rowId, valor: 3.5, tiempo_sensor: '2025-05-01T00:00:00' }),
+    ]);
+    await admin.query(
+      `INSERT INTO ${S}.dead_letters (kind, pump, channel, payload, reason) VALUES ('notification', 'A', 'x', '{}', 'not_json: test')`,
+    );
+
+    const m = new Monitor({ config, logger: pino({ level: 'silent' }) });
+    cleanups.push(() => m.stop(1_000));
+    await m.start();
+
+    const versions = await admin.query<{ version: number }>(
+      `SELECT version FROM ${S}.schema_migrations ORDER BY version`,
+    );
+    expect(versions.rows.map((r) => r.version)).toEqual(MIGRATIONS.map((x) => x.version));
+    await waitFor('the pending vector and the deferred post delivered', () => {
+      const vector = backend.requests.filter(
+        (r) => r.status === 200 && r.idempotencyKey === 'vec-A-legacy-pending',
+      );
+      const post = backend.requests.filter(
+        (r) => r.status === 200 && r.path === `/sensores${sensor.endpoint}` && r.body.id_sensor === rowId,
+      );
+      return vector.length === 1 && post.length === 1;
+    });
+    expect(backend.requests.find((r) => r.idempotencyKey === 'vec-A-legacy-pending')?.body).toEqual(body);
+    await waitFor('both recorded', async () => {
+      const { rows } = await admin.query<{ p: number; d: number }>(
+        `SELECT (SELECT count(*)::int FROM ${S}.outbox WHERE status = 'pending') AS p,
+                (SELECT count(*)::int FROM ${S}.deferred_posts) AS d`,
+      );
+      return rows[0]?.p === 0 && rows[0]?.d === 0;
+    });
+    const { rows: dl } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${S}.dead_letters`);
+    expect(dl[0]?.n).toBe(1);
+    await waitFor(
+      'the rebuilt legacy vector recognised',
+      () => (m.status().pumps.A as { vectors_suppressed: number }).vectors_suppressed === 1,
+    );
+    expect(backend.requests.filter((r) => r.path === '/sensores/predecir-bomba')).toHaveLength(1);
+    const { rows: nos } = await admin.query<{ n: number }>(
+      `SELECT count(DISTINCT table_no)::int AS n FROM ${S}.checkpoints WHERE table_no IS NOT NULL`,
+    );
+    expect(nos[0]?.n).toBe(35);
+  });
+
+  it('two replicas upgrading together apply each migration once', async () => {
+    const { db, admin, config } = await setup('migrate_race');
+    await installVersion1(admin, config);
+    const clients = await Promise.all([0, 1, 2].map(() => new pg.Client({ connectionString: db.url })));
+    for (const c of clients) await c.connect();
+    try {
+      const applied = await Promise.all(clients.map((c) => runMigrations(c)));
+      expect(applied.flat().sort()).toEqual(MIGRATIONS.map((x) => x.version));
+      expect(await schemaVersion(clients[0] as pg.Client)).toBe(SCHEMA_VERSION);
+    } finally {
+      for (const c of clients) await c.end();
+    }
+  });
+
+  it('refuses a schema newer than it knows, naming both versions', async () => {
+    const { db, admin } = await setup('migrate_newer');
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await runMigrations(client);
+      await admin.query(`INSERT INTO ${S}.schema_migrations (version, name) VALUES ($1, 'from the future')`, [
+        SCHEMA_VERSION + 1,
+      ]);
+      await expect(runMigrations(client)).rejects.toThrow(
+        `schema is at version ${SCHEMA_VERSION + 1}, but this pump-monitor knows versions up to ${SCHEMA_VERSION}`,
+      );
+    } finally {
+      await client.end();
+    }
+  });
+});
