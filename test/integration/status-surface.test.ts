@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
@@ -203,6 +204,72 @@ describe('STATUS_AUTH: HTTP Basic auth on the status surface', () => {
     expect(loadConfig({ EVENTS_MAX_CLIENTS: '3' }).status.eventsMaxClients).toBe(3);
     for (const bad of ['0', '-1', '2.5', 'many']) {
       expect(() => loadConfig({ EVENTS_MAX_CLIENTS: bad })).toThrow(/^EVENTS_MAX_CLIENTS: got/);
+    }
+  });
+});
+
+/** A GET whose path goes out exactly as written (fetch would resolve `..` first). */
+function rawGet(url: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolveGet, reject) => {
+    const req = request(`${url}/`, { path, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => {
+        body += c.toString('utf8');
+      });
+      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('/assets', () => {
+  it('serves every page module as JavaScript and the styles as CSS, and nothing else', async () => {
+    const { url } = await serve({});
+    const files = readdirSync(ASSETS);
+    expect(files).toEqual(expect.arrayContaining(['main.js', 'i18n.js', 'live.js', 'chart.js', 'app.css']));
+    for (const file of files) {
+      const res = await get(`${url}/assets/${file}`);
+      expect(res.status, file).toBe(200);
+      expect(res.headers.get('content-type'), file).toBe(
+        file.endsWith('.css') ? 'text/css; charset=utf-8' : 'text/javascript; charset=utf-8',
+      );
+    }
+    // Each module's imports name files that are served.
+    let imports = 0;
+    for (const file of files.filter((f) => f.endsWith('.js'))) {
+      const source = (await get(`${url}/assets/${file}`)).body;
+      for (const [, spec] of source.matchAll(/^import .* from '(.+)';$/gm)) {
+        expect(spec, `${file} imports ${spec}`).toMatch(/^\.\/[\w-]+\.js$/);
+        expect((await get(`${url}/assets/${spec?.slice(2)}`)).status, `${file} imports ${spec}`).toBe(200);
+        imports += 1;
+      }
+    }
+    expect(imports).toBeGreaterThan(10);
+    expect((await get(`${url}/assets/vendor/uPlot.iife.min.js`)).headers.get('content-type')).toBe(
+      'text/javascript; charset=utf-8',
+    );
+    const page = (await get(`${url}/`)).body;
+    expect(page).toContain('<script type="module" src="/assets/main.js"></script>');
+    expect(page).toContain('<script src="/assets/vendor/uPlot.iife.min.js"></script>');
+  });
+
+  it('refuses paths outside public/assets, however they are spelled', async () => {
+    const { url } = await serve({});
+    for (const path of [
+      '/assets/../package.json',
+      '/assets/..%2Fpackage.json',
+      '/assets/..%2F..%2Fpackage.json',
+      '/assets/%2e%2e%2f%2e%2e%2fsrc%2fhttp%2fserver.ts',
+      '/assets/..%5C..%5Cpackage.json',
+      '/assets/%2Fetc%2Fpasswd',
+      '/assets/index.html',
+      '/assets/nope.js',
+      '/assets/vendor/..%2F..%2Fpackage.json',
+    ]) {
+      const res = await rawGet(url, path);
+      expect(res.status, path).toBe(404);
+      expect(res.body, path).not.toMatch(/"name": "pump-monitor"|root:|import Fastify/);
     }
   });
 });
