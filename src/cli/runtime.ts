@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
 import { Monitor } from '../engine/monitor.js';
+import { warnIfOpen } from '../http/auth.js';
 import { buildServer } from '../http/server.js';
 import { createLogger } from '../util/logger.js';
 
@@ -15,11 +16,16 @@ export function progressLine(text: string | undefined): void {
   process.stderr.write(text === undefined ? '\r\x1b[K' : `\r\x1b[K${text}`);
 }
 
+/** The configured values no log line may carry: they are scrubbed wherever they appear. */
+export function secretsOf(config: Config): (string | undefined)[] {
+  return [config.apiKey, config.database?.password, config.status.auth?.password];
+}
+
 export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
   return createLogger({
     level: config.log.level,
     file: config.log.file,
-    secrets: [config.apiKey, config.database?.password, ...extraSecrets],
+    secrets: [...secretsOf(config), ...extraSecrets],
     pretty: terminal(),
   });
 }
@@ -41,9 +47,10 @@ export async function runListeners(
   logger: Logger,
 ): Promise<Running> {
   const monitor = new Monitor({ config, logger, ...(terminal() ? { progress: progressLine } : {}) });
-  const server = await buildServer(monitor);
+  const server = await buildServer(monitor, config.status);
   const url = await server.listen({ port: config.port, host: config.host });
-  logger.info({ url }, 'status server listening');
+  logger.info({ url, auth: config.status.auth ? 'basic' : 'none' }, 'status server listening');
+  warnIfOpen(logger, config.host, config.status.auth);
   try {
     await monitor.start();
   } catch (err) {

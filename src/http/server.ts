@@ -1,9 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { StatusSurfaceConfig } from '../config/env.js';
 import type { Monitor } from '../engine/monitor.js';
+import { requireBasicAuth } from './auth.js';
+import { LiveFeed } from './live-feed.js';
 
 const publicDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../public');
 
@@ -43,31 +46,72 @@ export function pageModel(monitor: Monitor) {
   };
 }
 
-/** The HTTP surface on PORT: status page, health, readiness, status JSON, Prometheus metrics. */
-export async function buildServer(monitor: Monitor): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false });
-  const page = readFileSync(resolve(publicDir, 'index.html'), 'utf8');
+export interface ServerOptions extends Partial<StatusSurfaceConfig> {
+  /** How often /events sends a fresh model; 1 s. */
+  eventsTickMs?: number;
+}
 
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(page));
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The /events fan-out, for tests: its client count and how many models it has built. */
+    liveFeed: LiveFeed;
+  }
+}
+
+const ASSET_TYPES: Record<string, string> = {
+  js: 'text/javascript; charset=utf-8',
+  css: 'text/css; charset=utf-8',
+};
+
+/**
+ * The page's own assets (public/assets/*.js, *.css), read once. Only these names are ever served, so no
+ * request path can reach another file.
+ */
+function loadAssets(): Map<string, { type: string; body: Buffer }> {
+  const dir = resolve(publicDir, 'assets');
+  const assets = new Map<string, { type: string; body: Buffer }>();
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const type = ASSET_TYPES[entry.name.split('.').pop() ?? ''];
+    if (entry.isFile() && type)
+      assets.set(entry.name, { type, body: readFileSync(resolve(dir, entry.name)) });
+  }
+  return assets;
+}
+
+/**
+ * The HTTP surface on PORT: status page, health, readiness, status JSON, Prometheus metrics, live events.
+ * With `auth`, everything but /healthz and /readyz needs HTTP Basic credentials.
+ */
+export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false });
+  if (opts.auth) await requireBasicAuth(app, opts.auth);
+  const page = readFileSync(resolve(publicDir, 'index.html'), 'utf8');
+  const assets = loadAssets();
   const vendor = createRequire(import.meta.url);
   const uplotJs = readFileSync(vendor.resolve('uplot/dist/uPlot.iife.min.js'));
   const uplotCss = readFileSync(vendor.resolve('uplot/dist/uPlot.min.css'));
-  app.get('/assets/vendor/uPlot.iife.min.js', async (_req, reply) =>
-    reply.type('text/javascript').send(uplotJs),
-  );
-  app.get('/assets/vendor/uPlot.min.css', async (_req, reply) => reply.type('text/css').send(uplotCss));
-  app.get('/assets/:file', async (req, reply) => {
-    const file = (req.params as { file: string }).file;
-    if (!/^[\w.-]+\.(js|css)$/.test(file)) return reply.code(404).send({ error: 'not found' });
-    try {
-      const body = readFileSync(resolve(publicDir, 'assets', file));
-      return reply.type(file.endsWith('.css') ? 'text/css' : 'text/javascript').send(body);
-    } catch {
-      return reply.code(404).send({ error: 'not found' });
-    }
+  const feed = new LiveFeed({
+    build: () => pageModel(monitor),
+    maxClients: opts.eventsMaxClients ?? 50,
+    ...(opts.eventsTickMs === undefined ? {} : { tickMs: opts.eventsTickMs }),
   });
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
+  app.decorate('liveFeed', feed);
+  app.addHook('preClose', async () => feed.close());
+
+  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(page));
+  app.get('/assets/vendor/uPlot.iife.min.js', async (_req, reply) =>
+    reply.type(ASSET_TYPES.js as string).send(uplotJs),
+  );
+  app.get('/assets/vendor/uPlot.min.css', async (_req, reply) =>
+    reply.type(ASSET_TYPES.css as string).send(uplotCss),
+  );
+  app.get('/assets/:file', async (req, reply) => {
+    const asset = assets.get((req.params as { file: string }).file);
+    if (!asset) return reply.code(404).send({ error: 'not found' });
+    return reply.type(asset.type).send(asset.body);
+  });
+  app.get('/healthz', { config: { open: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { config: { open: true } }, async (_req, reply) => {
     const r = monitor.readiness();
     return reply.code(r.ready ? 200 : 503).send({ ready: r.ready, reason: r.reason });
   });
@@ -77,17 +121,16 @@ export async function buildServer(monitor: Monitor): Promise<FastifyInstance> {
     const registry = monitor.telemetry.registry;
     return reply.type(registry.contentType).send(await registry.metrics());
   });
-  app.get('/events', (req, reply) => {
+  app.get('/events', async (_req, reply) => {
+    if (feed.full) {
+      // The page falls back to polling /api/view and tries the stream again later.
+      return reply
+        .code(503)
+        .header('retry-after', '30')
+        .send({ error: `too many /events clients (at most ${feed.maxClients})` });
+    }
     reply.hijack();
-    reply.raw.writeHead(200, {
-      'content-type': 'text/event-stream',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-    });
-    const send = () => reply.raw.write(`data: ${JSON.stringify(pageModel(monitor))}\n\n`);
-    send();
-    const timer = setInterval(send, 1_000);
-    req.raw.on('close', () => clearInterval(timer));
+    feed.add(reply.raw);
   });
   return app;
 }

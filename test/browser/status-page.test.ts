@@ -23,13 +23,20 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 const ARTIFACTS = resolve(import.meta.dirname, '../../test-artifacts');
-const SCREENSHOT = resolve(ARTIFACTS, 'status-page.png');
+// UPDATE_SCREENSHOT=1 refreshes the README's picture in docs/; otherwise it goes with the other artifacts.
+const SCREENSHOT =
+  process.env.UPDATE_SCREENSHOT === '1'
+    ? resolve(import.meta.dirname, '../../docs/status-page.png')
+    : resolve(ARTIFACTS, 'status-page.png');
 const SCREENSHOT_EN = resolve(ARTIFACTS, 'status-page-en.png');
 const SCREENSHOT_NARROW = resolve(ARTIFACTS, 'status-page-narrow.png');
 // The machine running the tests has two loaded cores: wait generously, assert no timing.
 const SLOW = 90_000;
 
-/** What public/assets/app.js exposes for tests. */
+/** The status page's basic-auth pair (STATUS_AUTH): the page is tested the way it is deployed. */
+const CREDENTIALS = { username: 'operator', password: 'browser-Pa55' };
+
+/** What public/assets/state.js exposes for tests. */
 interface PageState {
   points: Record<string, number>;
   updates: number;
@@ -60,7 +67,7 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) return; // reported by every test through requireChromium()
   h = await harness('page');
   const monitor = await h.startMonitor();
-  app = await buildServer(monitor);
+  app = await buildServer(monitor, { auth: { user: CREDENTIALS.username, password: CREDENTIALS.password } });
   await app.listen({ port: 0, host: '127.0.0.1' });
   baseUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 
@@ -97,7 +104,11 @@ function pageState(page: Page): Promise<PageState> {
 describe('status page', () => {
   it('shows both pumps live, draws predictions as they arrive and switches language', async () => {
     const b = requireChromium();
-    const context = await b.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+    const context = await b.newContext({
+      viewport: { width: 1440, height: 900 },
+      deviceScaleFactor: 1,
+      httpCredentials: CREDENTIALS,
+    });
     const page = await context.newPage();
     const problems: string[] = [];
     page.on('console', (msg) => {
@@ -219,8 +230,26 @@ describe('status page', () => {
     expect(external).toEqual([]);
   }, 240_000);
 
+  it('asks for credentials: without them the page and its modules answer 401 with a Basic challenge', async () => {
+    const context = await requireChromium().newContext({ viewport: { width: 800, height: 600 } });
+    const page = await context.newPage();
+    // Headless Chromium has nobody to ask for a password: the challenge ends the navigation.
+    await expect(page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW })).rejects.toThrow(
+      /ERR_INVALID_AUTH_CREDENTIALS/,
+    );
+    for (const path of ['/', '/assets/main.js', '/assets/app.css', '/events', '/api/view']) {
+      const r = await context.request.get(`${baseUrl}${path}`);
+      expect(r.status(), path).toBe(401);
+      expect(r.headers()['www-authenticate'], path).toMatch(/^Basic realm="pump-monitor"/);
+    }
+    await context.close();
+  }, 120_000);
+
   it('falls back to polling /api/view when the event stream fails', async () => {
-    const context = await requireChromium().newContext({ viewport: { width: 1280, height: 800 } });
+    const context = await requireChromium().newContext({
+      viewport: { width: 1280, height: 800 },
+      httpCredentials: CREDENTIALS,
+    });
     const page = await context.newPage();
     const pageErrors: string[] = [];
     page.on('pageerror', (err) => pageErrors.push(err.message));

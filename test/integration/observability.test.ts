@@ -4,9 +4,9 @@ import type { FastifyInstance } from 'fastify';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Running, runListeners, secretsOf } from '../../src/cli/runtime.js';
 import { type Config, ConfigError, type DatabaseConfig, loadConfig } from '../../src/config/env.js';
-import { Monitor } from '../../src/engine/monitor.js';
-import { buildServer } from '../../src/http/server.js';
+import type { Monitor } from '../../src/engine/monitor.js';
 import { loggerOptions } from '../../src/util/logger.js';
 import { API_KEY, type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
@@ -23,10 +23,14 @@ interface MetricFamily {
 }
 
 let h: Harness;
+let running: Running;
 let app: FastifyInstance;
 let monitor: Monitor;
 const logLines: string[] = [];
 const DB_PASSWORD = 'S3cret-Pa55word!';
+const STATUS_PASSWORD = 'St4tus-Pa55word?';
+const STATUS_AUTH = `watcher:${STATUS_PASSWORD}`;
+const AUTHORIZATION = `Basic ${Buffer.from(STATUS_AUTH).toString('base64')}`;
 
 /** The CLI's logger options (redaction and the secret scrubber), writing into `logLines`. */
 function capturingLogger(secrets: string[]) {
@@ -47,12 +51,22 @@ beforeAll(async () => {
   url.username = 'observer';
   url.password = encodeURIComponent(DB_PASSWORD);
   const config = loadConfig(
-    { ...testEnv(h.db, h.backend), DATABASE_URL: url.toString(), LOG_LEVEL: 'debug' },
+    {
+      ...testEnv(h.db, h.backend),
+      DATABASE_URL: url.toString(),
+      LOG_LEVEL: 'debug',
+      HOST: '127.0.0.1',
+      STATUS_AUTH,
+      SHUTDOWN_TIMEOUT_MS: '1000',
+    },
     { requireDatabase: true, requireBackend: true },
   ) as Config & { database: DatabaseConfig };
-  monitor = new Monitor({ config, logger: capturingLogger([API_KEY, DB_PASSWORD]) });
-  await monitor.start();
-  app = await buildServer(monitor);
+  // The CLI's own wiring: server with STATUS_AUTH, engine, and the logger's list of secrets.
+  const secrets = secretsOf(config);
+  expect(secrets).toEqual(expect.arrayContaining([API_KEY, DB_PASSWORD, STATUS_PASSWORD]));
+  running = await runListeners(config, capturingLogger(secrets as string[]));
+  monitor = running.monitor;
+  app = running.server;
   await insertTimestamp(h.admin, h.pumps.B, '2025-03-01T00:00:00');
   await h.admin.query('SELECT pg_notify($1, $2)', ['canal_voltaje_barra_b', 'not json']);
   // The engine's own count, not the backend's: the metrics are updated once the engine has the answer.
@@ -63,13 +77,17 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await monitor?.stop(1_000);
+  await running?.stop();
   await h?.close();
 });
 
 describe('metrics', () => {
   it('/metrics parses as Prometheus text format and carries the engine counters', async () => {
-    const res = await app.inject({ method: 'GET', url: '/metrics' });
+    const res = await app.inject({
+      method: 'GET',
+      url: '/metrics',
+      headers: { authorization: AUTHORIZATION },
+    });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toContain('text/plain');
     const families = parsePrometheusTextFormat(res.body) as MetricFamily[];
@@ -108,7 +126,7 @@ describe('metrics', () => {
 });
 
 describe('secrets', () => {
-  it('no password, API key or credentialed URL reaches a log line, /status, the page or the metrics', async () => {
+  it('no password, API key, STATUS_AUTH or credentialed URL reaches a log line, /status, the page, an error or the metrics', async () => {
     // Provoke the lines most likely to carry secrets: a backend refusing the key, a lost connection.
     h.backend.behaviour = () => ({ status: 401 });
     await insertTimestamp(h.admin, h.pumps.B, '2025-03-01T00:00:01');
@@ -119,16 +137,46 @@ describe('secrets', () => {
     await waitFor('reconnected', () => monitor.listener.reconnects >= 1 && monitor.listener.listening);
     h.backend.behaviour = () => undefined;
 
-    const bodies = [
-      ...logLines,
-      (await app.inject({ method: 'GET', url: '/status' })).body,
-      (await app.inject({ method: 'GET', url: '/api/view' })).body,
-      (await app.inject({ method: 'GET', url: '/' })).body,
-      (await app.inject({ method: 'GET', url: '/readyz' })).body,
-      (await app.inject({ method: 'GET', url: '/metrics' })).body,
+    // Every answer of the surface, with the right credentials and with wrong ones (status, headers, body).
+    const answers: string[] = [];
+    const wrong = [
+      undefined,
+      `Basic ${Buffer.from(`watcher:${STATUS_PASSWORD}!`).toString('base64')}`,
+      `Basic ${Buffer.from(`intruder:${STATUS_PASSWORD}`).toString('base64')}`,
+      `Basic ${STATUS_AUTH}`,
     ];
+    for (const url of ['/', '/assets/main.js', '/status', '/api/view', '/readyz', '/healthz', '/metrics']) {
+      for (const authorization of [AUTHORIZATION, ...wrong]) {
+        const res = await app.inject({
+          method: 'GET',
+          url,
+          headers: authorization === undefined ? {} : { authorization },
+        });
+        answers.push(`${res.statusCode} ${JSON.stringify(res.headers)} ${res.body}`);
+      }
+    }
+    // The live feed, over a real socket (it never ends, so inject cannot read it).
+    const ac = new AbortController();
+    const events = await fetch(`${running.url}/events`, {
+      headers: { authorization: AUTHORIZATION },
+      signal: ac.signal,
+    });
+    const first = await events.body?.getReader().read();
+    ac.abort();
+    answers.push(Buffer.from(first?.value ?? new Uint8Array()).toString('utf8'));
+    expect(answers.at(-1)).toMatch(/^data: \{/);
+
+    const bodies = [...logLines, ...answers];
     expect(logLines.length).toBeGreaterThan(5);
-    for (const secret of [API_KEY, DB_PASSWORD, encodeURIComponent(DB_PASSWORD)]) {
+    expect(logLines.some((l) => l.includes('status server listening'))).toBe(true);
+    for (const secret of [
+      API_KEY,
+      DB_PASSWORD,
+      encodeURIComponent(DB_PASSWORD),
+      STATUS_PASSWORD,
+      encodeURIComponent(STATUS_PASSWORD),
+      AUTHORIZATION.slice('Basic '.length),
+    ]) {
       const leaks = bodies.filter((b) => b.includes(secret));
       expect(leaks, `leaked ${secret}`).toEqual([]);
     }
@@ -147,6 +195,8 @@ describe('secrets', () => {
         'DB_SSLROOTCERT',
       ],
       [{ DB_HOST: 'h', DB_NAME: 'd', DB_USER: 'u', DB_PASSWORD, DB_PORT: 'x' }, 'DB_PORT'],
+      [{ DATABASE_URL: 'postgres://u@h/db', STATUS_AUTH: `watcher${STATUS_PASSWORD}` }, 'STATUS_AUTH'],
+      [{ DATABASE_URL: 'postgres://u@h/db', STATUS_AUTH: `watcher:` }, 'STATUS_AUTH'],
     ];
     for (const [env, variable] of cases) {
       let message = '';
@@ -158,6 +208,8 @@ describe('secrets', () => {
       }
       expect(message.startsWith(`${variable}:`)).toBe(true);
       expect(message).not.toContain(DB_PASSWORD);
+      expect(message).not.toContain(STATUS_PASSWORD);
+      expect(message).not.toContain('watcher');
       expect(message.split('\n')).toHaveLength(1);
     }
   });
