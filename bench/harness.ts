@@ -12,6 +12,7 @@ import { ENGINE_SCHEMA, migrate } from '../src/store/schema.js';
 import type { EmbeddedPostgres } from '../src/tools/embedded-postgres.js';
 import type { BenchServer, Completion } from './bench-server.js';
 import { Child } from './children.js';
+import { costOf, type EngineCost, engineMark } from './cost.js';
 import { type CpuShare, type CpuSnapshot, cpuShare, cpuSnapshot } from './cpu.js';
 import type { EngineCommand, EngineMessage, RssSample } from './engine-runner.js';
 import { type Group, Inserter, tiempoOf } from './inserter.js';
@@ -248,9 +249,15 @@ export interface PhaseSpec {
   engine?: { env: Record<string, string>; start?: boolean };
 }
 
-/** A measurement window: opened by `ctx.meter()`, closed by `stop()`. */
+/** What a measurement window measured: where the CPU went, and (with an engine) the engine's cost. */
+export interface Measured {
+  cpu: CpuShare;
+  cost: EngineCost | undefined;
+}
+
+/** A measurement window: opened by `ctx.meter()`, closed by `stop(readings)`. */
 export interface Meter {
-  stop(): Promise<CpuShare>;
+  stop(readings?: number): Promise<Measured>;
 }
 
 export interface PhaseContext {
@@ -271,7 +278,10 @@ export interface PhaseContext {
   ): Child<M, C>;
   /** Runs `fn` at tear-down, before the engine stops and the database is dropped (last deferred first). */
   defer(fn: () => unknown): void;
-  /** Opens a measurement window over the tracked processes (and a helper child's pid). */
+  /**
+   * Opens a measurement window over the tracked processes (and a helper child's pid); with an engine, it
+   * also takes the engine's marks at both ends (one IPC round trip each, outside the CPU window).
+   */
   meter(helper?: number): Promise<Meter>;
 }
 
@@ -330,8 +340,17 @@ export async function withPhase<T>(
       undo.push(fn);
     },
     async meter(helper) {
+      const engine = run?.engine;
+      const m0 = engine ? await engineMark(engine) : undefined;
       const a = snap(env, run, helper);
-      return { stop: async () => cpuShare(a, snap(env, run, helper)) };
+      return {
+        stop: async (readings = 0) => {
+          const b = snap(env, run, helper);
+          const m1 = engine ? await engineMark(engine) : undefined;
+          const cost = engine ? costOf(m0, m1, b.engineMs - a.engineMs, readings) : undefined;
+          return { cpu: cpuShare(a, b), cost };
+        },
+      };
     },
   };
   let failed = false;

@@ -2,6 +2,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { EngineCost } from './cost.js';
 import type { CpuShare } from './cpu.js';
 import type { Options } from './options.js';
 import type { CatchUpResult } from './phases/catchup.js';
@@ -33,6 +34,12 @@ export interface Row {
   met: string;
   /** CPU cores used meanwhile: engine (or helper child) / PostgreSQL / bench process / anything else. */
   cores: string;
+  /** The engine's CPU per reading, µs (from /proc). */
+  cpuPerReading: string;
+  /** JS heap the engine allocated per reading, KB. */
+  allocPerReading: string;
+  /** The engine's event-loop utilisation over the measurement. */
+  elu: string;
 }
 
 function cores(c: CpuShare | undefined): string {
@@ -57,10 +64,14 @@ export function table(rows: Row[]): string {
     value: 'measured',
     limit: 'limit',
     ratio: 'ratio',
+    cpuPerReading: 'engine µs/reading',
+    allocPerReading: 'alloc KB/reading',
+    elu: 'ELU',
     target: 'target',
     met: 'met',
     cores: 'cores: engine / pg / bench / other',
   };
+  // The printed order; the JSON rows keep the fields of earlier reports first.
   const keys = Object.keys(heads) as (keyof Row)[];
   const width = (k: keyof Row) => Math.max(...[heads, ...rows].map((r) => r[k].length));
   const line = (r: Row) => `| ${keys.map((k) => r[k].padEnd(width(k))).join(' | ')} |`;
@@ -71,7 +82,11 @@ export function table(rows: Row[]): string {
 
 export function buildTable(r: Results): Row[] {
   const rows: Row[] = [];
-  const add = (x: Partial<Row> & { measure: string; value: string }, cpu?: CpuShare) =>
+  const add = (
+    x: Partial<Row> & { measure: string; value: string },
+    cpu?: CpuShare,
+    cost?: EngineCost | undefined,
+  ) =>
     rows.push({
       limit: '',
       ratio: '',
@@ -80,6 +95,9 @@ export function buildTable(r: Results): Row[] {
       ...x,
       // Marked when something else used a quarter core or more meanwhile: the number is disturbed.
       cores: cpu ? `${cores(cpu)}${cpu.otherCores >= 0.25 ? ' *' : ''}` : '',
+      cpuPerReading: cost ? fmt(cost.cpuUsPerReading) : '',
+      allocPerReading: cost ? fmt(cost.allocKbPerReading) : '',
+      elu: !cost ? '' : Number.isFinite(cost.elu) ? cost.elu.toFixed(2) : 'n/a',
     });
   const ratioOf = (value: number, limit: number) => {
     const q = value / limit;
@@ -119,6 +137,7 @@ export function buildTable(r: Results): Row[] {
         met: verdict(Number.isFinite(ratio) ? ratio >= 0.8 : undefined),
       },
       e.cpu,
+      e.engineCost,
     );
   }
   for (const l of [r.latencyOn, r.latencyOff]) {
@@ -131,6 +150,7 @@ export function buildTable(r: Results): Row[] {
         met: verdict(Number.isFinite(l.p99Ms) && l.missing === 0 ? l.p99Ms < 20 : false),
       },
       l.cpu,
+      l.engineCost,
     );
   }
   if (r.catchUp) {
@@ -146,6 +166,7 @@ export function buildTable(r: Results): Row[] {
         ratio: ratioOf(c.rowsPerS, L),
       },
       c.cpu,
+      c.engineCost,
     );
     add({
       measure: 'catch-up incl. all per-sensor posts',
@@ -164,6 +185,7 @@ export function buildTable(r: Results): Row[] {
         met: verdict(m.peakRssMb < 150),
       },
       m.cpu,
+      m.engineCost,
     );
     add({
       measure: 'memory run: vectors delivered / expected; duplicate POSTs',
@@ -185,6 +207,8 @@ export function buildTable(r: Results): Row[] {
 export const LEGEND = [
   "cores: CPU cores used during the measurement by the engine (or the limit's helper process),",
   'PostgreSQL, this bench process, and anything else; * = other load >= 0.25 cores (disturbed)',
+  'engine µs/reading: engine CPU (utime + stime) per reading; alloc KB/reading: JS heap allocated per',
+  "reading; ELU: the engine's event-loop utilisation (catch-up: with its posts; docs/performance.md)",
 ];
 
 function today(): string {

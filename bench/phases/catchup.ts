@@ -1,4 +1,5 @@
 /** Catch-up: rows inserted while no engine runs, then the engine starts and works through them. */
+import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import {
   arrivals,
@@ -29,6 +30,8 @@ export interface CatchUpResult {
   duplicates: number;
   peakRssMb: number;
   cpu: CpuShare;
+  /** Engine CPU, heap allocated and event-loop utilisation over the measurement, per reading. */
+  engineCost: EngineCost | undefined;
 }
 
 export function phaseCatchUp(env: Env): Promise<CatchUpResult> {
@@ -60,7 +63,7 @@ export function phaseCatchUp(env: Env): Promise<CatchUpResult> {
     // With --engine-env SENSOR_POSTS=false no per-sensor post comes: the vectors are the whole job.
     const posts = !/^(0|false|no|off)$/i.test(env.opts.engineEnv.SENSOR_POSTS ?? 'true');
     const p = posts ? await arrivals(env, 0, rows, timeoutFor(rows, 500)) : c;
-    const cpu = await meter.stop();
+    const { cpu, cost } = await meter.stop(rows);
     const vectorsMs = c ? c.at - t0 : Number.NaN;
     const postsMs = p ? p.at - t0 : Number.NaN;
     return {
@@ -79,6 +82,7 @@ export function phaseCatchUp(env: Env): Promise<CatchUpResult> {
       duplicates: env.bench.duplicates,
       peakRssMb: rssStats(ctx.engine.samples).peakMb,
       cpu,
+      engineCost: cost,
     };
   });
 }

@@ -1,4 +1,5 @@
 /** Engine throughput: N rows inserted as fast as the connections go, with and without per-sensor posts. */
+import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import { arrivals, type Env, engineProbe, fullGroups, rssStats, timeoutFor, withPhase } from '../harness.js';
 import { now, round } from '../stats.js';
@@ -21,6 +22,8 @@ export interface EngineResult {
   engineQueries: number;
   engineQueriesPerVector: number;
   cpu: CpuShare;
+  /** Engine CPU, heap allocated and event-loop utilisation over the measurement, per reading. */
+  engineCost: EngineCost | undefined;
   status: Record<string, unknown> | undefined;
 }
 
@@ -39,7 +42,7 @@ export function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResul
     const { rows, firstAt } = await ins.burst(groups);
     const insertEnd = now();
     const c = await arrivals(env, vectors, postsExpected, timeoutFor(rowsExpected, sensorPosts ? 200 : 500));
-    const cpu = await meter.stop();
+    const { cpu, cost } = await meter.stop(rows);
     const probe1 = await engineProbe(ctx.engine);
     const engineQueries = Number(probe1?.status.db_queries ?? Number.NaN) - queries0;
     await ins.close();
@@ -62,6 +65,7 @@ export function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResul
       engineQueries,
       engineQueriesPerVector: round(engineQueries / vectors, 2),
       cpu,
+      engineCost: cost,
       status: probe1?.status,
     };
   });

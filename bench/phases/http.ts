@@ -26,7 +26,7 @@ export function phaseHttp(env: Env): Promise<HttpResult> {
     const meter = await ctx.meter(child.proc.pid);
     const d = await child.next('done', timeoutFor(env.opts.httpRequests, 1_000));
     // Warm-up included; the load generator's CPU is helperCores.
-    const cpu = await meter.stop();
+    const { cpu } = await meter.stop();
     return {
       requests: d.requests,
       connections: d.connections,

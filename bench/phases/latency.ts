@@ -2,6 +2,7 @@
 import { withClient } from '../../src/store/db.js';
 import { vectorKey } from '../../src/store/outbox.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import { type Env, rssStats, withPhase } from '../harness.js';
 import { tiempoOf } from '../inserter.js';
@@ -31,6 +32,8 @@ export interface LatencyResult {
   };
   peakRssMb: number;
   cpu: CpuShare;
+  /** Engine CPU, heap allocated and event-loop utilisation over the measurement, per reading. */
+  engineCost: EngineCost | undefined;
 }
 
 function spread(xs: number[]) {
@@ -56,18 +59,21 @@ export function phaseLatency(env: Env, sensorPosts: boolean): Promise<LatencyRes
     const meter = await ctx.meter();
     const start = now() + 20;
     let behind = 0;
+    let rows = 0;
     for (let i = 0; i < ticks; i++) {
       const due = start + i * intervalMs;
       await sleepUntil(due);
       behind = Math.max(behind, now() - due);
       const tiempo = tiempoOf(env.baseMs, i, Math.round(intervalMs));
       const committed = await Promise.all(env.pumps.map((pump, k) => ins.insert(k, { pump, tiempo })));
+      for (const c of committed) rows += c.rows;
       if (i < warmupTicks) continue;
       for (const c of committed) commits.set(vectorKey(c.pump, c.tiempo), c.at);
     }
     const vectors = ticks * env.pumps.length;
     await waitUntil(() => (env.bench.completion(vectors, 0).done ? true : undefined), 30_000);
-    const cpu = await meter.stop();
+    // The cost covers the warm-up's readings too: the window opens before it.
+    const { cpu, cost } = await meter.stop(rows);
     await ins.close();
     const latencies: number[] = [];
     let missing = 0;
@@ -108,6 +114,7 @@ export function phaseLatency(env: Env, sensorPosts: boolean): Promise<LatencyRes
       segments: { toOutbox: spread(toOutbox), outboxToPost: spread(outboxToPost) },
       peakRssMb: rssStats(ctx.engine.samples).peakMb,
       cpu,
+      engineCost: cost,
     };
   });
 }

@@ -32,7 +32,7 @@ export function phaseListener(env: Env): Promise<ListenerResult> {
     const { rows, firstAt } = await ins.burst(groups);
     const insertEnd = now();
     const d = await done;
-    const cpu = await meter.stop();
+    const { cpu } = await meter.stop();
     await ins.close();
     const elapsed = d.lastAt - firstAt;
     return {

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { PumpConfig } from '../../src/config/env.js';
 import { clientConfig } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import type { RssSample } from '../engine-runner.js';
 import { type Env, engineProbe, log, rssStats, withPhase } from '../harness.js';
@@ -35,6 +36,8 @@ export interface MemoryResult {
   flat: boolean;
   peakHeapMb: number;
   cpu: CpuShare;
+  /** Engine CPU, heap allocated and event-loop utilisation over the measurement, per reading. */
+  engineCost: EngineCost | undefined;
   /** [seconds since start, RSS MB, heap MB], one per second. */
   timeline: [number, number, number][];
   statusTimeline: Record<string, unknown>[];
@@ -164,7 +167,7 @@ export function phaseMemory(env: Env): Promise<MemoryResult> {
       1_000,
     );
     const drainS = (now() - drainStart) / 1000;
-    const cpu = await meter.stop();
+    const { cpu, cost } = await meter.stop(rows);
     const probe1 = await engineProbe(run);
     if (probe1) statusTimeline.push(summarizeStatus((now() - t0) / 1000, probe1.status));
     const { rows: dl } = await admin.query<{ n: string }>(
@@ -202,6 +205,7 @@ export function phaseMemory(env: Env): Promise<MemoryResult> {
       flat: secondHalfPeakMb <= Math.max(firstHalfPeakMb * 1.1, firstHalfPeakMb + 5),
       peakHeapMb: samples.length ? megabytes(Math.max(...samples.map((x) => x.heapUsed))) : Number.NaN,
       cpu,
+      engineCost: cost,
       timeline: samples.map((x) => [round((x.at - t0) / 1000, 0), megabytes(x.rss), megabytes(x.heapUsed)]),
       statusTimeline,
     };
