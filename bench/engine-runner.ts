@@ -3,15 +3,19 @@
  * an IPC channel; configured by the environment exactly like `pump-monitor start` (DATABASE_URL,
  * BASE_URL, BASE_URL_B, API_KEY, SENSOR_POSTS, ...), with logging off.
  *
- * Parent → child: {type:'start'} | {type:'status'} | {type:'stop'}
- * Child → parent: ready, started, sample (every BENCH_SAMPLE_MS), status, stopped, error
+ * Parent → child: {type:'start'} | {type:'status'} | {type:'mark'} | {type:'stop'}
+ * Child → parent: ready, started, sample (every BENCH_SAMPLE_MS), status, mark, stopped, error
+ *
+ * `mark` answers with running totals of this process (heap allocated, collections, event-loop time), so
+ * that the parent can difference two marks around a measurement (see docs/performance.md).
  */
+import v8 from 'node:v8';
 import pino from 'pino';
 import { type DatabaseConfig, loadConfig } from '../src/config/env.js';
 import { Monitor } from '../src/engine/monitor.js';
 import { now } from './stats.js';
 
-export type EngineCommand = { type: 'start' } | { type: 'status' } | { type: 'stop' };
+export type EngineCommand = { type: 'start' } | { type: 'status' } | { type: 'mark' } | { type: 'stop' };
 
 export interface RssSample {
   at: number;
@@ -20,11 +24,28 @@ export interface RssSample {
   external: number;
 }
 
+/** Running totals since the runner started; a measurement is the difference of two marks. */
+export interface EngineMark {
+  at: number;
+  /**
+   * Bytes allocated on the JS heap: the heap used now plus everything the collections freed (heap used
+   * before each collection minus after it), less what the accounting itself allocated.
+   */
+  allocatedBytes: number;
+  collections: number;
+  /** Time spent in those collections (GCProfiler's cost), ms. */
+  gcMs: number;
+  /** performance.eventLoopUtilization(): time the event loop was idle / active so far, ms. */
+  eluIdleMs: number;
+  eluActiveMs: number;
+}
+
 export type EngineMessage =
   | { type: 'ready' }
   | { type: 'started'; at: number; startMs: number }
   | ({ type: 'sample' } & RssSample)
   | { type: 'status'; status: ReturnType<Monitor['status']>; cpuMs: number }
+  | ({ type: 'mark' } & EngineMark)
   | { type: 'stopped' }
   | { type: 'error'; message: string };
 
@@ -45,6 +66,45 @@ function sample(): RssSample {
   return { at: now(), rss: m.rss, heapUsed: m.heapUsed, external: m.external };
 }
 
+/**
+ * Heap accounting. A GCProfiler records the heap before and after every collection; it is replaced by a
+ * fresh one at every sample and mark, so its records (about 3 KB per collection, kept outside the heap
+ * until stop()) stay few. The next profiler starts before the previous one stops, so no collection falls
+ * between the two; what parsing the previous one's records allocates is counted apart and left out.
+ */
+const heap = { freed: 0, collections: 0, gcUs: 0, overhead: 0 };
+let profiler = new v8.GCProfiler();
+profiler.start();
+
+function foldCollections(): void {
+  const before = v8.getHeapStatistics().used_heap_size;
+  const next = new v8.GCProfiler();
+  next.start();
+  const done = profiler.stop();
+  profiler = next;
+  const after = v8.getHeapStatistics().used_heap_size;
+  // A collection during stop() would show as a drop; then the parse's allocations are not known.
+  if (after >= before) heap.overhead += after - before;
+  for (const s of done?.statistics ?? []) {
+    heap.freed += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
+    heap.collections += 1;
+    heap.gcUs += s.cost;
+  }
+}
+
+function mark(): EngineMark {
+  foldCollections();
+  const elu = performance.eventLoopUtilization();
+  return {
+    at: now(),
+    allocatedBytes: heap.freed + v8.getHeapStatistics().used_heap_size - heap.overhead,
+    collections: heap.collections,
+    gcMs: heap.gcUs / 1000,
+    eluIdleMs: elu.idle,
+    eluActiveMs: elu.active,
+  };
+}
+
 async function main(): Promise<void> {
   const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
   const monitor = new Monitor({
@@ -63,7 +123,10 @@ async function main(): Promise<void> {
     })();
     return stopping;
   };
-  const sampler = setInterval(() => send({ type: 'sample', ...sample() }), sampleMs);
+  const sampler = setInterval(() => {
+    foldCollections();
+    send({ type: 'sample', ...sample() });
+  }, sampleMs);
   const lifetime = setTimeout(() => void stop(3), maxLifetimeMs);
   monitor.on('fatal', (err) => {
     send({ type: 'error', message: err.message });
@@ -84,6 +147,8 @@ async function main(): Promise<void> {
     } else if (m.type === 'status') {
       const cpu = process.cpuUsage();
       send({ type: 'status', status: monitor.status(), cpuMs: (cpu.user + cpu.system) / 1000 });
+    } else if (m.type === 'mark') {
+      send({ type: 'mark', ...mark() });
     } else if (m.type === 'stop') {
       void stop(0);
     }

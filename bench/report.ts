@@ -1,0 +1,259 @@
+/** The printed table and the JSON report written to bench/results/. */
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { EngineCost } from './cost.js';
+import type { CpuShare } from './cpu.js';
+import type { Options } from './options.js';
+import type { CatchUpResult } from './phases/catchup.js';
+import type { EngineResult } from './phases/engine.js';
+import type { HttpResult } from './phases/http.js';
+import type { LatencyResult } from './phases/latency.js';
+import type { ListenerResult } from './phases/listener.js';
+import type { MemoryResult } from './phases/memory.js';
+import type { ProfileSummary } from './profile-summary.js';
+import { round } from './stats.js';
+
+export interface Results {
+  listener?: ListenerResult;
+  http?: HttpResult;
+  engineOff?: EngineResult;
+  engineOn?: EngineResult;
+  latencyOn?: LatencyResult;
+  latencyOff?: LatencyResult;
+  catchUp?: CatchUpResult;
+  memory?: MemoryResult;
+}
+
+export interface Row {
+  measure: string;
+  value: string;
+  limit: string;
+  ratio: string;
+  target: string;
+  met: string;
+  /** CPU cores used meanwhile: engine (or helper child) / PostgreSQL / bench process / anything else. */
+  cores: string;
+  /** The engine's CPU per reading, µs (from /proc). */
+  cpuPerReading: string;
+  /** JS heap the engine allocated per reading, KB. */
+  allocPerReading: string;
+  /** The engine's event-loop utilisation over the measurement. */
+  elu: string;
+}
+
+function cores(c: CpuShare | undefined): string {
+  if (!c) return '';
+  const f = (n: number) => n.toFixed(2);
+  const own = c.engineCores > 0 ? f(c.engineCores) : f(c.helperCores);
+  return `${own} / ${f(c.postgresCores)} / ${f(c.benchCores)} / ${f(c.otherCores)}`;
+}
+
+function fmt(n: number, unit = ''): string {
+  if (!Number.isFinite(n)) return 'n/a';
+  return `${n.toLocaleString('en-US')}${unit}`;
+}
+
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? '' : ok ? 'yes' : 'NO';
+}
+
+export function table(rows: Row[]): string {
+  const heads: Row = {
+    measure: 'measure',
+    value: 'measured',
+    limit: 'limit',
+    ratio: 'ratio',
+    cpuPerReading: 'engine µs/reading',
+    allocPerReading: 'alloc KB/reading',
+    elu: 'ELU',
+    target: 'target',
+    met: 'met',
+    cores: 'cores: engine / pg / bench / other',
+  };
+  // The printed order; the JSON rows keep the fields of earlier reports first.
+  const keys = Object.keys(heads) as (keyof Row)[];
+  const width = (k: keyof Row) => Math.max(...[heads, ...rows].map((r) => r[k].length));
+  const line = (r: Row) => `| ${keys.map((k) => r[k].padEnd(width(k))).join(' | ')} |`;
+  return [line(heads), `|${keys.map((k) => '-'.repeat(width(k) + 2)).join('|')}|`, ...rows.map(line)].join(
+    '\n',
+  );
+}
+
+export function buildTable(r: Results): Row[] {
+  const rows: Row[] = [];
+  const add = (
+    x: Partial<Row> & { measure: string; value: string },
+    cpu?: CpuShare,
+    cost?: EngineCost | undefined,
+  ) =>
+    rows.push({
+      limit: '',
+      ratio: '',
+      target: '',
+      met: '',
+      ...x,
+      // Marked when something else used a quarter core or more meanwhile: the number is disturbed.
+      cores: cpu ? `${cores(cpu)}${cpu.otherCores >= 0.25 ? ' *' : ''}` : '',
+      cpuPerReading: cost ? fmt(cost.cpuUsPerReading) : '',
+      allocPerReading: cost ? fmt(cost.allocKbPerReading) : '',
+      elu: !cost ? '' : Number.isFinite(cost.elu) ? cost.elu.toFixed(2) : 'n/a',
+    });
+  const ratioOf = (value: number, limit: number) => {
+    const q = value / limit;
+    return Number.isFinite(q) ? `${q.toFixed(2)}x` : 'n/a';
+  };
+  const L = r.listener?.rowsPerS ?? Number.NaN;
+  const H = r.http?.requestsPerS ?? Number.NaN;
+  if (r.listener) {
+    add(
+      {
+        measure: `limit: bare LISTEN (${fmt(r.listener.rows)} rows)`,
+        value: fmt(r.listener.rowsPerS, ' rows/s'),
+      },
+      r.listener.cpu,
+    );
+  }
+  if (r.http) {
+    add(
+      {
+        measure: `limit: HTTP keep-alive (${r.http.connections} conns)`,
+        value: fmt(r.http.requestsPerS, ' req/s'),
+      },
+      r.http.cpu,
+    );
+  }
+  for (const e of [r.engineOff, r.engineOn]) {
+    if (!e) continue;
+    const limit = e.sensorPosts ? H : L;
+    const ratio = e.readingsPerS / limit;
+    add(
+      {
+        measure: `engine, SENSOR_POSTS=${e.sensorPosts} (${fmt(e.rows)} rows)`,
+        value: e.complete ? fmt(e.readingsPerS, ' readings/s') : 'incomplete',
+        limit: e.sensorPosts ? `HTTP ${fmt(H)}` : `LISTEN ${fmt(L)}`,
+        ratio: ratioOf(e.readingsPerS, limit),
+        target: '>= 0.8x',
+        met: verdict(Number.isFinite(ratio) ? ratio >= 0.8 : undefined),
+      },
+      e.cpu,
+      e.engineCost,
+    );
+  }
+  for (const l of [r.latencyOn, r.latencyOff]) {
+    if (!l) continue;
+    add(
+      {
+        measure: `latency @${fmt(l.rate)}/s, posts ${l.sensorPosts ? 'on' : 'off'} (p50 / p99 / max)`,
+        value: `${fmt(l.p50Ms)} / ${fmt(l.p99Ms)} / ${fmt(l.maxMs)} ms`,
+        target: 'p99 < 20 ms',
+        met: verdict(Number.isFinite(l.p99Ms) && l.missing === 0 ? l.p99Ms < 20 : false),
+      },
+      l.cpu,
+      l.engineCost,
+    );
+  }
+  if (r.catchUp) {
+    const c = r.catchUp;
+    add(
+      {
+        measure: `catch-up ${fmt(c.rows)} rows -> ${fmt(c.vectors)} vectors${c.gaps ? ' (25% gaps)' : ''}`,
+        value:
+          c.deliveredVectors < c.vectors
+            ? `incomplete: ${fmt(c.deliveredVectors)} of ${fmt(c.vectors)} vectors`
+            : `${fmt(c.rowsPerS, ' rows/s')} (${fmt(c.vectorsMs)} ms)`,
+        limit: `LISTEN ${fmt(L)}`,
+        ratio: ratioOf(c.rowsPerS, L),
+      },
+      c.cpu,
+      c.engineCost,
+    );
+    add({
+      measure: 'catch-up incl. all per-sensor posts',
+      value: `${fmt(c.rowsPerSWithPosts, ' rows/s')} (${fmt(c.postsMs)} ms)`,
+      limit: `HTTP ${fmt(H)}`,
+      ratio: ratioOf(c.rowsPerSWithPosts, H),
+    });
+  }
+  if (r.memory) {
+    const m = r.memory;
+    add(
+      {
+        measure: `memory: ${fmt(m.rows)} readings, ${m.outageSeconds} s outage (peak RSS)`,
+        value: `${fmt(m.peakRssMb)} MB`,
+        target: '< 150 MB',
+        met: verdict(m.peakRssMb < 150),
+      },
+      m.cpu,
+      m.engineCost,
+    );
+    add({
+      measure: 'memory run: vectors delivered / expected; duplicate POSTs',
+      value: `${fmt(m.deliveredVectors)} / ${fmt(m.vectorsExpected)}; ${fmt(m.duplicates)} dup`,
+      target: 'all; 0 dup',
+      met: verdict(m.lostVectors === 0 && m.duplicates === 0),
+    });
+    add({
+      measure: 'memory: peak RSS 1st half / 2nd half',
+      value: `${fmt(m.firstHalfPeakMb)} / ${fmt(m.secondHalfPeakMb)} MB`,
+      target: 'flat',
+      met: verdict(m.flat),
+    });
+  }
+  return rows;
+}
+
+/** The legend printed under the table. */
+export const LEGEND = [
+  "cores: CPU cores used during the measurement by the engine (or the limit's helper process),",
+  'PostgreSQL, this bench process, and anything else; * = other load >= 0.25 cores (disturbed)',
+  'engine µs/reading: engine CPU (utime + stime) per reading; alloc KB/reading: JS heap allocated per',
+  "reading; ELU: the engine's event-loop utilisation (catch-up: with its posts; docs/performance.md)",
+];
+
+function today(): string {
+  const d = new Date();
+  const two = (x: number) => String(x).padStart(2, '0');
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}`;
+}
+
+export interface ReportInput {
+  opts: Options;
+  postgres: string;
+  source: { commit: string; srcDirty: boolean };
+  began: number;
+  rows: Row[];
+  results: Results;
+  profiles: Record<string, ProfileSummary>;
+}
+
+/**
+ * Writes the report to `<out>/<date>.json` (`<date>-quick.json` in quick mode), atomically; returns the
+ * file and the run's duration in seconds.
+ */
+export async function writeReport(x: ReportInput): Promise<{ file: string; durationS: number }> {
+  const { opts } = x;
+  const report = {
+    date: today(),
+    mode: opts.mode,
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memoryGiB: round(os.totalmem() / 1024 ** 3, 1),
+      platform: `${os.platform()} ${os.release()}`,
+      node: process.version,
+      postgres: x.postgres,
+    },
+    source: x.source,
+    options: { ...opts, phases: [...opts.phases] },
+    durationS: round((Date.now() - x.began) / 1000, 0),
+    table: x.rows,
+    results: x.results,
+    profiles: x.profiles,
+  };
+  await mkdir(opts.out, { recursive: true });
+  const file = path.join(opts.out, `${report.date}${opts.mode === 'quick' ? '-quick' : ''}.json`);
+  await writeFile(`${file}.tmp`, `${JSON.stringify(report, null, 2)}\n`);
+  await rename(`${file}.tmp`, file);
+  return { file, durationS: report.durationS };
+}
