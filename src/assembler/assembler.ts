@@ -1,5 +1,6 @@
 import type { PumpConfig } from '../config/env.js';
-import type { Reading } from '../source/decode.js';
+import type { DroppedGroup, Fill, Vector } from '../model/groups.js';
+import type { Member, Reading } from '../model/reading.js';
 import type { Clock } from '../util/clock.js';
 
 export interface AssemblerOptions {
@@ -19,41 +20,6 @@ export interface AssemblerOptions {
   lateWindowMs: number;
   /** How many closed timestamps are remembered at most to recognise late readings. */
   closedMemory?: number;
-}
-
-/** A reading's row, so that the engine can settle it once its group is resolved. */
-export interface Member {
-  table: string;
-  id: number;
-}
-
-export interface Fill {
-  field: string;
-  from: 'last' | 'default';
-  value: number;
-}
-
-export interface Vector {
-  pump: string;
-  tiempo: string;
-  /** The body of the unified POST: `field: number`. */
-  values: Record<string, number>;
-  /** How many fields came from readings of this timestamp. */
-  present: number;
-  filled: Fill[];
-  /** Optional fields left out for the backend's own default. */
-  omitted: string[];
-  members: Member[];
-  firstReceivedAt: number;
-}
-
-export interface DroppedGroup {
-  pump: string;
-  tiempo: string;
-  values: Record<string, number>;
-  missing: string[];
-  reason: 'expired' | 'evicted';
-  members: Member[];
 }
 
 export interface AssemblerSink {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import type { CircuitBreakerPolicy } from 'cockatiel';
-import type { Reading } from '../source/decode.js';
+import type { Reading } from '../model/reading.js';
 import type { BackendClient } from './backend-client.js';
 import { type DeliveryResult, deliver } from './policy.js';
 

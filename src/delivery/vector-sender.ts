@@ -24,11 +24,6 @@ export interface VectorSenderOptions {
    * Resolves false when the engine stopped before it was written.
    */
   recordSent: (sent: { id: number; attempts: number; status: number }) => Promise<boolean>;
-  /**
-   * Rows this process has delivered whose delivery is not recorded in the outbox yet; kept by the caller,
-   * so that a sender that takes over from this one skips them too.
-   */
-  unrecorded: ReadonlySet<number>;
   /** How often to look at the outbox without a wake-up (rows left by a previous run or replica). */
   pollMs?: number;
   batch?: number;
@@ -48,8 +43,8 @@ const MAX_OFFERED = 1_000;
  *
  * Rows just inserted are handed over in memory (`offer`), so the common case costs no read. The outbox is
  * read at start, whenever the hand-over overflowed, and now and then (a row whose insert was retried
- * after a lost answer is found that way). Delivered rows are recorded in batches by the caller; until
- * then `unrecorded`, and the last ids sent, keep them from being sent again.
+ * after a lost answer is found that way). Each delivery is on record before the next vector is sent, and
+ * the last ids sent keep a row both offered and read from being sent twice.
  */
 export class VectorSender {
   private wakeUp: (() => void) | undefined;
@@ -81,7 +76,7 @@ export class VectorSender {
     this.wake();
   }
 
-  wake(): void {
+  private wake(): void {
     this.woken = true;
     this.wakeUp?.();
   }
@@ -122,7 +117,7 @@ export class VectorSender {
           this.mustRead = false;
           this.offered = [];
           this.lastRead = Date.now();
-          rows = await fetchPending(this.o.pool, this.o.pump.id, batch, [...this.o.unrecorded]);
+          rows = await fetchPending(this.o.pool, this.o.pump.id, batch);
           if (rows.length === batch) this.mustRead = true;
         } catch (err) {
           this.mustRead = true;
@@ -150,7 +145,7 @@ export class VectorSender {
   }
 
   private done(id: number): boolean {
-    return this.recent.has(id) || this.o.unrecorded.has(id);
+    return this.recent.has(id);
   }
 
   private idle(signal: AbortSignal): Promise<void> {

@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
@@ -15,13 +14,18 @@ export interface LeaseOptions {
   queryTimeoutMs: number;
   /** How often ownership is checked and rebalanced. */
   intervalMs: number;
+  /** Each step is awaited before the lease round goes on. */
+  hooks: LeaseHooks;
 }
 
-export interface LeaseEvents {
+/** What the replica does as ownership changes. The keeper awaits each, so a hand-over is one ordered step. */
+export interface LeaseHooks {
   /** This replica now owns the pump. `resumed`: nobody else owned it since this replica last did. */
-  acquired: [pump: string, resumed: boolean];
-  /** This replica no longer owns the pump (its lease session ended). */
-  lost: [pump: string];
+  acquired(pump: string, resumed: boolean): Promise<void>;
+  /** The pump is about to be given to another replica (rebalancing): finish its work; the lock is still held. */
+  releasing(pump: string): Promise<void>;
+  /** The lease session ended: the lock is gone already, and another replica may be taking the pump. */
+  lost(pump: string): Promise<void>;
 }
 
 /** Lock key namespace: the first int of the two-int advisory lock form. */
@@ -38,7 +42,7 @@ export function pumpLockKey(pump: string): number {
  * the lease session's application_name and each aims at an even share, so pumps spread and rebalance as
  * replicas come and go.
  */
-export class LeaseKeeper extends EventEmitter<LeaseEvents> {
+export class LeaseKeeper {
   readonly owned = new Set<string>();
   private client: pg.Client | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -49,11 +53,8 @@ export class LeaseKeeper extends EventEmitter<LeaseEvents> {
   private readonly groupPrefix: string;
   /** A rotation of the pumps, so that replicas starting together try different pumps first. */
   private readonly order: string[];
-  /** Called before a pump is given up for rebalancing, to finish its in-flight work. */
-  beforeRelease: (pump: string) => Promise<void> = async () => {};
 
   constructor(private readonly o: LeaseOptions) {
-    super();
     const group = createHash('sha256')
       .update([...o.pumps].sort().join(','))
       .digest('hex')
@@ -107,8 +108,9 @@ export class LeaseKeeper extends EventEmitter<LeaseEvents> {
         if (!this.owned.has(pump)) await this.tryAcquire(c, pump);
       }
     } catch (err) {
+      if (this.closed) return; // shutting down: close() ends the session and its locks
       this.o.logger.warn({ err: describePgError(err) }, 'lease round failed; retrying');
-      this.drop();
+      await this.drop();
     }
   }
 
@@ -118,11 +120,12 @@ export class LeaseKeeper extends EventEmitter<LeaseEvents> {
       ...clientConfig(this.o.db, this.appName),
       query_timeout: this.o.queryTimeoutMs,
     });
+    // Between rounds, a lost session is noticed here; the next round (queued after this one) goes on.
     c.on('error', () => {
-      if (this.client === c) this.drop();
+      if (this.client === c) this.round = this.round.then(() => this.drop()).catch(() => {});
     });
     c.on('end', () => {
-      if (this.client === c) this.drop();
+      if (this.client === c) this.round = this.round.then(() => this.drop()).catch(() => {});
     });
     await c.connect();
     // An earlier lease session of ours that died half-open still holds its locks at the server until the
@@ -136,14 +139,14 @@ export class LeaseKeeper extends EventEmitter<LeaseEvents> {
   }
 
   /** The session is gone, and with it every lock. */
-  private drop(): void {
+  private async drop(): Promise<void> {
     const c = this.client;
     this.client = undefined;
     if (c) void endOrDestroy(c);
     for (const pump of [...this.owned]) {
       this.owned.delete(pump);
       this.o.logger.warn({ pump }, 'lease lost');
-      this.emit('lost', pump);
+      await this.o.hooks.lost(pump);
     }
   }
 
@@ -162,13 +165,12 @@ export class LeaseKeeper extends EventEmitter<LeaseEvents> {
     const resumed = prev[0]?.owner === this.replicaId;
     this.owned.add(pump);
     this.o.logger.info({ pump, replica: this.replicaId, resumed }, 'lease acquired');
-    this.emit('acquired', pump, resumed);
+    await this.o.hooks.acquired(pump, resumed);
   }
 
   private async release(c: pg.Client, pump: string): Promise<void> {
     this.owned.delete(pump);
-    this.emit('lost', pump);
-    await this.beforeRelease(pump);
+    await this.o.hooks.releasing(pump);
     await c.query('SELECT pg_advisory_unlock($1, $2)', [NAMESPACE, pumpLockKey(pump)]);
     this.o.logger.info({ pump }, 'lease released for rebalancing');
   }

@@ -4,29 +4,29 @@ import { hostname } from 'node:os';
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { Assembler, type DroppedGroup, type Vector } from '../assembler/assembler.js';
-import type { Config, DatabaseConfig, PumpConfig } from '../config/env.js';
+import type { Config, DatabaseConfig } from '../config/env.js';
 import { BackendClient, createAgent } from '../delivery/backend-client.js';
-import { breakerState, createBreaker, type DeliveryResult } from '../delivery/policy.js';
-import { SensorPoster } from '../delivery/sensor-poster.js';
-import { parseReply, type SendResult, VectorSender } from '../delivery/vector-sender.js';
-import { catchUp } from '../source/catch-up.js';
-import { saveCheckpoints, TableProgress } from '../source/checkpoints.js';
-import { Decoder, type Reading, type Rejection } from '../source/decode.js';
+import { OutboxRecorder } from '../delivery/outbox-recorder.js';
+import { breakerState, createBreaker } from '../delivery/policy.js';
+import { PostPipeline } from '../delivery/post-pipeline.js';
+import { CheckpointKeeper, LedgerError } from '../ledger/checkpoint-keeper.js';
+import { CatchUpRunner } from '../source/catch-up.js';
+import { Decoder } from '../source/decode.js';
+import { Intake } from '../source/intake.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
-import { initCheckpoints, loadCheckpoints } from '../store/checkpoints.js';
 import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
-import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
-import { MAX_TABLE_NO, member } from '../store/members.js';
-import { countPending, insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
+import { SchemaVersionError } from '../store/migrations.js';
+import { countPending } from '../store/outbox.js';
 import { engineTableStats } from '../store/retention.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
-import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
+import { Activation } from './activation.js';
 import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
+import { observe } from './observe.js';
+import { PumpLane } from './pump-lane.js';
 import { Telemetry } from './telemetry.js';
 
 export interface MonitorOptions {
@@ -44,161 +44,88 @@ export interface MonitorEvents {
   fatal: [error: Error];
 }
 
-/** How long records nothing waits on (deferred posts written or removed) gather before each write. */
-const BOOKKEEPING_LINGER_MS = 100;
-/**
- * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
- * SIGKILL, the posts sent again are at most those in flight plus what this ledger had not yet written.
- */
-export const POST_LEDGER_LINGER_MS = 20;
-export const POST_LEDGER_MAX_BATCH = 50;
-/** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
-const BUSY_LINGER_MS = 5;
-
 interface PendingDeadLetter {
   letter: DeadLetter;
   settle?: () => void;
 }
 
-/** A resolved group on its way to the outbox, with what the engine does once it is stored. */
-interface PendingGroup {
-  group: OutboxGroup;
-  members: { table: string; id: number }[];
-  firstReceivedAt: number;
-  filled: boolean;
-}
-
 /**
- * The engine: one LISTEN connection for the process's pumps, a decoder, an assembler per pump, the
- * outbox and its senders, the per-sensor poster and the checkpoints that make restarts lossless.
+ * The composition root. It builds the units along the data's path, wires them, starts them in order and
+ * stops them in the reverse order, and lets telemetry observe their events. It holds no state of the
+ * data's path itself:
+ *
+ *   Listener ─▶ Intake ─▶ PumpLane (assembler ─▶ OutboxRecorder ─▶ VectorSender) ─▶ backend
+ *                  └────▶ PostPipeline (queue ─▶ SensorPoster, or deferred_posts) ─▶ backend
+ *   CatchUpRunner ─▶ Intake (rows missed while not listening)
+ *   CheckpointKeeper: rows begun by the intake, settled by the lanes and the posts
+ *   Activation: leases ─▶ take / hand over / leave a pump's lane
  */
 export class Monitor extends EventEmitter<MonitorEvents> {
   readonly telemetry: Telemetry;
   readonly listener: Listener;
-  readonly startedAt = Date.now();
-  private readonly config: MonitorOptions['config'];
-  private readonly log: Logger;
-  private readonly clock: Clock;
-  private readonly pool: pg.Pool;
-  private readonly decoder: Decoder;
-  private readonly progress = new Map<string, TableProgress>();
-  private readonly assemblers = new Map<string, Assembler>();
-  /** One sender per pump this replica owns. */
-  private readonly senders = new Map<string, VectorSender>();
   readonly leases: LeaseKeeper;
+  readonly housekeeper: Housekeeper;
+  readonly startedAt = Date.now();
   /** Names this process's database sessions: pm-listen:<id>, pm-lease:<group>:<id>. */
   readonly replicaId: string;
-  /** Pumps whose lease this replica holds and whose state is ready: only their readings are processed. */
-  private readonly active = new Set<string>();
-  private started = false;
-  private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
-  private readonly poster: SensorPoster;
-  private readonly agent = createAgent();
+  private readonly config: MonitorOptions['config'];
+  private readonly log: Logger;
+  private readonly pool: pg.Pool;
   private readonly lifetime = new AbortController();
-  private readonly groupWriter: BatchWriter<PendingGroup>;
-  private readonly deadWriter: BatchWriter<PendingDeadLetter>;
-  private readonly postLedger: BatchWriter<SettledPost>;
-  readonly housekeeper: Housekeeper;
-  private readonly sentWriter: BatchWriter<{ pump: string; id: number; attempts: number; status: number }>;
-  /** Per pump: outbox rows delivered by this process whose delivery is not recorded yet. */
-  private readonly unrecorded = new Map<string, Set<number>>();
-  private readonly firstSeen = new Map<string, number>();
+  private readonly agent = createAgent();
+  private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
+  private readonly ledger: CheckpointKeeper;
+  private readonly deadLetters: BatchWriter<PendingDeadLetter>;
+  private readonly recorder: OutboxRecorder;
+  private readonly lanes = new Map<string, PumpLane>();
+  private readonly posts: PostPipeline;
+  private readonly intake: Intake;
+  private readonly catchUp: CatchUpRunner;
+  private readonly activation: Activation;
   private readonly outboxDepth = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   /** Checkouts of the pool: about one per query, since almost every query is a pool.query. */
   private dbQueries = 0;
-  /** Per-sensor posts are being deferred to the database (the in-memory queue is full). */
-  private overloaded = false;
-  private deferredWaiting = true;
-  /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
-  private deferrals = 0;
-  private drainingDeferred = false;
-  private deferredCursor = 0;
-  /** Deferred posts back in the queue and not yet removed from the table. */
-  private readonly deferredInFlight = new Set<number>();
-  private readonly deferWriter: BatchWriter<Reading>;
-  private readonly deferredDone: BatchWriter<number>;
-  private catchUpLoop: Promise<void> | undefined;
-  private catchUpAgain = false;
-  private savingCheckpoints = false;
-  /** Completed checkpoint writes: tests wait on it instead of sleeping. */
-  private checkpointSaves = 0;
-  private readonly maxQueuedPosts: number;
 
   constructor(private readonly o: MonitorOptions) {
     super();
-    this.config = o.config;
+    const { config } = o;
+    this.config = config;
     this.log = o.logger;
-    this.clock = o.clock ?? systemClock;
-    this.maxQueuedPosts = o.config.delivery.sensorQueue;
-    const { config } = this;
+    const clock = o.clock ?? systemClock;
+    const signal = this.lifetime.signal;
+    // Writers, senders, catch-up and waits all listen on the engine's lifetime.
+    setMaxListeners(100, signal);
     this.telemetry = new Telemetry(config.pumps);
     this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
     this.pool.on('acquire', () => {
       this.dbQueries += 1;
       this.telemetry.dbQueries.inc();
     });
-    this.decoder = new Decoder(config.pumps);
     this.replicaId = `${hostname().slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    const decoder = new Decoder(config.pumps);
     this.listener = new Listener({
       sessionName: `pm-listen:${this.replicaId}`,
       db: config.database,
-      channels: this.decoder.channels,
+      channels: decoder.channels,
       reconnect: config.reconnect,
       heartbeat: config.heartbeat,
       logger: this.log.child({ stage: 'source' }),
     });
-    const signal = this.lifetime.signal;
-    // Writers, senders, catch-up and waits all listen on the engine's lifetime.
-    setMaxListeners(100, signal);
-    const onWriteError = (what: string) => (err: unknown, n: number) =>
-      this.log.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
-    this.groupWriter = new BatchWriter((g) => this.writeGroups(g), {
-      busyLingerMs: BUSY_LINGER_MS,
-      maxBatch: 200,
-      retryMs: 500,
-      onError: onWriteError('writing vectors to the outbox'),
-      signal,
-    });
-    this.postLedger = new BatchWriter((posts) => recordSettledPosts(this.pool, posts), {
-      lingerMs: POST_LEDGER_LINGER_MS,
-      maxBatch: POST_LEDGER_MAX_BATCH,
-      retryMs: 500,
-      onError: onWriteError('recording settled per-sensor posts'),
-      signal,
-    });
-    this.deadWriter = new BatchWriter((d) => this.writeDeadLetters(d), {
-      maxBatch: 200,
-      retryMs: 500,
-      onError: onWriteError('writing dead letters'),
-      signal,
-    });
-    this.deferWriter = new BatchWriter((r) => this.writeDeferred(r), {
-      lingerMs: BOOKKEEPING_LINGER_MS,
-      maxBatch: 1_000,
-      retryMs: 500,
-      onError: onWriteError('deferring per-sensor posts'),
-      signal,
-    });
-    this.deferredDone = new BatchWriter((ids) => deleteDeferred(this.pool, ids), {
-      lingerMs: BOOKKEEPING_LINGER_MS,
-      maxBatch: 1_000,
-      retryMs: 500,
-      onError: onWriteError('removing sent deferred posts'),
-      signal,
-    });
-    this.sentWriter = new BatchWriter(
-      async (sent) => {
-        await markSent(this.pool, sent);
-        for (const s of sent) this.unrecorded.get(s.pump)?.delete(s.id);
+    this.deadLetters = new BatchWriter(
+      async (items) => {
+        await insertDeadLetters(
+          this.pool,
+          items.map((i) => i.letter),
+        );
+        for (const i of items) i.settle?.();
       },
       {
-        // Each sender waits for its delivery to be on record before it sends the next vector, so a crash
-        // sends at most one vector per pump again. Pumps that finish together share one write.
-        maxBatch: 500,
+        maxBatch: 200,
         retryMs: 500,
-        onError: onWriteError('recording delivered vectors'),
+        onError: (err, n) =>
+          this.log.warn({ err: describePgError(err), items: n }, 'writing dead letters failed; retrying'),
         signal,
       },
     );
@@ -216,8 +143,95 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         onAnswer: (path, status) => this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
       });
       this.backends.set(p.id, { client, breaker });
-      this.assemblers.set(p.id, this.newAssembler(p));
     }
+    const owned = () => [...this.activation.active];
+    this.ledger = new CheckpointKeeper({
+      pool: this.pool,
+      logger: this.log.child({ stage: 'ledger' }),
+      everyMs: o.checkpointEveryMs ?? 250,
+      ownedTables: () => this.activation.ownedTables(),
+    });
+    this.recorder = new OutboxRecorder({
+      pool: this.pool,
+      logger: this.log.child({ stage: 'outbox' }),
+      signal,
+    });
+    for (const p of config.pumps) {
+      this.lanes.set(
+        p.id,
+        new PumpLane({
+          pump: p,
+          assembler: config.assembler,
+          clock,
+          pool: this.pool,
+          recorder: this.recorder,
+          ledger: this.ledger,
+          backend: this.backends.get(p.id) as { client: BackendClient; breaker: CircuitBreakerPolicy },
+          retryBaseMs: config.delivery.retryBaseMs,
+          retryMaxMs: config.delivery.retryMaxMs,
+          logger: this.log.child({ stage: 'delivery', pump: p.id }),
+        }),
+      );
+    }
+    this.posts = new PostPipeline({
+      pool: this.pool,
+      logger: this.log.child({ stage: 'posts' }),
+      signal,
+      backends: this.backends,
+      decoder,
+      maxQueued: config.delivery.sensorQueue,
+      concurrency: config.delivery.sensorConcurrency,
+      maxAttempts: config.delivery.sensorMaxAttempts,
+      retryBaseMs: config.delivery.retryBaseMs,
+      retryMaxMs: config.delivery.retryMaxMs,
+      settle: (r) => this.ledger.settle(r.sensor.table, r.id),
+      deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
+      owned,
+    });
+    this.activation = new Activation({
+      pumps: config.pumps,
+      lanes: this.lanes,
+      logger: this.log.child({ stage: 'leases' }),
+      haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
+      reload: (tables) => this.ledger.load(this.pool, tables),
+      postsIdle: () => this.posts.idle(),
+      flushRecords: async () => {
+        await this.recorder.flush();
+        await this.posts.flush();
+      },
+      saveCheckpoints: (tables) => this.ledger.flush(tables),
+      taken: () => {
+        this.posts.rewind();
+        if (this.listener.listening) this.catchUp.request();
+      },
+    });
+    this.intake = new Intake({
+      decoder,
+      clock,
+      logger: this.log.child({ stage: 'intake' }),
+      owns: (pump) => this.activation.owns(pump),
+      begin: (table, id, parts) => this.ledger.begin(table, id, parts),
+      settle: (table, id) => this.ledger.settle(table, id),
+      lane: (pump) => this.lanes.get(pump) as PumpLane,
+      posts: config.delivery.sensorPosts ? this.posts : undefined,
+      deadLetter: (letter) => this.deadLetters.push({ letter }),
+    });
+    this.catchUp = new CatchUpRunner({
+      pool: this.pool,
+      pumps: () => config.pumps.filter((p) => this.activation.owns(p.id)),
+      ledger: this.ledger,
+      batch: config.catchUpBatch,
+      handle: (channel, payload, postSettled) => this.intake.accept(channel, payload, 'catchup', postSettled),
+      capacity: () => this.capacity(),
+      signal,
+      listening: () => this.listener.listening,
+      logger: this.log.child({ stage: 'catch-up' }),
+      ...(o.progress ? { progress: o.progress } : {}),
+      onRows: (pump, n) => {
+        this.telemetry.pump(pump).catchup_rows += n;
+        this.telemetry.catchUpRows.inc({ pump }, n);
+      },
+    });
     this.leases = new LeaseKeeper({
       db: config.database,
       pumps: config.pumps.map((p) => p.id),
@@ -225,85 +239,62 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       intervalMs: config.leaseIntervalMs,
       replicaId: this.replicaId,
       queryTimeoutMs: config.dbQueryTimeoutMs,
-    });
-    this.leases.on('acquired', (pump, resumed) => void this.takePump(pump, resumed));
-    this.leases.on('lost', (pump) => void this.leavePump(pump));
-    this.leases.beforeRelease = (pump) => this.drainPump(pump);
-    this.poster = new SensorPoster({
-      clients: this.backends,
-      concurrency: config.delivery.sensorConcurrency,
-      maxAttempts: config.delivery.sensorMaxAttempts,
-      retryBaseMs: config.delivery.retryBaseMs,
-      retryMaxMs: config.delivery.retryMaxMs,
-      onDone: (r, result) => this.onSensorPosted(r, result),
-      onError: (err, r) =>
-        this.log.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
+      hooks: this.activation,
     });
     this.housekeeper = new Housekeeper({
       pool: this.pool,
       retention: config.retention,
-      owned: () => [...this.active],
+      owned,
       logger: this.log.child({ stage: 'retention' }),
+    });
+    observe(this.telemetry, {
+      intake: this.intake,
+      lanes: this.lanes,
+      posts: this.posts,
+      listener: this.listener,
+      log: this.log,
     });
     this.registerGauges();
   }
 
-  /** Prepares the engine's schema and checkpoints, then LISTENs and catches up. */
+  /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
   async start(): Promise<void> {
     const tables = this.config.pumps.flatMap((p) => p.sensors.map((s) => s.table));
     await this.withStartupRetries(async () => {
       const client = await this.pool.connect();
       try {
         await ensureEngineSchema(client);
-        await this.checkTables(client, tables);
-        await initCheckpoints(client, tables);
-        const checkpoints = await loadCheckpoints(client, tables);
-        for (const [t, cp] of checkpoints) {
-          if (cp.no >= MAX_TABLE_NO) {
-            throw new StartupError(
-              `sensor table ${t} has number ${cp.no}; at most ${MAX_TABLE_NO} tables are supported`,
-            );
-          }
-          const progress = new TableProgress(t, cp.lastId, cp.no);
-          progress.holdFromLatest(); // until the first catch-up has read the backlog
-          this.progress.set(t, progress);
-        }
+        await checkTables(client, tables);
+        await this.ledger.load(client, tables);
       } finally {
         client.release();
       }
     });
-    this.listener.on('notification', (channel, payload) => this.guarded(channel, payload));
-    this.listener.on('listening', () => this.requestCatchUp());
-    this.listener.on('disconnected', (reason) => {
-      // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
-      for (const p of this.progress.values()) p.holdFromLatest();
-      this.telemetry.reconnects.inc();
-      this.telemetry.error(null, `LISTEN connection lost: ${reason}`);
-    });
-    this.listener.on('heartbeat', (ms) => this.telemetry.heartbeatLatency.set(ms / 1000));
+    this.listener.on('notification', (channel, payload) => this.intake.accept(channel, payload));
+    this.listener.on('listening', () => this.catchUp.request());
+    // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
+    this.listener.on('disconnected', () => this.ledger.hold(tables));
     this.listener.on('fatal', (err) => this.emit('fatal', err));
     await this.leases.start();
-    this.started = true;
+    this.activation.started = true;
     await this.listener.start();
-    const tickMs = this.o.tickMs ?? 100;
-    this.timers.push(setInterval(() => this.tick(), tickMs));
-    this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
+    this.timers.push(setInterval(() => this.tick(), this.o.tickMs ?? 100));
     this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
-    this.timers.push(setInterval(() => void this.drainDeferred(), 500));
+    this.ledger.start();
+    this.posts.start();
     this.housekeeper.start();
     this.log.info(
-      {
-        pumps: this.config.pumps.map((p) => p.id),
-        owned: [...this.leases.owned],
-        replica: this.leases.replicaId,
-      },
+      { pumps: this.config.pumps.map((p) => p.id), owned: [...this.leases.owned], replica: this.replicaId },
       'monitor started',
     );
   }
 
   /**
    * Stops taking new work, delivers what it can within the deadline, leaves the rest in the outbox and
-   * behind the checkpoints, and closes every connection.
+   * behind the checkpoints, and closes every connection. The order:
+   * 1. stop listening and cleaning; 2. finish catch-up and the per-sensor posts in memory;
+   * 3. write the outbox, dead letters and post records; 4. drain the outbox until the deadline;
+   * 5. write the delivery records; 6. save the checkpoints; 7. release the leases and close.
    */
   async stop(deadlineMs = this.config.shutdownTimeoutMs): Promise<void> {
     if (this.stopping) return;
@@ -311,26 +302,20 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
     await this.listener.close();
     await this.housekeeper.stop();
-    this.catchUpAgain = false;
     const drained = (async () => {
-      await this.catchUpLoop;
-      await this.poster.idle();
-      await Promise.all([
-        this.groupWriter.flush(),
-        this.deadWriter.flush(),
-        this.deferWriter.flush(),
-        this.deferredDone.flush(),
-      ]);
-      await Promise.all([...this.senders.values()].map((s) => s.stop({ drainUntil: deadline })));
-      await Promise.all([this.sentWriter.flush(), this.postLedger.flush(), this.deferredDone.flush()]);
+      await this.catchUp.stop();
+      await this.posts.idle();
+      await Promise.all([this.recorder.flush(), this.deadLetters.flush(), this.posts.flush()]);
+      await Promise.all([...this.lanes.values()].map((l) => l.drain(deadline)));
+      await Promise.all([this.recorder.flush(), this.posts.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
-    this.poster.abort();
+    this.posts.abort();
     this.lifetime.abort();
-    for (const s of this.senders.values()) await s.stop({ drainUntil: AbortSignal.abort() });
+    for (const lane of this.lanes.values()) await lane.abort();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    await this.flushCheckpoints().catch(() => {});
+    await this.ledger.stop();
     await this.leases.close();
     await this.agent.close().catch(() => {});
     await this.pool.end().catch(() => {});
@@ -346,16 +331,16 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         reason: `LISTEN connection ${this.listener.state}${this.listener.lastError ? `: ${this.listener.lastError}` : ''}`,
       };
     }
-    const owned = [...this.active];
+    const owned = [...this.activation.active];
     return {
       ready: true,
-      reason: `listening on ${this.decoder.channels.length} channels; owns ${owned.length ? owned.join(', ') : 'no pump (hot standby)'}`,
+      reason: `listening on ${this.listener.channelCount} channels; owns ${owned.length ? owned.join(', ') : 'no pump (hot standby)'}`,
     };
   }
 
   /** Open groups for display. */
   openGroupsView(pump: string, limit = 30) {
-    return this.assemblers.get(pump)?.view(limit) ?? [];
+    return this.lanes.get(pump)?.view(limit) ?? [];
   }
 
   status() {
@@ -366,7 +351,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       const backend = this.backends.get(p.id);
       pumps[p.id] = {
         name: p.name,
-        owned: this.active.has(p.id),
+        owned: this.activation.owns(p.id),
         connected: listening,
         channels: listening ? p.sensors.length : 0,
         readings_received: s.readings_received,
@@ -381,7 +366,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         sensor_posts_ok: s.sensor_posts_ok,
         sensor_posts_failed: s.sensor_posts_failed,
         catchup_rows: s.catchup_rows,
-        open_groups: this.assemblers.get(p.id)?.openGroups ?? 0,
+        open_groups: this.lanes.get(p.id)?.openGroups ?? 0,
         outbox_pending: this.outboxDepth.get(p.id) ?? 0,
         breaker: backend ? breakerState(backend.breaker) : 'closed',
         min_fields: p.minFields,
@@ -397,401 +382,18 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       reconexiones_consecutivas: this.listener.reconexionesConsecutivas,
       last_heartbeat_at: this.listener.lastHeartbeatAt ?? null,
       last_heartbeat_ms: this.listener.lastHeartbeatMs ?? null,
-      replica: this.leases.replicaId,
-      owned_pumps: [...this.active],
-      sensor_posts_queued: this.poster.depth,
-      overloaded: this.overloaded,
+      replica: this.replicaId,
+      owned_pumps: [...this.activation.active],
+      sensor_posts_queued: this.posts.depth,
+      overloaded: this.posts.deferring,
       db_queries: this.dbQueries,
-      checkpoint_saves: this.checkpointSaves,
+      checkpoint_saves: this.ledger.saves,
       pumps,
     };
   }
 
-  // ---- the notification path ----
-
-  /** The notification loop must survive anything: an unexpected error is counted, logged and kept. */
-  private guarded(
-    channel: string,
-    payload: string,
-    origin: Reading['origin'] = 'notify',
-    postSettled = false,
-  ): void {
-    try {
-      this.onPayload(channel, payload, origin, postSettled);
-    } catch (err) {
-      const pump = this.decoder.route(channel)?.pump ?? 'unknown';
-      this.telemetry.readingsInvalid.inc({ pump, reason: 'internal_error' });
-      this.telemetry.error(
-        pump === 'unknown' ? null : pump,
-        `internal error on ${channel}: ${(err as Error).message}`,
-      );
-      this.log.error({ err, channel, payload: payload.slice(0, 200) }, 'notification handling failed');
-      this.deadWriter.push({
-        letter: {
-          kind: 'notification',
-          channel,
-          payload,
-          reason: `internal_error: ${(err as Error).message}`,
-        },
-      });
-    }
-  }
-
-  /** `postSettled`: a catch-up row whose per-sensor post is on record already; only its group is rebuilt. */
-  private onPayload(channel: string, payload: string, origin: Reading['origin'], postSettled: boolean): void {
-    if (this.stopping) return;
-    const route = this.decoder.route(channel);
-    // A hot standby for this pump: another replica owns it. Only catch-up after a takeover reads these rows.
-    if (route && !this.active.has(route.pump)) return;
-    const decoded = this.decoder.decode(channel, payload, this.clock.now(), origin);
-    if (!decoded.ok) {
-      this.onRejected(decoded.rejection);
-      return;
-    }
-    const r = decoded.reading;
-    const progress = this.progress.get(r.sensor.table) as TableProgress;
-    const stats = this.telemetry.pump(r.pump);
-    const posting = this.config.delivery.sensorPosts && !postSettled;
-    if (!progress.begin(r.id, posting ? 2 : 1)) {
-      stats.readings_duplicate += 1;
-      this.telemetry.readingsDuplicate.inc({ pump: r.pump });
-      return;
-    }
-    stats.readings_received += 1;
-    this.telemetry.seen(r.pump, channel, r.valor, Date.now());
-    const added = (this.assemblers.get(r.pump) as Assembler).add(r);
-    if (added === 'late') {
-      stats.readings_late += 1;
-      this.telemetry.readingsLate.inc({ pump: r.pump });
-      this.log.info(
-        { pump: r.pump, table: r.sensor.table, id: r.id, tiempo_sensor: r.tiempo },
-        'late reading: its timestamp was resolved moments ago; posted on its own, not merged into the vector',
-      );
-      progress.settle(r.id);
-    }
-    if (posting) this.post(r);
-  }
-
-  /** A reading's per-sensor post is taken care of: on record, so a restart does not post it again. */
-  private postSettled(r: Reading): void {
-    this.progress.get(r.sensor.table)?.settle(r.id);
-    this.postLedger.push({ pump: r.pump, table: r.sensor.table, id: r.id });
-  }
-
-  /**
-   * Queues a reading's per-sensor POST. Beyond the in-memory limit (a long backend outage) the post is
-   * deferred to the database instead; the reading's group goes on as usual either way.
-   */
-  private post(r: Reading): void {
-    if (this.poster.depth < this.maxQueuedPosts) {
-      this.poster.enqueue(r);
-      return;
-    }
-    if (!this.overloaded) {
-      this.overloaded = true;
-      this.log.warn({ queued: this.poster.depth }, 'per-sensor queue full; deferring posts to the database');
-    }
-    this.deferWriter.push(r);
-  }
-
-  private async writeDeferred(readings: Reading[]): Promise<void> {
-    await insertDeferred(
-      this.pool,
-      readings.map((r) => ({
-        pump: r.pump,
-        channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
-      })),
-    );
-    this.deferrals += 1;
-    this.deferredWaiting = true;
-    for (const r of readings) this.postSettled(r);
-  }
-
-  /**
-   * Moves deferred posts back into the queue while it is under half full. Runs on a timer and whenever a
-   * finished post takes the queue below a fifth of its limit, so the poster never idles while posts wait.
-   */
-  private async drainDeferred(): Promise<void> {
-    const room = () => this.maxQueuedPosts / 2 - this.poster.depth;
-    if (!this.deferredWaiting || this.drainingDeferred || room() <= 0) return;
-    this.drainingDeferred = true;
-    try {
-      while (this.deferredWaiting && !this.stopping && room() > 0) {
-        const batch = Math.max(1, Math.min(2_000, Math.floor(room())));
-        const deferrals = this.deferrals;
-        const posts = await fetchDeferred(this.pool, [...this.active], batch, this.deferredCursor);
-        if (posts.length < batch && deferrals === this.deferrals) this.deferredWaiting = false;
-        for (const d of posts) {
-          this.deferredCursor = Math.max(this.deferredCursor, d.id);
-          if (this.deferredInFlight.has(d.id)) continue;
-          this.deferredInFlight.add(d.id);
-          const decoded = this.decoder.decode(d.channel, d.payload, this.clock.now(), 'catchup');
-          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
-          else this.deferredDone.push(d.id);
-        }
-      }
-      if (this.overloaded && !this.deferredWaiting) {
-        this.overloaded = false;
-        this.log.info('deferred per-sensor posts are back in the queue');
-      }
-    } catch (err) {
-      this.log.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
-    } finally {
-      this.drainingDeferred = false;
-    }
-  }
-
-  private onRejected(rej: Rejection): void {
-    const pump = rej.pump ?? this.decoder.route(rej.channel)?.pump ?? 'unknown';
-    const stats = this.telemetry.pumps.get(pump);
-    if (stats) stats.readings_invalid += 1;
-    this.telemetry.readingsInvalid.inc({ pump, reason: rej.reason });
-    const message = `invalid notification on ${rej.channel}: ${rej.detail}`;
-    this.telemetry.error(stats ? pump : null, message);
-    this.log.warn(
-      { pump, channel: rej.channel, reason: rej.reason, payload: rej.payload.slice(0, 200) },
-      message,
-    );
-    // A rejected payload never enters the (table, id) ledger: a forged or garbled payload naming a row id
-    // must not shadow the real row's notification. Not being in flight, it does not hold the checkpoint.
-    this.deadWriter.push({
-      letter: {
-        kind: 'notification',
-        pump: stats ? pump : undefined,
-        channel: rej.channel,
-        payload: rej.payload,
-        reason: `${rej.reason}: ${rej.detail}`,
-      },
-    });
-  }
-
   private tick(): void {
-    for (const a of this.assemblers.values()) a.tick();
-  }
-
-  // ---- group resolution ----
-
-  private onVector(v: Vector): void {
-    if (v.filled.length > 0 || v.omitted.length > 0) {
-      this.log.info(
-        {
-          pump: v.pump,
-          tiempo_sensor: v.tiempo,
-          present: v.present,
-          missing: [...v.filled.map((f) => f.field), ...v.omitted],
-          filled: v.filled.map((f) => `${f.field}=${f.value} (${f.from})`),
-        },
-        'partial vector completed',
-      );
-    }
-    this.groupWriter.push({
-      group: {
-        pump: v.pump,
-        tiempo: v.tiempo,
-        status: 'pending',
-        body: v.values,
-        filled: v.filled.map((f) => `${f.field}:${f.from}`),
-        missing: v.omitted,
-        members: this.memberNumbers(v.members),
-      },
-      members: v.members,
-      firstReceivedAt: v.firstReceivedAt,
-      filled: v.filled.length > 0,
-    });
-  }
-
-  private onDropped(d: DroppedGroup): void {
-    const stats = this.telemetry.pump(d.pump);
-    stats.vectors_dropped += 1;
-    this.telemetry.vectors.inc({ pump: d.pump, outcome: 'dropped' });
-    this.log.warn(
-      { pump: d.pump, tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
-      `group ${d.reason} below what can be sent; dropped`,
-    );
-    this.groupWriter.push({
-      group: {
-        pump: d.pump,
-        tiempo: d.tiempo,
-        status: 'dropped',
-        body: d.values,
-        filled: [],
-        missing: d.missing,
-        members: this.memberNumbers(d.members),
-      },
-      members: d.members,
-      firstReceivedAt: 0,
-      filled: false,
-    });
-  }
-
-  private memberNumbers(members: { table: string; id: number }[]): number[] {
-    return members.map((m) => member((this.progress.get(m.table) as TableProgress).no, m.id));
-  }
-
-  /**
-   * Stores resolved groups, then settles their rows. A group the outbox already holds (built again after a
-   * restart, a catch-up overlap or a takeover) is counted and logged, and never sent twice.
-   */
-  private async writeGroups(items: PendingGroup[]): Promise<void> {
-    const { stored, keys } = await insertGroups(
-      this.pool,
-      items.map((i) => i.group),
-    );
-    const storedKeys = new Set(stored.map((r) => r.key));
-    const again: string[] = [];
-    for (const [n, item] of items.entries()) {
-      const key = keys[n] as string;
-      const { group } = item;
-      if (storedKeys.has(key)) {
-        if (group.status === 'pending') this.rememberFirstSeen(key, item.firstReceivedAt);
-        if (item.filled) {
-          this.telemetry.pump(group.pump).vectors_filled += 1;
-          this.telemetry.vectors.inc({ pump: group.pump, outcome: 'filled' });
-        }
-      } else {
-        this.telemetry.pump(group.pump).vectors_suppressed += 1;
-        this.telemetry.vectors.inc({ pump: group.pump, outcome: 'suppressed' });
-        again.push(`${group.pump}:${group.tiempo}`);
-      }
-      for (const m of item.members) this.progress.get(m.table)?.settle(m.id);
-    }
-    if (again.length > 0) {
-      this.log.info(
-        { groups: again.slice(0, 10), count: again.length },
-        'groups already in the outbox (rebuilt after a restart, catch-up overlap or takeover); not sent again',
-      );
-    }
-    const pending = stored.filter((r) => r.status === 'pending');
-    for (const [pump, sender] of this.senders) {
-      const own = pending.filter((r) => r.pump === pump);
-      if (own.length > 0) sender.offer(own);
-    }
-  }
-
-  private async writeDeadLetters(items: PendingDeadLetter[]): Promise<void> {
-    await insertDeadLetters(
-      this.pool,
-      items.map((i) => i.letter),
-    );
-    for (const i of items) i.settle?.();
-  }
-
-  // ---- delivery results ----
-
-  private onSent(row: OutboxRow, result: SendResult): void {
-    const stats = this.telemetry.pump(row.pump);
-    const started = this.firstSeen.get(row.key);
-    this.firstSeen.delete(row.key);
-    if (result.kind === 'dead') {
-      stats.vectors_dead += 1;
-      this.telemetry.vectors.inc({ pump: row.pump, outcome: 'dead' });
-      this.telemetry.error(row.pump, `backend answered ${result.status} to the vector of ${row.tiempo}`);
-      return;
-    }
-    stats.vectors_sent += 1;
-    this.telemetry.vectors.inc({ pump: row.pump, outcome: 'sent' });
-    if (started !== undefined) {
-      this.telemetry.deliveryLatency.observe({ pump: row.pump }, (this.clock.now() - started) / 1000);
-    }
-    if (result.prediccion !== undefined) {
-      this.telemetry.prediction(row.pump, {
-        tiempo_sensor: row.tiempo,
-        prediccion: result.prediccion,
-        at: Date.now(),
-      });
-    }
-  }
-
-  private onSensorPosted(r: Reading, result: DeliveryResult): void {
-    if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
-    if (this.deferredWaiting && this.poster.depth < this.maxQueuedPosts / 5) void this.drainDeferred();
-    const stats = this.telemetry.pump(r.pump);
-    const deferredId = r.deferredId;
-    // A deferred post's reading was settled when it was deferred; its row in deferred_posts goes instead.
-    const settle =
-      deferredId === undefined
-        ? () => this.postSettled(r)
-        : () => {
-            this.deferredInFlight.delete(deferredId);
-            this.deferredDone.push(deferredId);
-          };
-    if (result.kind === 'ok') {
-      stats.sensor_posts_ok += 1;
-      this.noteClassification(r, result.answer.body);
-      settle();
-      return;
-    }
-    stats.sensor_posts_failed += 1;
-    const reason =
-      result.kind === 'gave_up'
-        ? `gave up after ${result.attempts} attempts: ${result.error.message}`
-        : result.answer.status === 404
-          ? 'the backend does not know this row (404)'
-          : `backend answered ${result.answer.status}`;
-    this.telemetry.error(r.pump, `per-sensor POST ${r.sensor.endpoint} id ${r.id}: ${reason}`);
-    this.log.warn({ pump: r.pump, table: r.sensor.table, id: r.id, reason }, 'per-sensor POST not delivered');
-    this.deadWriter.push({
-      letter: {
-        kind: 'sensor_post',
-        pump: r.pump,
-        channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
-        reason,
-        responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
-        responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
-      },
-      settle,
-    });
-  }
-
-  private noteClassification(r: Reading, body: string): void {
-    const c = this.telemetry.pump(r.pump).channels.get(r.sensor.channel);
-    if (!c) return;
-    // The classification is informational; a body we cannot read changes nothing.
-    const { prediccion, contador_anomalias } = parseReply(body);
-    if (prediccion !== undefined) c.lastClass = prediccion;
-    if (contador_anomalias !== undefined) c.anomalies = contador_anomalias;
-  }
-
-  // ---- catch-up, checkpoints, housekeeping ----
-
-  private requestCatchUp(): void {
-    if (this.stopping) return;
-    if (this.catchUpLoop) {
-      this.catchUpAgain = true;
-      return;
-    }
-    this.catchUpLoop = (async () => {
-      do {
-        this.catchUpAgain = false;
-        try {
-          const started = Date.now();
-          const rows = await catchUp({
-            pool: this.pool,
-            pumps: this.config.pumps.filter((p) => this.active.has(p.id)),
-            progress: this.progress,
-            batch: this.config.catchUpBatch,
-            handle: (channel, payload, postSettled) => this.guarded(channel, payload, 'catchup', postSettled),
-            capacity: () => this.capacity(),
-            signal: this.lifetime.signal,
-            onProgress: (n, left) => this.o.progress?.(`catching up: ${n} rows read, ${left} tables left`),
-            onRows: (pump, n) => {
-              this.telemetry.pump(pump).catchup_rows += n;
-              this.telemetry.catchUpRows.inc({ pump }, n);
-            },
-          });
-          this.o.progress?.(undefined);
-          if (rows > 0) this.log.info({ rows, ms: Date.now() - started }, 'caught up from the tables');
-        } catch (err) {
-          if (this.stopping) break;
-          this.log.warn({ err: describePgError(err) }, 'catch-up failed; will retry');
-          await sleep(1_000, this.lifetime.signal);
-          this.catchUpAgain = this.listener.listening;
-        }
-      } while (this.catchUpAgain && !this.stopping);
-      this.catchUpLoop = undefined;
-    })();
+    for (const lane of this.lanes.values()) lane.tick();
   }
 
   /**
@@ -800,121 +402,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
    */
   private async capacity(): Promise<void> {
     const openLimit = this.config.assembler.maxOpenGroups / 2;
-    while (
-      !this.lifetime.signal.aborted &&
-      !this.stopping &&
-      (this.poster.depth > this.maxQueuedPosts / 10 ||
-        [...this.assemblers.values()].some((a) => a.settlingGroups > openLimit) ||
-        this.groupWriter.pending > 1_000)
-    ) {
-      await sleep(20, this.lifetime.signal);
-    }
-  }
-
-  private async flushCheckpoints(): Promise<void> {
-    if (this.savingCheckpoints) return;
-    this.savingCheckpoints = true;
-    try {
-      await saveCheckpoints(this.pool, this.ownedProgress());
-      this.checkpointSaves += 1;
-    } catch (err) {
-      this.log.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
-    } finally {
-      this.savingCheckpoints = false;
-    }
-  }
-
-  private ownedProgress(): TableProgress[] {
-    return this.config.pumps
-      .filter((p) => this.active.has(p.id))
-      .flatMap((p) => p.sensors.map((s) => this.progress.get(s.table) as TableProgress));
-  }
-
-  // ---- pump ownership ----
-
-  private newAssembler(p: PumpConfig): Assembler {
-    return new Assembler(p, this.config.assembler, this.clock, {
-      vector: (v) => this.onVector(v),
-      dropped: (d) => this.onDropped(d),
-    });
-  }
-
-  /**
-   * This replica now owns the pump. Resumed: nobody else owned it meanwhile, so the state in memory is
-   * still right and a catch-up fills the gap. Otherwise another replica worked on it: start again from
-   * the checkpoints it left.
-   */
-  private async takePump(pump: string, resumed: boolean): Promise<void> {
-    const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
-    const tables = p.sensors.map((s) => s.table);
-    // At start-up the checkpoints were just loaded: that is the state to go on from.
-    if (resumed || !this.started) {
-      for (const t of tables) this.progress.get(t)?.holdFromLatest();
-    } else {
-      try {
-        const checkpoints = await loadCheckpoints(this.pool, tables);
-        for (const [t, cp] of checkpoints) {
-          const progress = new TableProgress(t, cp.lastId, cp.no);
-          progress.holdFromLatest();
-          this.progress.set(t, progress);
-        }
-      } catch (err) {
-        this.log.warn({ pump, err: describePgError(err) }, 'loading checkpoints after a takeover failed');
-      }
-      this.assemblers.set(pump, this.newAssembler(p));
-    }
-    const backend = this.backends.get(pump);
-    if (!backend || this.stopping || !this.leases.owned.has(pump)) return;
-    let unrecorded = this.unrecorded.get(pump);
-    if (!unrecorded) {
-      unrecorded = new Set();
-      this.unrecorded.set(pump, unrecorded);
-    }
-    const sender = new VectorSender({
-      pump: p,
-      pool: this.pool,
-      client: backend.client,
-      breaker: backend.breaker,
-      retryBaseMs: this.config.delivery.retryBaseMs,
-      retryMaxMs: this.config.delivery.retryMaxMs,
-      logger: this.log.child({ stage: 'delivery', pump }),
-      onResult: (row, result) => this.onSent(row, result),
-      recordSent: (sent) => {
-        unrecorded.add(sent.id);
-        return this.sentWriter.pushAndWait({ pump, ...sent });
-      },
-      unrecorded,
-    });
-    this.senders.set(pump, sender);
-    sender.start();
-    this.active.add(pump);
-    // Its deferred posts may lie below the cursor used so far.
-    this.deferredCursor = 0;
-    this.deferredWaiting = true;
-    if (this.listener.listening) this.requestCatchUp();
-  }
-
-  /** The lease is gone: stop sending this pump's outbox after the vector in flight; another replica may take it. */
-  private async leavePump(pump: string): Promise<void> {
-    this.active.delete(pump);
-    const sender = this.senders.get(pump);
-    this.senders.delete(pump);
-    await sender?.halt(Math.min(this.config.delivery.timeoutMs, 2_000));
-  }
-
-  /** Before giving a pump to another replica: finish its in-flight work and save its checkpoints. */
-  private async drainPump(pump: string): Promise<void> {
-    await this.leavePump(pump);
-    await Promise.race([this.poster.idle(), sleep(5_000)]);
-    await this.groupWriter.flush();
-    await this.postLedger.flush();
-    // What the sender delivered must be on record before the next owner reads the outbox.
-    await this.sentWriter.flush();
-    const p = this.config.pumps.find((x) => x.id === pump) as PumpConfig;
-    await saveCheckpoints(
-      this.pool,
-      p.sensors.map((s) => this.progress.get(s.table) as TableProgress),
-    ).catch(() => {});
+    const full = () =>
+      this.posts.depth > this.config.delivery.sensorQueue / 10 ||
+      [...this.lanes.values()].some((l) => l.settlingGroups > openLimit) ||
+      this.recorder.backlog > 1_000;
+    while (!this.lifetime.signal.aborted && !this.stopping && full()) await sleep(20, this.lifetime.signal);
   }
 
   private async refreshOutboxDepth(): Promise<void> {
@@ -926,26 +418,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     }
   }
 
-  private rememberFirstSeen(key: string, at: number): void {
-    this.firstSeen.set(key, at);
-    if (this.firstSeen.size > 10_000) {
-      const oldest = this.firstSeen.keys().next().value;
-      if (oldest !== undefined) this.firstSeen.delete(oldest);
-    }
-  }
-
-  private async checkTables(client: pg.PoolClient, tables: string[]): Promise<void> {
-    const { rows } = await client.query<{ t: string }>(
-      'SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL',
-      [tables],
-    );
-    if (rows.length > 0) {
-      throw new StartupError(
-        `sensor tables missing: ${rows.map((r) => r.t).join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
-      );
-    }
-  }
-
   /** Start-up database work, retried with the original's limits (MAX_INTENTOS_INICIAL, TIEMPO_ESPERA_BASE). */
   private async withStartupRetries(fn: () => Promise<void>): Promise<void> {
     const { maxInitialAttempts, baseDelayMs, maxDelayMs } = this.config.reconnect;
@@ -953,7 +425,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       try {
         return await fn();
       } catch (err) {
-        if (err instanceof PrivilegeError || err instanceof StartupError) throw err;
+        if (
+          err instanceof PrivilegeError ||
+          err instanceof StartupError ||
+          err instanceof LedgerError ||
+          err instanceof SchemaVersionError
+        ) {
+          throw err;
+        }
         if (attempt >= maxInitialAttempts) {
           throw new Error(
             `gave up connecting to PostgreSQL after ${attempt} attempts (MAX_INTENTOS_INICIAL=${maxInitialAttempts}): ${describePgError(err)}`,
@@ -971,14 +450,23 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   private registerGauges(): void {
     const t = this.telemetry;
+    const fromDb =
+      (read: (set: (labels: object, v: number) => void) => Promise<void>) =>
+      async (set: (labels: object, v: number) => void) => {
+        try {
+          await read(set);
+        } catch {
+          // No value while the database is away.
+        }
+      };
     t.gauge('open_groups', 'Open (incomplete) groups', ['pump'], (set) => {
-      for (const [pump, a] of this.assemblers) set({ pump }, a.openGroups);
+      for (const [pump, lane] of this.lanes) set({ pump }, lane.openGroups);
     });
     t.gauge('outbox_depth', 'Vectors waiting in the outbox', ['pump'], (set) => {
       for (const [pump, n] of this.outboxDepth) set({ pump }, n);
     });
     t.gauge('sensor_posts_queued', 'Per-sensor posts queued or in flight', [], (set) =>
-      set({}, this.poster.depth),
+      set({}, this.posts.depth),
     );
     t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
       set({}, this.listener.listening ? 1 : 0),
@@ -987,34 +475,39 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       'engine_table_rows',
       "Rows in the engine schema's tables (PostgreSQL's live-row estimate)",
       ['table'],
-      async (set) => {
-        try {
-          for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.rows);
-        } catch {
-          // No value while the database is away.
-        }
-      },
+      fromDb(async (set) => {
+        for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.rows);
+      }),
     );
     t.gauge(
       'engine_table_bytes',
       "On-disk size of the engine schema's tables, indexes included",
       ['table'],
-      async (set) => {
-        try {
-          for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.bytes);
-        } catch {
-          // No value while the database is away.
-        }
-      },
+      fromDb(async (set) => {
+        for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.bytes);
+      }),
     );
-    t.gauge('notification_queue_usage', 'pg_notification_queue_usage() of the server', [], async (set) => {
-      try {
+    t.gauge(
+      'notification_queue_usage',
+      'pg_notification_queue_usage() of the server',
+      [],
+      fromDb(async (set) => {
         const { rows } = await this.pool.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u');
         set({}, Number(rows[0]?.u ?? 0));
-      } catch {
-        // No value while the database is away.
-      }
-    });
+      }),
+    );
+  }
+}
+
+async function checkTables(client: pg.PoolClient, tables: string[]): Promise<void> {
+  const { rows } = await client.query<{ t: string }>(
+    'SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL',
+    [tables],
+  );
+  if (rows.length > 0) {
+    throw new StartupError(
+      `sensor tables missing: ${rows.map((r) => r.t).join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
+    );
   }
 }
 

@@ -1,13 +1,15 @@
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
-import { quoteIdent } from '../store/db.js';
+import type { TableProgress } from '../ledger/table-progress.js';
+import { describePgError, quoteIdent } from '../store/db.js';
 import { settledPostExpr } from '../store/sensor-posts.js';
-import type { TableProgress } from './checkpoints.js';
+import { sleep } from '../util/clock.js';
 
 export interface CatchUpOptions {
   pool: pg.Pool;
   pumps: PumpConfig[];
-  progress: Map<string, TableProgress>;
+  ledger: { table(name: string): TableProgress };
   batch: number;
   /**
    * Feeds one row through the same path as a notification on its channel. `postSettled`: the row's
@@ -66,10 +68,10 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       table: s.table,
       // The saved checkpoint, not the one in memory: only the saved one is held below rows that
       // transactions still in progress may commit. What lies between is deduplicated by (table, id).
-      after: o.progress.get(s.table)?.persisted ?? 0,
+      after: o.ledger.table(s.table).persisted,
       done: false,
       released: false,
-      token: o.progress.get(s.table)?.catchUpToken() ?? 0,
+      token: o.ledger.table(s.table).catchUpToken(),
       buffer: [],
     })),
   );
@@ -103,7 +105,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {
           c.released = true;
-          o.progress.get(c.table)?.release(c.token);
+          o.ledger.table(c.table).release(c.token);
         }
       }
       if (handed > 0) {
@@ -131,4 +133,66 @@ function horizonOf(cursors: Cursor[]): string | undefined {
     if (latest !== undefined && (horizon === undefined || latest < horizon)) horizon = latest;
   }
   return horizon;
+}
+
+export interface CatchUpRunnerOptions extends Omit<CatchUpOptions, 'pumps' | 'onProgress'> {
+  /** The pumps to read for: those this replica owns at the moment a round starts. */
+  pumps: () => PumpConfig[];
+  /** Whether a failed round should be tried again (the LISTEN connection is up). */
+  listening: () => boolean;
+  logger: Logger;
+  /** A long catch-up's progress for a terminal line; undefined clears it. */
+  progress?: (text: string | undefined) => void;
+}
+
+/**
+ * Runs catch-up rounds one at a time. A request during a round asks for one more round after it, so a
+ * reconnect or a takeover that happens mid-round is never missed. Owns no state but its loop.
+ */
+export class CatchUpRunner {
+  private loop: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(private readonly o: CatchUpRunnerOptions) {}
+
+  request(): void {
+    if (this.stopped) return;
+    if (this.loop) {
+      this.again = true;
+      return;
+    }
+    this.loop = this.run().finally(() => {
+      this.loop = undefined;
+    });
+  }
+
+  /** No new rounds; resolves when the current one ends. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.again = false;
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const { logger, progress } = this.o;
+    do {
+      this.again = false;
+      try {
+        const started = Date.now();
+        const rows = await catchUp({
+          ...this.o,
+          pumps: this.o.pumps(),
+          onProgress: (n, left) => progress?.(`catching up: ${n} rows read, ${left} tables left`),
+        });
+        progress?.(undefined);
+        if (rows > 0) logger.info({ rows, ms: Date.now() - started }, 'caught up from the tables');
+      } catch (err) {
+        if (this.stopped) break;
+        logger.warn({ err: describePgError(err) }, 'catch-up failed; will retry');
+        await sleep(1_000, this.o.signal);
+        this.again = this.o.listening();
+      }
+    } while (this.again && !this.stopped);
+  }
 }

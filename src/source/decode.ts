@@ -1,22 +1,7 @@
 import type { PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
+import type { Reading } from '../model/reading.js';
 import { MEMBER_ID_LIMIT } from '../store/members.js';
-
-/** One sensor reading, decoded from a NOTIFY payload or from a catch-up row. */
-export interface Reading {
-  pump: string;
-  sensor: SensorDefinition;
-  /** The row id in the sensor table (`id_sensor`). */
-  id: number;
-  valor: number;
-  /** The grouping key, exactly as stored. */
-  tiempo: string;
-  /** Clock time at which the engine received it. */
-  receivedAt: number;
-  origin: 'notify' | 'catchup';
-  /** Set for a per-sensor post taken back from the deferred queue: its group was dealt with long ago. */
-  deferredId?: number;
-}
 
 export type RejectReason =
   | 'unknown_channel'

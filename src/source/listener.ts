@@ -94,6 +94,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
     });
   }
 
+  get channelCount(): number {
+    return this.o.channels.length;
+  }
+
   /** Stops listening, cancels any backoff and closes the connection. */
   async close(): Promise<void> {
     this.closing.abort();

@@ -110,17 +110,11 @@ function toRow(r: RawRow): OutboxRow {
   };
 }
 
-/** A pump's pending vectors, oldest first, but for those in `skip` (delivered, not yet recorded). */
-export async function fetchPending(
-  db: pg.Pool,
-  pump: string,
-  limit: number,
-  skip: number[] = [],
-): Promise<OutboxRow[]> {
+/** A pump's pending vectors, oldest first. */
+export async function fetchPending(db: pg.Pool, pump: string, limit: number): Promise<OutboxRow[]> {
   const { rows } = await db.query<RawRow>(
-    `SELECT ${COLUMNS} FROM ${T}
-      WHERE pump = $1 AND status = 'pending' AND NOT (id = ANY($3::bigint[])) ORDER BY id LIMIT $2`,
-    [pump, limit, skip],
+    `SELECT ${COLUMNS} FROM ${T} WHERE pump = $1 AND status = 'pending' ORDER BY id LIMIT $2`,
+    [pump, limit],
   );
   return rows.map(toRow);
 }

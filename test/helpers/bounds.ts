@@ -1,5 +1,5 @@
 import type { Config } from '../../src/config/env.js';
-import { POST_LEDGER_MAX_BATCH } from '../../src/engine/monitor.js';
+import { POST_LEDGER_MAX_BATCH } from '../../src/delivery/post-pipeline.js';
 
 /**
  * What a process killed mid-stream may send again once restarted, by count:

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { Assembler, type DroppedGroup, type Vector } from '../../src/assembler/assembler.js';
+import { Assembler } from '../../src/assembler/assembler.js';
 import { loadConfig, type PumpConfig } from '../../src/config/env.js';
-import type { Reading } from '../../src/source/decode.js';
+import type { DroppedGroup, Vector } from '../../src/model/groups.js';
+import type { Reading } from '../../src/model/reading.js';
 import { ManualClock } from '../../src/util/clock.js';
 
 const config = loadConfig({});

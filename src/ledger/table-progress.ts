@@ -1,8 +1,5 @@
-import type pg from 'pg';
-import { stableBounds, writeCheckpoints } from '../store/checkpoints.js';
-
 /**
- * What the engine knows about one sensor table's rows: which are in flight, which were settled recently,
+ * Pure: no I/O, no timers. What the engine knows about one sensor table's rows: which are in flight, which were settled recently,
  * and the checkpoint, the id at or below which every row is settled (delivered, or dropped and recorded).
  *
  * The in-flight map and the recent ring also deduplicate by (table, id): the same row may arrive from two
@@ -16,9 +13,9 @@ export class TableProgress {
   private ringPos = 0;
   private maxSeen: number;
   /**
-   * Rows from this id up may have been missed (the process just started, the LISTEN connection was lost, or
-   * a notification was set aside under load): the checkpoint stays below it until a catch-up that began
-   * after the hold has read the table to its end.
+   * Rows from this id up may have been missed (the process just started, or the LISTEN connection was
+   * lost): the checkpoint stays below it until a catch-up that began after the hold has read the table to
+   * its end.
    */
   private holdAt = Number.POSITIVE_INFINITY;
   private holdSeq = 0;
@@ -62,16 +59,15 @@ export class TableProgress {
     this.recent.add(id);
   }
 
-  /** Keeps the checkpoint below `id` until a catch-up started after this call has finished the table. */
-  hold(id: number): void {
+  /**
+   * Holds rows above everything seen so far: notifications may be lost from here on. The checkpoint stays
+   * below them until a catch-up started after this call has finished the table.
+   */
+  holdFromLatest(): void {
+    const id = this.maxSeen + 1;
     if (id < this.holdAt) this.holdAt = id;
     TableProgress.seq += 1;
     this.holdSeq = TableProgress.seq;
-  }
-
-  /** Holds rows above everything seen so far: notifications may be lost from here on. */
-  holdFromLatest(): void {
-    this.hold(this.maxSeen + 1);
   }
 
   /** A token to hand back to release() once a catch-up started now has read the table to its end. */
@@ -91,36 +87,4 @@ export class TableProgress {
     const safe = Math.min(min === Number.POSITIVE_INFINITY ? this.maxSeen : min - 1, this.holdAt - 1);
     return Math.max(safe, this.persisted);
   }
-}
-
-/**
- * Writes the checkpoints that moved, each held below rows that transactions still in progress may commit
- * (see stableBounds). Returns how many moved; a checkpoint never goes backwards.
- */
-export async function saveCheckpoints(
-  db: pg.Pool | pg.ClientBase,
-  progress: Iterable<TableProgress>,
-): Promise<number> {
-  const candidates: [TableProgress, number][] = [];
-  for (const p of progress) {
-    const cp = p.checkpoint();
-    if (cp > p.persisted) candidates.push([p, cp]);
-  }
-  if (candidates.length === 0) return 0;
-  const bounds = await stableBounds(
-    db,
-    candidates.map(([p]) => ({ table: p.table, from: p.persisted })),
-  );
-  const moved: [TableProgress, number][] = [];
-  for (const [p, cp] of candidates) {
-    const bound = bounds.get(p.table);
-    const safe = bound === undefined ? cp : Math.min(cp, bound);
-    if (safe > p.persisted) moved.push([p, safe]);
-  }
-  await writeCheckpoints(
-    db,
-    moved.map(([p, lastId]) => ({ table: p.table, lastId })),
-  );
-  for (const [p, cp] of moved) p.persisted = cp;
-  return moved.length;
 }

@@ -1,0 +1,90 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { describePgError } from '../store/db.js';
+import { insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
+import { BatchWriter } from '../util/batch.js';
+
+/** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
+const BUSY_LINGER_MS = 5;
+
+/** What became of a resolved group at the outbox. */
+export interface Recorded {
+  key: string;
+  /** The stored row; undefined when the outbox already held this group (a replay, not stored again). */
+  row: OutboxRow | undefined;
+}
+
+interface PendingGroup {
+  group: OutboxGroup;
+  resolve: (r: Recorded) => void;
+}
+
+export interface OutboxRecorderOptions {
+  pool: pg.Pool;
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+/**
+ * Writes resolved groups and delivery records to the outbox, in batches shared by every pump lane, so
+ * that two pumps' vectors meeting cost one round trip. Owns its two batch writers; knows nothing of
+ * senders, assemblers or checkpoints: callers await what became of their group.
+ */
+export class OutboxRecorder {
+  private readonly groups: BatchWriter<PendingGroup>;
+  private readonly sent: BatchWriter<{ id: number; attempts: number; status: number }>;
+
+  constructor(o: OutboxRecorderOptions) {
+    const onError = (what: string) => (err: unknown, n: number) =>
+      o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
+    this.groups = new BatchWriter(
+      async (items) => {
+        const { stored, keys } = await insertGroups(
+          o.pool,
+          items.map((i) => i.group),
+        );
+        const byKey = new Map(stored.map((r) => [r.key, r]));
+        for (const [n, item] of items.entries()) {
+          const key = keys[n] as string;
+          item.resolve({ key, row: byKey.get(key) });
+        }
+      },
+      {
+        busyLingerMs: BUSY_LINGER_MS,
+        maxBatch: 200,
+        retryMs: 500,
+        onError: onError('writing the outbox'),
+        signal: o.signal,
+      },
+    );
+    // Each sender waits for its delivery record before it sends the next vector, so a crash sends at most
+    // one vector per pump again. Pumps that finish together share one write.
+    this.sent = new BatchWriter((sent) => markSent(o.pool, sent), {
+      maxBatch: 500,
+      retryMs: 500,
+      onError: onError('recording delivered vectors'),
+      signal: o.signal,
+    });
+  }
+
+  /** Groups waiting to be written: catch-up waits while this is large. */
+  get backlog(): number {
+    return this.groups.pending;
+  }
+
+  /** Stores a group; resolves once written (never, if the engine stops first: the rows stay unsettled). */
+  record(group: OutboxGroup): Promise<Recorded> {
+    return new Promise((resolve) => this.groups.push({ group, resolve }));
+  }
+
+  /** Records a delivered vector; resolves false if the engine stopped before it was written. */
+  recordSent(sent: { id: number; attempts: number; status: number }): Promise<boolean> {
+    return this.sent.pushAndWait(sent);
+  }
+
+  /** Writes everything queued now, without lingering. */
+  async flush(): Promise<void> {
+    await this.groups.flush();
+    await this.sent.flush();
+  }
+}

@@ -1,0 +1,260 @@
+import { EventEmitter } from 'node:events';
+import type { CircuitBreakerPolicy } from 'cockatiel';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Reading } from '../model/reading.js';
+import type { Decoder } from '../source/decode.js';
+import { describePgError } from '../store/db.js';
+import type { DeadLetter } from '../store/dead-letters.js';
+import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
+import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
+import { BatchWriter } from '../util/batch.js';
+import type { BackendClient } from './backend-client.js';
+import type { DeliveryResult } from './policy.js';
+import { SensorPoster } from './sensor-poster.js';
+
+/**
+ * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
+ * SIGKILL, the posts sent again are at most those in flight plus what this ledger had not yet written.
+ */
+export const POST_LEDGER_LINGER_MS = 20;
+export const POST_LEDGER_MAX_BATCH = 50;
+/** How long deferrals and removals of drained deferred posts gather before each write. */
+const BOOKKEEPING_LINGER_MS = 100;
+
+export interface PostPipelineEvents {
+  /** A post is settled: answered 200, or given up and dead-lettered (`result` says which). */
+  settled: [r: Reading, result: DeliveryResult];
+  /** The in-memory queue filled up: posts go to the database (true), or they are all back (false). */
+  deferring: [on: boolean, queued: number];
+}
+
+export interface PostPipelineOptions {
+  pool: pg.Pool;
+  logger: Logger;
+  signal: AbortSignal;
+  backends: Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>;
+  decoder: Decoder;
+  /** Per-sensor posts held in memory; beyond it they wait in pump_monitor.deferred_posts. */
+  maxQueued: number;
+  concurrency: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** The reading's post part is done: settle it in the ledger. */
+  settle: (r: Reading) => void;
+  /** Writes a dead letter, then calls `settled` once it is on record. */
+  deadLetter: (letter: DeadLetter, settled: () => void) => void;
+  /** The pumps whose deferred posts this replica drains: those it owns. */
+  owned: () => string[];
+}
+
+/**
+ * Every per-sensor POST: a bounded in-memory queue in front of the poster and, past it, the database.
+ * Two modes: `direct` (nothing waits in the database) and `deferred` (posts that did not fit wait in
+ * pump_monitor.deferred_posts and are drained back while the queue is under half full, on a timer and
+ * whenever a finished post takes it below a fifth). Owns the poster, its three bookkeeping writers and the
+ * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
+ * again. Never blocks the caller.
+ */
+export class PostPipeline extends EventEmitter<PostPipelineEvents> {
+  private readonly poster: SensorPoster;
+  private readonly ledger: BatchWriter<SettledPost>;
+  private readonly defer: BatchWriter<Reading>;
+  private readonly drained: BatchWriter<number>;
+  private mode: 'direct' | 'deferred' = 'deferred'; // a previous run may have left posts waiting
+  /** The switch to `deferred` was reported (a full queue), so the way back is reported too. */
+  private reported = false;
+  private draining = false;
+  /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
+  private deferrals = 0;
+  private cursor = 0;
+  /** Deferred posts back in the queue and not yet removed from the table. */
+  private readonly inFlight = new Set<number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: PostPipelineOptions) {
+    super();
+    const onError = (what: string) => (err: unknown, n: number) =>
+      o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
+    this.poster = new SensorPoster({
+      clients: o.backends,
+      concurrency: o.concurrency,
+      maxAttempts: o.maxAttempts,
+      retryBaseMs: o.retryBaseMs,
+      retryMaxMs: o.retryMaxMs,
+      onDone: (r, result) => this.done(r, result),
+      onError: (err, r) =>
+        o.logger.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
+    });
+    this.ledger = new BatchWriter((posts) => recordSettledPosts(o.pool, posts), {
+      lingerMs: POST_LEDGER_LINGER_MS,
+      maxBatch: POST_LEDGER_MAX_BATCH,
+      retryMs: 500,
+      onError: onError('recording settled per-sensor posts'),
+      signal: o.signal,
+    });
+    this.defer = new BatchWriter((rs) => this.writeDeferred(rs), {
+      lingerMs: BOOKKEEPING_LINGER_MS,
+      maxBatch: 1_000,
+      retryMs: 500,
+      onError: onError('deferring per-sensor posts'),
+      signal: o.signal,
+    });
+    this.drained = new BatchWriter((ids) => deleteDeferred(o.pool, ids), {
+      lingerMs: POST_LEDGER_LINGER_MS,
+      maxBatch: POST_LEDGER_MAX_BATCH,
+      retryMs: 500,
+      onError: onError('removing sent deferred posts'),
+      signal: o.signal,
+    });
+  }
+
+  /** Posts queued or in flight in memory. */
+  get depth(): number {
+    return this.poster.depth;
+  }
+
+  get deferring(): boolean {
+    return this.mode === 'deferred';
+  }
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.drain(), 500);
+  }
+
+  /** Queues a reading's post; past the in-memory limit it is deferred to the database. Never waits. */
+  submit(r: Reading): void {
+    if (this.poster.depth < this.o.maxQueued) {
+      this.poster.enqueue(r);
+      return;
+    }
+    if (!this.reported) {
+      this.reported = true;
+      this.emit('deferring', true, this.poster.depth);
+    }
+    this.mode = 'deferred';
+    this.defer.push(r);
+  }
+
+  /** A pump was taken over: its deferred posts may lie below the cursor used so far. */
+  rewind(): void {
+    this.cursor = 0;
+    this.mode = 'deferred';
+  }
+
+  /** Resolves when nothing is queued or in flight in memory. */
+  idle(): Promise<void> {
+    return this.poster.idle();
+  }
+
+  /** Writes the bookkeeping now (a graceful stop, a hand-over). */
+  async flush(): Promise<void> {
+    await Promise.all([this.defer.flush(), this.drained.flush(), this.ledger.flush()]);
+  }
+
+  /** Cancels what is queued and in flight; those readings stay unsettled and are caught up later. */
+  abort(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.poster.abort();
+  }
+
+  private done(r: Reading, result: DeliveryResult): void {
+    if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
+    if (this.mode === 'deferred' && this.poster.depth < this.o.maxQueued / 5) void this.drain();
+    const deferredId = r.deferredId;
+    // A deferred post's reading was settled when it was deferred; its row in deferred_posts goes instead.
+    const settle =
+      deferredId === undefined
+        ? () => this.settled(r)
+        : () => {
+            this.inFlight.delete(deferredId);
+            this.drained.push(deferredId);
+          };
+    if (result.kind === 'ok') {
+      settle();
+      this.emit('settled', r, result);
+      return;
+    }
+    const reason = describeFailure(result);
+    this.o.logger.warn(
+      { pump: r.pump, table: r.sensor.table, id: r.id, reason },
+      'per-sensor POST not delivered; kept as a dead letter',
+    );
+    this.o.deadLetter(
+      {
+        kind: 'sensor_post',
+        pump: r.pump,
+        channel: r.sensor.channel,
+        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        reason,
+        responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
+        responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+      },
+      settle,
+    );
+    this.emit('settled', r, result);
+  }
+
+  /** The post part of a reading is done: settled in the ledger, and on record for restarts. */
+  private settled(r: Reading): void {
+    this.o.settle(r);
+    this.ledger.push({ pump: r.pump, table: r.sensor.table, id: r.id });
+  }
+
+  private async writeDeferred(readings: Reading[]): Promise<void> {
+    await insertDeferred(
+      this.o.pool,
+      readings.map((r) => ({
+        pump: r.pump,
+        channel: r.sensor.channel,
+        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+      })),
+    );
+    this.deferrals += 1;
+    this.mode = 'deferred';
+    for (const r of readings) this.settled(r);
+  }
+
+  /** Moves deferred posts back into the queue while it is under half full. */
+  private async drain(): Promise<void> {
+    const room = () => this.o.maxQueued / 2 - this.poster.depth;
+    if (this.mode === 'direct' || this.draining || room() <= 0) return;
+    this.draining = true;
+    try {
+      let empty = false;
+      while (!empty && !this.o.signal.aborted && room() > 0) {
+        const batch = Math.max(1, Math.min(2_000, Math.floor(room())));
+        const deferrals = this.deferrals;
+        const posts = await fetchDeferred(this.o.pool, this.o.owned(), batch, this.cursor);
+        empty = posts.length < batch && deferrals === this.deferrals;
+        for (const d of posts) {
+          this.cursor = Math.max(this.cursor, d.id);
+          if (this.inFlight.has(d.id)) continue;
+          this.inFlight.add(d.id);
+          const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup');
+          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
+          else this.drained.push(d.id);
+        }
+      }
+      if (empty) {
+        this.mode = 'direct';
+        if (this.reported) this.emit('deferring', false, this.poster.depth);
+        this.reported = false;
+      }
+    } catch (err) {
+      this.o.logger.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
+    } finally {
+      this.draining = false;
+    }
+  }
+}
+
+/** Why a per-sensor post was not delivered, in one line. */
+export function describeFailure(result: Exclude<DeliveryResult, { kind: 'ok' | 'cancelled' }>): string {
+  if (result.kind === 'gave_up') return `gave up after ${result.attempts} attempts: ${result.error.message}`;
+  return result.answer.status === 404
+    ? 'the backend does not know this row (404)'
+    : `backend answered ${result.answer.status}`;
+}

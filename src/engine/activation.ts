@@ -1,0 +1,93 @@
+import type { Logger } from 'pino';
+import type { PumpConfig } from '../config/env.js';
+import { describePgError } from '../store/db.js';
+import { sleep } from '../util/clock.js';
+import type { LeaseHooks } from './leases.js';
+import type { PumpLane } from './pump-lane.js';
+
+export interface ActivationOptions {
+  pumps: PumpConfig[];
+  lanes: Map<string, PumpLane>;
+  logger: Logger;
+  /** The in-flight vector's answer is waited for at most this long on a hand-over. */
+  haltGraceMs: number;
+  /** Reloads tables' checkpoints from the database (another replica moved them). */
+  reload: (tables: string[]) => Promise<void>;
+  /** Finishes the per-sensor posts in flight, at most for `ms`. */
+  postsIdle: (ms: number) => Promise<void>;
+  /** Writes every pending record now: outbox, delivery records, post ledger, deferrals. */
+  flushRecords: () => Promise<void>;
+  /** Saves the checkpoints of these tables now. */
+  saveCheckpoints: (tables: string[]) => Promise<void>;
+  /** A pump was taken: its deferred posts and its backlog must be read. */
+  taken: (pump: string) => void;
+}
+
+/**
+ * Turns lease changes into awaited steps: take a pump, hand it over, or leave it when its lease is lost.
+ * Owns the set of pumps this replica serves now (`active`): the intake and the per-sensor posts ask it.
+ * A hand-over finishes in order before the lock is released: the vector in flight is answered and
+ * recorded, the posts in flight finish, every record is written and the checkpoints are saved, so the
+ * next owner reads an outbox and checkpoints that tell the whole truth.
+ */
+export class Activation implements LeaseHooks {
+  readonly active = new Set<string>();
+  /** Until the engine has started, the checkpoints loaded at start are the state to go on from. */
+  started = false;
+
+  constructor(private readonly o: ActivationOptions) {}
+
+  owns(pump: string): boolean {
+    return this.active.has(pump);
+  }
+
+  /**
+   * Resumed: nobody else owned the pump meanwhile, so the state in memory is still right and a catch-up
+   * fills the gap. Otherwise another replica worked on it: start again from the checkpoints it left.
+   */
+  async acquired(pump: string, resumed: boolean): Promise<void> {
+    const lane = this.lane(pump);
+    if (this.started && !resumed) {
+      try {
+        await this.o.reload(this.tables(pump));
+      } catch (err) {
+        this.o.logger.warn(
+          { pump, err: describePgError(err) },
+          'loading checkpoints after a takeover failed',
+        );
+      }
+      lane.reset();
+    }
+    lane.take();
+    this.active.add(pump);
+    this.o.taken(pump);
+  }
+
+  async releasing(pump: string): Promise<void> {
+    this.active.delete(pump);
+    await this.lane(pump).leave(this.o.haltGraceMs);
+    await Promise.race([this.o.postsIdle(5_000), sleep(5_000)]);
+    await this.o.flushRecords();
+    await this.o.saveCheckpoints(this.tables(pump)).catch(() => {});
+  }
+
+  async lost(pump: string): Promise<void> {
+    this.active.delete(pump);
+    await this.lane(pump).leave(this.o.haltGraceMs);
+  }
+
+  /** The tables of the pumps served now: the checkpoints this replica may write. */
+  ownedTables(): string[] {
+    return this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => p.sensors.map((s) => s.table));
+  }
+
+  private tables(pump: string): string[] {
+    return this.lane(pump).pump.sensors.map((s) => s.table);
+  }
+
+  private lane(pump: string): PumpLane {
+    const lane = this.o.lanes.get(pump);
+    if (!lane) throw new Error(`no lane for pump ${pump}`);
+    return lane;
+  }
+}

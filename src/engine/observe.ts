@@ -1,0 +1,100 @@
+import type { Logger } from 'pino';
+import { describeFailure, type PostPipeline } from '../delivery/post-pipeline.js';
+import { parseReply } from '../delivery/vector-sender.js';
+import type { Intake } from '../source/intake.js';
+import type { Listener } from '../source/listener.js';
+import type { PumpLane } from './pump-lane.js';
+import type { Telemetry } from './telemetry.js';
+
+export interface Observed {
+  intake: Intake;
+  lanes: Map<string, PumpLane>;
+  posts: PostPipeline;
+  listener: Listener;
+  log: Logger;
+}
+
+/**
+ * Telemetry subscribes to the units' events: the counters of /status and /metrics, the page's channel
+ * figures, predictions and recent errors. No unit calls telemetry itself.
+ */
+export function observe(t: Telemetry, u: Observed): void {
+  u.intake.on('reading', (r, added) => {
+    const stats = t.pump(r.pump);
+    stats.readings_received += 1;
+    t.seen(r.pump, r.sensor.channel, r.valor, Date.now());
+    if (added === 'late') {
+      stats.readings_late += 1;
+      t.readingsLate.inc({ pump: r.pump });
+    }
+  });
+  u.intake.on('duplicate', (r) => {
+    t.pump(r.pump).readings_duplicate += 1;
+    t.readingsDuplicate.inc({ pump: r.pump });
+  });
+  u.intake.on('rejected', (rej, pump) => {
+    const stats = pump === undefined ? undefined : t.pumps.get(pump);
+    if (stats) stats.readings_invalid += 1;
+    t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: rej.reason });
+    t.error(stats ? (pump as string) : null, `invalid notification on ${rej.channel}: ${rej.detail}`);
+  });
+  u.intake.on('failed', (channel, pump, err) => {
+    t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: 'internal_error' });
+    t.error(pump ?? null, `internal error on ${channel}: ${err.message}`);
+  });
+  for (const [pump, lane] of u.lanes) {
+    const stats = t.pump(pump);
+    lane.on('vector', (v, stored) => {
+      if (!stored) {
+        stats.vectors_suppressed += 1;
+        t.vectors.inc({ pump, outcome: 'suppressed' });
+      } else if (v.filled.length > 0) {
+        stats.vectors_filled += 1;
+        t.vectors.inc({ pump, outcome: 'filled' });
+      }
+    });
+    lane.on('dropped', () => {
+      stats.vectors_dropped += 1;
+      t.vectors.inc({ pump, outcome: 'dropped' });
+    });
+    lane.on('sent', (row, result, latencyMs) => {
+      if (result.kind === 'dead') {
+        stats.vectors_dead += 1;
+        t.vectors.inc({ pump, outcome: 'dead' });
+        t.error(pump, `backend answered ${result.status} to the vector of ${row.tiempo}`);
+        return;
+      }
+      stats.vectors_sent += 1;
+      t.vectors.inc({ pump, outcome: 'sent' });
+      if (latencyMs !== undefined) t.deliveryLatency.observe({ pump }, latencyMs / 1000);
+      if (result.prediccion !== undefined) {
+        t.prediction(pump, { tiempo_sensor: row.tiempo, prediccion: result.prediccion, at: Date.now() });
+      }
+    });
+  }
+  u.posts.on('settled', (r, result) => {
+    const stats = t.pump(r.pump);
+    if (result.kind === 'ok') {
+      stats.sensor_posts_ok += 1;
+      const c = stats.channels.get(r.sensor.channel);
+      if (!c) return;
+      // The classification is informational; a body we cannot read changes nothing.
+      const { prediccion, contador_anomalias } = parseReply(result.answer.body);
+      if (prediccion !== undefined) c.lastClass = prediccion;
+      if (contador_anomalias !== undefined) c.anomalies = contador_anomalias;
+      return;
+    }
+    stats.sensor_posts_failed += 1;
+    if (result.kind === 'cancelled') return;
+    t.error(r.pump, `per-sensor POST ${r.sensor.endpoint} id ${r.id}: ${describeFailure(result)}`);
+  });
+  u.posts.on('deferring', (on, queued) => {
+    if (on) u.log.warn({ queued }, 'per-sensor queue full; deferring posts to the database');
+    else u.log.info('deferred per-sensor posts are back in the queue');
+  });
+  u.listener.on('disconnected', (reason) => {
+    t.reconnects.inc();
+    t.error(null, `LISTEN connection lost: ${reason}`);
+  });
+  u.listener.on('heartbeat', (ms) => t.heartbeatLatency.set(ms / 1000));
+}

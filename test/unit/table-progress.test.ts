@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { TableProgress } from '../../src/ledger/table-progress.js';
+
+describe('TableProgress', () => {
+  it('moves the checkpoint only past rows whose every part is settled', () => {
+    const p = new TableProgress('t', 10, 1);
+    p.release(p.catchUpToken()); // no hold: as after the first catch-up
+    expect(p.begin(11, 2)).toBe(true);
+    expect(p.begin(12, 1)).toBe(true);
+    expect(p.checkpoint()).toBe(10);
+    p.settle(12);
+    expect(p.checkpoint()).toBe(10); // 11 is still in flight
+    p.settle(11);
+    expect(p.checkpoint()).toBe(10); // one part of 11 left
+    p.settle(11);
+    expect(p.checkpoint()).toBe(12);
+  });
+
+  it('recognises a row in flight or settled recently as a duplicate, and forgets beyond its ring', () => {
+    const p = new TableProgress('t', 0, 1, 2);
+    expect(p.begin(1, 1)).toBe(true);
+    expect(p.begin(1, 1)).toBe(false); // in flight
+    p.settle(1);
+    expect(p.begin(1, 1)).toBe(false); // settled recently
+    for (const id of [2, 3]) {
+      p.begin(id, 1);
+      p.settle(id);
+    }
+    expect(p.begin(1, 1)).toBe(true); // pushed out of a ring of two
+  });
+
+  it('holds the checkpoint below rows that may have been missed until a catch-up begun after the hold ends', () => {
+    const p = new TableProgress('t', 0, 1);
+    const atStart = p.catchUpToken(); // a catch-up begins
+    p.holdFromLatest(); // the connection drops during it
+    p.begin(5, 1);
+    p.settle(5);
+    expect(p.checkpoint()).toBe(0);
+    p.release(atStart); // the catch-up begun before the hold lifts nothing
+    expect(p.checkpoint()).toBe(0);
+    p.release(p.catchUpToken()); // one begun after it does
+    expect(p.checkpoint()).toBe(5);
+  });
+
+  it('never goes below what was saved', () => {
+    const p = new TableProgress('t', 100, 1);
+    p.release(p.catchUpToken());
+    p.persisted = 120;
+    p.begin(101, 1); // read again from below the saved checkpoint
+    expect(p.checkpoint()).toBe(120);
+  });
+});
