@@ -260,8 +260,10 @@ async function placeServer(
   const dataBlocked = await blockedAt(account, dataDir);
   const binariesBlocked = await blockedAt(account, path.join(installDir, 'bin', 'postgres'));
   if (!dataBlocked && !binariesBlocked) return stay;
+  // Usually both sit under the same private directory: name it once.
+  const same = dataBlocked === binariesBlocked;
   const problems = [
-    dataBlocked ? `the data directory ${dataDir} (${dataBlocked})` : undefined,
+    dataBlocked ? `the data directory ${dataDir}${same ? '' : ` (${dataBlocked})`}` : undefined,
     binariesBlocked ? `the PostgreSQL binaries in ${installDir} (${binariesBlocked})` : undefined,
   ].filter(Boolean);
   const root = await reachableTempRoot(account);
