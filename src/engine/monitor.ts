@@ -589,7 +589,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       this.pool,
       items.map((i) => i.letter),
     );
-    for (const i of items) i.settle?.();
+    for (const i of items) {
+      this.telemetry.deadLetters.inc({ pump: i.letter.pump ?? 'unknown', kind: i.letter.kind });
+      i.settle?.();
+    }
   }
 
   private settleMembers(members: { table: string; id: number }[]): void {
@@ -900,6 +903,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     );
     t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
       set({}, this.listener.listening ? 1 : 0),
+    );
+    t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
+      for (const [pump, b] of this.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
+    });
+    t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
+      set({}, this.catchUpLoop ? 1 : 0),
     );
     t.gauge('notification_queue_usage', 'pg_notification_queue_usage() of the server', [], async (set) => {
       try {
