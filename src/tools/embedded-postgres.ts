@@ -496,18 +496,42 @@ async function stopChild(child: ChildProcess): Promise<void> {
     throw new Error(`PostgreSQL process ${child.pid} did not exit`);
 }
 
-const runningChildren = new Set<ChildProcess>();
+/** Running postmasters, each with the relocation directory it runs from, if any. */
+const runningChildren = new Map<ChildProcess, string | undefined>();
 let exitHookInstalled = false;
+const REMOVAL_WAIT_S = 60;
 
-/** 'exit' handlers must be synchronous, so the postmaster is only signalled and shuts down on its own. */
-function terminateRunningChildren(): void {
-  for (const child of runningChildren) {
-    if (!hasExited(child)) child.kill('SIGTERM');
+/**
+ * Removes a relocation's directory once its postmaster has exited, from a small detached shell: the
+ * exiting process cannot wait for it. Gives up waiting after a minute (an unreaped process) and removes
+ * it all the same.
+ */
+function removeWhenGone(dir: string, pid: number): void {
+  const script = `i=0; while kill -0 "$1" 2>/dev/null && [ "$i" -lt ${REMOVAL_WAIT_S * 5} ]; do sleep 0.2; i=$((i+1)); done; rm -rf -- "$2"`;
+  try {
+    spawn('/bin/sh', ['-c', script, 'pump-monitor-pg-cleanup', String(pid), dir], {
+      detached: true,
+      stdio: 'ignore',
+    }).unref();
+  } catch {
+    // The next start with the same data directory removes it instead.
   }
 }
 
-function trackChild(child: ChildProcess): void {
-  runningChildren.add(child);
+/**
+ * 'exit' handlers must be synchronous, so the postmaster is only signalled and shuts down on its own; a
+ * relocation's directory goes once it has.
+ */
+function terminateRunningChildren(): void {
+  for (const [child, dir] of runningChildren) {
+    if (hasExited(child)) continue;
+    child.kill('SIGTERM');
+    if (dir && child.pid) removeWhenGone(dir, child.pid);
+  }
+}
+
+function trackChild(child: ChildProcess, relocationDir: string | undefined): void {
+  runningChildren.set(child, relocationDir);
   child.once('exit', () => runningChildren.delete(child));
   if (!exitHookInstalled) {
     process.on('exit', terminateRunningChildren);
@@ -743,7 +767,7 @@ class ManagedPostgres implements EmbeddedPostgres {
 
   private adopt(child: ChildProcess): void {
     this.child = child;
-    trackChild(child);
+    trackChild(child, this.settings.placement.relocation?.dir);
     // A server that dies on its own (crash, fault test) counts as stopped; start() then clears its pid file.
     child.once('exit', () => {
       if (this.child === child) this.child = undefined;

@@ -316,4 +316,31 @@ describe('startEmbeddedPostgres', () => {
       }
     },
   );
+
+  it.runIf(process.getuid?.() === 0)(
+    'removes its temporary directory when node exits without calling stop()',
+    async () => {
+      const privateDir = await mkdtemp(path.join(tmpdir(), 'pump-monitor-private-'));
+      try {
+        const dir = path.join(privateDir, 'checkout', '.data', 'postgres');
+        const child = spawnNode(`
+          const { readFileSync } = await import('node:fs');
+          const server = await embedded.startEmbeddedPostgres({ dataDir: ${JSON.stringify(dir)} });
+          const pid = Number(readFileSync(server.dataDir + '/postmaster.pid', 'utf8').split('\\n')[0]);
+          console.log(JSON.stringify({ pid, relocated: server.relocation?.dir }));
+          process.exit(0);
+        `);
+        const { pid, relocated } = JSON.parse(await firstLine(child)) as { pid: number; relocated: string };
+        expect(relocated.startsWith(path.join(tmpdir(), 'pump-monitor-pg-'))).toBe(true);
+        expect((await exitOf(child)).code).toBe(0);
+
+        expect(await eventuallyGone(pid)).toBe(true);
+        const deadline = Date.now() + 20_000;
+        while (existsSync(relocated) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        expect(existsSync(relocated)).toBe(false);
+      } finally {
+        await rm(privateDir, { recursive: true, force: true });
+      }
+    },
+  );
 });
