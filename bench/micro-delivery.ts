@@ -15,7 +15,7 @@ import { loadConfig } from '../src/config/env.js';
 import { BackendClient, createAgent } from '../src/delivery/backend-client.js';
 import { createBreaker } from '../src/delivery/policy.js';
 import { SensorPoster } from '../src/delivery/sensor-poster.js';
-import type { Reading } from '../src/source/decode.js';
+import type { Reading } from '../src/model/reading.js';
 import { round } from './stats.js';
 
 const CONCURRENCY = 16;

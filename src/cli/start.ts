@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
 import { loadConfig } from '../config/env.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
@@ -7,6 +6,14 @@ import { buildReferenceBackend } from '../tools/backend/server.js';
 import { freePort } from '../tools/free-port.js';
 import { startKeptPostgres } from '../tools/postgres-keeper.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
+import {
+  demoFiles,
+  processStartTime,
+  removeDemoState,
+  shellPath,
+  writeDemoState,
+  writeSecretFile,
+} from './demo.js';
 import { listen } from './listen.js';
 import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
 
@@ -19,15 +26,21 @@ export async function start(): Promise<void> {
   const probe = loadConfig(process.env);
   if (probe.database) return listen();
 
+  const generatedKey = !process.env.API_KEY;
   const apiKey = process.env.API_KEY || randomBytes(12).toString('hex');
-  const dataDir = resolve(process.env.PGDATA_DIR ?? '.data/postgres');
+  const files = demoFiles(process.env);
+  const dataDir = files.dataDir;
   const pgPort = process.env.PG_PORT ? Number(process.env.PG_PORT) : await freePort();
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
   const postgres = await startKeptPostgres({ dataDir, port: pgPort });
+  if (postgres.relocation) {
+    logger.info({ dir: postgres.relocation.dir }, `embedded PostgreSQL: ${postgres.relocation.reason}`);
+  }
   let backendPool: ReturnType<typeof createPool> | undefined;
   let simPool: ReturnType<typeof createPool> | undefined;
   const cleanup = async () => {
+    await removeDemoState(files).catch(() => {});
     await backendPool?.end().catch(() => {});
     await simPool?.end().catch(() => {});
     await postgres.stop();
@@ -74,15 +87,39 @@ export async function start(): Promise<void> {
     });
 
     const statusUrl = `http://127.0.0.1:${config.port}/`;
+    const backendUrl = `http://127.0.0.1:${backendPort}`;
+    // The operator commands (diagnose) find this run through the state file; the secrets stay in files.
+    if (generatedKey) await writeSecretFile(files.apiKeyFile, apiKey);
+    await writeDemoState(files, {
+      pid: process.pid,
+      ...(processStartTime(process.pid) ? { pidStartTime: processStartTime(process.pid) } : {}),
+      startedAt: new Date().toISOString(),
+      database: {
+        host: database.host,
+        port: database.port,
+        database: database.database,
+        user: database.user,
+      },
+      passwordFile: files.passwordFile,
+      backendUrl,
+      ...(generatedKey ? { apiKeyFile: files.apiKeyFile } : {}),
+      statusUrl,
+      dataDir: postgres.dataDir,
+    });
+    const temporary = postgres.relocation?.dataDir ? ' (temporary: removed on stop)' : '';
+    const pgdata = process.env.PGDATA_DIR?.trim() ? `PGDATA_DIR=${shellPath(dataDir)} ` : '';
     process.stdout.write(
       [
         '',
         'pump-monitor is running:',
         `  status page        ${statusUrl}`,
         `  status JSON        ${statusUrl}status   metrics ${statusUrl}metrics`,
-        `  reference backend  http://127.0.0.1:${backendPort}  (pumps ${config.pumps.map((p) => p.id).join(', ')})`,
-        `  PostgreSQL         127.0.0.1:${pgPort}/pump_monitor, data in ${dataDir}`,
+        `  reference backend  ${backendUrl}  (pumps ${config.pumps.map((p) => p.id).join(', ')})`,
+        `  PostgreSQL         ${database.host}:${database.port}/${database.database}, data in ${postgres.dataDir}${temporary}`,
         `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump`,
+        'From this directory, in another terminal:',
+        `  ${pgdata}npx pump-monitor diagnose`,
+        `  PGPASSWORD="$(cat ${shellPath(files.passwordFile)})" psql -h ${database.host} -p ${database.port} -U ${database.user} ${database.database}`,
         'Ctrl-C stops everything.',
         '',
       ].join('\n'),

@@ -3,17 +3,20 @@ import { createPool, describePgError, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
+import { resolveDemoTarget } from './demo.js';
 import { flushAndExit, handleSignals, loggerFor, progressLine, terminal } from './runtime.js';
 
-function withDatabase(): { config: Config; database: DatabaseConfig } {
-  const config = loadConfig(process.env, { requireDatabase: true });
+/** The configured database; for the operator commands (migrate, simulate), else the running npm start's. */
+function withDatabase(operator = false): { config: Config; database: DatabaseConfig } {
+  const env = operator ? resolveDemoTarget(process.env).env : process.env;
+  const config = loadConfig(env, { requireDatabase: true });
   if (!config.database) throw new Error('unreachable: requireDatabase');
   return { config, database: config.database };
 }
 
 /** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
 export async function migrateCommand(): Promise<void> {
-  const { config, database } = withDatabase();
+  const { config, database } = withDatabase(true);
   const logger = loggerFor(config);
   try {
     const result = await withClient(database, 'pump-monitor-migrate', (client) =>
@@ -58,7 +61,7 @@ export async function simulateCommand(opts: {
   if (opts.scenario !== 'normal' && opts.scenario !== 'bearing-failure') {
     throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
   }
-  const { config, database } = withDatabase();
+  const { config, database } = withDatabase(true);
   const logger = loggerFor(config);
   const pool = createPool(database, 'pump-monitor-simulate', 2);
   const controller = new AbortController();

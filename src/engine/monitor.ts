@@ -119,7 +119,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           this.pool,
           items.map((i) => i.letter),
         );
-        for (const i of items) i.settle?.();
+        for (const i of items) {
+          this.telemetry.deadLetters.inc({ pump: i.letter.pump ?? 'unknown', kind: i.letter.kind });
+          i.settle?.();
+        }
       },
       {
         maxBatch: 200,
@@ -470,6 +473,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     );
     t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
       set({}, this.listener.listening ? 1 : 0),
+    );
+    t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
+      for (const [pump, b] of this.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
+    });
+    t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
+      set({}, this.catchUp.running ? 1 : 0),
     );
     t.gauge(
       'engine_table_rows',

@@ -105,6 +105,10 @@ export class Telemetry {
   ]);
   readonly reconnects = this.counter('reconnects_total', 'LISTEN reconnections', []);
   readonly catchUpRows = this.counter('catchup_rows_total', 'Rows read by catch-up', ['pump']);
+  readonly deadLetters = this.counter('dead_letters_total', 'Dead letters written, by kind', [
+    'pump',
+    'kind',
+  ]);
   readonly dbQueries = this.counter(
     'db_queries_total',
     "Round trips on the engine's connection pool (one per query, or per transaction of several)",

@@ -156,6 +156,10 @@ export class CatchUpRunner {
 
   constructor(private readonly o: CatchUpRunnerOptions) {}
 
+  get running(): boolean {
+    return this.loop !== undefined;
+  }
+
   request(): void {
     if (this.stopped) return;
     if (this.loop) {

