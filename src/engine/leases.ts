@@ -3,7 +3,8 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
 import { clientConfig, describePgError } from '../store/db.js';
-import { ENGINE_SCHEMA } from '../store/migrations.js';
+import { countSessions, tryLockPump, unlockPump } from '../store/leases.js';
+import { endSession, endStaleSessions } from '../store/sessions.js';
 
 export interface LeaseOptions {
   db: DatabaseConfig;
@@ -26,13 +27,6 @@ export interface LeaseHooks {
   releasing(pump: string): Promise<void>;
   /** The lease session ended: the lock is gone already, and another replica may be taking the pump. */
   lost(pump: string): Promise<void>;
-}
-
-/** Lock key namespace: the first int of the two-int advisory lock form. */
-const NAMESPACE = 0x70756d70; // 'pump'
-
-export function pumpLockKey(pump: string): number {
-  return createHash('sha256').update(pump).digest().readInt32BE(0);
 }
 
 /**
@@ -83,7 +77,7 @@ export class LeaseKeeper {
     this.client = undefined;
     this.owned.clear();
     // Ending the session releases every lock it holds.
-    if (c) await endOrDestroy(c);
+    if (c) await endSession(c, 1_000);
   }
 
   private schedule(): Promise<void> {
@@ -95,12 +89,7 @@ export class LeaseKeeper {
     if (this.closed) return;
     try {
       const c = await this.session();
-      const { rows } = await c.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE starts_with(application_name, $1) AND datname = current_database()`,
-        [this.groupPrefix],
-      );
-      const replicas = Math.max(1, rows[0]?.n ?? 1);
+      const replicas = Math.max(1, await countSessions(c, this.groupPrefix));
       const share = Math.ceil(this.o.pumps.length / replicas);
       for (const pump of [...this.owned].slice(share)) await this.release(c, pump);
       for (const pump of this.order) {
@@ -130,10 +119,7 @@ export class LeaseKeeper {
     await c.connect();
     // An earlier lease session of ours that died half-open still holds its locks at the server until the
     // server notices; end it so this replica (or another) can take the pumps now.
-    await c.query(
-      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
-      [this.appName],
-    );
+    await endStaleSessions(c, this.appName);
     this.client = c;
     return c;
   }
@@ -142,7 +128,7 @@ export class LeaseKeeper {
   private async drop(): Promise<void> {
     const c = this.client;
     this.client = undefined;
-    if (c) void endOrDestroy(c);
+    if (c) void endSession(c, 1_000);
     for (const pump of [...this.owned]) {
       this.owned.delete(pump);
       this.o.logger.warn({ pump }, 'lease lost');
@@ -151,18 +137,9 @@ export class LeaseKeeper {
   }
 
   private async tryAcquire(c: pg.Client, pump: string): Promise<void> {
-    const { rows } = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [
-      NAMESPACE,
-      pumpLockKey(pump),
-    ]);
-    if (!rows[0]?.ok) return;
-    const { rows: prev } = await c.query<{ owner: string }>(
-      `INSERT INTO ${ENGINE_SCHEMA}.leases AS l (pump, owner) VALUES ($1, $2)
-       ON CONFLICT (pump) DO UPDATE SET owner = EXCLUDED.owner, acquired_at = now()
-       RETURNING (SELECT owner FROM ${ENGINE_SCHEMA}.leases WHERE pump = $1) AS owner`,
-      [pump, this.replicaId],
-    );
-    const resumed = prev[0]?.owner === this.replicaId;
+    const locked = await tryLockPump(c, pump, this.replicaId);
+    if (!locked) return;
+    const resumed = locked.previousOwner === this.replicaId;
     this.owned.add(pump);
     this.o.logger.info({ pump, replica: this.replicaId, resumed }, 'lease acquired');
     await this.o.hooks.acquired(pump, resumed);
@@ -171,15 +148,7 @@ export class LeaseKeeper {
   private async release(c: pg.Client, pump: string): Promise<void> {
     this.owned.delete(pump);
     await this.o.hooks.releasing(pump);
-    await c.query('SELECT pg_advisory_unlock($1, $2)', [NAMESPACE, pumpLockKey(pump)]);
+    await unlockPump(c, pump);
     this.o.logger.info({ pump }, 'lease released for rebalancing');
   }
-}
-
-/** Ends a session politely, or tears the socket down when the peer no longer answers. */
-async function endOrDestroy(c: pg.Client): Promise<void> {
-  const stream = (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
-  const timer = setTimeout(() => stream?.destroy(), 1_000);
-  await c.end().catch(() => {});
-  clearTimeout(timer);
 }

@@ -20,6 +20,8 @@ import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
 import { engineTableStats } from '../store/retention.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
+import { missingTables } from '../store/sensor-rows.js';
+import { notificationQueueUsage } from '../store/sessions.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
@@ -501,21 +503,17 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       'pg_notification_queue_usage() of the server',
       [],
       fromDb(async (set) => {
-        const { rows } = await this.pool.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u');
-        set({}, Number(rows[0]?.u ?? 0));
+        set({}, await notificationQueueUsage(this.pool));
       }),
     );
   }
 }
 
 async function checkTables(client: pg.PoolClient, tables: string[]): Promise<void> {
-  const { rows } = await client.query<{ t: string }>(
-    'SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL',
-    [tables],
-  );
-  if (rows.length > 0) {
+  const missing = await missingTables(client, tables);
+  if (missing.length > 0) {
     throw new StartupError(
-      `sensor tables missing: ${rows.map((r) => r.t).join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
+      `sensor tables missing: ${missing.join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
     );
   }
 }

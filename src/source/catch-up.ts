@@ -2,8 +2,8 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
 import type { TableProgress } from '../ledger/table-progress.js';
-import { describePgError, quoteIdent } from '../store/db.js';
-import { settledPostExpr } from '../store/sensor-posts.js';
+import { describePgError } from '../store/db.js';
+import { readRowsAfter, type SensorRow } from '../store/sensor-rows.js';
 import { sleep } from '../util/clock.js';
 
 export interface CatchUpOptions {
@@ -24,14 +24,6 @@ export interface CatchUpOptions {
   onProgress?: (rows: number, tablesLeft: number) => void;
 }
 
-interface Row {
-  id: string | number;
-  /** `tiempo_sensor` as stored: the grouping key, compared as text to keep a pump's tables in step. */
-  t: string;
-  payload: string;
-  posted: boolean;
-}
-
 interface Cursor {
   pump: string;
   channel: string;
@@ -42,7 +34,7 @@ interface Cursor {
   released: boolean;
   token: number;
   /** Rows read but not yet handed over, in id order; fewer than two batches. */
-  buffer: Row[];
+  buffer: SensorRow[];
 }
 
 /**
@@ -82,13 +74,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
   while (!o.signal.aborted && cursors.some((c) => !c.released)) {
     for (const c of cursors) {
       if (c.done || c.buffer.length >= o.batch || o.signal.aborted) continue;
-      const { rows } = await o.pool.query<Row>(
-        `SELECT id, coalesce(tiempo_sensor::text, '') AS t,
-                json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload,
-                ${settledPostExpr(3, 4)} AS posted
-           FROM ${quoteIdent(c.table)} s WHERE id > $1 ORDER BY id LIMIT $2`,
-        [c.after, o.batch, c.table, c.pump],
-      );
+      const rows = await readRowsAfter(o.pool, c.table, c.pump, c.after, o.batch);
       if (rows.length > 0) c.after = Number(rows[rows.length - 1]?.id);
       // Read to the end: everything committed before this catch-up began has now been seen.
       if (rows.length < o.batch) c.done = true;
@@ -100,7 +86,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       let handed = 0;
       for (const c of own) {
         let n = 0;
-        while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as Row).t <= horizon)) n++;
+        while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as SensorRow).t <= horizon)) n++;
         for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload, r.posted);
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {

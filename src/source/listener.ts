@@ -2,7 +2,14 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
-import { clientConfig, describePgError, quoteIdent } from '../store/db.js';
+import { clientConfig, describePgError } from '../store/db.js';
+import {
+  destroySession,
+  endSession,
+  endStaleSessions,
+  listeningChannels,
+  listenOn,
+} from '../store/sessions.js';
 import { sleep } from '../util/clock.js';
 
 export interface ReconnectLimits {
@@ -168,7 +175,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
       this.lastError = reason;
       if (this.state === 'listening') this.state = 'connecting';
       client.removeAllListeners('notification');
-      destroy(client);
+      destroySession(client);
       this.lost?.();
     };
     client.on('error', (err) => onGone(describePgError(err)));
@@ -180,15 +187,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
       await client.connect();
       // A previous session of ours that died half-open may still be LISTENing at the server; it would
       // hold back the notification queue until the server noticed. End it.
-      await client.query(
-        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
-        [this.o.sessionName],
-      );
+      await endStaleSessions(client, this.o.sessionName);
       // Quoted: channels are identifiers and may need quoting (case, punctuation).
-      await client.query(this.o.channels.map((c) => `LISTEN ${quoteIdent(c)}`).join(';'));
+      await listenOn(client, this.o.channels);
     } catch (err) {
       client.removeAllListeners('notification');
-      destroy(client);
+      destroySession(client);
       throw err;
     }
     if (this.closing.signal.aborted) {
@@ -229,11 +233,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
           this.o.heartbeat.timeoutMs,
         );
       });
-      const { rows } = await Promise.race([
-        client.query<{ c: string }>('SELECT pg_listening_channels() AS c'),
-        timeout,
-      ]);
-      const listening = new Set(rows.map((r) => r.c));
+      const listening = await Promise.race([listeningChannels(client), timeout]);
       const missing = this.o.channels.filter((c) => !listening.has(c));
       if (missing.length > 0) throw new Error(`no longer listening on ${missing.join(', ')}`);
       this.lastHeartbeatMs = performance.now() - started;
@@ -252,16 +252,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 }
 
-function destroy(client: pg.Client): void {
-  const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
-  stream?.destroy();
-  client.end().catch(() => {});
-}
-
 async function endQuietly(client: pg.Client): Promise<void> {
   client.removeAllListeners('notification');
-  client.on('error', () => {});
-  const timer = setTimeout(() => destroy(client), 2_000);
-  await client.end().catch(() => {});
-  clearTimeout(timer);
+  await endSession(client, 2_000);
 }

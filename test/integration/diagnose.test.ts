@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
-import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/tools/diagnose.js';
+import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/ops/diagnose.js';
 import { API_KEY, type Harness, harness, testEnv } from '../helpers/engine.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -63,8 +63,11 @@ describe('diagnose against a healthy setup', () => {
     const checks = await runDiagnostics(h.config);
     expect(failures(checks)).toEqual([]);
     const sensors = [...h.pumps.A.sensors, ...h.pumps.B.sensors];
-    // connection, listen, queue, three per channel, one per backend.
-    expect(checks).toHaveLength(3 + sensors.length * 3 + 2);
+    // connection, listen, queue, three per channel, the engine tables, one per backend.
+    expect(checks).toHaveLength(3 + sensors.length * 3 + 1 + 2);
+    // The harness migrated the engine schema: its tables are listed with their rows and sizes.
+    expect(byName(checks, 'engine tables').detail).toMatch(/outbox \d+ rows \d+\.\d MB/);
+    expect(byName(checks, 'engine tables').detail).toContain('sensor_posts');
     expect(byName(checks, 'connection').detail).toMatch(/^PostgreSQL \d+/);
     expect(byName(checks, 'connection').detail).toContain('TLS off');
     expect(byName(checks, 'listen').detail).toContain(`${sensors.length} of ${sensors.length}`);

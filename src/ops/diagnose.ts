@@ -5,6 +5,7 @@ import { Agent, request } from 'undici';
 import { type Config, type DatabaseConfig, describeDatabase, type PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
 import { clientConfig, describePgError, quoteIdent } from '../store/db.js';
+import { engineTableStats } from '../store/retention.js';
 
 /** One line of the diagnosis. */
 export interface Check {
@@ -336,6 +337,7 @@ async function databaseChecks(config: DiagnoseConfig, timeoutMs: number): Promis
       const schema = schemas[i] as ChannelSchema;
       checks.push(schema.table, schema.trigger, notifyCheck(ch, replica, notified, timeoutMs));
     });
+    checks.push(await engineTablesCheck(client));
   } catch (err) {
     checks.push({
       name: 'database',
@@ -584,4 +586,31 @@ export function toJson(checks: Check[]): DiagnosisJson {
 
 export function formatJson(checks: Check[]): string {
   return `${JSON.stringify(toJson(checks), null, 2)}\n`;
+}
+
+/** The engine schema's tables with their rows and sizes: what retention keeps bounded. */
+async function engineTablesCheck(client: pg.Client): Promise<Check> {
+  try {
+    const stats = await engineTableStats(client);
+    if (stats.length === 0) {
+      return {
+        name: 'engine tables',
+        ok: true,
+        detail: 'schema pump_monitor not created yet (listen creates it)',
+      };
+    }
+    const mb = (b: number) => `${(b / 1_048_576).toFixed(1)} MB`;
+    return {
+      name: 'engine tables',
+      ok: true,
+      detail: stats.map((t) => `${t.table} ${t.rows} rows ${mb(t.bytes)}`).join('; '),
+    };
+  } catch (err) {
+    return {
+      name: 'engine tables',
+      ok: false,
+      detail: `could not read the sizes of schema pump_monitor: ${describePgError(err)}`,
+      hint: 'the database user needs to read pg_class and pg_stat_user_tables',
+    };
+  }
 }
