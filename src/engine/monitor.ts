@@ -290,6 +290,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.timers.push(setInterval(() => void this.flushCheckpoints(), this.o.checkpointEveryMs ?? 250));
     this.timers.push(setInterval(() => void this.refreshOutboxDepth(), 2_000));
     this.timers.push(setInterval(() => void this.drainDeferred(), 500));
+    // Deferred posts other processes write (dead-letters retry, replay --posts) are looked for now and then.
+    this.timers.push(
+      setInterval(() => {
+        this.deferredWaiting = true;
+      }, 5_000),
+    );
     this.housekeeper.start();
     this.log.info(
       {
@@ -527,7 +533,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           if (this.deferredInFlight.has(d.id)) continue;
           this.deferredInFlight.add(d.id);
           const decoded = this.decoder.decode(d.channel, d.payload, this.clock.now(), 'catchup');
-          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
+          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.deferredDone.push(d.id);
         }
       }
@@ -740,6 +746,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         reason,
         responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
         responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+        idempotencyKey: r.key,
       },
       settle,
     });

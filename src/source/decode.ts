@@ -16,6 +16,8 @@ export interface Reading {
   origin: 'notify' | 'catchup';
   /** Set for a per-sensor post taken back from the deferred queue: its group was dealt with long ago. */
   deferredId?: number;
+  /** A deferred post's own Idempotency-Key (a replay's); without it the reading's key is used. */
+  key?: string;
 }
 
 export type RejectReason =
