@@ -144,10 +144,10 @@ export async function listDeadLetters(
   filter: DeadLetterFilter,
   limit: number,
 ): Promise<{ rows: StoredDeadLetter[]; total: number }> {
-  const { where, params } = filterSql(filter, 2);
+  const { where, params } = filterSql(filter, 1);
   const { rows } = await db.query<RawDeadLetter>(
-    `SELECT ${DL_COLUMNS} FROM ${DL} WHERE ${where} ORDER BY id DESC LIMIT $1`,
-    [limit, ...params],
+    `SELECT ${DL_COLUMNS} FROM ${DL} WHERE ${where} ORDER BY id DESC LIMIT $${params.length + 1}`,
+    [...params, limit],
   );
   const { rows: n } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${DL} WHERE ${where}`, params);
   return { rows: rows.map(toStored), total: Number(n[0]?.n ?? 0) };
