@@ -284,6 +284,11 @@ export async function replayCommand(o: {
           `  vectors           ${c.vectors}, ${c.filled} of them with fills: ${queued}`,
           `  dropped           ${c.dropped} (groups below the threshold: counted, not sent)`,
           `  late readings     ${c.late}`,
+          ...(c.unsettled
+            ? [
+                `  left to the engine ${c.unsettled} rows above its checkpoints, not dealt with yet: not replayed`,
+              ]
+            : []),
           `  per-sensor posts  ${o.posts ? `${c.posts}: ${r.id === undefined ? 'would be queued' : 'queued'}` : 'not replayed (--posts)'}`,
           ...(r.id === undefined
             ? []

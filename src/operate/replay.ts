@@ -81,13 +81,17 @@ async function parseRange(pool: pg.Pool, from: string, to: string): Promise<{ fr
   return { from: f, to: t };
 }
 
-async function tableNumbers(pool: pg.Pool, pump: PumpConfig): Promise<Map<string, number>> {
+/** Each table's number (for members) and saved checkpoint: every row at or below it is settled. */
+async function checkpointsOf(
+  pool: pg.Pool,
+  pump: PumpConfig,
+): Promise<Map<string, { no: number; lastId: number }>> {
   const tables = pump.sensors.map((s) => s.table);
-  const { rows } = await pool.query<{ table_name: string; table_no: number }>(
-    `SELECT table_name, table_no FROM ${ENGINE_SCHEMA}.checkpoints WHERE table_name = ANY($1)`,
+  const { rows } = await pool.query<{ table_name: string; table_no: number; last_id: string }>(
+    `SELECT table_name, table_no, last_id FROM ${ENGINE_SCHEMA}.checkpoints WHERE table_name = ANY($1)`,
     [tables],
   );
-  const out = new Map(rows.map((r) => [r.table_name, r.table_no]));
+  const out = new Map(rows.map((r) => [r.table_name, { no: r.table_no, lastId: Number(r.last_id) }]));
   const missing = tables.filter((t) => !out.has(t));
   if (missing.length > 0) {
     throw new ReplayInputError(
@@ -143,8 +147,17 @@ async function withRetries<T>(fn: () => Promise<T>, signal?: AbortSignal): Promi
 export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   const { pool, pump } = o;
   const range = await parseRange(pool, o.from, o.to);
-  const numbers = await tableNumbers(pool, pump);
-  const counts: ReplayCounts = { rows: 0, vectors: 0, filled: 0, dropped: 0, late: 0, invalid: 0, posts: 0 };
+  const checkpoints = await checkpointsOf(pool, pump);
+  const counts: ReplayCounts = {
+    rows: 0,
+    vectors: 0,
+    filled: 0,
+    dropped: 0,
+    late: 0,
+    invalid: 0,
+    posts: 0,
+    unsettled: 0,
+  };
   const inserted = { vectors: 0, posts: 0 };
   const id = o.dryRun
     ? undefined
@@ -158,7 +171,8 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   const suffix = id === undefined ? '' : replaySuffix(id);
   const vectors: ReplayVector[] = [];
   const posts: KeyedPost[] = [];
-  const numbered = (members: Member[]) => members.map((m) => member(numbers.get(m.table) as number, m.id));
+  const numbered = (members: Member[]) =>
+    members.map((m) => member(checkpoints.get(m.table)?.no as number, m.id));
   const clock = new ManualClock();
   const assembler = new Assembler(pump, o.assembler, clock, {
     vector: (v) => {
@@ -213,13 +227,19 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   };
 
   const decoder = new Decoder([pump]);
-  const parts = pump.sensors.map(
-    (s, k) =>
-      `SELECT ${k} AS s, id, tiempo_ejecucion AS te,
+  // Only rows at or below their table's checkpoint: the engine has dealt with those (their groups are
+  // stored). A row above it is still the engine's to group and send; a replay building a group from it
+  // would share its members with the group the engine is about to store, and the engine would take its
+  // own, perhaps fuller, group for a rebuild of the replay's and not send it.
+  const branches = (settled: boolean) =>
+    pump.sensors.map((s, k) => {
+      const cp = checkpoints.get(s.table)?.lastId ?? 0;
+      return `SELECT ${k} AS s, id, tiempo_ejecucion AS te,
               json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload
-         FROM ${quoteIdent(s.table)} WHERE tiempo_ejecucion >= $1::timestamp AND tiempo_ejecucion < $2::timestamp`,
-  );
-  const rowsSql = `(${parts.join('\nUNION ALL\n')})`;
+         FROM ${quoteIdent(s.table)} WHERE tiempo_ejecucion >= $1::timestamp AND tiempo_ejecucion < $2::timestamp
+          AND id ${settled ? '<=' : '>'} ${cp}`;
+    });
+  const rowsSql = `(${branches(true).join('\nUNION ALL\n')})`;
   // One snapshot for the count and every batch; read-only, so it holds no transaction id and no checkpoint back.
   const reader = await pool.connect();
   let error: string | undefined;
@@ -230,6 +250,11 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
       range.to,
     ]);
     const totalRows = Number(total[0]?.n ?? 0);
+    const { rows: above } = await reader.query<{ n: string }>(
+      `SELECT count(*) AS n FROM (${branches(false).join('\nUNION ALL\n')}) r`,
+      [range.from, range.to],
+    );
+    counts.unsettled = Number(above[0]?.n ?? 0);
     await reader.query(
       `DECLARE replay_rows NO SCROLL CURSOR FOR
          SELECT s, id, (extract(epoch FROM te) * 1000)::float8 AS at, payload FROM ${rowsSql} r ORDER BY te, s, id`,

@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS ${S}.replays (
   late integer NOT NULL DEFAULT 0,
   invalid integer NOT NULL DEFAULT 0,
   posts integer NOT NULL DEFAULT 0,
+  unsettled integer NOT NULL DEFAULT 0,
   error text
 );
 ALTER TABLE ${S}.outbox ADD COLUMN IF NOT EXISTS replay_id bigint;

@@ -19,6 +19,8 @@ export interface ReplayCounts {
   invalid: number;
   /** Per-sensor posts queued (with --posts). */
   posts: number;
+  /** Rows in the range above their table's checkpoint: left to the engine, which has not dealt with them yet. */
+  unsettled: number;
 }
 
 export interface ReplayStart {
@@ -48,7 +50,7 @@ export async function finishReplay(
 ): Promise<void> {
   await db.query(
     `UPDATE ${T} SET finished_at = now(), status = $2, rows_read = $3, vectors = $4, vectors_filled = $5,
-            dropped = $6, late = $7, invalid = $8, posts = $9, error = $10
+            dropped = $6, late = $7, invalid = $8, posts = $9, unsettled = $10, error = $11
       WHERE id = $1`,
     [
       id,
@@ -60,6 +62,7 @@ export async function finishReplay(
       counts.late,
       counts.invalid,
       counts.posts,
+      counts.unsettled,
       error ?? null,
     ],
   );

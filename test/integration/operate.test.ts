@@ -272,6 +272,18 @@ describe('replay', () => {
       async () => (await liveRow('2025-04-01T00:00:06', 'dropped')) !== undefined,
     );
     to = await dbNow();
+    // A replay reads only rows the engine has dealt with: those at or below the saved checkpoints.
+    await waitFor('the checkpoints past the range', async () => {
+      const behind = await Promise.all(
+        A().sensors.map((s) =>
+          count(
+            `${quoteIdent(s.table)} t WHERE t.id > (SELECT last_id FROM ${S}.checkpoints WHERE table_name = $1)`,
+            [s.table],
+          ),
+        ),
+      );
+      return behind.every((n) => n === 0);
+    });
   });
 
   const replayKeys = async (id: number) => {
@@ -327,6 +339,7 @@ describe('replay', () => {
       late: 0,
       invalid: 0,
       posts: 106,
+      unsettled: 0,
     });
     expect(one.inserted).toEqual({ vectors: 5, posts: 106 });
     const keys1 = await replayKeys(one.id);
@@ -409,6 +422,34 @@ describe('replay', () => {
       options: { posts: false, rate: 4 },
     });
     expect(audit[0].finished_at).toBeInstanceOf(Date);
+  });
+
+  it('leaves rows above the checkpoints to the engine', async () => {
+    // A transaction that has written and stays open holds every checkpoint below rows committed after it.
+    const holder = await h.admin.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('CREATE TEMP TABLE hold_checkpoints (x int)');
+      const table = A().sensors[0]?.table as string;
+      await h.admin.query(
+        `INSERT INTO ${quoteIdent(table)} (tiempo_ejecucion, tiempo_sensor, valor_sensor) VALUES ($1::timestamp, '2025-04-01T00:00:09', 9)`,
+        [from],
+      );
+      const dry = await replay({
+        pool,
+        pump: A(),
+        assembler: h.config.assembler,
+        from,
+        to,
+        posts: true,
+        dryRun: true,
+        runBy: 'x',
+      });
+      expect(dry.counts).toMatchObject({ rows: 106, vectors: 5, dropped: 1, unsettled: 1 });
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
   });
 
   it('refuses a range that is not one, in one line', async () => {
