@@ -122,7 +122,7 @@ export type OperatorTarget =
   | { kind: 'demo'; env: Env; state: DemoState; stateFile: string };
 
 /**
- * The environment an operator command (diagnose, migrate, simulate) runs with. Whatever is configured
+ * The environment an operator command (diagnose, dead-letters, replay, migrate, simulate) runs with. Whatever is configured
  * wins. With nothing configured, it is the `npm start` running from this directory: its database and
  * reference backend, read from the state file it writes, with the password and API key read from their
  * own files. With nothing configured and no `npm start` running, it throws a ConfigError saying so.

@@ -1,5 +1,5 @@
 import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
-import { formatJson, formatTable, runDiagnostics } from '../ops/diagnose.js';
+import { formatJson, formatTable, runDiagnostics } from '../operate/diagnose.js';
 import { resolveDemoTarget, shellPath } from './demo.js';
 
 export interface DiagnoseCommandOptions {

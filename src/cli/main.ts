@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError } from '../config/env.js';
 import { PrivilegeError } from '../store/schema.js';
+import { parseId, parseSince } from './args.js';
 
 loadDotenv({ quiet: true });
 
@@ -45,6 +46,70 @@ program
   )
   .option('--json', 'print the checks as JSON')
   .action(async (opts) => (await import('./diagnose.js')).diagnoseCommand(opts));
+
+const deadLetters = program
+  .command('dead-letters')
+  .description('What was rejected, why and when; put it back on the delivery path, or mark it handled');
+
+/** The filters list, retry --all-matching and discard --all-matching share. */
+function letterFilters(cmd: Command): Command {
+  return cmd
+    .option('--pump <id>', 'only this pump')
+    .option('--since <when>', 'only letters written since: a duration (30m, 2h, 7d) or a timestamp', (raw) =>
+      parseSince(raw),
+    )
+    .option('--reason <text>', 'only letters whose reason contains this text')
+    .option('--kind <kind>', 'only this kind: sensor_post, vector or notification')
+    .option('--all', 'also retried and discarded letters');
+}
+
+letterFilters(
+  deadLetters.command('list').description('List dead letters (open ones by default), newest first'),
+)
+  .option('--json', 'print them as JSON')
+  .option('--limit <n>', 'show at most this many', number(1, 100_000), 50)
+  .action(async (opts) => (await import('./operate.js')).listCommand(opts));
+
+letterFilters(
+  deadLetters
+    .command('retry')
+    .description(
+      'Send dead letters again through the normal delivery path: posts via the owning replica, vectors back in the outbox',
+    )
+    .argument('[ids...]', 'dead letter ids', parseId),
+)
+  .option('--all-matching', 'every letter the filters match')
+  .option('--again', 'also retry letters already retried or discarded')
+  .option('--json', 'print the outcome as JSON')
+  .action(async (ids, opts) => (await import('./operate.js')).retryCommand(ids, opts));
+
+letterFilters(
+  deadLetters
+    .command('discard')
+    .description('Mark dead letters as handled; they are kept for the audit until retention deletes them')
+    .argument('[ids...]', 'dead letter ids', parseId),
+)
+  .option('--all-matching', 'every letter the filters match')
+  .option('--note <text>', 'why, kept with each letter')
+  .option('--json', 'print the outcome as JSON')
+  .action(async (ids, opts) => (await import('./operate.js')).discardCommand(ids, opts));
+
+program
+  .command('replay')
+  .description(
+    "Rebuild a pump's vectors (and with --posts its per-sensor posts) for a range of tiempo_ejecucion, and send them again under replay keys",
+  )
+  .requiredOption('--pump <id>', 'the pump')
+  .requiredOption(
+    '--from <timestamp>',
+    'start of the range on tiempo_ejecucion (included), e.g. "2025-01-31 08:00"',
+  )
+  .requiredOption('--to <timestamp>', 'end of the range (excluded)')
+  .option('--posts', 'also send every reading of the range to its sensor endpoint again')
+  .option('--dry-run', 'count only; write nothing')
+  .option('--rate <n>', 'insert at most this many rows (vectors and posts) per second', number(0.1))
+  .option('--json', 'print the result as JSON')
+  .action(async (opts) => (await import('./operate.js')).replayCommand(opts));
 
 program
   .command('backend')

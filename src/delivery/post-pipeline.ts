@@ -11,7 +11,7 @@ import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import type { BackendClient } from './backend-client.js';
 import type { DeliveryResult } from './policy.js';
-import { SensorPoster } from './sensor-poster.js';
+import { readingKey, SensorPoster } from './sensor-poster.js';
 
 /**
  * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
@@ -72,6 +72,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   /** Deferred posts back in the queue and not yet removed from the table. */
   private readonly inFlight = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
+  private lookAgain: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: PostPipelineOptions) {
     super();
@@ -121,6 +122,10 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   start(): void {
     this.timer ??= setInterval(() => void this.drain(), 500);
+    // Other processes defer posts too (dead-letters retry, replay --posts): look for them now and then.
+    this.lookAgain ??= setInterval(() => {
+      this.mode = 'deferred';
+    }, 5_000);
   }
 
   /** Queues a reading's post; past the in-memory limit it is deferred to the database. Never waits. */
@@ -156,7 +161,9 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   /** Cancels what is queued and in flight; those readings stay unsettled and are caught up later. */
   abort(): void {
     clearInterval(this.timer);
+    clearInterval(this.lookAgain);
     this.timer = undefined;
+    this.lookAgain = undefined;
     this.poster.abort();
   }
 
@@ -191,6 +198,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         reason,
         responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
         responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+        idempotencyKey: readingKey(r),
       },
       settle,
     );
@@ -234,7 +242,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
           if (this.inFlight.has(d.id)) continue;
           this.inFlight.add(d.id);
           const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup');
-          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id });
+          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }
       }

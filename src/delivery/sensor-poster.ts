@@ -14,9 +14,9 @@ export interface SensorPosterOptions {
   onError?: (err: Error, r: Reading) => void;
 }
 
-/** The per-sensor Idempotency-Key: one row of one table. */
+/** The per-sensor Idempotency-Key: one row of one table, unless the post carries its own (a replay's). */
 export function readingKey(r: Reading): string {
-  return `rd-${r.sensor.table}-${r.id}`;
+  return r.key ?? `rd-${r.sensor.table}-${r.id}`;
 }
 
 /**

@@ -203,6 +203,8 @@ export class VectorSender {
             reason: `backend answered ${status} to the unified POST for tiempo_sensor ${row.tiempo}`,
             responseStatus: status,
             responseBody: body,
+            outboxId: row.id,
+            idempotencyKey: row.key,
           },
         ]);
       });

@@ -14,6 +14,8 @@ export interface Reading {
   origin: 'notify' | 'catchup';
   /** Set for a per-sensor post taken back from the deferred queue: its group was dealt with long ago. */
   deferredId?: number;
+  /** A deferred post's own Idempotency-Key (a replay's); without it the reading's key is used. */
+  key?: string;
 }
 
 /** A row of a sensor table, as a group remembers its members. */

@@ -52,6 +52,22 @@ export async function withClient<T>(
   }
 }
 
+/** Runs `fn` in one transaction on a client of the pool: committed if it returns, rolled back if it throws. */
+export async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
+  const tx = await pool.connect();
+  try {
+    await tx.query('BEGIN');
+    const out = await fn(tx);
+    await tx.query('COMMIT');
+    return out;
+  } catch (err) {
+    await tx.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    tx.release();
+  }
+}
+
 /** Quotes a PostgreSQL identifier (channel or table name). */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;

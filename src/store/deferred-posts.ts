@@ -12,6 +12,8 @@ export interface DeferredPost {
   pump: string;
   channel: string;
   payload: string;
+  /** Its own Idempotency-Key (a replay's); absent: the reading's. */
+  key?: string | undefined;
 }
 
 export async function insertDeferred(db: pg.Pool, posts: Omit<DeferredPost, 'id'>[]): Promise<void> {
@@ -28,13 +30,52 @@ export async function fetchDeferred(
   limit: number,
   afterId: number,
 ): Promise<DeferredPost[]> {
-  const { rows } = await db.query<{ id: string; pump: string; channel: string; payload: string }>(
-    `SELECT id, pump, channel, payload FROM ${T} WHERE pump = ANY($1) AND id > $3 ORDER BY id LIMIT $2`,
+  const { rows } = await db.query<{
+    id: string;
+    pump: string;
+    channel: string;
+    payload: string;
+    key: string | null;
+  }>(
+    `SELECT id, pump, channel, payload, idempotency_key AS key FROM ${T}
+      WHERE pump = ANY($1) AND id > $3 ORDER BY id LIMIT $2`,
     [pumps, limit, afterId],
   );
-  return rows.map((r) => ({ ...r, id: Number(r.id) }));
+  return rows.map((r) => ({ ...r, id: Number(r.id), key: r.key ?? undefined }));
 }
 
 export async function deleteDeferred(db: pg.Pool, ids: number[]): Promise<void> {
   await db.query(`DELETE FROM ${T} WHERE id = ANY($1::bigint[])`, [ids]);
+}
+
+/** A per-sensor post queued by an operator command, under the Idempotency-Key it must be sent with. */
+export interface KeyedPost {
+  pump: string;
+  channel: string;
+  payload: string;
+  key: string;
+}
+
+/**
+ * Queues posts for the owning replica to send through its normal poster. A key already queued is not
+ * queued again (a retried insert, a post retried twice before it went out). The table is locked for the
+ * rest of the transaction first: the replica reads deferred posts in id order from where it last stopped,
+ * so a row must not become visible after a higher id another writer committed meanwhile. Call it last in
+ * a short transaction. Returns the keys newly queued.
+ */
+export async function insertKeyedDeferred(client: pg.ClientBase, posts: KeyedPost[]): Promise<Set<string>> {
+  if (posts.length === 0) return new Set();
+  await client.query(`LOCK TABLE ${T} IN SHARE ROW EXCLUSIVE MODE`);
+  const { rows } = await client.query<{ key: string }>(
+    `INSERT INTO ${T} (pump, channel, payload, idempotency_key)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key AS key`,
+    [
+      posts.map((p) => p.pump),
+      posts.map((p) => p.channel),
+      posts.map((p) => p.payload),
+      posts.map((p) => p.key),
+    ],
+  );
+  return new Set(rows.map((r) => r.key));
 }

@@ -96,6 +96,50 @@ CREATE TABLE IF NOT EXISTS ${S}.sensor_posts (
 );
 `;
 
+/**
+ * Version 3: what operators do with what went wrong (pump-monitor dead-letters, pump-monitor replay).
+ * - A dead letter has a status: `open`, `retried` or `discarded`, with who handled it, when and how. A
+ *   vector's dead letter names its outbox row, and a post's its Idempotency-Key, so a retry finds both.
+ * - A deferred post may carry its own Idempotency-Key (a replay's); unique, so an insert retried after a
+ *   lost answer is not queued twice. Without one the post uses the reading's key, as before.
+ * - `replays` audits each replay: who ran it, when, for which pump and range, with which options and what
+ *   it rebuilt. An outbox row a replay inserted names its run.
+ */
+const V3 = `
+ALTER TABLE ${S}.dead_letters
+  ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'retried', 'discarded')),
+  ADD COLUMN IF NOT EXISTS handled_at timestamptz,
+  ADD COLUMN IF NOT EXISTS handled_by text,
+  ADD COLUMN IF NOT EXISTS handled_note text,
+  ADD COLUMN IF NOT EXISTS outbox_id bigint,
+  ADD COLUMN IF NOT EXISTS idempotency_key text;
+CREATE INDEX IF NOT EXISTS dead_letters_open_idx ON ${S}.dead_letters (id) WHERE status = 'open';
+ALTER TABLE ${S}.deferred_posts ADD COLUMN IF NOT EXISTS idempotency_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS deferred_posts_key_idx ON ${S}.deferred_posts (idempotency_key);
+CREATE TABLE IF NOT EXISTS ${S}.replays (
+  id bigserial PRIMARY KEY,
+  run_by text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  pump text NOT NULL,
+  from_ts timestamp NOT NULL,
+  to_ts timestamp NOT NULL,
+  options jsonb NOT NULL DEFAULT '{}',
+  status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
+  rows_read integer NOT NULL DEFAULT 0,
+  vectors integer NOT NULL DEFAULT 0,
+  vectors_filled integer NOT NULL DEFAULT 0,
+  dropped integer NOT NULL DEFAULT 0,
+  late integer NOT NULL DEFAULT 0,
+  invalid integer NOT NULL DEFAULT 0,
+  posts integer NOT NULL DEFAULT 0,
+  unsettled integer NOT NULL DEFAULT 0,
+  error text
+);
+ALTER TABLE ${S}.outbox ADD COLUMN IF NOT EXISTS replay_id bigint;
+CREATE INDEX IF NOT EXISTS outbox_replay_idx ON ${S}.outbox (replay_id) WHERE replay_id IS NOT NULL;
+`;
+
 export interface Migration {
   version: number;
   name: string;
@@ -106,6 +150,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'engine schema: checkpoints, outbox, deferred posts, leases, dead letters', sql: V1 },
   { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
+  { version: 3, name: 'dead-letter handling, keyed deferred posts, replay audit', sql: V3 },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -154,3 +154,93 @@ export async function markDelivered(
     [id, outcome.status, outcome.attempts, outcome.responseStatus, outcome.responseBody],
   );
 }
+
+/**
+ * Puts a dead vector back in its pump's queue: pending again, with its key, body and members, under a new
+ * id. The new id matters: a running sender remembers the ids it has finished with (so that a row both
+ * handed over and read is sent once), and would pass over the old one. The new id also places the vector
+ * after those already waiting, as a vector just stored would be. Returns the new id, or what the row is
+ * now when it is not dead (someone put it back already, or it was sent), or undefined when it is gone.
+ */
+export async function requeueDead(
+  client: pg.ClientBase,
+  id: number,
+): Promise<{ requeued: number } | { status: string } | undefined> {
+  const { rows } = await client.query<{ id: string }>(
+    `UPDATE ${T} SET id = nextval(pg_get_serial_sequence('${T}', 'id')), status = 'pending', sent_at = NULL,
+            response_status = NULL, response_body = NULL
+      WHERE id = $1 AND status = 'dead' RETURNING id`,
+    [id],
+  );
+  if (rows[0]) return { requeued: Number(rows[0].id) };
+  const { rows: now } = await client.query<{ status: string }>(`SELECT status FROM ${T} WHERE id = $1`, [id]);
+  return now[0] ? { status: now[0].status } : undefined;
+}
+
+/**
+ * The outbox row of a vector dead letter written before letters named their row (schema version 2): the
+ * pump's dead row for that key text, with the same body when the payload is whole, recorded closest in
+ * time to the letter.
+ */
+export async function findDeadVector(
+  db: pg.Pool | pg.ClientBase,
+  letter: { pump: string; tiempo: string; body: unknown; at: Date },
+): Promise<number | undefined> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM ${T}
+      WHERE pump = $1 AND tiempo_sensor = $2 AND status = 'dead' AND ($3::jsonb IS NULL OR body = $3::jsonb)
+      ORDER BY abs(extract(epoch FROM coalesce(sent_at, created_at) - $4::timestamptz)) LIMIT 1`,
+    [letter.pump, letter.tiempo, letter.body === undefined ? null : JSON.stringify(letter.body), letter.at],
+  );
+  return rows[0] ? Number(rows[0].id) : undefined;
+}
+
+/** A vector a replay rebuilt: stored pending under a key of its own, naming its replay. */
+export interface ReplayVector {
+  pump: string;
+  tiempo: string;
+  key: string;
+  body: Record<string, number>;
+  filled: string[];
+  missing: string[];
+  members: number[];
+  replayId: number;
+}
+
+/**
+ * Stores a replay's vectors as pending rows of their pump. Unlike insertGroups it does not look for a
+ * stored group sharing a member: a replay sends again on purpose. The unique key still holds, so an insert
+ * retried after a lost answer stores nothing twice. Returns how many rows were new.
+ */
+export async function insertReplayVectors(
+  db: pg.Pool | pg.ClientBase,
+  vectors: ReplayVector[],
+): Promise<number> {
+  if (vectors.length === 0) return 0;
+  const r = await db.query(
+    `INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, filled, missing, members, status, replay_id)
+     SELECT v.pump, v.tiempo, v.key, v.body,
+            ARRAY(SELECT jsonb_array_elements_text(v.filled)),
+            ARRAY(SELECT jsonb_array_elements_text(v.missing)),
+            ARRAY(SELECT jsonb_array_elements_text(v.members)::bigint),
+            'pending', v.replay_id
+       FROM jsonb_to_recordset($1::jsonb)
+         AS v(pump text, tiempo text, key text, body jsonb, filled jsonb, missing jsonb, members jsonb, replay_id bigint)
+     ON CONFLICT (idempotency_key) DO NOTHING`,
+    [
+      JSON.stringify(
+        vectors.map((v) => ({
+          pump: v.pump,
+          tiempo: v.tiempo,
+          key: v.key,
+          body: v.body,
+          filled: v.filled,
+          missing: v.missing,
+          members: v.members,
+          replay_id: v.replayId,
+        })),
+      ),
+    ],
+  );
+  return r.rowCount ?? 0;
+}

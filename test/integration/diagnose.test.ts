@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/ops/diagnose.js';
+import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/operate/diagnose.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
 import { API_KEY, type Harness, harness, testEnv } from '../helpers/engine.js';

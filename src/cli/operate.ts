@@ -1,0 +1,313 @@
+import { userInfo } from 'node:os';
+import type pg from 'pg';
+import { type Config, ConfigError, type DatabaseConfig, loadConfig } from '../config/env.js';
+import {
+  allMatching,
+  discardDeadLetters,
+  type OperatorContext,
+  type Outcome,
+  retryDeadLetters,
+} from '../operate/dead-letters.js';
+import { ReplayInputError, type ReplayProgress, replay } from '../operate/replay.js';
+import { createPool, describePgError } from '../store/db.js';
+import { type DeadLetterFilter, listDeadLetters, type StoredDeadLetter } from '../store/dead-letters.js';
+import { SCHEMA_VERSION, schemaVersion } from '../store/migrations.js';
+import { resolveDemoTarget } from './demo.js';
+import { progressLine } from './runtime.js';
+
+/**
+ * The configuration the operator commands work with, found the way `diagnose` finds its own: the
+ * environment and .env, a database required. Keep the two in step.
+ */
+export function operatorConfig(): Config & { database: DatabaseConfig } {
+  // With nothing configured: the database of the `npm start` running from here.
+  const config = loadConfig(resolveDemoTarget(process.env).env, { requireDatabase: true });
+  if (!config.database) throw new Error('unreachable: requireDatabase');
+  return config as Config & { database: DatabaseConfig };
+}
+
+/** Who runs the command, for the audit: the OS user. */
+export function operatorName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    // No passwd entry (a container running under an arbitrary uid).
+    return process.env.USER || process.env.LOGNAME || `uid ${process.getuid?.() ?? '?'}`;
+  }
+}
+
+async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Promise<T>): Promise<T> {
+  const config = operatorConfig();
+  const pool: pg.Pool = createPool(config.database, 'pump-monitor-operate', 3, config.dbQueryTimeoutMs);
+  try {
+    const version = await schemaVersion(pool as unknown as pg.ClientBase);
+    if (version !== SCHEMA_VERSION) {
+      throw new ConfigError(
+        version < SCHEMA_VERSION
+          ? `the engine schema is at version ${version}; this command needs version ${SCHEMA_VERSION}: run pump-monitor migrate (or start this version's listen) first`
+          : `the engine schema is at version ${version}, newer than this pump-monitor knows (${SCHEMA_VERSION}); use the newer pump-monitor`,
+      );
+    }
+    return await fn({ pool, pumps: config.pumps, by: operatorName() }, config);
+  } finally {
+    await pool.end().catch(() => {});
+  }
+}
+
+// ---- option parsing ----
+
+export interface FilterOptions {
+  pump?: string;
+  since?: Date;
+  reason?: string;
+  kind?: string;
+  all?: boolean;
+}
+
+function filterOf(o: FilterOptions): DeadLetterFilter {
+  return { pump: o.pump, since: o.since, reason: o.reason, kind: o.kind, all: o.all };
+}
+
+const hasFilter = (o: FilterOptions) => [o.pump, o.since, o.reason, o.kind].some((v) => v !== undefined);
+
+// ---- dead-letters list ----
+
+function cell(s: string, width: number): string {
+  const flat = s.replace(/\s+/g, ' ');
+  return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
+}
+
+function namedId(payload: string | null): string {
+  const m = /"id_sensor"\s*:\s*(\d+)/.exec(payload ?? '');
+  return m ? ` #${m[1]}` : '';
+}
+
+/** What a letter is about, in a few words: the reading's channel and row, or the vector's outbox row. */
+function subject(l: StoredDeadLetter): string {
+  if (l.kind === 'vector') {
+    const tiempo = /for tiempo_sensor (.*)$/.exec(l.reason)?.[1];
+    return `${tiempo ?? 'vector'}${l.outboxId !== null ? ` (outbox ${l.outboxId})` : ''}`;
+  }
+  return `${l.channel ?? '-'}${namedId(l.payload)}`;
+}
+
+function when(d: Date): string {
+  return `${d.toISOString().slice(0, 19).replace('T', ' ')}Z`;
+}
+
+export function formatLetters(rows: StoredDeadLetter[], total: number, all: boolean): string {
+  const head = ['ID', 'WHEN (UTC)', 'KIND', 'PUMP', 'STATUS', 'ABOUT', 'REASON', 'BACKEND ANSWER'];
+  const body = rows.map((l) => [
+    String(l.id),
+    when(l.createdAt),
+    l.kind,
+    l.pump ?? '-',
+    l.status === 'open' ? 'open' : `${l.status} by ${l.handledBy ?? '?'}`,
+    cell(subject(l), 40),
+    cell(l.reason, 60),
+    l.responseStatus === null ? '-' : cell(`${l.responseStatus} ${l.responseBody ?? ''}`.trim(), 50),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] as string).length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  const what = all ? 'dead letters' : 'open dead letters';
+  const foot =
+    total === 0
+      ? `no ${what} match`
+      : rows.length < total
+        ? `${rows.length} of ${total} ${what} shown, newest first; --limit shows more`
+        : `${total} ${what}, newest first`;
+  const hint = all ? '' : ' (--all also shows retried and discarded ones)';
+  return `${rows.length ? `${[head, ...body].map(line).join('\n')}\n` : ''}${foot}${hint}\n`;
+}
+
+function letterJson(l: StoredDeadLetter) {
+  return {
+    id: l.id,
+    created_at: l.createdAt.toISOString(),
+    kind: l.kind,
+    pump: l.pump,
+    channel: l.channel,
+    payload: l.payload,
+    reason: l.reason,
+    response_status: l.responseStatus,
+    response_body: l.responseBody,
+    outbox_id: l.outboxId,
+    idempotency_key: l.idempotencyKey,
+    status: l.status,
+    handled_at: l.handledAt?.toISOString() ?? null,
+    handled_by: l.handledBy,
+    handled_note: l.handledNote,
+  };
+}
+
+export async function listCommand(o: FilterOptions & { json?: boolean; limit: number }): Promise<void> {
+  await withOperator(async ({ pool }) => {
+    const { rows, total } = await listDeadLetters(pool, filterOf(o), o.limit);
+    process.stdout.write(
+      o.json
+        ? `${JSON.stringify({ total, shown: rows.length, dead_letters: rows.map(letterJson) }, null, 2)}\n`
+        : formatLetters(rows, total, o.all === true),
+    );
+  });
+}
+
+// ---- dead-letters retry / discard ----
+
+type ActionOptions = FilterOptions & { allMatching?: boolean; json?: boolean };
+
+async function selectIds(ctx: OperatorContext, ids: number[], o: ActionOptions): Promise<number[]> {
+  if (o.allMatching && ids.length > 0)
+    throw new ConfigError('give dead letter ids or --all-matching, not both');
+  if (!o.allMatching && ids.length === 0) {
+    throw new ConfigError('name the dead letters: their ids, or --all-matching with the list filters');
+  }
+  if (!o.allMatching && (hasFilter(o) || o.all)) {
+    throw new ConfigError('--pump, --since, --reason, --kind and --all select rows only with --all-matching');
+  }
+  return o.allMatching ? allMatching(ctx.pool, filterOf(o)) : [...new Set(ids)];
+}
+
+function report(verb: 'retried' | 'discarded', outcomes: Outcome[], json: boolean | undefined): void {
+  const done = outcomes.filter((x) => x.result === verb).length;
+  const refused = outcomes.length - done;
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ [verb]: done, refused, outcomes }, null, 2)}\n`);
+  } else {
+    const kindWidth = Math.max(4, ...outcomes.map((x) => x.kind.length));
+    const idWidth = Math.max(2, ...outcomes.map((x) => String(x.id).length));
+    for (const x of outcomes) {
+      process.stdout.write(
+        `${String(x.id).padStart(idWidth)}  ${x.kind.padEnd(kindWidth)}  ${x.result.padEnd(9)}  ${x.detail}\n`,
+      );
+    }
+    process.stdout.write(
+      outcomes.length === 0 ? 'no dead letters matched\n' : `${done} ${verb}, ${refused} refused\n`,
+    );
+  }
+  // A refusal is worth a script's attention.
+  process.exitCode = refused > 0 ? 1 : 0;
+}
+
+export async function retryCommand(
+  ids: number[] | undefined,
+  o: ActionOptions & { again?: boolean },
+): Promise<void> {
+  await withOperator(async (ctx) => {
+    const selected = await selectIds(ctx, ids ?? [], o);
+    report('retried', await retryDeadLetters(ctx, selected, { again: o.again === true }), o.json);
+  });
+}
+
+export async function discardCommand(
+  ids: number[] | undefined,
+  o: ActionOptions & { note?: string },
+): Promise<void> {
+  await withOperator(async (ctx) => {
+    const selected = await selectIds(ctx, ids ?? [], o);
+    report('discarded', await discardDeadLetters(ctx, selected, o.note), o.json);
+  });
+}
+
+// ---- replay ----
+
+function progressBar(pump: string): ((p: ReplayProgress) => void) | undefined {
+  if (process.stderr.isTTY !== true) return undefined;
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (now - last < 100 && p.read < p.total) return;
+    last = now;
+    const share = p.total === 0 ? 1 : p.read / p.total;
+    const filled = Math.round(share * 24);
+    progressLine(
+      `replay ${pump} [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${Math.floor(share * 100)}%  ` +
+        `${p.read}/${p.total} rows, ${p.counts.vectors} vectors, ${p.counts.dropped} dropped`,
+    );
+  };
+}
+
+export async function replayCommand(o: {
+  pump: string;
+  from: string;
+  to: string;
+  posts?: boolean;
+  dryRun?: boolean;
+  rate?: number;
+  json?: boolean;
+}): Promise<void> {
+  await withOperator(async (ctx, config) => {
+    const pump = config.pumps.find((p) => p.id.toLowerCase() === o.pump.toLowerCase());
+    if (!pump) {
+      throw new ConfigError(
+        `--pump: got "${o.pump}", expected one of ${config.pumps.map((p) => p.id).join(', ')}`,
+      );
+    }
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const bar = progressBar(pump.id);
+    try {
+      const r = await replay({
+        pool: ctx.pool,
+        pump,
+        assembler: config.assembler,
+        from: o.from,
+        to: o.to,
+        posts: o.posts === true,
+        dryRun: o.dryRun === true,
+        rate: o.rate,
+        runBy: ctx.by,
+        ...(bar ? { onProgress: bar } : {}),
+        signal: controller.signal,
+      });
+      if (bar) progressLine(undefined);
+      if (o.json) {
+        process.stdout.write(
+          `${JSON.stringify({ ...r, id: r.id ?? null, dry_run: o.dryRun === true }, null, 2)}\n`,
+        );
+        return;
+      }
+      const c = r.counts;
+      const head =
+        r.id === undefined
+          ? `dry run for pump ${r.pump}: nothing was written`
+          : `replay ${r.id} of pump ${r.pump}, by ${ctx.by}`;
+      const queued = r.id === undefined ? 'would be queued' : 'queued as pending in the outbox';
+      process.stdout.write(
+        [
+          head,
+          `  range             tiempo_ejecucion from ${r.from} (included) to ${r.to} (excluded)`,
+          `  rows read         ${c.rows}${c.invalid ? ` (${c.invalid} not valid readings, skipped)` : ''}`,
+          `  vectors           ${c.vectors}, ${c.filled} of them with fills: ${queued}`,
+          `  dropped           ${c.dropped} (groups below the threshold: counted, not sent)`,
+          `  late readings     ${c.late}`,
+          ...(c.unsettled
+            ? [
+                `  left to the engine ${c.unsettled} rows above its checkpoints, not dealt with yet: not replayed`,
+              ]
+            : []),
+          `  per-sensor posts  ${o.posts ? `${c.posts}: ${r.id === undefined ? 'would be queued' : 'queued'}` : 'not replayed (--posts)'}`,
+          ...(r.id === undefined
+            ? []
+            : [
+                `  keys              the rebuilt group's own key + -replay-${r.id}; the replica owning pump ${r.pump} sends them`,
+              ]),
+          '',
+        ].join('\n'),
+      );
+    } catch (err) {
+      if (bar) progressLine(undefined);
+      if (err instanceof ReplayInputError) throw new ConfigError(err.message);
+      process.stderr.write(`pump-monitor replay: failed: ${describePgError(err)}\n`);
+      process.exitCode = 1;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+  });
+}
