@@ -17,6 +17,7 @@ export async function diagnoseCommand(opts: DiagnoseCommandOptions = {}): Promis
   if (!opts.json) {
     const pumps = config.pumps.map((p) => p.id).join(', ');
     process.stdout.write(`pump-monitor diagnose: ${describeDatabase(config.database)}, pumps ${pumps}\n`);
+    for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
   }
   const checks = await runDiagnostics(target);
   process.stdout.write(opts.json ? formatJson(checks) : formatTable(checks));
