@@ -3,7 +3,14 @@ import { createPool, describePgError, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
-import { flushAndExit, handleSignals, loggerFor, progressLine, terminal } from './runtime.js';
+import {
+  flushAndExit,
+  handleSignals,
+  logDefinitionWarnings,
+  loggerFor,
+  progressLine,
+  terminal,
+} from './runtime.js';
 
 function withDatabase(): { config: Config; database: DatabaseConfig } {
   const config = loadConfig(process.env, { requireDatabase: true });
@@ -15,15 +22,22 @@ function withDatabase(): { config: Config; database: DatabaseConfig } {
 export async function migrateCommand(): Promise<void> {
   const { config, database } = withDatabase();
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   try {
     const result = await withClient(database, 'pump-monitor-migrate', (client) =>
-      migrate(client, config.pumps, (done, total, table) =>
+      migrate(client, config, (done, total, table) =>
         terminal() ? progressLine(`migrating ${done}/${total} ${table}`) : undefined,
       ),
     );
     if (terminal()) progressLine(undefined);
     logger.info(
-      { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
+      {
+        database: describeDatabase(database),
+        tables: result.sensorTables,
+        logbook_tables: result.logbookTables,
+        pumps: config.pumps.map((p) => p.id),
+        logbooks: config.logbooks.map((l) => l.id),
+      },
       'migrated: tables, triggers and engine schema are in place',
     );
   } catch (err) {
@@ -37,6 +51,7 @@ export async function migrateCommand(): Promise<void> {
 export async function backendCommand(opts: { port: number; host: string }): Promise<void> {
   const { config, database } = withDatabase();
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-backend', 4);
   const app = await buildReferenceBackend({ pool, pumps: config.pumps, apiKey: config.apiKey, logger });
   const url = await app.listen({ port: opts.port, host: opts.host });
@@ -60,6 +75,7 @@ export async function simulateCommand(opts: {
   }
   const { config, database } = withDatabase();
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-simulate', 2);
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
