@@ -69,6 +69,7 @@ export async function simulateCommand(opts: {
   outOfOrder: number;
   scenario: string;
   count?: number;
+  logbookEvery: number;
 }): Promise<void> {
   if (opts.scenario !== 'normal' && opts.scenario !== 'bearing-failure') {
     throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
@@ -80,7 +81,10 @@ export async function simulateCommand(opts: {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
-  logger.info({ pumps: config.pumps.map((p) => p.id), ...opts }, 'simulating');
+  logger.info(
+    { pumps: config.pumps.map((p) => p.id), logbooks: config.logbooks.map((l) => l.id), ...opts },
+    'simulating',
+  );
   const result = await runSimulator({
     pool,
     pumps: config.pumps,
@@ -89,6 +93,8 @@ export async function simulateCommand(opts: {
     lateProbability: opts.late,
     outOfOrderProbability: opts.outOfOrder,
     scenario: opts.scenario as Scenario,
+    logbooks: config.logbooks,
+    logbookEverySeconds: opts.logbookEvery,
     ...(opts.count !== undefined ? { count: opts.count } : {}),
     signal: controller.signal,
     onError: (err) => logger.warn({ err: describePgError(err) }, 'simulator write failed'),
