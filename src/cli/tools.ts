@@ -53,7 +53,13 @@ export async function backendCommand(opts: { port: number; host: string }): Prom
   const logger = loggerFor(config);
   logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-backend', 4);
-  const app = await buildReferenceBackend({ pool, pumps: config.pumps, apiKey: config.apiKey, logger });
+  const app = await buildReferenceBackend({
+    pool,
+    pumps: config.pumps,
+    logbooks: config.logbooks,
+    apiKey: config.apiKey,
+    logger,
+  });
   const url = await app.listen({ port: opts.port, host: opts.host });
   logger.info({ url, api_key_check: config.apiKey !== '' }, 'reference backend listening');
   handleSignals(logger, async () => {
