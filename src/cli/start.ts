@@ -8,12 +8,14 @@ import { freePort } from '../tools/free-port.js';
 import { startKeptPostgres } from '../tools/postgres-keeper.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
 import { listen } from './listen.js';
-import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
+import { flushAndExit, handleSignals, logDefinitionWarnings, loggerFor, runListeners } from './runtime.js';
 
 /**
  * `npm start`. With a database configured this is `listen`. Without one it runs the whole system on this
  * machine: embedded PostgreSQL in ./.data, the reference backend, the simulator, both pumps' listeners
- * and the status page.
+ * and the status page. PUMPS_PROFILE (or PUMPS_DIR) and PUMPS choose the wiring for all of them:
+ * migrate creates that wiring's tables, the backend serves its endpoints (logbooks included) and the
+ * simulator writes its tables and logbook entries.
  */
 export async function start(): Promise<void> {
   const probe = loadConfig(process.env);
@@ -44,13 +46,15 @@ export async function start(): Promise<void> {
       API_KEY: apiKey,
     });
     const all = { ...config, database };
+    logDefinitionWarnings(logger, config);
 
-    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config.pumps));
+    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config));
 
     backendPool = createPool(database, 'pump-monitor-backend', 4);
     const backend = await buildReferenceBackend({
       pool: backendPool,
       pumps: config.pumps,
+      logbooks: config.logbooks,
       apiKey,
       logger: false,
     });
@@ -69,6 +73,8 @@ export async function start(): Promise<void> {
       lateProbability: Number(process.env.SIMULATE_LATE ?? 0.01),
       scenario,
       driftSeconds: 300,
+      logbooks: config.logbooks,
+      logbookEverySeconds: Number(process.env.SIMULATE_LOGBOOK_EVERY ?? 180),
       signal: simulation.signal,
       onError: (err) => logger.debug({ err: err.message }, 'simulator write failed'),
     });
@@ -80,9 +86,16 @@ export async function start(): Promise<void> {
         'pump-monitor is running:',
         `  status page        ${statusUrl}`,
         `  status JSON        ${statusUrl}status   metrics ${statusUrl}metrics`,
-        `  reference backend  http://127.0.0.1:${backendPort}  (pumps ${config.pumps.map((p) => p.id).join(', ')})`,
+        `  reference backend  http://127.0.0.1:${backendPort}  (pumps ${config.pumps.map((p) => p.id).join(', ')}${
+          config.logbooks.length > 0 ? `; logbooks at ${config.logbooks.map((l) => l.url).join(', ')}` : ''
+        })`,
         `  PostgreSQL         127.0.0.1:${pgPort}/pump_monitor, data in ${dataDir}`,
-        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump`,
+        `  wiring             ${config.profile ? `profile ${config.profile}` : (process.env.PUMPS_DIR ?? 'pumps/a.json, pumps/b.json')}`,
+        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump${
+          config.logbooks.length > 0
+            ? `, a logbook entry every ${process.env.SIMULATE_LOGBOOK_EVERY ?? 180} s per stream`
+            : ''
+        }`,
         'Ctrl-C stops everything.',
         '',
       ].join('\n'),
