@@ -24,6 +24,7 @@ export async function diagnoseCommand(opts: DiagnoseCommandOptions = {}): Promis
     process.stdout.write(
       `pump-monitor diagnose: ${describeDatabase(config.database)}, pumps ${pumps}${demo}\n`,
     );
+    for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
   }
   const checks = await runDiagnostics(config as Config & { database: DatabaseConfig });
   process.stdout.write(opts.json ? formatJson(checks) : formatTable(checks));

@@ -1,11 +1,12 @@
 import { describeDatabase, loadConfig } from '../config/env.js';
-import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
+import { flushAndExit, handleSignals, logDefinitionWarnings, loggerFor, runListeners } from './runtime.js';
 
 export async function listen(): Promise<void> {
   const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
   const database = config.database;
   if (!database) throw new Error('unreachable: requireDatabase');
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   logger.info(
     { database: describeDatabase(database), pumps: config.pumps.map((p) => `${p.id} → ${p.baseUrl}`) },
     'starting listeners',

@@ -120,7 +120,9 @@ program
 
 program
   .command('simulate')
-  .description('Insert realistic sensor readings for the pumps in PUMPS')
+  .description(
+    'Insert realistic sensor readings for the pumps in PUMPS, and operator entries for its logbooks',
+  )
   .option('-r, --rate <n>', 'timestamps per second per pump', number(0.01, 10_000), 1)
   .option('-m, --missing <p>', 'probability that a sensor reading is missing', number(0, 1), 0)
   .option(
@@ -132,6 +134,12 @@ program
   .option('-o, --out-of-order <p>', 'probability that two timestamps are swapped', number(0, 1), 0)
   .option('-s, --scenario <name>', 'normal or bearing-failure', 'normal')
   .option('-n, --count <n>', 'stop after this many timestamps per pump', number(1))
+  .option(
+    '--logbook-every <s>',
+    'simulated seconds between entries of each logbook stream in PUMPS (e.g. PUMPS_PROFILE=plant-2026-03)',
+    number(0.01),
+    180,
+  )
   .action(async (opts) => (await import('./tools.js')).simulateCommand(opts));
 
 program

@@ -30,6 +30,14 @@ export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
   });
 }
 
+/**
+ * Logs the definitions linter's warnings, one line each: what the folder describes is allowed but worth an
+ * operator's look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md.
+ */
+export function logDefinitionWarnings(logger: Logger, config: Pick<Config, 'warnings' | 'profile'>): void {
+  for (const warning of config.warnings) logger.warn({ profile: config.profile }, warning);
+}
+
 export interface Running {
   monitor: Monitor;
   server: FastifyInstance;

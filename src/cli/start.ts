@@ -15,12 +15,14 @@ import {
   writeSecretFile,
 } from './demo.js';
 import { listen } from './listen.js';
-import { flushAndExit, handleSignals, loggerFor, runListeners } from './runtime.js';
+import { flushAndExit, handleSignals, logDefinitionWarnings, loggerFor, runListeners } from './runtime.js';
 
 /**
  * `npm start`. With a database configured this is `listen`. Without one it runs the whole system on this
  * machine: embedded PostgreSQL in ./.data, the reference backend, the simulator, both pumps' listeners
- * and the status page.
+ * and the status page. PUMPS_PROFILE (or PUMPS_DIR) and PUMPS choose the wiring for all of them:
+ * migrate creates that wiring's tables, the backend serves its endpoints (logbooks included) and the
+ * simulator writes its tables and logbook entries.
  */
 export async function start(): Promise<void> {
   const probe = loadConfig(process.env);
@@ -57,13 +59,15 @@ export async function start(): Promise<void> {
       API_KEY: apiKey,
     });
     const all = { ...config, database };
+    logDefinitionWarnings(logger, config);
 
-    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config.pumps));
+    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config));
 
     backendPool = createPool(database, 'pump-monitor-backend', 4);
     const backend = await buildReferenceBackend({
       pool: backendPool,
       pumps: config.pumps,
+      logbooks: config.logbooks,
       apiKey,
       logger: false,
     });
@@ -82,6 +86,8 @@ export async function start(): Promise<void> {
       lateProbability: Number(process.env.SIMULATE_LATE ?? 0.01),
       scenario,
       driftSeconds: 300,
+      logbooks: config.logbooks,
+      logbookEverySeconds: Number(process.env.SIMULATE_LOGBOOK_EVERY ?? 180),
       signal: simulation.signal,
       onError: (err) => logger.debug({ err: err.message }, 'simulator write failed'),
     });
@@ -114,9 +120,16 @@ export async function start(): Promise<void> {
         'pump-monitor is running:',
         `  status page        ${statusUrl}`,
         `  status JSON        ${statusUrl}status   metrics ${statusUrl}metrics`,
-        `  reference backend  ${backendUrl}  (pumps ${config.pumps.map((p) => p.id).join(', ')})`,
+        `  reference backend  ${backendUrl}  (pumps ${config.pumps.map((p) => p.id).join(', ')}${
+          config.logbooks.length > 0 ? `; logbooks at ${config.logbooks.map((l) => l.url).join(', ')}` : ''
+        })`,
         `  PostgreSQL         ${database.host}:${database.port}/${database.database}, data in ${postgres.dataDir}${temporary}`,
-        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump`,
+        `  wiring             ${config.profile ? `profile ${config.profile}` : (process.env.PUMPS_DIR ?? 'pumps/a.json, pumps/b.json')}`,
+        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump${
+          config.logbooks.length > 0
+            ? `, a logbook entry every ${process.env.SIMULATE_LOGBOOK_EVERY ?? 180} s per stream`
+            : ''
+        }`,
         'From this directory, in another terminal:',
         `  ${pgdata}npx pump-monitor diagnose`,
         `  PGPASSWORD="$(cat ${shellPath(files.passwordFile)})" psql -h ${database.host} -p ${database.port} -U ${database.user} ${database.database}`,

@@ -4,7 +4,14 @@ import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
 import { resolveDemoTarget } from './demo.js';
-import { flushAndExit, handleSignals, loggerFor, progressLine, terminal } from './runtime.js';
+import {
+  flushAndExit,
+  handleSignals,
+  logDefinitionWarnings,
+  loggerFor,
+  progressLine,
+  terminal,
+} from './runtime.js';
 
 /** The configured database; for the operator commands (migrate, simulate), else the running npm start's. */
 function withDatabase(operator = false): { config: Config; database: DatabaseConfig } {
@@ -18,15 +25,22 @@ function withDatabase(operator = false): { config: Config; database: DatabaseCon
 export async function migrateCommand(): Promise<void> {
   const { config, database } = withDatabase(true);
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   try {
     const result = await withClient(database, 'pump-monitor-migrate', (client) =>
-      migrate(client, config.pumps, (done, total, table) =>
+      migrate(client, config, (done, total, table) =>
         terminal() ? progressLine(`migrating ${done}/${total} ${table}`) : undefined,
       ),
     );
     if (terminal()) progressLine(undefined);
     logger.info(
-      { database: describeDatabase(database), tables: result.tables, pumps: config.pumps.map((p) => p.id) },
+      {
+        database: describeDatabase(database),
+        tables: result.sensorTables,
+        logbook_tables: result.logbookTables,
+        pumps: config.pumps.map((p) => p.id),
+        logbooks: config.logbooks.map((l) => l.id),
+      },
       'migrated: tables, triggers and engine schema are in place',
     );
   } catch (err) {
@@ -40,8 +54,15 @@ export async function migrateCommand(): Promise<void> {
 export async function backendCommand(opts: { port: number; host: string }): Promise<void> {
   const { config, database } = withDatabase();
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-backend', 4);
-  const app = await buildReferenceBackend({ pool, pumps: config.pumps, apiKey: config.apiKey, logger });
+  const app = await buildReferenceBackend({
+    pool,
+    pumps: config.pumps,
+    logbooks: config.logbooks,
+    apiKey: config.apiKey,
+    logger,
+  });
   const url = await app.listen({ port: opts.port, host: opts.host });
   logger.info({ url, api_key_check: config.apiKey !== '' }, 'reference backend listening');
   handleSignals(logger, async () => {
@@ -57,17 +78,22 @@ export async function simulateCommand(opts: {
   outOfOrder: number;
   scenario: string;
   count?: number;
+  logbookEvery: number;
 }): Promise<void> {
   if (opts.scenario !== 'normal' && opts.scenario !== 'bearing-failure') {
     throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
   }
   const { config, database } = withDatabase(true);
   const logger = loggerFor(config);
+  logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-simulate', 2);
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
-  logger.info({ pumps: config.pumps.map((p) => p.id), ...opts }, 'simulating');
+  logger.info(
+    { pumps: config.pumps.map((p) => p.id), logbooks: config.logbooks.map((l) => l.id), ...opts },
+    'simulating',
+  );
   const result = await runSimulator({
     pool,
     pumps: config.pumps,
@@ -76,6 +102,8 @@ export async function simulateCommand(opts: {
     lateProbability: opts.late,
     outOfOrderProbability: opts.outOfOrder,
     scenario: opts.scenario as Scenario,
+    logbooks: config.logbooks,
+    logbookEverySeconds: opts.logbookEvery,
     ...(opts.count !== undefined ? { count: opts.count } : {}),
     signal: controller.signal,
     onError: (err) => logger.warn({ err: describePgError(err) }, 'simulator write failed'),

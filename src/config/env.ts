@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { z } from 'zod';
-import { loadPumpDefinitions, type PumpDefinition, selectPumps } from './pumps.js';
+import {
+  type Definitions,
+  type LogbookDefinition,
+  loadDefinitions,
+  type PumpDefinition,
+  profileDir,
+  selectDefinitions,
+} from './pumps.js';
 
 /** A start-up configuration problem: the message is one line naming the variable, never a secret's value. */
 export class ConfigError extends Error {
@@ -27,10 +34,25 @@ export interface PumpConfig extends PumpDefinition {
   baseUrl: string;
 }
 
+export interface LogbookConfig extends LogbookDefinition {
+  /** The base variable's URL without a trailing /sensores or /sensores_b (e.g. http://host:8000). */
+  baseUrl: string;
+  /** Where each row is POSTed: baseUrl + endpoint (e.g. http://host:8000/gm-bitacoras/clasificar). */
+  url: string;
+  /** Per-attempt timeout of one POST (LOGBOOK_TIMEOUT_MS): the backend may call an LLM, sometimes twice. */
+  timeoutMs: number;
+}
+
 export interface Config {
   /** Undefined when neither DATABASE_URL nor DB_HOST is set (`start` then embeds PostgreSQL). */
   database: DatabaseConfig | undefined;
   pumps: PumpConfig[];
+  /** The logbook streams selected (PUMPS, or all of the folder's); empty for the default wiring. */
+  logbooks: LogbookConfig[];
+  /** The built-in profile chosen with PUMPS_PROFILE, undefined for PUMPS_DIR or the default folder. */
+  profile: string | undefined;
+  /** The definitions linter's warnings, one line each naming the file; the commands log them at start. */
+  warnings: string[];
   apiKey: string;
   port: number;
   host: string;
@@ -161,6 +183,23 @@ export function normalizeBaseUrl(name: string, raw: string, prefix: string): str
   return `${url.origin}${path}`;
 }
 
+/**
+ * The logbook base: the variable's URL with a trailing /sensores or /sensores_b removed, as the original
+ * logbook listener derives it from BASE_URL (http://host:8000/sensores → http://host:8000).
+ */
+export function logbookBaseUrl(name: string, raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return fail(name, raw, 'an http(s) URL such as http://host:8000/sensores');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, raw, 'an http:// or https:// URL');
+  if (url.search || url.hash) fail(name, raw, 'a URL without ?query or #fragment');
+  const path = url.pathname.replace(/\/+$/, '').replace(/\/sensores(_b)?$/, '');
+  return `${url.origin}${path}`;
+}
+
 const sslModes = z.enum(['disable', 'require', 'verify-ca', 'verify-full']);
 
 function sslOptions(env: Env, mode: SslMode): false | ConnectionOptions {
@@ -243,30 +282,58 @@ export interface LoadOptions {
   requireBackend?: boolean;
 }
 
+/**
+ * The definitions folder: PUMPS_PROFILE names a built-in one, PUMPS_DIR any folder (not both); by default
+ * the top of the built-in pumps/ folder (a.json, b.json).
+ */
+function readDefinitions(env: Env): {
+  definitions: Definitions;
+  source: string;
+  profile: string | undefined;
+} {
+  const dir = read(env, 'PUMPS_DIR');
+  const profile = read(env, 'PUMPS_PROFILE');
+  if (dir !== undefined && profile !== undefined) {
+    fail(
+      'PUMPS_PROFILE',
+      profile,
+      'unset when PUMPS_DIR is set (choose one: a built-in profile or a folder)',
+    );
+  }
+  const variable = profile !== undefined ? 'PUMPS_PROFILE' : 'PUMPS_DIR';
+  try {
+    const folder = profile !== undefined ? profileDir(profile) : dir;
+    return {
+      definitions: loadDefinitions(folder),
+      source: folder ?? 'the built-in pumps/',
+      profile,
+    };
+  } catch (err) {
+    throw new ConfigError(`${variable}: ${(err as Error).message}`);
+  }
+}
+
 /** Validates the whole environment at once; throws ConfigError with a one-line message. */
 export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
   const database = databaseConfig(env);
   if (opts.requireDatabase && !database) {
     fail('DB_HOST', undefined, 'a database host (or DATABASE_URL=postgres://user:password@host:port/db)');
   }
-  let definitions: PumpDefinition[];
-  try {
-    definitions = loadPumpDefinitions(read(env, 'PUMPS_DIR'));
-  } catch (err) {
-    throw new ConfigError(`PUMPS_DIR: ${(err as Error).message}`);
-  }
-  const pumpIds = (read(env, 'PUMPS') ?? definitions.map((p) => p.id).join(','))
+  const { definitions, source, profile } = readDefinitions(env);
+  const ids = (
+    read(env, 'PUMPS') ?? [...definitions.pumps, ...definitions.logbooks].map((d) => d.id).join(',')
+  )
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (pumpIds.length === 0) fail('PUMPS', env.PUMPS, 'a comma-separated list of pump ids such as A,B');
-  let selected: PumpDefinition[];
+  if (ids.length === 0) fail('PUMPS', env.PUMPS, 'a comma-separated list of pump ids such as A,B');
+  let selected: { pumps: PumpDefinition[]; logbooks: LogbookDefinition[] };
   try {
-    selected = selectPumps(definitions, [...new Set(pumpIds)]);
+    selected = selectDefinitions(definitions, [...new Set(ids)]);
   } catch (err) {
-    throw new ConfigError((err as Error).message);
+    throw new ConfigError(`${(err as Error).message} (definitions from ${source})`);
   }
-  const pumps = selected.map((p) => {
+  const pumps = selected.pumps.map((p) => {
     const raw = read(env, p.baseUrlEnv);
     const baseUrl =
       raw === undefined
@@ -280,6 +347,21 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
         : normalizeBaseUrl(p.baseUrlEnv, raw, p.pathPrefix);
     return { ...p, baseUrl };
   });
+  const logbookTimeoutMs = num(env, 'LOGBOOK_TIMEOUT_MS', 120_000, { min: 1 });
+  const logbooks = selected.logbooks.map((l): LogbookConfig => {
+    const raw = read(env, l.baseUrlEnv);
+    const baseUrl =
+      raw === undefined
+        ? opts.requireBackend
+          ? fail(
+              l.baseUrlEnv,
+              undefined,
+              `the backend base URL for ${l.name}, e.g. http://host:8000/sensores`,
+            )
+          : 'http://127.0.0.1:8000'
+        : logbookBaseUrl(l.baseUrlEnv, raw);
+    return { ...l, baseUrl, url: `${baseUrl}${l.endpoint}`, timeoutMs: logbookTimeoutMs };
+  });
   const apiKey = read(env, 'API_KEY');
   if (opts.requireBackend && apiKey === undefined)
     fail('API_KEY', undefined, 'the backend API key (X-API-Key)');
@@ -290,6 +372,9 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
   return {
     database,
     pumps,
+    logbooks,
+    profile,
+    warnings: definitions.warnings,
     apiKey: apiKey ?? '',
     port: num(env, 'PORT', 8080, { min: 0, int: true }),
     host: read(env, 'HOST') ?? '0.0.0.0',

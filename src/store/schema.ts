@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { PumpDefinition } from '../config/pumps.js';
+import { distinctSensorTables, type LogbookDefinition, type PumpDefinition } from '../config/pumps.js';
 import { quoteIdent } from './db.js';
 import { ENGINE_SCHEMA, runMigrations } from './migrations.js';
 
@@ -58,41 +58,136 @@ export function sensorTableDdl(table: string): string {
   )`;
 }
 
+/**
+ * The DDL of one logbook table, with the columns the plant's tables have (facts: plant-2026-03.json,
+ * logbooks.table.columns), the quoted capitalised ones included. The backend writes clasificacion and
+ * alerta_aviso back into the row.
+ */
+export function logbookTableDdl(table: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${quoteIdent(table)} (
+    id serial PRIMARY KEY,
+    tiempo_ejecucion timestamp,
+    bitacora text,
+    clasificacion text,
+    alerta_aviso text,
+    bomba_activa text,
+    "Fecha" date,
+    "Hora" text,
+    "Observaciones" text,
+    categoria varchar(100),
+    prioridad varchar(20) DEFAULT 'MEDIA',
+    procesado_llm boolean DEFAULT false,
+    fecha_procesado timestamp,
+    resumen_llm text
+  )`;
+}
+
+/** PostgreSQL refuses a NOTIFY payload of this many bytes or more. */
+export const NOTIFY_PAYLOAD_LIMIT = 8000;
+
+/**
+ * The logbook trigger's function: notifies {"id", "bitacora"} on INSERT and when the entry's text
+ * changes, never on the backend's write-back of clasificacion or alerta_aviso. An entry too long for a
+ * NOTIFY payload is announced by its id alone; the reader then takes the text from the row.
+ */
+const NOTIFY_LOGBOOK_FUNCTION = `
+CREATE OR REPLACE FUNCTION ${ENGINE_SCHEMA}.notify_logbook() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  payload text;
+BEGIN
+  IF TG_OP = 'UPDATE' AND NEW.bitacora IS NOT DISTINCT FROM OLD.bitacora THEN
+    RETURN NEW;
+  END IF;
+  payload := json_build_object('id', NEW.id, 'bitacora', NEW.bitacora)::text;
+  IF octet_length(payload) >= ${NOTIFY_PAYLOAD_LIMIT} THEN
+    payload := json_build_object('id', NEW.id)::text;
+  END IF;
+  PERFORM pg_notify(TG_ARGV[0], payload);
+  RETURN NEW;
+END
+$fn$`;
+
 export const TRIGGER_NAME = 'pump_monitor_notify';
 
 export type MigrateProgress = (done: number, total: number, table: string) => void;
 
-/**
- * Creates missing sensor tables and installs the notifying trigger on each one.
- * Running it twice is harmless: tables are kept, triggers are replaced.
- */
-export async function migrate(client: pg.ClientBase, pumps: PumpDefinition[], progress?: MigrateProgress) {
-  await ensureEngineSchema(client);
-  return installSensorTables(client, pumps, progress);
+/** What migrate installs: the pumps' sensor tables and, when given, logbook tables. A Config will do. */
+export interface Wiring {
+  pumps: PumpDefinition[];
+  logbooks?: LogbookDefinition[];
 }
 
-/** The sensor-table half of migrate: missing tables and the notifying triggers, nothing of the engine schema's. */
+function wiringOf(w: PumpDefinition[] | Wiring): Required<Wiring> {
+  return Array.isArray(w) ? { pumps: w, logbooks: [] } : { pumps: w.pumps, logbooks: w.logbooks ?? [] };
+}
+
+export interface InstallResult {
+  /** Tables created or checked, with one trigger each: sensorTables + logbookTables. */
+  tables: number;
+  /** Distinct sensor tables: a table several pumps read is counted, and triggered, once. */
+  sensorTables: number;
+  logbookTables: number;
+}
+
+/**
+ * Creates missing sensor and logbook tables and installs the notifying trigger on each one.
+ * Running it twice is harmless: tables are kept, triggers are replaced.
+ */
+export async function migrate(
+  client: pg.ClientBase,
+  wiring: PumpDefinition[] | Wiring,
+  progress?: MigrateProgress,
+): Promise<InstallResult> {
+  await ensureEngineSchema(client);
+  return installSensorTables(client, wiring, progress);
+}
+
+/**
+ * The table half of migrate: missing tables and the notifying triggers, nothing of the engine schema's
+ * but the logbook trigger's function. A table listed by several pumps gets one trigger.
+ */
 export async function installSensorTables(
   client: pg.ClientBase,
-  pumps: PumpDefinition[],
+  wiring: PumpDefinition[] | Wiring,
   progress?: MigrateProgress,
-): Promise<{ tables: number }> {
-  const sensors = pumps.flatMap((p) => p.sensors);
+): Promise<InstallResult> {
+  const { pumps, logbooks } = wiringOf(wiring);
+  const sensorTables = distinctSensorTables(pumps);
+  const logbookTables = distinctLogbookTables(logbooks);
+  const total = sensorTables.length + logbookTables.length;
   let done = 0;
   await inLockedTransaction(client, async () => {
-    for (const s of sensors) {
-      const t = quoteIdent(s.table);
-      await client.query(sensorTableDdl(s.table));
+    for (const { table, channel } of sensorTables) {
+      const t = quoteIdent(table);
+      await client.query(sensorTableDdl(table));
       await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER_NAME} ON ${t}`);
       await client.query(
         `CREATE TRIGGER ${TRIGGER_NAME} AFTER INSERT OR UPDATE OF valor_sensor, tiempo_sensor ON ${t}
-         FOR EACH ROW EXECUTE FUNCTION ${ENGINE_SCHEMA}.notify_reading(${quoteLiteral(s.channel)})`,
+         FOR EACH ROW EXECUTE FUNCTION ${ENGINE_SCHEMA}.notify_reading(${quoteLiteral(channel)})`,
       );
       done += 1;
-      progress?.(done, sensors.length, s.table);
+      progress?.(done, total, table);
+    }
+    if (logbookTables.length > 0) await client.query(NOTIFY_LOGBOOK_FUNCTION);
+    for (const { table, channel } of logbookTables) {
+      const t = quoteIdent(table);
+      await client.query(logbookTableDdl(table));
+      await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER_NAME} ON ${t}`);
+      await client.query(
+        `CREATE TRIGGER ${TRIGGER_NAME} AFTER INSERT OR UPDATE OF bitacora ON ${t}
+         FOR EACH ROW EXECUTE FUNCTION ${ENGINE_SCHEMA}.notify_logbook(${quoteLiteral(channel)})`,
+      );
+      done += 1;
+      progress?.(done, total, table);
     }
   });
-  return { tables: sensors.length };
+  return { tables: total, sensorTables: sensorTables.length, logbookTables: logbookTables.length };
+}
+
+function distinctLogbookTables(logbooks: LogbookDefinition[]): { table: string; channel: string }[] {
+  const seen = new Map<string, string>();
+  for (const l of logbooks) for (const s of l.streams) if (!seen.has(s.table)) seen.set(s.table, s.channel);
+  return [...seen].map(([table, channel]) => ({ table, channel }));
 }
 
 function quoteLiteral(s: string): string {

@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PumpDefinition } from '../config/pumps.js';
+import type { PumpFile } from '../config/pumps.js';
 
 export interface GenerateOptions {
   count: number;
@@ -13,7 +13,7 @@ export interface GenerateOptions {
  * Synthetic pump definitions for scale tests and benchmarks: pump P001 has tables p001_s01.., channels
  * canal_p001_s01.., and its backend paths under /sensores_p001. Threshold: three quarters of the sensors.
  */
-export function generatePumps(o: GenerateOptions): PumpDefinition[] {
+export function generatePumps(o: GenerateOptions): PumpFile[] {
   const width = Math.max(3, String(o.count).length);
   return Array.from({ length: o.count }, (_, i) => {
     const tag = `p${String(i + 1).padStart(width, '0')}`;
@@ -42,7 +42,7 @@ export function generatePumps(o: GenerateOptions): PumpDefinition[] {
 }
 
 /** Writes one definition file per pump into `dir` (usable as PUMPS_DIR). */
-export function writePumpDefinitions(dir: string, pumps: PumpDefinition[]): void {
+export function writePumpDefinitions(dir: string, pumps: PumpFile[]): void {
   mkdirSync(dir, { recursive: true });
   for (const p of pumps)
     writeFileSync(join(dir, `${p.id.toLowerCase()}.json`), `${JSON.stringify(p, null, 2)}\n`);

@@ -1,7 +1,8 @@
 import type pg from 'pg';
-import type { PumpDefinition } from '../config/pumps.js';
+import type { LogbookDefinition, LogbookStream, PumpDefinition } from '../config/pumps.js';
 import { quoteIdent } from '../store/db.js';
-import { nominalFor } from './nominal.js';
+import { type EntryKind, logbookEntry } from './logbook-entries.js';
+import { nominalOf } from './nominal.js';
 
 export type Scenario = 'normal' | 'bearing-failure';
 
@@ -11,6 +12,16 @@ export interface TickInfo {
   /** Rows written by this timestamp's transaction (late rows follow in their own). */
   inserted: number;
   missing: string[];
+}
+
+export interface LogbookEntryInfo {
+  table: string;
+  tabla: string;
+  pump: string;
+  /** The row's id. */
+  id: number;
+  kind: EntryKind;
+  bitacora: string;
 }
 
 export interface SimulatorOptions {
@@ -28,6 +39,10 @@ export interface SimulatorOptions {
   scenario?: Scenario;
   /** simulated seconds the bearing-failure drift takes to reach its full size (default 120) */
   driftSeconds?: number;
+  /** logbook streams to write operator entries into (default none) */
+  logbooks?: LogbookDefinition[];
+  /** simulated seconds between two entries of one logbook stream (default 180); streams are staggered */
+  logbookEverySeconds?: number;
   /** stop after this many timestamps per pump (default: run until signal aborts) */
   count?: number;
   signal?: AbortSignal;
@@ -36,6 +51,7 @@ export interface SimulatorOptions {
   /** injectable for deterministic tests (default Math.random) */
   random?: () => number;
   onTick?: (info: TickInfo) => void;
+  onLogbookEntry?: (info: LogbookEntryInfo) => void;
   /** a failed write (e.g. connection lost); the simulator carries on at the next tick */
   onError?: (err: Error) => void;
 }
@@ -51,6 +67,8 @@ export interface SimulatorResult {
   late: number;
   /** failed writes (each one reported to onError) */
   errors: number;
+  /** logbook entries committed */
+  logbookEntries: number;
 }
 
 const BEARING_PUMP = 'A';
@@ -72,6 +90,13 @@ interface Row {
 interface LateRow {
   row: Row;
   delayMs: number;
+}
+
+interface PendingEntry {
+  stream: LogbookStream;
+  at: Date;
+  kind: EntryKind;
+  text: string;
 }
 
 interface Batch {
@@ -115,6 +140,9 @@ function validate(opts: SimulatorOptions): void {
   if (opts.driftSeconds !== undefined && !(opts.driftSeconds > 0)) {
     throw new RangeError(`driftSeconds: got ${opts.driftSeconds}, expected a number > 0`);
   }
+  if (opts.logbookEverySeconds !== undefined && !(opts.logbookEverySeconds > 0)) {
+    throw new RangeError(`logbookEverySeconds: got ${opts.logbookEverySeconds}, expected a number > 0`);
+  }
   if (opts.startTime !== undefined && Number.isNaN(opts.startTime.getTime())) {
     throw new RangeError('startTime: got an invalid Date');
   }
@@ -125,7 +153,21 @@ class Simulator {
   private readonly intervalMs: number;
   private readonly startMs: number;
   private readonly random: () => number;
-  private readonly totals: SimulatorResult = { timestamps: 0, rows: 0, missing: 0, late: 0, errors: 0 };
+  private readonly totals: SimulatorResult = {
+    timestamps: 0,
+    rows: 0,
+    missing: 0,
+    late: 0,
+    errors: 0,
+    logbookEntries: 0,
+  };
+  /**
+   * The pump that writes each table: the first simulated pump listing it. A table several pumps read is
+   * one sensor, so it gets one row per timestamp, written in its owner's transaction.
+   */
+  private readonly owner = new Map<string, string>();
+  private readonly streams: LogbookStream[];
+  private readonly logbookEveryS: number;
   /** A batch held back to be written after its successor (out-of-order), per pump. */
   private readonly held = new Map<string, Batch>();
   private readonly late = new LateRows();
@@ -135,6 +177,10 @@ class Simulator {
     this.intervalMs = 1000 / this.rate;
     this.startMs = (opts.startTime ?? new Date()).getTime();
     this.random = opts.random ?? Math.random;
+    for (const p of opts.pumps)
+      for (const sensor of p.sensors) if (!this.owner.has(sensor.table)) this.owner.set(sensor.table, p.id);
+    this.streams = (opts.logbooks ?? []).flatMap((l) => l.streams);
+    this.logbookEveryS = opts.logbookEverySeconds ?? 180;
   }
 
   async run(): Promise<SimulatorResult> {
@@ -143,7 +189,12 @@ class Simulator {
       // Relative to the start, so slow writes do not push every later tick back; when behind, no wait.
       await sleep(wallStart + i * this.intervalMs - performance.now(), this.opts.signal);
       if (this.opts.signal?.aborted) break;
-      await Promise.all(this.opts.pumps.map((pump) => this.tick(pump, i)));
+      // Drawn before any write starts, like the pumps' values, so a seeded run is reproducible.
+      const entries = this.logbookEntriesAt(i);
+      await Promise.all([
+        ...this.opts.pumps.map((pump) => this.tick(pump, i)),
+        ...entries.map((e) => this.writeLogbookEntry(e)),
+      ]);
     }
     await this.flush();
     return { ...this.totals };
@@ -181,11 +232,12 @@ class Simulator {
     const tiempo = formatTiempo(at, this.rate);
     const batch: Batch = { pump: pump.id, tiempo, rows: [], late: [], missing: [] };
     for (const sensor of pump.sensors) {
+      if (this.owner.get(sensor.table) !== pump.id) continue;
       if (this.chance(this.opts.missingProbability)) {
         batch.missing.push(sensor.field);
         continue;
       }
-      const row = { table: sensor.table, value: this.value(pump.id, sensor.field, elapsedS) };
+      const row = { table: sensor.table, value: this.value(pump.id, sensor, elapsedS) };
       if (this.chance(this.opts.lateProbability)) {
         batch.late.push({ row, delayMs: LATE_MIN_MS + this.random() * (LATE_MAX_MS - LATE_MIN_MS) });
       } else {
@@ -199,19 +251,61 @@ class Simulator {
     return p !== undefined && p > 0 && this.random() < p;
   }
 
-  private value(pumpId: string, field: string, elapsedS: number): number {
-    const { mean, std } = nominalFor(field);
-    const load = LOAD_INDEPENDENT.has(field) ? 0 : loadSwing(elapsedS);
-    const drift = this.drift(pumpId, field, elapsedS);
-    return roundToSpread(mean + std * (load + drift + gaussian(this.random)), std);
+  private value(pumpId: string, sensor: { table: string; field: string }, elapsedS: number): number {
+    const { mean, std } = nominalOf(sensor);
+    const load = LOAD_INDEPENDENT.has(sensor.field) ? 0 : loadSwing(elapsedS);
+    const drift = BEARING_FIELDS.has(sensor.field) && pumpId === BEARING_PUMP ? this.wear(elapsedS) : 0;
+    return roundToSpread(mean + std * (load + BEARING_DRIFT_STDS * drift + gaussian(this.random)), std);
   }
 
-  /** The bearing-failure offset, in standard deviations. */
-  private drift(pumpId: string, field: string, elapsedS: number): number {
+  /** How far pump A's bearing has failed, 0..1 (always 0 outside the bearing-failure scenario). */
+  private wear(elapsedS: number): number {
     if (this.opts.scenario !== 'bearing-failure') return 0;
-    if (pumpId !== BEARING_PUMP || !BEARING_FIELDS.has(field)) return 0;
-    const driftSeconds = this.opts.driftSeconds ?? 120;
-    return BEARING_DRIFT_STDS * Math.min(1, elapsedS / driftSeconds);
+    return Math.min(1, elapsedS / (this.opts.driftSeconds ?? 120));
+  }
+
+  /**
+   * The logbook entries due at tick i: stream k of n writes at simulated times k/n·every, (k/n + 1)·every,
+   * ..., so the streams do not all write in the same second.
+   */
+  private logbookEntriesAt(i: number): PendingEntry[] {
+    const out: PendingEntry[] = [];
+    const now = i / this.rate;
+    const before = (i - 1) / this.rate;
+    this.streams.forEach((stream, k) => {
+      const offset = (k / this.streams.length) * this.logbookEveryS;
+      const slot = (t: number) => (t < offset ? -1 : Math.floor((t - offset) / this.logbookEveryS + 1e-9));
+      if (slot(now) < 0 || (i > 0 && slot(now) === slot(before))) return;
+      const at = new Date(this.startMs + Math.round(i * this.intervalMs));
+      const entry = logbookEntry({ pump: stream.pump, at, bearingWear: this.wear(now), random: this.random });
+      out.push({ stream, at, ...entry });
+    });
+    return out;
+  }
+
+  private async writeLogbookEntry(e: PendingEntry): Promise<void> {
+    const iso = e.at.toISOString();
+    try {
+      const { rows } = await this.opts.pool.query<{ id: number }>(
+        `INSERT INTO ${quoteIdent(e.stream.table)}
+           (tiempo_ejecucion, bitacora, bomba_activa, "Fecha", "Hora", "Observaciones")
+         VALUES ($1, $2, $3, $4, $5, 'registro simulado') RETURNING id`,
+        // The simulated clock is UTC, as the sensor timestamps are.
+        [iso.slice(0, 23), e.text, e.stream.pump, iso.slice(0, 10), iso.slice(11, 16)],
+      );
+      this.totals.logbookEntries += 1;
+      const { table, tabla, pump } = e.stream;
+      this.opts.onLogbookEntry?.({
+        table,
+        tabla,
+        pump,
+        id: rows[0]?.id ?? 0,
+        kind: e.kind,
+        bitacora: e.text,
+      });
+    } catch (err) {
+      this.fail(err);
+    }
   }
 
   private async write(batch: Batch): Promise<void> {

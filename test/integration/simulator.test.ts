@@ -1,9 +1,20 @@
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadPumpDefinitions, type PumpDefinition } from '../../src/config/pumps.js';
+import {
+  distinctSensorTables,
+  loadDefinitions,
+  loadPumpDefinitions,
+  type PumpDefinition,
+  profileDir,
+} from '../../src/config/pumps.js';
 import { createPool, quoteIdent } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
-import { formatTiempo, runSimulator, type TickInfo } from '../../src/tools/simulator.js';
+import {
+  formatTiempo,
+  type LogbookEntryInfo,
+  runSimulator,
+  type TickInfo,
+} from '../../src/tools/simulator.js';
 import { createTestDatabase } from '../helpers/db.js';
 
 const allPumps = loadPumpDefinitions();
@@ -28,8 +39,8 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function pumpById(id: string): PumpDefinition {
-  const pump = allPumps.find((p) => p.id === id);
+function pumpById(id: string, from: PumpDefinition[] = allPumps): PumpDefinition {
+  const pump = from.find((p) => p.id === id);
   if (!pump) throw new Error(`pump ${id} is not defined`);
   return pump;
 }
@@ -38,6 +49,27 @@ function tableOf(pump: PumpDefinition, field: string): string {
   const sensor = pump.sensors.find((s) => s.field === field);
   if (!sensor) throw new Error(`pump ${pump.id} has no field ${field}`);
   return sensor.table;
+}
+
+const plant = loadDefinitions(profileDir('plant-2026-03'));
+const plantA = pumpById('A', plant.pumps);
+const plantB = pumpById('B', plant.pumps);
+
+/** A fresh database with the profile's sensor and logbook tables, and a pool on it. */
+async function freshPlantPool(): Promise<pg.Pool> {
+  const db = await createTestDatabase('simulator_plant');
+  const pool = createPool(db.config, APP_NAME, 8);
+  cleanups.push(async () => {
+    await pool.end();
+    await db.drop();
+  });
+  const client = await pool.connect();
+  try {
+    await migrate(client, plant);
+  } finally {
+    client.release();
+  }
+  return pool;
 }
 
 /** A fresh database with every sensor table and trigger, and a pool on it. */
@@ -160,7 +192,7 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
     });
     const elapsed = performance.now() - began;
 
-    expect(result).toEqual({ timestamps: 20, rows: 350, missing: 0, late: 0, errors: 0 });
+    expect(result).toEqual({ timestamps: 20, rows: 350, missing: 0, late: 0, errors: 0, logbookEntries: 0 });
     // Paced by the wall clock: the tenth tick is due 450 ms after the first, even with a past start time.
     expect(elapsed).toBeGreaterThanOrEqual(440);
     expect(elapsed).toBeLessThan(3_000);
@@ -342,7 +374,7 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
       onError: (err) => errors.push(err),
     });
 
-    expect(result).toEqual({ timestamps: 10, rows: 200, missing: 0, late: 0, errors: 10 });
+    expect(result).toEqual({ timestamps: 10, rows: 200, missing: 0, late: 0, errors: 10, logbookEntries: 0 });
     expect(errors).toHaveLength(10);
     expect(errors[0]?.message).toMatch(/does not exist/);
     const survivingB = { ...pumpB, sensors: pumpB.sensors.filter((s) => s.field !== 'voltaje_barra') };
@@ -436,5 +468,129 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
     expect(result.timestamps % 2).toBe(0);
     expect(result.rows).toBe((35 * result.timestamps) / 2);
     expect(await countRows(pool, allPumps)).toBe(result.rows);
+  });
+});
+
+describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () => {
+  const sharedTables = plantA.sensors
+    .map((s) => s.table)
+    .filter((t) => plantB.sensors.some((x) => x.table === t));
+
+  it('writes a shared table once per timestamp, in the transaction of the first pump listing it', async () => {
+    const pool = await freshPlantPool();
+    const ticks: TickInfo[] = [];
+    const result = await runSimulator({
+      pool,
+      pumps: plant.pumps,
+      rate: 20,
+      count: 10,
+      startTime: START,
+      onTick: (info) => ticks.push(info),
+    });
+
+    expect(sharedTables).toHaveLength(10);
+    // 40 distinct tables: A writes its 25, B the 15 it does not share with A.
+    expect(result).toEqual({ timestamps: 20, rows: 400, missing: 0, late: 0, errors: 0, logbookEntries: 0 });
+    expect(ticks.filter((t) => t.pump === 'A').map((t) => t.inserted)).toEqual(Array(10).fill(25));
+    expect(ticks.filter((t) => t.pump === 'B').map((t) => t.inserted)).toEqual(Array(10).fill(15));
+    for (const { table } of distinctSensorTables(plant.pumps)) {
+      expect(await countTable(pool, table), table).toBe(10);
+    }
+    // Pump A's rows of one timestamp, shared tables included, come from one transaction.
+    const rowsA = byTiempo(await readRows(pool, plantA));
+    for (const [tiempo, rows] of rowsA) {
+      expect(rows, tiempo).toHaveLength(25);
+      expect(new Set(rows.map((r) => r.xid)).size, tiempo).toBe(1);
+    }
+    // B's vector sees the same rows of the shared tables: 25 rows per timestamp, from two transactions.
+    const rowsB = byTiempo(await readRows(pool, plantB));
+    for (const [tiempo, rows] of rowsB) {
+      expect(rows, tiempo).toHaveLength(25);
+      expect(new Set(rows.map((r) => r.xid)).size, tiempo).toBe(2);
+    }
+  });
+
+  it("draws a shared table's values around one nominal point that both pumps' fields agree with", async () => {
+    const pool = await freshPlantPool();
+    await runSimulator({
+      pool,
+      pumps: plant.pumps,
+      rate: 50,
+      count: 40,
+      random: seeded(5),
+      startTime: START,
+    });
+    const { rows } = await pool.query<{ m: number }>('SELECT avg(valor_sensor) AS m FROM presion_agua_b');
+    // B's AP economiser pressure, which A reads as presion_agua_mp: 128 +- 2, not A's MP 31.
+    expect(Math.abs(Number(rows[0]?.m) - 128)).toBeLessThan(2);
+    // Both of B's tables for temperatura_agua_alim_ap get a row, so the engine sees two channels for one field.
+    expect(await countTable(pool, 'temperatura_agua_alim_b')).toBe(40);
+    expect(await countTable(pool, 'temperatura_agua_alim_ap_b')).toBe(40);
+  });
+
+  it('lets a pump simulated alone write every one of its tables', async () => {
+    const pool = await freshPlantPool();
+    const ticks: TickInfo[] = [];
+    await runSimulator({
+      pool,
+      pumps: [plantB],
+      rate: 20,
+      count: 5,
+      startTime: START,
+      onTick: (t) => ticks.push(t),
+    });
+    expect(ticks.map((t) => t.inserted)).toEqual(Array(5).fill(25));
+    expect(await countTable(pool, 'presion_agua_b')).toBe(5);
+  });
+
+  it('writes logbook entries on their own schedule, staggered per stream, in Spanish', async () => {
+    const pool = await freshPlantPool();
+    const entries: LogbookEntryInfo[] = [];
+    const result = await runSimulator({
+      pool,
+      pumps: plant.pumps,
+      logbooks: plant.logbooks,
+      logbookEverySeconds: 0.5,
+      rate: 20,
+      count: 20,
+      random: seeded(21),
+      startTime: START,
+      onLogbookEntry: (e) => entries.push(e),
+    });
+
+    // One simulated second: stream a at 0 and 0.5 s, stream b at 0.25 and 0.75 s.
+    expect(result.logbookEntries).toBe(4);
+    expect(result.errors).toBe(0);
+    expect(entries.map((e) => e.tabla)).toEqual(['a', 'b', 'a', 'b']);
+    const { rows } = await pool.query<{
+      id: number;
+      bitacora: string;
+      bomba_activa: string;
+      Fecha: Date;
+      Hora: string;
+      tiempo_ejecucion: Date;
+      clasificacion: string | null;
+    }>(
+      `SELECT id, bitacora, bomba_activa, "Fecha", "Hora", tiempo_ejecucion, clasificacion
+         FROM gm_bitacoras_b ORDER BY id`,
+    );
+    expect(rows).toHaveLength(2);
+    expect(rows.map((r) => r.id)).toEqual(entries.filter((e) => e.tabla === 'b').map((e) => e.id));
+    for (const r of rows) {
+      expect(r.bomba_activa).toBe('B');
+      expect(r.Hora).toBe('10:00');
+      expect(r.bitacora.length).toBeGreaterThan(40);
+      expect(r.bitacora).toMatch(/[áéíóúñ]|bomba|BAA/i);
+      expect(r.clasificacion).toBeNull();
+    }
+    expect(rows.map((r) => r.bitacora)).toEqual(
+      entries.filter((e) => e.tabla === 'b').map((e) => e.bitacora),
+    );
+  });
+
+  it('rejects a logbook interval that is not positive', async () => {
+    await expect(
+      runSimulator({ pool: {} as pg.Pool, pumps: plant.pumps, logbookEverySeconds: 0 }),
+    ).rejects.toThrow(/logbookEverySeconds/);
   });
 });

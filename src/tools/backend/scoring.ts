@@ -117,9 +117,10 @@ export class SensorScorer {
 
   constructor(private readonly windowSize: number = WINDOW_SIZE) {}
 
-  score(pumpId: string, field: string, value: number): SensorScore {
+  /** `nominal` defaults to the field's; the backend passes the sensor's (its table's, where it has one). */
+  score(pumpId: string, field: string, value: number, nominal: Nominal = nominalFor(field)): SensorScore {
     const window = this.windowFor(pumpId, field);
-    const result = classifyReading(value, window.stats(), nominalFor(field));
+    const result = classifyReading(value, window.stats(), nominal);
     if (Number.isFinite(value)) window.push(value);
     return result;
   }
@@ -139,11 +140,14 @@ export class SensorScorer {
  * Per-field deviations from nominal, in nominal standard deviations: z = |x - nominal.mean| / nominal.std.
  * Non-finite values are skipped: they carry no information about the pump.
  */
-export function deviations(vector: Record<string, number>): number[] {
+export function deviations(
+  vector: Record<string, number>,
+  nominalOfField: (field: string) => Nominal = nominalFor,
+): number[] {
   const zs: number[] = [];
   for (const [field, value] of Object.entries(vector)) {
     if (!Number.isFinite(value)) continue;
-    const nominal = nominalFor(field);
+    const nominal = nominalOfField(field);
     const z = Math.abs(value - nominal.mean) / nominal.std;
     if (!Number.isNaN(z)) zs.push(z);
   }
@@ -155,8 +159,11 @@ export function deviations(vector: Record<string, number>): number[] {
  * Using the worst few fields rather than all of them lets a fault that shows on two or three sensors
  * (bearing temperature and vibration) stand out instead of being averaged away by twenty healthy ones.
  */
-export function deviationScore(vector: Record<string, number>): number {
-  const top = deviations(vector)
+export function deviationScore(
+  vector: Record<string, number>,
+  nominalOfField: (field: string) => Nominal = nominalFor,
+): number {
+  const top = deviations(vector, nominalOfField)
     .sort((a, b) => b - a)
     .slice(0, TOP_FIELDS);
   return top.length === 0 ? 0 : top.reduce((sum, z) => sum + z, 0) / top.length;
@@ -169,8 +176,11 @@ export function deviationScore(vector: Record<string, number>): number {
  * - Two fields drifted by 5 std, the rest nominal: score 3.3, about 66%; three by 6 std: above 99%.
  * - Non-decreasing in every field's deviation, because the mean of the top-k values is.
  */
-export function failureProbability(vector: Record<string, number>): number {
-  const score = deviationScore(vector);
+export function failureProbability(
+  vector: Record<string, number>,
+  nominalOfField: (field: string) => Nominal = nominalFor,
+): number {
+  const score = deviationScore(vector, nominalOfField);
   return 100 * logistic((score - PROBABILITY_CENTER) * PROBABILITY_SLOPE);
 }
 

@@ -1,7 +1,8 @@
 /**
  * The reference prediction backend, for development and demos (`pump-monitor backend`, `npm start`).
  * It speaks the contract of the real backend (see docs: "Unified prediction", "Per-sensor POST",
- * "Backend key check") with the transparent scoring of ./scoring.ts instead of a trained model.
+ * "Backend key check") with the transparent scoring of ./scoring.ts instead of a trained model, and
+ * classifies logbook entries with the keyword matcher of ./logbook-classifier.ts instead of an LLM.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, {
@@ -13,20 +14,32 @@ import Fastify, {
 } from 'fastify';
 import type pg from 'pg';
 import type pino from 'pino';
-import type { PumpDefinition, SensorDefinition } from '../../config/pumps.js';
+import type {
+  LogbookDefinition,
+  LogbookStream,
+  PumpDefinition,
+  SensorDefinition,
+} from '../../config/pumps.js';
 import { describePgError, quoteIdent } from '../../store/db.js';
+import { type Nominal, nominalOf } from '../nominal.js';
+import { CLASSIFIER_METHOD, classifyLogbookEntry } from './logbook-classifier.js';
 import { failureProbability, type SensorClass, SensorScorer } from './scoring.js';
 
 /** What the backend needs of a pump; a PumpDefinition or a PumpConfig will do. */
 export type BackendPump = Pick<
   PumpDefinition,
-  'id' | 'pathPrefix' | 'unifiedPath' | 'sensors' | 'optionalFields'
+  'id' | 'pathPrefix' | 'unifiedPath' | 'sensors' | 'optionalFields' | 'vectorFields'
 >;
+
+/** What the backend needs of a logbook; a LogbookDefinition or a LogbookConfig will do. */
+export type BackendLogbook = Pick<LogbookDefinition, 'id' | 'endpoint' | 'streams'>;
 
 export interface ReferenceBackendOptions {
   /** The database holding the sensor tables; the backend writes clasificacion and contador_anomalias there. */
   pool: pg.Pool;
   pumps: BackendPump[];
+  /** Logbooks whose endpoint (at the root, e.g. /gm-bitacoras/clasificar) classifies entries. */
+  logbooks?: BackendLogbook[];
   /** The expected X-API-Key; an empty string disables the check. */
   apiKey: string;
   /** A pino logger for requests and errors; undefined or false logs nothing. */
@@ -64,23 +77,63 @@ export async function buildReferenceBackend(opts: ReferenceBackendOptions): Prom
 
   for (const pump of opts.pumps) {
     const unifiedPath = `${pump.pathPrefix}${pump.unifiedPath}`;
+    const vectorNominals = vectorNominalsOf(pump);
     app.post(
       unifiedPath,
       { onRequest: checkKey, errorHandler: errorHandler(unifiedBadBody) },
-      answering(context.idempotency, unifiedPath, async (request) => predictPump(pump, request.body)),
+      answering(context.idempotency, unifiedPath, async (request) =>
+        predictPump(pump, vectorNominals, request.body),
+      ),
     );
-    for (const sensor of pump.sensors) {
-      const sensorPath = `${pump.pathPrefix}${sensor.endpoint}`;
-      app.post(
-        sensorPath,
-        { onRequest: checkKey, errorHandler: errorHandler(sensorBadBody) },
-        answering(context.idempotency, sensorPath, (request) =>
-          scoreReading(context, pump, sensor, request.body),
-        ),
-      );
-    }
+  }
+  for (const [sensorPath, targets] of sensorRoutes(opts.pumps)) {
+    app.post(
+      sensorPath,
+      { onRequest: checkKey, errorHandler: errorHandler(sensorBadBody) },
+      answering(context.idempotency, sensorPath, (request) => scoreReading(context, targets, request.body)),
+    );
+  }
+  for (const [path, streams] of logbookRoutes(opts.logbooks ?? [])) {
+    app.post(
+      path,
+      { onRequest: checkKey, errorHandler: errorHandler(logbookBadBody) },
+      answering(context.idempotency, path, (request) => classifyEntry(context, streams, request.body)),
+    );
   }
   return app;
+}
+
+/** One sensor a per-sensor path serves: the pump and the sensor whose table takes the write-back. */
+interface SensorTarget {
+  pump: BackendPump;
+  sensor: SensorDefinition;
+}
+
+/**
+ * Per-sensor paths and the sensors behind each. Usually one; several when a pump's definitions send two
+ * tables to one endpoint (plant-2026-03: temperatura_agua_alim_b and temperatura_agua_alim_ap_b both to
+ * /sensores_b/prediccion_temperatura_agua_alim). A table several pumps read has one path per pump.
+ */
+function sensorRoutes(pumps: BackendPump[]): Map<string, SensorTarget[]> {
+  const routes = new Map<string, SensorTarget[]>();
+  for (const pump of pumps) {
+    for (const sensor of pump.sensors) {
+      const path = `${pump.pathPrefix}${sensor.endpoint}`;
+      const targets = routes.get(path) ?? [];
+      targets.push({ pump, sensor });
+      routes.set(path, targets);
+    }
+  }
+  return routes;
+}
+
+/** The nominal point of each vector field: that of the first vector sensor feeding it. */
+function vectorNominalsOf(pump: BackendPump): Map<string, Nominal> {
+  const nominals = new Map<string, Nominal>();
+  for (const s of pump.sensors) {
+    if (s.inVector !== false && !nominals.has(s.field)) nominals.set(s.field, nominalOf(s));
+  }
+  return nominals;
 }
 
 function createApp(logger: pino.Logger | false | undefined): FastifyInstance {
@@ -261,8 +314,12 @@ function isFiniteNumber(value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value);
 }
 
-/** `POST {pathPrefix}{unifiedPath}`: a flat `field: number` vector to a failure probability. */
-async function predictPump(pump: BackendPump, body: unknown): Promise<Answer> {
+/** `POST {pathPrefix}{unifiedPath}`: a flat `field: number` vector of the pump's vector fields to a failure probability. */
+async function predictPump(
+  pump: BackendPump,
+  nominals: Map<string, Nominal>,
+  body: unknown,
+): Promise<Answer> {
   if (!isJsonObject(body)) {
     const detail = [
       { type: 'model_attributes_type', loc: ['body'], msg: 'Input should be a JSON object', input: body },
@@ -271,7 +328,7 @@ async function predictPump(pump: BackendPump, body: unknown): Promise<Answer> {
   }
   const measured: Record<string, number> = {};
   const errors: FieldError[] = [];
-  for (const { field } of pump.sensors) {
+  for (const field of pump.vectorFields) {
     const value = ownValue(body, field);
     if (isFiniteNumber(value)) measured[field] = value;
     else if (value !== undefined && value !== null) errors.push(fieldError(field, 'float_type', value));
@@ -280,7 +337,10 @@ async function predictPump(pump: BackendPump, body: unknown): Promise<Answer> {
   if (errors.length > 0) return { status: 422, body: { detail: errors } };
   // A missing optional field takes its default as model input, but it is no measurement: scoring it
   // against nominal would invent a deviation (salida_bomba defaults to 0 against a nominal 1000).
-  const prediccion = Math.round(failureProbability(measured) * 100) / 100;
+  const prediccion =
+    Math.round(
+      failureProbability(measured, (field) => nominals.get(field) ?? nominalOf({ table: '', field })) * 100,
+    ) / 100;
   return { status: 200, body: { prediccion, status: 'success' } };
 }
 
@@ -294,12 +354,7 @@ function fieldError(field: string, type: 'missing' | 'float_type', input: unknow
 // Per-sensor classification
 
 /** `POST {pathPrefix}{endpoint}`: classifies one reading and writes the result back into its row. */
-async function scoreReading(
-  context: RouteContext,
-  pump: BackendPump,
-  sensor: SensorDefinition,
-  body: unknown,
-): Promise<Answer> {
+async function scoreReading(context: RouteContext, targets: SensorTarget[], body: unknown): Promise<Answer> {
   if (!isJsonObject(body)) {
     return {
       status: 400,
@@ -322,11 +377,40 @@ async function scoreReading(
     ];
     return { status: 422, body: { detail } };
   }
+  let target = targets[0] as SensorTarget;
   try {
-    return await classifyRow(context, pump, sensor, id, value);
+    target = await chooseTarget(context.pool, targets, id, value);
+    return await classifyRow(context, target.pump, target.sensor, id, value);
   } catch (err) {
-    throw new DatabaseError(`${sensor.table} row ${id}: ${describePgError(err)}`);
+    throw new DatabaseError(`${target.sensor.table} row ${id}: ${describePgError(err)}`);
   }
+}
+
+/**
+ * The sensor whose row a post names. With one sensor behind the path, that one. With several (two tables
+ * posting to one endpoint, where id_sensor alone is ambiguous) the real backend writes to one fixed
+ * table; this one prefers the table whose row `id_sensor` holds exactly `valor`, then any table that has
+ * the row, then the first listed (which answers 404).
+ */
+async function chooseTarget(
+  pool: pg.Pool,
+  targets: SensorTarget[],
+  id: number,
+  value: number,
+): Promise<SensorTarget> {
+  if (targets.length === 1) return targets[0] as SensorTarget;
+  let existing: SensorTarget | undefined;
+  for (const target of targets) {
+    const { rows } = await pool.query<{ valor_sensor: number | null }>(
+      `SELECT valor_sensor FROM ${quoteIdent(target.sensor.table)} WHERE id = $1::bigint`,
+      [id],
+    );
+    const row = rows[0];
+    if (row === undefined) continue;
+    if (row.valor_sensor === value) return target;
+    existing ??= target;
+  }
+  return existing ?? (targets[0] as SensorTarget);
 }
 
 interface StoredRow {
@@ -351,7 +435,7 @@ async function classifyRow(
       await client.query('ROLLBACK');
       return { status: 404, body: { detail: `No row with id ${id} in table ${sensor.table}` } };
     }
-    const score = context.scorer.score(pump.id, sensor.field, value);
+    const score = context.scorer.score(pump.id, sensor.field, value, nominalOf(sensor));
     const count = await writeBack(client, sensor.table, id, score.prediction, counter, row);
     const body = {
       id_registro: id,
@@ -437,4 +521,83 @@ class AnomalyCounters {
     );
     return { value: Number(rows[0]?.n ?? 0) };
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Logbook classification
+
+/** Logbook endpoints and the streams each serves, by their `tabla`. */
+function logbookRoutes(logbooks: BackendLogbook[]): Map<string, Map<string, LogbookStream>> {
+  const routes = new Map<string, Map<string, LogbookStream>>();
+  for (const l of logbooks) {
+    const streams = routes.get(l.endpoint) ?? new Map<string, LogbookStream>();
+    for (const s of l.streams) if (!streams.has(s.tabla)) streams.set(s.tabla, s);
+    routes.set(l.endpoint, streams);
+  }
+  return routes;
+}
+
+function logbookBadBody(message: string): Answer {
+  return { status: 422, body: { detail: [{ type: 'json_invalid', loc: ['body'], msg: message }] } };
+}
+
+function bodyError(loc: string, msg: string, input: unknown): Answer {
+  return {
+    status: 422,
+    body: { detail: [{ type: 'value_error', loc: ['body', loc], msg, input: input ?? null }] },
+  };
+}
+
+/**
+ * `POST {root}/gm-bitacoras/clasificar` with {id, bitacora, tabla}: classifies the entry by keywords
+ * (./logbook-classifier.ts, never an LLM) and writes clasificacion and alerta_aviso into the row.
+ * 200 {id, clasificacion, alerta_aviso, procesado: true, metodo, palabras_clave}; 404 without the row;
+ * 422 for a bad body.
+ */
+async function classifyEntry(
+  context: RouteContext,
+  streams: Map<string, LogbookStream>,
+  body: unknown,
+): Promise<Answer> {
+  if (!isJsonObject(body)) {
+    return logbookBadBody('Body must be a JSON object {"id": <int>, "bitacora": <text>, "tabla": "a" | "b"}');
+  }
+  const id = ownValue(body, 'id');
+  if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
+    return bodyError('id', 'id is required and must be an integer', id);
+  }
+  const bitacora = ownValue(body, 'bitacora');
+  if (typeof bitacora !== 'string' || bitacora.trim() === '') {
+    return bodyError('bitacora', 'bitacora is required and must be a non-empty text', bitacora);
+  }
+  const tabla = ownValue(body, 'tabla');
+  const stream = typeof tabla === 'string' ? streams.get(tabla) : undefined;
+  if (!stream) {
+    const known = [...streams.keys()].map((t) => `"${t}"`).join(' or ');
+    return bodyError('tabla', `tabla must be ${known}`, tabla);
+  }
+  const result = classifyLogbookEntry(bitacora, stream.pump);
+  let updated: number;
+  try {
+    const { rowCount } = await context.pool.query(
+      `UPDATE ${quoteIdent(stream.table)} SET clasificacion = $1, alerta_aviso = $2 WHERE id = $3::bigint`,
+      [result.clasificacion, result.alerta_aviso, id],
+    );
+    updated = rowCount ?? 0;
+  } catch (err) {
+    throw new DatabaseError(`${stream.table} row ${id}: ${describePgError(err)}`);
+  }
+  if (updated === 0)
+    return { status: 404, body: { detail: `Bitacora no encontrada: no row ${id} in ${stream.table}` } };
+  return {
+    status: 200,
+    body: {
+      id,
+      clasificacion: result.clasificacion,
+      alerta_aviso: result.alerta_aviso,
+      procesado: true,
+      metodo: CLASSIFIER_METHOD,
+      palabras_clave: result.palabras_clave,
+    },
+  };
 }
