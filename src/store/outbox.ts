@@ -53,12 +53,12 @@ export async function insertGroups(
   const keys = groups.map((g) => vectorKey(g.pump, g.tiempo, g.members));
   const { rows } = await db.query<RawRow & { status: string }>(
     `WITH g AS (
-       SELECT v.pump, v.tiempo, v.key, v.body, v.status,
+       SELECT v.ord, v.pump, v.tiempo, v.key, v.body, v.status,
               ARRAY(SELECT jsonb_array_elements_text(v.filled)) AS filled,
               ARRAY(SELECT jsonb_array_elements_text(v.missing)) AS missing,
               ARRAY(SELECT jsonb_array_elements_text(v.members)::bigint) AS members
          FROM jsonb_to_recordset($1::jsonb)
-           AS v(pump text, tiempo text, key text, body jsonb, status text, filled jsonb, missing jsonb, members jsonb)
+           AS v(ord int, pump text, tiempo text, key text, body jsonb, status text, filled jsonb, missing jsonb, members jsonb)
      )
      INSERT INTO ${T} (pump, tiempo_sensor, idempotency_key, body, filled, missing, members, status)
      SELECT g.pump, g.tiempo, g.key, g.body, g.filled, g.missing, g.members, g.status FROM g
@@ -66,11 +66,14 @@ export async function insertGroups(
         SELECT 1 FROM ${T} o WHERE o.pump = g.pump AND o.tiempo_sensor = g.tiempo
            AND (o.members && g.members
                 OR (cardinality(o.members) = 0 AND o.created_at > now() - interval '12 hours')))
+      -- Ids in the order the groups were resolved: a pump's outbox order is its sending order.
+      ORDER BY g.ord
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING ${COLUMNS}, status`,
     [
       JSON.stringify(
         groups.map((g, i) => ({
+          ord: i,
           pump: g.pump,
           tiempo: g.tiempo,
           key: keys[i],
