@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { Assembler, type DroppedGroup, type Vector } from '../assembler/assembler.js';
 import type { Config, DatabaseConfig, PumpConfig } from '../config/env.js';
-import { BackendClient, createAgent } from '../delivery/backend-client.js';
+import { BackendClient, createAgent, RetryableError } from '../delivery/backend-client.js';
 import { breakerState, createBreaker, type DeliveryResult } from '../delivery/policy.js';
 import { SensorPoster } from '../delivery/sensor-poster.js';
 import { parseReply, type SendResult, VectorSender } from '../delivery/vector-sender.js';
@@ -651,6 +651,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           : `backend answered ${result.answer.status}`;
     this.telemetry.error(r.pump, `per-sensor POST ${r.sensor.endpoint} id ${r.id}: ${reason}`);
     this.log.warn({ pump: r.pump, table: r.sensor.table, id: r.id, reason }, 'per-sensor POST not delivered');
+    // The response kept with it: the rejection, or the last answer of an exhausted budget (none when no
+    // answer came, e.g. a timeout).
+    const last =
+      result.kind === 'rejected'
+        ? result.answer
+        : result.error instanceof RetryableError && result.error.status !== undefined
+          ? { status: result.error.status, body: result.error.body }
+          : undefined;
     this.deadWriter.push({
       letter: {
         kind: 'sensor_post',
@@ -658,8 +666,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         channel: r.sensor.channel,
         payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
         reason,
-        responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
-        responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+        responseStatus: last?.status,
+        responseBody: last?.body,
       },
       settle,
     });
