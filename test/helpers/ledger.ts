@@ -40,8 +40,10 @@ export interface LedgerOptions {
    * optional field left out); 'allowed' lets them be sent at most once, or not at all.
    */
   partial?: 'expected' | 'allowed';
-  /** Rows to leave out of the expectations (e.g. a reading a test makes the backend reject). */
-  exclude?: (table: string, id: number) => boolean;
+  /** Rows to leave out of the expected per-sensor posts (e.g. one a test makes the backend reject). */
+  excludeReading?: (table: string, id: number) => boolean;
+  /** Timestamps to leave out of the expected vectors (e.g. one a test makes the backend reject). */
+  excludeVector?: (pump: string, tiempo: string) => boolean;
 }
 
 interface Item {
@@ -139,18 +141,19 @@ export class Ledger {
         for (const r of rows) {
           // A null or non-finite valor is bad input: dead-lettered, never posted, no part of a vector.
           if (r.valor_sensor === null || !Number.isFinite(r.valor_sensor)) continue;
-          if (this.o.exclude?.(s.table, r.id)) continue;
           const path = `${p.pathPrefix}${s.endpoint}`;
-          readings.set(readingId(backend, path, r.id, r.valor_sensor), {
-            kind: 'reading',
-            pump: p.id,
-            backend,
-            path,
-            label: `${p.id} ${s.table} id ${r.id} valor ${r.valor_sensor}`,
-            required: true,
-            answers: 0,
-            keys: new Set(),
-          });
+          if (!this.o.excludeReading?.(s.table, r.id)) {
+            readings.set(readingId(backend, path, r.id, r.valor_sensor), {
+              kind: 'reading',
+              pump: p.id,
+              backend,
+              path,
+              label: `${p.id} ${s.table} id ${r.id} valor ${r.valor_sensor}`,
+              required: true,
+              answers: 0,
+              keys: new Set(),
+            });
+          }
           values.add(r.valor_sensor);
           const group = byTiempo.get(r.tiempo_sensor) ?? new Map<string, Set<number>>();
           byTiempo.set(r.tiempo_sensor, group);
@@ -164,6 +167,7 @@ export class Ledger {
       for (const [tiempo, group] of byTiempo) {
         const full = group.size === fields.length;
         if (!full && group.size < p.minFields) continue;
+        if (this.o.excludeVector?.(p.id, tiempo)) continue;
         const fills = new Map<string, Set<number>>();
         for (const f of fields) {
           if (group.has(f)) continue;
