@@ -23,6 +23,8 @@ export class RetryableError extends Error {
     message: string,
     readonly status?: number,
     readonly retryAfterMs?: number,
+    /** The answer's body, when the failure was an answer (408, 429, 5xx). */
+    readonly body?: string,
   ) {
     super(message);
   }

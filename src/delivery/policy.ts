@@ -83,7 +83,7 @@ export async function deliver(
         attempts += 1;
         const a = await attempt(signal);
         if (classify(a.status) === 'retry') {
-          throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs);
+          throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs, a.body);
         }
         return a;
       }, opts.signal);

@@ -9,7 +9,7 @@ import type { DeadLetter } from '../store/dead-letters.js';
 import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
 import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
-import type { BackendClient } from './backend-client.js';
+import { type BackendClient, RetryableError } from './backend-client.js';
 import type { DeliveryResult } from './policy.js';
 import { readingKey, SensorPoster } from './sensor-poster.js';
 
@@ -189,6 +189,14 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       { pump: r.pump, table: r.sensor.table, id: r.id, reason },
       'per-sensor POST not delivered; kept as a dead letter',
     );
+    // The response kept with it: the rejection, or the last answer of an exhausted budget (none when no
+    // answer came, e.g. a timeout).
+    const last =
+      result.kind === 'rejected'
+        ? result.answer
+        : result.error instanceof RetryableError && result.error.status !== undefined
+          ? { status: result.error.status, body: result.error.body }
+          : undefined;
     this.o.deadLetter(
       {
         kind: 'sensor_post',
@@ -196,8 +204,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         channel: r.sensor.channel,
         payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
         reason,
-        responseStatus: result.kind === 'rejected' ? result.answer.status : undefined,
-        responseBody: result.kind === 'rejected' ? result.answer.body : undefined,
+        responseStatus: last?.status,
+        responseBody: last?.body,
         idempotencyKey: readingKey(r),
       },
       settle,

@@ -66,6 +66,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
   lastHeartbeatAt: number | undefined;
   lastHeartbeatMs: number | undefined;
   lastError: string | undefined;
+  /** Heartbeats sent so far, over every connection (answered or not). */
+  heartbeatsSent = 0;
 
   private client: pg.Client | undefined;
   private everConnected = false;
@@ -224,6 +226,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   /** Checks that the session answers within the timeout and still listens on every channel. */
   async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
     if (!client || this.client !== client) return false;
+    this.heartbeatsSent += 1;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     try {

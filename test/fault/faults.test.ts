@@ -10,18 +10,20 @@ import { createPool, withClient } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
 import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
 import { freePort } from '../../src/tools/free-port.js';
-import { runSimulator } from '../../src/tools/simulator.js';
+import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
+import { crashReplayBound } from '../helpers/bounds.js';
 import { spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
-import { settleAndReport } from '../helpers/tally.js';
+import { expectExactlyOnce, expectWithinBound, Ledger } from '../helpers/ledger.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
-import { pause, waitFor } from '../helpers/wait.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
- * Each test streams readings for both pumps while it breaks something real, then checks at a backend of
- * its own that every reading got a successful per-sensor POST and every full timestamp exactly one
- * unified POST, counted by Idempotency-Key.
+ * Each test streams readings for both pumps while it breaks something real, checks that the fault
+ * landed while readings were still flowing, and then counts, at each pump's own backend, every request
+ * answered 200 with the strict ledger (test/helpers/ledger.ts): every row posted once to its pump's path,
+ * every full timestamp's vector once, nothing else. Where a process dies, the excess is held to a bound.
  */
 
 const FAST = {
@@ -49,13 +51,17 @@ afterEach(async () => {
 
 interface Setup {
   admin: pg.Pool;
+  /** Pump A's backend. */
   backend: FakeBackend;
+  /** Pump B's backend, apart from A's: routing through BASE_URL_B is part of every test. */
+  backendB: FakeBackend;
+  ledger: Ledger;
   database: DatabaseConfig;
   config: Config & { database: DatabaseConfig };
   env: Record<string, string>;
 }
 
-/** A fresh database with the tables and a backend; `dbUrl` may route the engine through a proxy. */
+/** A fresh database with the tables and a backend per pump; `server` may be a PostgreSQL of the test's own. */
 async function setup(prefix: string, server?: { url: string; database: DatabaseConfig }): Promise<Setup> {
   let url: string;
   let database: DatabaseConfig;
@@ -68,16 +74,26 @@ async function setup(prefix: string, server?: { url: string; database: DatabaseC
     url = db.url;
     database = db.config;
   }
-  const backend = await new FakeBackend().start();
+  const pumps = loadConfig({}).pumps;
+  const served = (id: string) => ({ pumps: pumps.filter((p) => p.id === id), apiKey: FAST.API_KEY });
+  const backend = await new FakeBackend(served('A')).start();
   cleanups.push(() => backend.stop());
-  const env = { ...FAST, DATABASE_URL: url, BASE_URL: backend.url, BASE_URL_B: backend.url };
+  const backendB = await new FakeBackend(served('B')).start();
+  cleanups.push(() => backendB.stop());
+  // BASE_URL_B without its /sensores_b suffix: the engine appends it (both spellings occur in .env files).
+  const env = { ...FAST, DATABASE_URL: url, BASE_URL: backend.url, BASE_URL_B: backendB.url };
   const config = loadConfig(env, { requireDatabase: true, requireBackend: true }) as Config & {
     database: DatabaseConfig;
   };
   await withClient(database, 'test-migrate', (c) => migrate(c, config.pumps));
   const admin = createPool(database, 'test-admin', 3);
   cleanups.push(() => admin.end());
-  return { admin, backend, database, config, env };
+  const ledger = new Ledger({
+    pumps: config.pumps,
+    backends: { A: backend, B: backendB },
+    apiKey: FAST.API_KEY,
+  });
+  return { admin, backend, backendB, ledger, database, config, env };
 }
 
 /** A fresh database the engine reaches through a TCP proxy of the test's own (the test itself goes direct). */
@@ -109,16 +125,83 @@ async function monitor(config: Config & { database: DatabaseConfig }): Promise<M
   return m;
 }
 
-/** Streams full timestamps for both pumps (one transaction per pump timestamp). */
-function stream(s: Setup, count: number, rate = 25, signal?: AbortSignal) {
-  return runSimulator({
+interface Stream {
+  done: Promise<SimulatorResult>;
+  /** Pump timestamps committed so far. */
+  ticks(): number;
+  /** Pump timestamps the stream will commit when nothing fails. */
+  total: number;
+  /** Failed writes the test did not allow. */
+  errors: Error[];
+  /** Failed writes the test allowed (a database the test stopped on purpose). */
+  allowed: Error[];
+  /** Notes how far the stream was when a fault landed. */
+  landed(what: string): void;
+  faults: { what: string; at: number }[];
+}
+
+/**
+ * Streams full timestamps for both pumps (one transaction per pump timestamp), each run with its own
+ * unique ISO tiempo_sensor values. A failed write fails the test unless `allowError` says it was expected.
+ */
+function stream(
+  s: Setup,
+  count: number,
+  rate = 25,
+  allowError: (err: Error) => boolean = () => false,
+): Stream {
+  let ticks = 0;
+  const errors: Error[] = [];
+  const allowed: Error[] = [];
+  const faults: { what: string; at: number }[] = [];
+  const done = runSimulator({
     pool: s.admin,
     pumps: s.config.pumps,
     rate,
     count,
-    ...(signal ? { signal } : {}),
     startTime: new Date(Date.UTC(2025, 0, 1) + Math.floor(Math.random() * 1e9) * 1000),
-    onError: () => {},
+    onTick: () => {
+      ticks += 1;
+    },
+    onError: (err) => (allowError(err) ? allowed : errors).push(err),
+  });
+  return {
+    done,
+    ticks: () => ticks,
+    total: count * s.config.pumps.length,
+    errors,
+    allowed,
+    faults,
+    landed: (what) => faults.push({ what, at: ticks }),
+  };
+}
+
+const untilTicks = (st: Stream, n: number) =>
+  waitFor(`the stream to reach ${n} pump timestamps`, () => st.ticks() >= n, 60_000);
+
+/**
+ * The stream wrote everything it meant to (or reported each failure), the test's expectations match what
+ * it wrote, and each fault landed after some readings and before the last ones.
+ */
+async function finished(st: Stream, opts: { allowedErrors?: boolean } = {}): Promise<SimulatorResult> {
+  const result = await st.done;
+  expect(st.errors).toEqual([]);
+  if (!opts.allowedErrors) expect(st.allowed).toEqual([]);
+  expect(result.timestamps + result.errors).toBe(st.total);
+  expect(result.errors).toBe(st.errors.length + st.allowed.length);
+  expect(st.faults.length).toBeGreaterThan(0);
+  for (const f of st.faults) {
+    expect(f.at, `${f.what}: pump timestamps committed before it`).toBeGreaterThan(0);
+    expect(f.at, `${f.what}: pump timestamps committed after it`).toBeLessThan(result.timestamps);
+  }
+  return result;
+}
+
+/** The ledger's expectations are what the stream wrote: every row a reading, every pump timestamp a vector. */
+function matchesStream(c: { readings: number; vectors: number }, result: SimulatorResult): void {
+  expect({ readings: c.readings, vectors: c.vectors }).toEqual({
+    readings: result.rows,
+    vectors: result.timestamps,
   });
 }
 
@@ -137,29 +220,33 @@ async function ready(port: string): Promise<void> {
   );
 }
 
-function expectClean(t: { lost: number; duplicated: number; replays: number; vectors: number }) {
-  expect(t.vectors).toBeGreaterThan(0);
-  expect(t.lost).toBe(0);
-  expect(t.duplicated).toBe(0);
+/** The JSON log lines of a child with the message `msg`. */
+function logLines(output: string[], msg: string): Record<string, unknown>[] {
+  return output
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === msg);
 }
 
-describe('fault injection', () => {
+describe('fault injection', { timeout: 180_000 }, () => {
   it('the LISTEN connection is terminated several times', async () => {
     const s = await setup('fault_terminate');
     const m = await monitor(s.config);
-    const streaming = stream(s, 100);
-    for (let i = 0; i < 4; i++) {
-      await pause(700);
+    const st = stream(s, 100);
+    for (let i = 1; i <= 4; i++) {
+      await untilTicks(st, i * 35);
       await waitFor('listening again', () => m.listener.listening);
       const { rows } = await s.admin.query(
         "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name LIKE 'pm-listen:%' AND datname = current_database()",
       );
-      expect(rows).toHaveLength(1);
+      expect(rows).toEqual([{ ok: true }]);
+      st.landed(`termination ${i}`);
     }
-    await streaming;
-    const t = await settleAndReport('listen-connection-terminated', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(t.replays).toBe(0);
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('listen-connection-terminated');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
     expect(m.listener.reconnects).toBeGreaterThanOrEqual(4);
   });
 
@@ -176,124 +263,207 @@ describe('fault injection', () => {
     const url = `postgres://${database.user}:${encodeURIComponent(database.password ?? '')}@127.0.0.1:${server.port}/plant`;
     const s = await setup('fault_restart', { url, database });
     const m = await monitor(s.config);
-    const streaming = stream(s, 120);
-    await pause(1_200);
+    // The stream's own writes fail while the server is down, and until its pool has new connections:
+    // from the stop until the first timestamp committed after the start. Any other failure fails the test.
+    let outage: 'before' | 'down' | 'after' = 'before';
+    let ticksAtStart = Number.POSITIVE_INFINITY;
+    const allow = () =>
+      outage === 'down' || (outage === 'after' && st.ticks() < ticksAtStart + s.config.pumps.length);
+    const st = stream(s, 120, 25, allow);
+    await untilTicks(st, 60);
+    outage = 'down';
     await server.stop();
-    await pause(1_500);
+    st.landed('server stopped');
+    await waitFor(
+      'the stream and the engine to hit the outage',
+      () => st.allowed.length >= 3 && !m.listener.listening && m.listener.reconexionesConsecutivas >= 2,
+      30_000,
+    );
+    ticksAtStart = st.ticks();
+    outage = 'after';
     await server.start();
-    await streaming;
+    await waitFor('the stream to write again', () => st.ticks() > ticksAtStart, 30_000);
+    st.landed('server started');
+    const result = await finished(st, { allowedErrors: true });
+    expect(st.allowed.length).toBeGreaterThan(0);
     await waitFor('listening again', () => m.listener.listening, 30_000);
-    const t = await settleAndReport('postgres-restarted', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(t.replays).toBe(0);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('postgres-restarted');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
     expect(m.listener.reconnects).toBeGreaterThanOrEqual(1);
   });
 
   it('a half-open socket: the network stops forwarding without closing', async () => {
     const { s, proxy, viaProxy } = await behindProxy('fault_halfopen');
-    const m = await monitor(withEnv(s, { DATABASE_URL: viaProxy }));
-    const streaming = stream(s, 100);
-    await pause(1_200);
-    proxy.blackhole();
-    await streaming;
-    await waitFor(
-      'listening again after the dead socket is noticed',
-      () => m.listener.reconnects >= 1,
-      30_000,
+    const config = withEnv(s, { DATABASE_URL: viaProxy });
+    const m = await monitor(config);
+    const st = stream(s, 100);
+    await untilTicks(st, 60);
+    await waitFor('listening', () => m.listener.listening);
+    const detected = new Promise<{ sent: number; state: string; error: string | undefined }>((resolve) =>
+      m.listener.once('disconnected', (reason) =>
+        resolve({ sent: m.listener.heartbeatsSent, state: m.listener.state, error: reason }),
+      ),
     );
-    const t = await settleAndReport('half-open-socket', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(t.replays).toBe(0);
+    const sentAtFault = m.listener.heartbeatsSent;
+    proxy.blackhole();
+    st.landed('blackhole');
+    const d = await detected;
+    // Within one interval plus its timeout: the heartbeat in flight, or one of those started within the
+    // next interval + timeout, noticed it. Counted in heartbeats, so a loaded machine cannot fake it.
+    const { intervalMs, timeoutMs } = config.heartbeat;
+    expect(d.sent - sentAtFault).toBeLessThanOrEqual(Math.ceil((intervalMs + timeoutMs) / intervalMs));
+    expect(d.error).toContain(`heartbeat got no answer within ${timeoutMs} ms`);
+    expect(d.state).not.toBe('listening');
+    const result = await finished(st);
+    await waitFor('listening again after the dead socket is noticed', () => m.listener.listening, 30_000);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('half-open-socket');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
+    expect(m.listener.reconnects).toBeGreaterThanOrEqual(1);
   });
 
   it('the backend answers 500/503, then times out, then recovers', async () => {
     const s = await setup('fault_backend');
     let phase: 'ok' | 'errors' | 'hang' = 'ok';
     let n = 0;
-    s.backend.behaviour = () => {
+    const behaviour = () => {
       if (phase === 'errors') return { status: n++ % 2 ? 500 : 503 };
-      if (phase === 'hang') return 'hang';
+      if (phase === 'hang') return 'hang' as const;
       return undefined;
     };
+    s.backend.behaviour = behaviour;
+    s.backendB.behaviour = behaviour;
     const m = await monitor(s.config);
-    const streaming = stream(s, 150);
-    await pause(800);
+    const st = stream(s, 150);
+    await untilTicks(st, 40);
     phase = 'errors';
-    await pause(1_500);
-    phase = 'hang';
-    await pause(1_500);
-    phase = 'ok';
-    await streaming;
-    const t = await settleAndReport('backend-5xx-then-timeouts', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(s.backend.requests.some((r) => r.status === 500)).toBe(true);
-    expect(s.backend.requests.some((r) => r.status === 0)).toBe(true);
-    // Vectors go out in order once the backend is back.
-    const order = s.backend.requests
-      .filter((r) => r.status === 200 && r.path === '/sensores/predecir-bomba')
-      .map((r) => r.idempotencyKey);
-    // Deliveries are recorded in batches, a moment after the backend's answer.
-    const recorded = async () =>
-      (
-        await s.admin.query<{ k: string }>(
-          "SELECT idempotency_key AS k FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'sent' ORDER BY id",
-        )
-      ).rows.map((r) => r.k);
-    await waitFor(
-      'every delivered vector recorded as sent',
-      async () => (await recorded()).length >= order.length,
+    st.landed('5xx');
+    // Enough to open each pump's circuit (BREAKER_THRESHOLD 5) and fail a few of its trial calls.
+    await waitFor('each backend answering 5xx to 8 requests', () =>
+      [s.backend, s.backendB].every((b) => b.requests.filter((r) => r.status >= 500).length >= 8),
     );
-    expect(order).toEqual(await recorded());
-    expect(m.status().pumps).toBeDefined();
+    phase = 'hang';
+    st.landed('no answers');
+    await waitFor('both backends holding a request unanswered', () =>
+      [s.backend, s.backendB].every((b) => b.requests.some((r) => r.status === 0)),
+    );
+    phase = 'ok';
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('backend-5xx-then-timeouts');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
+    for (const b of [s.backend, s.backendB]) {
+      expect(b.requests.some((r) => r.status === 500)).toBe(true);
+      expect(b.requests.some((r) => r.status === 503)).toBe(true);
+    }
+    // Vectors go out in outbox order, for each pump, once the backend is back.
+    for (const [pump, backend] of [
+      ['A', s.backend],
+      ['B', s.backendB],
+    ] as const) {
+      const p = s.config.pumps.find((x) => x.id === pump);
+      const arrived = backend
+        .answered(`${p?.pathPrefix}${p?.unifiedPath}`)
+        .map((r) => JSON.stringify(r.body));
+      const { rows } = await s.admin.query<{ body: Record<string, number> }>(
+        "SELECT body FROM pump_monitor.outbox WHERE pump = $1 AND status = 'sent' ORDER BY id",
+        [pump],
+      );
+      expect(arrived.length, pump).toBe(result.timestamps / 2);
+      expect(arrived, pump).toEqual(rows.map((r) => JSON.stringify(r.body)));
+    }
+    // The engine's own counts agree with the backends', and the breakers closed again.
+    const pumps = m.status().pumps as Record<string, Record<string, unknown>>;
+    for (const pump of ['A', 'B']) {
+      expect(pumps[pump], pump).toMatchObject({
+        vectors_sent: result.timestamps / 2,
+        vectors_dead: 0,
+        sensor_posts_failed: 0,
+        breaker: 'closed',
+      });
+    }
   });
 
   it('a long backend outage overflows the per-sensor queue: posts wait in the database, no vector is lost', async () => {
     const s = await setup('fault_overflow');
     let down = true;
-    s.backend.behaviour = (r) => (down && r.path.includes('/prediccion') ? { status: 503 } : undefined);
+    const behaviour = (r: { path: string }) =>
+      down && r.path.includes('/prediccion') ? { status: 503 } : undefined;
+    s.backend.behaviour = behaviour;
+    s.backendB.behaviour = behaviour;
     const m = await monitor(withEnv(s, { SENSOR_POST_QUEUE: '200', SENSOR_POST_CONCURRENCY: '4' }));
-    await stream(s, 80);
-    await waitFor('posts deferred to the database', async () => {
-      const { rows } = await s.admin.query('SELECT count(*)::int AS n FROM pump_monitor.deferred_posts');
-      return (rows[0]?.n ?? 0) > 1_000;
-    });
+    const st = stream(s, 80);
+    await waitFor(
+      'posts deferred to the database',
+      async () => {
+        const { rows } = await s.admin.query('SELECT count(*)::int AS n FROM pump_monitor.deferred_posts');
+        return (rows[0]?.n ?? 0) > 1_000;
+      },
+      60_000,
+    );
     expect((m.status() as { overloaded: boolean }).overloaded).toBe(true);
+    st.landed('over a thousand posts deferred');
+    const result = await finished(st);
     down = false;
-    const t = await settleAndReport('per-sensor-queue-overflow', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(t.replays).toBe(0);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('per-sensor-queue-overflow');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
     const pumps = m.status().pumps as Record<string, { vectors_dropped: number }>;
     expect((pumps.A?.vectors_dropped ?? 0) + (pumps.B?.vectors_dropped ?? 0)).toBe(0);
-    await waitFor('the deferred table emptied', async () => {
-      const { rows } = await s.admin.query('SELECT count(*)::int AS n FROM pump_monitor.deferred_posts');
-      return rows[0]?.n === 0;
-    });
+    expect((m.status() as { overloaded: boolean }).overloaded).toBe(false);
   });
 
   it('the backend answers 429 with Retry-After, and the wait is honoured', async () => {
     const s = await setup('fault_429');
-    let limited = 60;
+    // Every request that arrives while the stream is between its 30th and 60th pump timestamps gets 429.
+    let ticksAtFirst: number | undefined;
+    let ticksAtLast: number | undefined;
+    /** Per request (path and body): when its last 429 was answered. */
     const limitedAt = new Map<string, number>();
-    const retriedAfter: number[] = [];
-    s.backend.behaviour = (r) => {
-      const key = r.idempotencyKey ?? '';
-      const first = limitedAt.get(key);
-      if (first !== undefined && !retriedAfter.includes(first)) retriedAfter.push(Date.now() - first);
-      if (limited > 0) {
-        limited -= 1;
-        limitedAt.set(key, Date.now());
-        return { status: 429, headers: { 'retry-after': '1' } };
+    /** For each 429: how long after it the same request came again. */
+    const waits: number[] = [];
+    let limited = 0;
+    const behaviour = (r: { path: string; raw: string }) => {
+      const key = `${r.path} ${r.raw}`;
+      const at = limitedAt.get(key);
+      if (at !== undefined) {
+        waits.push(Date.now() - at);
+        limitedAt.delete(key);
       }
-      return undefined;
+      const ticks = st.ticks();
+      if (ticks < 30 || ticks >= 60) return undefined;
+      ticksAtFirst ??= ticks;
+      ticksAtLast = ticks;
+      limited += 1;
+      limitedAt.set(key, Date.now());
+      return { status: 429, headers: { 'retry-after': '1' } };
     };
-    await monitor(s.config);
-    await stream(s, 60);
-    const t = await settleAndReport('backend-429-retry-after', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    expect(t.replays).toBe(0);
-    expect(retriedAfter.length).toBeGreaterThan(0);
-    // Retry-After: 1 means no retry of that request sooner than a second later.
-    expect(Math.min(...retriedAfter)).toBeGreaterThanOrEqual(950);
+    s.backend.behaviour = behaviour;
+    s.backendB.behaviour = behaviour;
+    const m = await monitor(s.config);
+    const st = stream(s, 100);
+    await untilTicks(st, 60);
+    st.faults.push(
+      { what: 'the first 429', at: ticksAtFirst ?? 0 },
+      { what: 'the last 429', at: ticksAtLast ?? 0 },
+    );
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('backend-429-retry-after');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
+    const answered429 = [...s.backend.requests, ...s.backendB.requests].filter((r) => r.status === 429);
+    expect(answered429.length).toBe(limited);
+    expect(limited).toBeGreaterThan(0);
+    // Every limited request came again, and none sooner than Retry-After: 1 allows (a lower bound only:
+    // a loaded machine makes retries later, never earlier).
+    expect(waits).toHaveLength(limited);
+    expect(Math.min(...waits)).toBeGreaterThanOrEqual(950);
   });
 
   it('the process is SIGKILLed mid-stream and restarted', async () => {
@@ -302,24 +472,32 @@ describe('fault injection', () => {
     const first = spawnListener(env);
     cleanups.push(async () => void first.proc.kill('SIGKILL'));
     await ready(env.PORT);
-    const streaming = stream(s, 150);
-    await waitFor('the first process delivering', () => s.backend.ok('/predecir-bomba').length > 5, 30_000);
+    const st = stream(s, 150);
+    await untilTicks(st, 80);
+    await waitFor(
+      'the first process delivering vectors',
+      () => s.backend.answered('/sensores/predecir-bomba').length > 5,
+    );
     first.proc.kill('SIGKILL');
     await first.exited;
-    await pause(500);
+    st.landed('SIGKILL');
     const second = spawnListener(env);
     cleanups.push(async () => void second.proc.kill('SIGKILL'));
-    await streaming;
-    const t = await settleAndReport('sigkill-and-restart', s.admin, s.config.pumps, s.backend);
+    await ready(env.PORT);
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
+    const bound = crashReplayBound(s.config);
+    s.ledger.report('sigkill-and-restart', bound);
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-    expectClean(t);
+    matchesStream(c, result);
+    expectWithinBound(c, bound);
   });
 
   it('a burst of malformed notifications among good ones', async () => {
     const s = await setup('fault_malformed');
     const m = await monitor(s.config);
-    const streaming = stream(s, 100);
+    const st = stream(s, 100);
     const bad = [
       '{',
       '[]',
@@ -328,19 +506,28 @@ describe('fault injection', () => {
       '{"id_sensor": "a", "valor": 1, "tiempo_sensor": "t"}',
     ];
     const channels = s.config.pumps.flatMap((p) => p.sensors.map((x) => x.channel));
+    const invalid = () => {
+      const status = m.status().pumps as Record<string, { readings_invalid: number }>;
+      return (status.A?.readings_invalid ?? 0) + (status.B?.readings_invalid ?? 0);
+    };
     let sent = 0;
+    await untilTicks(st, 20);
     for (let round = 0; round < 10; round++) {
+      // One burst per four pump timestamps of the stream: spread over it, paced by the stream itself.
+      await untilTicks(st, 20 + 4 * round);
       for (const payload of bad) {
         await s.admin.query('SELECT pg_notify($1, $2)', [channels[sent % channels.length], payload]);
         sent += 1;
       }
-      await pause(100);
+      await waitFor(`burst ${round + 1} counted`, () => invalid() === sent);
+      st.landed(`burst ${round + 1}`);
     }
-    await streaming;
-    const t = await settleAndReport('malformed-burst', s.admin, s.config.pumps, s.backend);
-    expectClean(t);
-    const status = m.status().pumps as Record<string, { readings_invalid: number }>;
-    expect((status.A?.readings_invalid ?? 0) + (status.B?.readings_invalid ?? 0)).toBe(sent);
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
+    s.ledger.report('malformed-burst');
+    matchesStream(c, result);
+    expectExactlyOnce(c);
+    expect(invalid()).toBe(sent);
     const { rows } = await s.admin.query(
       "SELECT count(*)::int AS n FROM pump_monitor.dead_letters WHERE kind = 'notification'",
     );
@@ -355,24 +542,47 @@ describe('fault injection', () => {
       PORT: String(await freePort()),
       LOG_LEVEL: 'warn',
       MAX_RECONEXIONES: '3',
+      // Its drain cannot reach the database: give up on it soon, so the restart lands mid-stream too.
+      SHUTDOWN_TIMEOUT_MS: '2000',
     };
     const first = spawnListener(env);
     cleanups.push(async () => void first.proc.kill('SIGKILL'));
     await ready(env.PORT);
-    const streaming = stream(s, 150);
-    await waitFor('the first process delivering', () => s.backend.ok('/predecir-bomba').length > 3, 30_000);
+    const st = stream(s, 150);
+    await untilTicks(st, 80);
+    await waitFor(
+      'the first process delivering vectors',
+      () => s.backend.answered('/sensores/predecir-bomba').length > 3,
+    );
     await proxy.refuse();
+    st.landed('network gone');
     const code = await first.exited;
+    st.landed('first process exited');
     expect(code).toBe(1);
     const last = first.output.filter((l) => l.startsWith('{')).at(-1) ?? '';
-    expect(last).toContain('MAX_RECONEXIONES');
+    expect(last).toContain('MAX_RECONEXIONES=3');
+    // The original's schedule: TIEMPO_ESPERA_BASE (50 ms here) doubling, per consecutive failure; the
+    // third failure reaches MAX_RECONEXIONES and ends the process instead of waiting again.
+    expect(
+      logLines(first.output, 'connection to PostgreSQL failed; retrying').map((l) => [
+        l.reconexiones_consecutivas,
+        l.delay_ms,
+      ]),
+    ).toEqual([
+      [1, 50],
+      [2, 100],
+    ]);
     await proxy.restore();
     const second = spawnListener(env);
     cleanups.push(async () => void second.proc.kill('SIGKILL'));
-    await streaming;
-    const t = await settleAndReport('network-gone-past-limit', s.admin, s.config.pumps, s.backend);
+    await ready(env.PORT);
+    const result = await finished(st);
+    const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
+    const bound = crashReplayBound(s.config);
+    s.ledger.report('network-gone-past-limit', bound);
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-    expectClean(t);
+    matchesStream(c, result);
+    expectWithinBound(c, bound);
   });
 });

@@ -29,7 +29,10 @@ describe('pump hand-over between replicas', () => {
       await insertTimestamp(x.admin, x.pumps.A, t, { value: () => i });
       await insertTimestamp(x.admin, x.pumps.B, t, { value: () => i });
     }
-    await waitFor('the first vectors answered', () => x.backend.ok('/predecir-bomba').length >= 2);
+    await waitFor(
+      'the first vectors answered',
+      () => x.backend.answered('/sensores/predecir-bomba').length >= 2,
+    );
 
     const second = await x.startMonitor();
     await waitFor('the second replica to take a pump', () => second.status().owned_pumps.length === 1);

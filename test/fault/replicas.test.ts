@@ -8,11 +8,12 @@ import { migrate } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { generatePumps, writePumpDefinitions } from '../../src/tools/generate-pumps.js';
 import { runSimulator } from '../../src/tools/simulator.js';
+import { crashReplayBound } from '../helpers/bounds.js';
 import { type ChildListener, spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
-import { settleAndReport } from '../helpers/tally.js';
-import { pause, waitFor } from '../helpers/wait.js';
+import { expectExactlyOnce, expectWithinBound, Ledger } from '../helpers/ledger.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -73,13 +74,23 @@ async function owners(replicas: Replica[]): Promise<Map<Replica, string[]>> {
 async function setup(prefix: string, extra: Record<string, string> = {}) {
   const db = await createTestDatabase(prefix);
   cleanups.push(() => db.drop());
-  const backend = await new FakeBackend().start();
+  const pumps = loadConfig(extra).pumps;
+  // A backend per pump id that is not B (A, or every synthetic pump) and one of its own for B.
+  const backend = await new FakeBackend({
+    pumps: pumps.filter((p) => p.id !== 'B'),
+    apiKey: FAST.API_KEY,
+  }).start();
   cleanups.push(() => backend.stop());
+  const backendB = await new FakeBackend({
+    pumps: pumps.filter((p) => p.id === 'B'),
+    apiKey: FAST.API_KEY,
+  }).start();
+  cleanups.push(() => backendB.stop());
   const env = {
     ...FAST,
     DATABASE_URL: db.url,
     BASE_URL: backend.url,
-    BASE_URL_B: backend.url,
+    BASE_URL_B: backendB.url,
     BASE_URL_SYNTHETIC: backend.url,
     ...extra,
   };
@@ -89,49 +100,84 @@ async function setup(prefix: string, extra: Record<string, string> = {}) {
   await withClient(config.database, 'test-migrate', (c) => migrate(c, config.pumps));
   const admin = createPool(config.database, 'test-admin', 3);
   cleanups.push(() => admin.end());
-  return { env, config, admin, backend };
+  const ledger = new Ledger({
+    pumps: config.pumps,
+    backends: Object.fromEntries(config.pumps.map((p) => [p.id, p.id === 'B' ? backendB : backend])),
+    apiKey: FAST.API_KEY,
+  });
+  return { env, config, admin, backend, backendB, ledger };
+}
+
+/** Runs the simulator; a failed write fails the test. */
+async function simulate(
+  s: Awaited<ReturnType<typeof setup>>,
+  rate: number,
+  count: number,
+  onTick?: () => void,
+) {
+  const errors: Error[] = [];
+  const result = await runSimulator({
+    pool: s.admin,
+    pumps: s.config.pumps,
+    rate,
+    count,
+    ...(onTick ? { onTick } : {}),
+    onError: (err) => errors.push(err),
+  });
+  expect(errors).toEqual([]);
+  expect(result).toMatchObject({ timestamps: count * s.config.pumps.length, errors: 0 });
+  return result;
 }
 
 describe('replicas', () => {
-  it('failover: 3 replicas, the owner is SIGKILLed mid-stream and restarted; 0 lost, 0 duplicated', async () => {
+  it('failover: 3 replicas, the owner is SIGKILLed mid-stream and restarted; 0 lost, excess bounded', async () => {
     const s = await setup('failover');
     const replicas = [await startReplica(s.env), await startReplica(s.env), await startReplica(s.env)];
     await waitFor('both pumps owned, by different replicas', async () => {
       const all = [...(await owners(replicas)).values()];
       return all.flat().sort().join() === 'A,B' && all.every((o) => o.length <= 1);
     });
-    const streaming = runSimulator({
-      pool: s.admin,
-      pumps: s.config.pumps,
-      rate: 20,
-      count: 200,
-      onError: () => {},
+    let ticks = 0;
+    const streaming = simulate(s, 20, 200, () => {
+      ticks += 1;
     });
-    await waitFor('vectors flowing', () => s.backend.ok('/predecir-bomba').length > 20, 30_000);
+    await waitFor(
+      'vectors flowing',
+      () => s.backend.answered('/sensores/predecir-bomba').length > 20,
+      30_000,
+    );
     const before = await owners(replicas);
     const victim = [...before.entries()].find(([, o]) => o.includes('A'))?.[0] as Replica;
     victim.child.proc.kill('SIGKILL');
     const killedAt = Date.now();
     await victim.child.exited;
+    const ticksAtKill = ticks;
     const others = replicas.filter((r) => r !== victim);
     await waitFor(
       'another replica takes pump A',
       async () => [...(await owners(others)).values()].flat().includes('A'),
       15_000,
     );
-    const takeoverMs = Date.now() - killedAt;
-    console.log(`failover: pump A taken over ${takeoverMs} ms after its owner was SIGKILLed`);
+    console.log(`failover: pump A taken over ${Date.now() - killedAt} ms after its owner was SIGKILLed`);
     const restarted = await startReplica(s.env);
-    await streaming;
-    const t = await settleAndReport('failover-sigkill-owner', s.admin, s.config.pumps, s.backend);
-    expect(takeoverMs).toBeLessThan(15_000);
-    expect(t.vectors).toBe(400);
-    expect(t.lost).toBe(0);
-    expect(t.duplicated).toBe(0);
-    // Each pump still has exactly one owner once the restarted replica has joined.
-    await pause(1_500);
-    const after = [...(await owners([...others, restarted])).values()].flat().sort();
-    expect(after).toEqual(['A', 'B']);
+    const result = await streaming;
+    // The kill landed mid-stream: timestamps were committed before it and after it.
+    expect(ticksAtKill).toBeGreaterThan(0);
+    expect(ticksAtKill).toBeLessThan(result.timestamps);
+    const live = [...others, restarted];
+    const c = await s.ledger.settle({
+      admin: s.admin,
+      statusUrls: live.map((r) => `http://127.0.0.1:${r.port}`),
+    });
+    const bound = crashReplayBound(s.config);
+    s.ledger.report('failover-sigkill-owner', bound);
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: result.rows, vectors: 400 });
+    expectWithinBound(c, bound);
+    // Each pump ends with exactly one owner once the restarted replica has joined.
+    await waitFor('each pump owned by exactly one live replica', async () => {
+      const all = [...(await owners(live)).values()].flat().sort();
+      return all.join() === 'A,B';
+    });
   });
 
   it('scale: 100 pumps of 20 sensors on one PostgreSQL with 4 replicas are balanced and lose nothing', async () => {
@@ -150,17 +196,14 @@ describe('replicas', () => {
     const owned = [...(await owners(replicas)).values()];
     expect(new Set(owned.flat()).size).toBe(100);
     console.log(`scale: pumps per replica ${owned.map((o) => o.length).join(', ')}`);
-    await runSimulator({ pool: s.admin, pumps: s.config.pumps, rate: 2, count: 6, onError: () => {} });
-    const t = await settleAndReport(
-      'scale-100-pumps-4-replicas',
-      s.admin,
-      s.config.pumps,
-      s.backend,
-      120_000,
-    );
-    expect(t.vectors).toBe(600);
-    expect(t.lost).toBe(0);
-    expect(t.duplicated).toBe(0);
-    expect(t.replays).toBe(0);
+    const result = await simulate(s, 2, 6);
+    const c = await s.ledger.settle({
+      admin: s.admin,
+      statusUrls: replicas.map((r) => `http://127.0.0.1:${r.port}`),
+      timeoutMs: 120_000,
+    });
+    s.ledger.report('scale-100-pumps-4-replicas');
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: result.rows, vectors: 600 });
+    expectExactlyOnce(c);
   }, 300_000);
 });

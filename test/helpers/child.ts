@@ -9,11 +9,17 @@ export interface ChildListener {
   exited: Promise<number | null>;
 }
 
-/** Runs `pump-monitor listen` as a real child process (from the sources, through tsx). */
+/** Runs `pump-monitor listen` as a real child process (from the sources, through tsx), on loopback. */
 export function spawnListener(env: Record<string, string>): ChildListener {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'listen'], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_FORMAT: 'json', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      LOG_FORMAT: 'json',
+      HOST: '127.0.0.1',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { type Config, type DatabaseConfig, loadConfig, type PumpConfig } from '../../src/config/env.js';
 import { Monitor } from '../../src/engine/monitor.js';
 import { quoteIdent } from '../../src/store/db.js';
@@ -7,15 +7,24 @@ import { migrate } from '../../src/store/schema.js';
 import type { Clock } from '../../src/util/clock.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { FakeBackend } from './fake-backend.js';
+import { Ledger, type LedgerOptions } from './ledger.js';
 
 export const API_KEY = 'test-key-7f3a9c';
 
-/** Test settings: short settle and expiry, fast retries and backoff, quiet logs. */
-export function testEnv(db: TestDatabase, backend: FakeBackend, extra: Record<string, string> = {}) {
+/**
+ * Test settings: short settle and expiry, fast retries and backoff, quiet logs. Pump B goes to `backendB`
+ * (by default the same backend as pump A), spelled with its `/sensores_b` suffix.
+ */
+export function testEnv(
+  db: TestDatabase,
+  backend: FakeBackend,
+  extra: Record<string, string> = {},
+  backendB: FakeBackend = backend,
+) {
   return {
     DATABASE_URL: db.url,
     BASE_URL: backend.url,
-    BASE_URL_B: `${backend.url}/sensores_b`,
+    BASE_URL_B: `${backendB.url}/sensores_b`,
     API_KEY,
     PORT: '0',
     SETTLE_MS: '300',
@@ -34,22 +43,46 @@ export function testEnv(db: TestDatabase, backend: FakeBackend, extra: Record<st
 
 export interface Harness {
   db: TestDatabase;
+  /** Pump A's backend (and pump B's, unless the harness was made with `ownBackendB`). */
   backend: FakeBackend;
+  /** Pump B's backend. */
+  backendB: FakeBackend;
   admin: pg.Pool;
   config: Config & { database: DatabaseConfig };
   pumps: { A: PumpConfig; B: PumpConfig };
   monitor: Monitor;
-  startMonitor(env?: Record<string, string>, opts?: { clock?: Clock }): Promise<Monitor>;
+  startMonitor(env?: Record<string, string>, opts?: { logger?: Logger; clock?: Clock }): Promise<Monitor>;
+  /** A strict delivery ledger over this harness's pumps and backends. */
+  ledger(opts?: Partial<LedgerOptions>): Ledger;
   close(): Promise<void>;
 }
 
-/** A fresh database with the sensor tables, a fake backend, and (when started) a monitor. */
-export async function harness(prefix: string, env: Record<string, string> = {}): Promise<Harness> {
+/**
+ * A fresh database with the sensor tables, a fake backend (two with `ownBackendB`: pump B's apart), and
+ * (when started) a monitor.
+ */
+export async function harness(
+  prefix: string,
+  env: Record<string, string> = {},
+  opts: { ownBackendB?: boolean } = {},
+): Promise<Harness> {
   const db = await createTestDatabase(prefix);
-  const backend = await new FakeBackend().start();
+  const defaults = loadConfig(env).pumps;
+  const key = env.API_KEY ?? API_KEY;
+  const backend = await new FakeBackend(
+    opts.ownBackendB
+      ? { pumps: defaults.filter((p) => p.id !== 'B'), apiKey: key }
+      : { pumps: defaults, apiKey: key },
+  ).start();
+  const backendB = opts.ownBackendB
+    ? await new FakeBackend({ pumps: defaults.filter((p) => p.id === 'B'), apiKey: key }).start()
+    : backend;
   const admin = new pg.Pool({ connectionString: db.url, max: 4 });
   admin.on('error', () => {});
-  const config = loadConfig(testEnv(db, backend, env), { requireDatabase: true, requireBackend: true });
+  const config = loadConfig(testEnv(db, backend, env, backendB), {
+    requireDatabase: true,
+    requireBackend: true,
+  });
   const client = await admin.connect();
   await migrate(client, config.pumps);
   client.release();
@@ -61,28 +94,38 @@ export async function harness(prefix: string, env: Record<string, string> = {}):
   const h: Harness = {
     db,
     backend,
+    backendB,
     admin,
     config: config as Config & { database: DatabaseConfig },
     pumps,
     monitor: undefined as unknown as Monitor,
-    async startMonitor(more = {}, opts = {}) {
-      const c = loadConfig(testEnv(db, backend, { ...env, ...more }), {
+    async startMonitor(more = {}, o: { logger?: Logger; clock?: Clock } = {}) {
+      const c = loadConfig(testEnv(db, backend, { ...env, ...more }, backendB), {
         requireDatabase: true,
         requireBackend: true,
       });
       const m = new Monitor({
         config: c as Config & { database: DatabaseConfig },
-        logger: pino({ level: 'silent' }),
-        ...opts,
+        logger: o.logger ?? pino({ level: 'silent' }),
+        ...(o.clock ? { clock: o.clock } : {}),
       });
       monitors.push(m);
       await m.start();
       h.monitor = m;
       return m;
     },
+    ledger(o = {}) {
+      return new Ledger({
+        pumps: config.pumps,
+        backends: Object.fromEntries(config.pumps.map((p) => [p.id, p.id === 'B' ? backendB : backend])),
+        apiKey: key,
+        ...o,
+      });
+    },
     async close() {
       for (const m of monitors) await m.stop(1_000).catch(() => {});
       await backend.stop();
+      if (backendB !== backend) await backendB.stop();
       await admin.end();
       await db.drop();
     },

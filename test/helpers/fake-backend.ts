@@ -1,37 +1,102 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { loadPumpDefinitions, type PumpDefinition } from '../../src/config/pumps.js';
 
 export interface RecordedRequest {
+  /** Arrival order at this backend, from 1. */
+  seq: number;
   at: number;
   path: string;
   apiKey: string | undefined;
   idempotencyKey: string | undefined;
+  /** The raw request body. */
+  raw: string;
+  /** The body parsed as a JSON object; {} when it was not one (see `json`). */
   body: Record<string, unknown>;
+  /** Whether the body was a JSON object. */
+  json: boolean;
+  /** The status answered; 0 while no answer has been sent (a held or hanging request). */
   status: number;
 }
 
-/** Decides the answer to one request; return undefined for the default 200. */
-export type Behaviour = (
-  req: RecordedRequest,
-) => { status: number; headers?: Record<string, string>; delayMs?: number } | 'hang' | undefined;
+/** What the test wants for one request; undefined lets the backend validate and answer as the real one. */
+export type Decision =
+  | {
+      status?: number;
+      headers?: Record<string, string>;
+      delayMs?: number;
+      /** Answers only once this settles (a request held in flight on purpose). */
+      gate?: Promise<unknown>;
+    }
+  | 'hang'
+  | undefined;
+
+export type Behaviour = (req: RecordedRequest) => Decision;
+
+interface Route {
+  pump: string;
+  kind: 'unified' | 'sensor';
+  /** Unified only: the fields the body must hold, and those it may leave out. */
+  required?: string[];
+  optional?: string[];
+}
+
+export interface ServeOptions {
+  /** The pumps whose paths this backend serves (their `pathPrefix` + endpoints and unified path). */
+  pumps: Pick<PumpDefinition, 'id' | 'pathPrefix' | 'unifiedPath' | 'sensors' | 'optionalFields'>[];
+  /** When set, a request with another X-API-Key gets 401, as the real backend answers. */
+  apiKey?: string;
+}
 
 /**
- * A real HTTP server standing in for the prediction backend. It records every request and counts
- * successful deliveries by Idempotency-Key, as a backend honouring the key would.
+ * A real HTTP server standing in for the prediction backend. It answers like the real one: 404 on a path
+ * it does not serve, 401 on a wrong key, 400/422 on a body the real one rejects, else 200. It records every
+ * request on arrival and the status it answered; the delivery ledger reads those records.
  */
 export class FakeBackend {
   readonly requests: RecordedRequest[] = [];
   behaviour: Behaviour = () => undefined;
   private server: Server | undefined;
-  private readonly sockets = new Set<import('node:net').Socket>();
+  private readonly sockets = new Set<Socket>();
+  private routes = new Map<string, Route>();
+  private apiKey: string | undefined;
+  /** Requests that failed inside the handler (e.g. the client vanished mid-body). */
+  readonly handlerErrors: Error[] = [];
   port = 0;
+
+  constructor(opts: ServeOptions = { pumps: loadPumpDefinitions() }) {
+    this.serve(opts);
+  }
+
+  /** Which pumps' paths this backend answers, and with which key. */
+  serve(opts: ServeOptions): this {
+    this.routes = new Map();
+    for (const p of opts.pumps) {
+      const optional = Object.keys(p.optionalFields ?? {});
+      this.routes.set(`${p.pathPrefix}${p.unifiedPath}`, {
+        pump: p.id,
+        kind: 'unified',
+        required: p.sensors.map((s) => s.field).filter((f) => !optional.includes(f)),
+        optional,
+      });
+      for (const s of p.sensors)
+        this.routes.set(`${p.pathPrefix}${s.endpoint}`, { pump: p.id, kind: 'sensor' });
+    }
+    this.apiKey = opts.apiKey;
+    return this;
+  }
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
 
   async start(port = 0): Promise<this> {
-    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: Error) => {
+        this.handlerErrors.push(err);
+        res.destroy();
+      });
+    });
     this.server.on('connection', (s) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
@@ -47,76 +112,83 @@ export class FakeBackend {
     this.server = undefined;
   }
 
-  /** Successful (200) requests whose path ends with `suffix`. */
-  ok(suffix: string): RecordedRequest[] {
-    return this.requests.filter((r) => r.status === 200 && r.path.endsWith(suffix));
+  /** Requests to exactly `path` that were answered 200. */
+  answered(path: string): RecordedRequest[] {
+    return this.requests.filter((r) => r.status === 200 && r.path === path);
   }
 
-  /** Successful deliveries per idempotency key, for requests matching `match`. */
-  deliveredByKey(match: (r: RecordedRequest) => boolean): Map<string, number> {
-    const out = new Map<string, number>();
-    for (const r of this.requests) {
-      if (r.status !== 200 || !match(r) || !r.idempotencyKey) continue;
-      out.set(r.idempotencyKey, (out.get(r.idempotencyKey) ?? 0) + 1);
-    }
-    return out;
+  /** Requests that arrived and have not been answered yet. */
+  get inFlight(): number {
+    return this.requests.filter((r) => r.status === 0).length;
   }
 
-  /** Per idempotency key: how many 200 answers, and how many different bodies were accepted. */
-  successes(): Map<string, { count: number; bodies: Set<string> }> {
-    const out = new Map<string, { count: number; bodies: Set<string> }>();
-    for (const r of this.requests) {
-      if (r.status !== 200 || !r.idempotencyKey) continue;
-      const e = out.get(r.idempotencyKey) ?? { count: 0, bodies: new Set<string>() };
-      e.count += 1;
-      e.bodies.add(JSON.stringify(r.body));
-      out.set(r.idempotencyKey, e);
+  /** The status the real backend would answer (per its contract in SYSTEM.md). */
+  private validate(rec: RecordedRequest): number {
+    const route = this.routes.get(rec.path);
+    if (!route) return 404;
+    if (this.apiKey !== undefined && rec.apiKey !== this.apiKey) return 401;
+    if (route.kind === 'sensor') {
+      if (!rec.json || !Number.isInteger(rec.body.id_sensor)) return 400;
+      return isNumber(rec.body.valor) ? 200 : 422;
     }
-    return out;
+    if (!rec.json) return 422;
+    const allowed = new Set([...(route.required ?? []), ...(route.optional ?? [])]);
+    if (!(route.required ?? []).every((f) => f in rec.body)) return 422;
+    for (const [k, v] of Object.entries(rec.body)) if (!allowed.has(k) || !isNumber(v)) return 422;
+    return 200;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    let body: Record<string, unknown> = {};
-    try {
-      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
-    } catch {
-      body = {};
-    }
     const rec: RecordedRequest = {
+      seq: this.requests.length + 1,
       at: Date.now(),
       path: req.url ?? '',
       apiKey: header(req, 'x-api-key'),
       idempotencyKey: header(req, 'idempotency-key'),
-      body,
-      status: 200,
+      raw: '',
+      body: {},
+      json: false,
+      status: 0,
     };
-    const decision = this.behaviour(rec);
-    if (decision === 'hang') {
-      rec.status = 0;
-      this.requests.push(rec);
-      return; // never answers; the client's timeout must fire
-    }
-    if (decision?.delayMs) await new Promise((r) => setTimeout(r, decision.delayMs));
-    rec.status = decision?.status ?? 200;
     this.requests.push(rec);
-    const isUnified = rec.path.includes('predecir');
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    rec.raw = Buffer.concat(chunks).toString('utf8');
+    try {
+      const parsed: unknown = JSON.parse(rec.raw);
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+        rec.body = parsed as Record<string, unknown>;
+        rec.json = true;
+      }
+    } catch {
+      // Not JSON: rec.json stays false, and the validation answers 400/422.
+    }
+    const decision = this.behaviour(rec);
+    if (decision === 'hang') return; // never answers; the client's timeout must fire
+    if (decision?.gate) await decision.gate;
+    if (decision?.delayMs) await new Promise((r) => setTimeout(r, decision.delayMs));
+    const status = decision?.status ?? this.validate(rec);
+    const isUnified = this.routes.get(rec.path)?.kind === 'unified';
     const answer =
-      rec.status !== 200
-        ? { detail: 'injected failure' }
+      status !== 200
+        ? { detail: `fake backend: ${status}` }
         : isUnified
           ? { prediccion: 12.5, status: 'success' }
           : {
-              id_registro: body.id_sensor,
-              valor: body.valor,
+              id_registro: rec.body.id_sensor,
+              valor: rec.body.valor,
               prediccion: 1,
               descripcion: 'Normal',
               contador_anomalias: 0,
             };
-    res.writeHead(rec.status, { 'content-type': 'application/json', ...(decision?.headers ?? {}) });
+    rec.status = status;
+    res.writeHead(status, { 'content-type': 'application/json', ...(decision?.headers ?? {}) });
     res.end(JSON.stringify(answer));
   }
+}
+
+function isNumber(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

@@ -1,81 +1,116 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEAD_LETTER_PAYLOAD_CHARS } from '../../src/store/dead-letters.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { API_KEY, type Harness, harness, insertTimestamp } from '../helpers/engine.js';
-import { pause, waitFor } from '../helpers/wait.js';
+import { expectExactlyOnce } from '../helpers/ledger.js';
+import { waitFor } from '../helpers/wait.js';
 
 let h: Harness;
+/** The engine's log lines (warn and above) while the first monitor runs. */
+const logs: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
-  h = await harness('engine');
-  await h.startMonitor();
+  // Pump B has a backend of its own: its readings and vectors must go through BASE_URL_B.
+  h = await harness('engine', {}, { ownBackendB: true });
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  await h.startMonitor({}, { logger: pino({ level: 'warn' }, sink) });
 });
 
 afterAll(async () => {
   await h?.close();
 });
 
-/** Idempotency keys seen, mapped back to their timestamps. */
-const sent = new Map<string, string>();
+type PumpStatus = Record<string, number>;
+const status = (pump: 'A' | 'B') =>
+  (h.monitor.status().pumps as Record<string, PumpStatus>)[pump] as PumpStatus;
 
-async function keyOf(pump: string, tiempo: string): Promise<string> {
-  const { rows } = await h.admin.query<{ k: string }>(
-    `SELECT idempotency_key AS k FROM ${ENGINE_SCHEMA}.outbox WHERE pump = $1 AND tiempo_sensor = $2`,
-    [pump, tiempo],
-  );
-  const k = rows[0]?.k as string;
-  sent.set(k, tiempo);
-  return k;
+/**
+ * Every row written so far got exactly one per-sensor POST at its pump's own backend and path, every
+ * timestamp at or above its pump's threshold exactly one unified POST, and nothing else was answered 200.
+ * Counted once the engine is quiescent (nothing pending or queued, then quiet), so a late duplicate counts.
+ */
+async function deliveredExactlyOnce() {
+  const c = await h.ledger().settle({ admin: h.admin, monitors: [h.monitor], timeoutMs: 30_000 });
+  expectExactlyOnce(c);
+  return c;
 }
 
-async function unifiedFor(pump: string, tiempo: string) {
-  const k = await keyOf(pump, tiempo);
-  return h.backend.requests.filter((r) => r.idempotencyKey === k && r.status === 200);
+/** The outbox row of a pump's timestamp: its status and the key the engine sent it under. */
+async function outboxRow(pump: string, tiempo: string) {
+  const { rows } = await h.admin.query<{ k: string; status: string; missing: string[]; filled: string[] }>(
+    `SELECT idempotency_key AS k, status, missing, filled FROM ${ENGINE_SCHEMA}.outbox WHERE pump = $1 AND tiempo_sensor = $2`,
+    [pump, tiempo],
+  );
+  return rows;
+}
+
+/** Unified POSTs answered 200 at the pump's own backend, on its exact path, under its outbox key. */
+async function unifiedFor(pump: 'A' | 'B', tiempo: string) {
+  const [row] = await outboxRow(pump, tiempo);
+  const backend = pump === 'A' ? h.backend : h.backendB;
+  const path = pump === 'A' ? '/sensores/predecir-bomba' : '/sensores_b/predecir-bomba-b';
+  return row ? backend.answered(path).filter((r) => r.idempotencyKey === row.k) : [];
 }
 
 describe('contract: rows in, exact requests out', () => {
   it('sends pump A and pump B full vectors and every reading, with the exact paths, bodies and header', async () => {
     const idsA = await insertTimestamp(h.admin, h.pumps.A, '2025-01-01T10:00:00');
     const idsB = await insertTimestamp(h.admin, h.pumps.B, '2025-01-01T10:00:00');
-    await waitFor(
-      'both vectors and 35 per-sensor posts',
-      () =>
-        h.backend.ok('/predecir-bomba').length === 1 &&
-        h.backend.ok('/predecir-bomba-b').length === 1 &&
-        h.backend.requests.filter((r) => r.path.includes('/prediccion') && r.status === 200).length === 35,
-    );
-    const a = h.backend.ok('/predecir-bomba')[0];
-    const b = h.backend.ok('/predecir-bomba-b')[0];
-    expect(a?.path).toBe('/sensores/predecir-bomba');
-    expect(b?.path).toBe('/sensores_b/predecir-bomba-b');
+    const c = await deliveredExactlyOnce();
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 35, vectors: 2 });
+
+    // Each backend saw its own pump only: A's paths at BASE_URL, B's at BASE_URL_B.
+    expect(h.backend.requests.every((r) => r.path.startsWith('/sensores/'))).toBe(true);
+    expect(h.backendB.requests.every((r) => r.path.startsWith('/sensores_b/'))).toBe(true);
+    const [a] = h.backend.answered('/sensores/predecir-bomba');
+    const [b] = h.backendB.answered('/sensores_b/predecir-bomba-b');
     expect(a?.body).toEqual(Object.fromEntries(h.pumps.A.sensors.map((s, i) => [s.field, 100 + i])));
     expect(b?.body).toEqual(Object.fromEntries(h.pumps.B.sensors.map((s, i) => [s.field, 100 + i])));
-    for (const r of h.backend.requests) expect(r.apiKey).toBe(API_KEY);
-    expect(a?.idempotencyKey).toBe(await keyOf('A', '2025-01-01T10:00:00'));
+    for (const r of [...h.backend.requests, ...h.backendB.requests]) expect(r.apiKey).toBe(API_KEY);
+    expect(a?.idempotencyKey).toBe((await outboxRow('A', '2025-01-01T10:00:00'))[0]?.k);
 
-    const posts = h.backend.requests.filter((r) => r.path.includes('/prediccion'));
-    for (const [pump, ids, prefix] of [
-      [h.pumps.A, idsA, '/sensores'],
-      [h.pumps.B, idsB, '/sensores_b'],
+    for (const [pump, ids, prefix, backend] of [
+      [h.pumps.A, idsA, '/sensores', h.backend],
+      [h.pumps.B, idsB, '/sensores_b', h.backendB],
     ] as const) {
       pump.sensors.forEach((s, i) => {
-        const post = posts.find((p) => p.path === prefix + s.endpoint && p.body.id_sensor === ids[i]);
-        expect(post?.body, `${pump.id} ${s.field}`).toEqual({ id_sensor: ids[i], valor: 100 + i });
+        const posts = backend.answered(prefix + s.endpoint).filter((p) => p.body.id_sensor === ids[i]);
+        expect(
+          posts.map((p) => p.raw && JSON.parse(p.raw)),
+          `${pump.id} ${s.field}`,
+        ).toEqual([{ id_sensor: ids[i], valor: 100 + i }]);
+        expect(posts[0]?.idempotencyKey, `${pump.id} ${s.field}`).toBeTruthy();
       });
     }
-    // The backend saw the requests; the engine counts them once it has read the answers.
-    const counted = () => h.monitor.status().pumps as Record<string, Record<string, unknown>>;
+    // The backends saw the requests; the engine counts them once it has read the answers.
     await waitFor(
       'the engine to count its deliveries',
       () =>
-        counted().A?.sensor_posts_ok === 20 &&
-        counted().B?.sensor_posts_ok === 15 &&
-        counted().A?.vectors_sent === 1 &&
-        counted().B?.vectors_sent === 1,
+        status('A').sensor_posts_ok === 20 &&
+        status('B').sensor_posts_ok === 15 &&
+        status('A').vectors_sent === 1 &&
+        status('B').vectors_sent === 1,
     );
-    const status = counted();
-    expect(status.A).toMatchObject({ connected: true, channels: 20, vectors_sent: 1, sensor_posts_ok: 20 });
-    expect(status.B).toMatchObject({ connected: true, channels: 15, vectors_sent: 1, sensor_posts_ok: 15 });
-    expect(status.A?.last_prediction).toMatchObject({
+    expect(status('A')).toMatchObject({
+      connected: true,
+      channels: 20,
+      vectors_sent: 1,
+      sensor_posts_ok: 20,
+    });
+    expect(status('B')).toMatchObject({
+      connected: true,
+      channels: 15,
+      vectors_sent: 1,
+      sensor_posts_ok: 15,
+    });
+    expect(status('A').last_prediction).toMatchObject({
       tiempo_sensor: '2025-01-01T10:00:00',
       prediccion: 12.5,
     });
@@ -88,35 +123,38 @@ describe('thresholds', () => {
   it.each([19, 17, 15])('pump A with %i of 20 fields sends one vector with every field filled', async (n) => {
     const tiempo = `2025-01-02T00:00:${n}`;
     await insertTimestamp(h.admin, h.pumps.A, tiempo, { fields: all().slice(0, n) });
-    await waitFor('the filled vector', async () => (await unifiedFor('A', tiempo)).length === 1);
-    const [req] = await unifiedFor('A', tiempo);
-    expect(Object.keys(req?.body ?? {}).sort()).toEqual(all().sort());
-    const { rows } = await h.admin.query(
-      `SELECT array_length(filled, 1) AS n FROM ${ENGINE_SCHEMA}.outbox WHERE pump = 'A' AND tiempo_sensor = $1`,
-      [tiempo],
-    );
-    expect(rows[0]?.n).toBe(20 - n);
+    await deliveredExactlyOnce();
+    const [req, ...more] = await unifiedFor('A', tiempo);
+    expect(more).toEqual([]);
+    // Present fields carry this timestamp's rows (100 + i); the missing ones the last value of their
+    // sensor, which is 100 + i as well (the earlier timestamps).
+    expect(req?.body).toEqual(Object.fromEntries(all().map((f, i) => [f, 100 + i])));
+    const [row] = await outboxRow('A', tiempo);
+    expect(row?.filled.map((f) => f.split(':')[0]).sort()).toEqual(all().slice(n).sort());
   });
 
   it('pump A with 14 fields and pump B with 14 send nothing; the groups are dropped and recorded', async () => {
-    const before = h.monitor.status().pumps as Record<string, { vectors_dropped: number }>;
-    const dropsA = before.A?.vectors_dropped ?? 0;
-    const dropsB = before.B?.vectors_dropped ?? 0;
-    await insertTimestamp(h.admin, h.pumps.A, '2025-01-03T00:00:14', { fields: all().slice(0, 14) });
-    await insertTimestamp(h.admin, h.pumps.B, '2025-01-03T00:00:14', {
+    const dropsA = status('A').vectors_dropped ?? 0;
+    const dropsB = status('B').vectors_dropped ?? 0;
+    const tiempo = '2025-01-03T00:00:14';
+    await insertTimestamp(h.admin, h.pumps.A, tiempo, { fields: all().slice(0, 14) });
+    await insertTimestamp(h.admin, h.pumps.B, tiempo, {
       fields: h.pumps.B.sensors.slice(0, 14).map((s) => s.field),
     });
     await waitFor('both groups dropped', async () => {
-      const { rows } = await h.admin.query(
-        `SELECT pump, missing FROM ${ENGINE_SCHEMA}.outbox WHERE tiempo_sensor = '2025-01-03T00:00:14' AND status = 'dropped'`,
-      );
-      return rows.length === 2;
+      const rows = [...(await outboxRow('A', tiempo)), ...(await outboxRow('B', tiempo))];
+      return rows.length === 2 && rows.every((r) => r.status === 'dropped');
     });
-    const after = h.monitor.status().pumps as Record<string, { vectors_dropped: number }>;
-    expect(after.A?.vectors_dropped).toBe(dropsA + 1);
-    expect(after.B?.vectors_dropped).toBe(dropsB + 1);
-    expect(await unifiedFor('A', '2025-01-03T00:00:14')).toEqual([]);
-    expect(await unifiedFor('B', '2025-01-03T00:00:14')).toEqual([]);
+    const [a] = await outboxRow('A', tiempo);
+    const [b] = await outboxRow('B', tiempo);
+    expect(a?.missing.sort()).toEqual(all().slice(14).sort());
+    expect(b?.missing).toEqual([h.pumps.B.sensors[14]?.field]);
+    expect(status('A').vectors_dropped).toBe(dropsA + 1);
+    expect(status('B').vectors_dropped).toBe(dropsB + 1);
+    // A vector for either would be unexpected to the ledger.
+    await deliveredExactlyOnce();
+    expect(await unifiedFor('A', tiempo)).toEqual([]);
+    expect(await unifiedFor('B', tiempo)).toEqual([]);
   });
 });
 
@@ -132,18 +170,19 @@ describe('duplicates and loops', () => {
       `CREATE TRIGGER plant_trigger AFTER INSERT ON "${table}" FOR EACH ROW EXECUTE FUNCTION plant_notify('${channel}')`,
     );
     try {
+      const duplicatesBefore = status('B').readings_duplicate ?? 0;
       const tiempo = '2025-01-04T00:00:00';
       const ids = await insertTimestamp(h.admin, h.pumps.B, tiempo);
-      await waitFor('the vector', async () => (await unifiedFor('B', tiempo)).length === 1);
-      await pause(500);
-      const posts = h.backend.requests.filter(
-        (r) => r.path === `/sensores_b${h.pumps.B.sensors[0]?.endpoint}` && r.body.id_sensor === ids[0],
+      // The second notification of the one row has been seen, and set aside.
+      await waitFor(
+        'the second notification counted',
+        () => status('B').readings_duplicate === duplicatesBefore + 1,
       );
-      expect(posts).toHaveLength(1);
+      await deliveredExactlyOnce();
+      const posts = h.backendB.answered(`/sensores_b${h.pumps.B.sensors[0]?.endpoint}`);
+      expect(posts.filter((r) => r.body.id_sensor === ids[0])).toHaveLength(1);
       expect(await unifiedFor('B', tiempo)).toHaveLength(1);
-      expect(
-        (h.monitor.status().pumps as Record<string, { readings_duplicate: number }>).B?.readings_duplicate,
-      ).toBeGreaterThan(0);
+      expect(status('B').readings_duplicate).toBe(duplicatesBefore + 1);
     } finally {
       await h.admin.query(`DROP TRIGGER plant_trigger ON "${table}"`);
     }
@@ -152,51 +191,59 @@ describe('duplicates and loops', () => {
   it('the backend write-back of clasificacion does not notify (no loop)', async () => {
     const tiempo = '2025-01-05T00:00:00';
     const ids = await insertTimestamp(h.admin, h.pumps.B, tiempo);
-    await waitFor('the vector', async () => (await unifiedFor('B', tiempo)).length === 1);
-    await pause(300);
-    const before = h.backend.requests.length;
-    const received = (h.monitor.status().pumps as Record<string, { readings_received: number }>).B
-      ?.readings_received;
+    await deliveredExactlyOnce();
+    const before = h.backendB.requests.length;
+    const received = status('B').readings_received as number;
     for (const [i, s] of h.pumps.B.sensors.entries()) {
       await h.admin.query(
         `UPDATE "${s.table}" SET clasificacion = -1, contador_anomalias = 3 WHERE id = $1`,
         [ids[i]],
       );
     }
-    await pause(800);
-    expect(h.backend.requests.length).toBe(before);
-    expect(
-      (h.monitor.status().pumps as Record<string, { readings_received: number }>).B?.readings_received,
-    ).toBe(received);
+    // A marker row committed after the updates: notifications arrive in commit order, so once the engine
+    // has the marker, any notification the updates fired would already have arrived.
+    const marker = h.pumps.B.sensors[0];
+    if (!marker) throw new Error('pump B has sensors');
+    const { rows } = await h.admin.query<{ id: number }>(
+      `INSERT INTO "${marker.table}" (tiempo_sensor, valor_sensor) VALUES ('2025-01-05T00:00:01', 7) RETURNING id`,
+    );
+    await waitFor('the marker received', () => (status('B').readings_received ?? 0) > received);
+    expect(status('B').readings_received).toBe(received + 1);
+    await deliveredExactlyOnce();
+    // The only request since: the marker's own per-sensor POST.
+    expect(h.backendB.requests.slice(before).map((r) => [r.path, r.body])).toEqual([
+      [`/sensores_b${marker.endpoint}`, { id_sensor: rows[0]?.id, valor: 7 }],
+    ]);
   });
 });
 
 describe('bad input', () => {
   const channel = 'canal_sensores_corriente_b';
-  const bad = [
-    'not json at all',
-    '[1, 2, 3]',
-    '"just a string"',
-    '{"id_sensor": 900001, "valor": 1.5}',
-    '{"id_sensor": 900002, "valor": "12.5", "tiempo_sensor": "2025-01-06T00:00:00"}',
-    '{"id_sensor": 900003, "valor": null, "tiempo_sensor": "2025-01-06T00:00:00"}',
-    '{"id_sensor": 900004, "valor": "NaN", "tiempo_sensor": "2025-01-06T00:00:00"}',
-    '{"id_sensor": 900005, "valor": "Infinity", "tiempo_sensor": "2025-01-06T00:00:00"}',
-    '{"id_sensor": "abc", "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}',
-    '{"id_sensor": 1.25, "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}',
-    `{"id_sensor": 900006, "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00", "pad": "${'x'.repeat(7850)}"}`,
+  const oversized = `{"id_sensor": 900006, "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00", "pad": "${'x'.repeat(7850)}"}`;
+  const bad: [payload: string, reason: string][] = [
+    ['not json at all', 'not_json'],
+    ['[1, 2, 3]', 'not_object'],
+    ['"just a string"', 'not_object'],
+    ['{"id_sensor": 900001, "valor": 1.5}', 'bad_tiempo_sensor'],
+    ['{"id_sensor": 900002, "valor": "12.5", "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_not_number'],
+    ['{"id_sensor": 900003, "valor": null, "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_null'],
+    ['{"id_sensor": 900004, "valor": "NaN", "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_not_finite'],
+    [
+      '{"id_sensor": 900005, "valor": "Infinity", "tiempo_sensor": "2025-01-06T00:00:00"}',
+      'valor_not_finite',
+    ],
+    ['{"id_sensor": "abc", "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}', 'bad_id_sensor'],
+    ['{"id_sensor": 1.25, "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}', 'bad_id_sensor'],
+    [oversized, 'oversized'],
   ];
 
   it('counts, logs and dead-letters each one, forwards nothing, and keeps flowing', async () => {
-    const invalidBefore =
-      (h.monitor.status().pumps as Record<string, { readings_invalid: number }>).B?.readings_invalid ?? 0;
-    const requestsBefore = h.backend.requests.length;
-    for (const payload of bad) await h.admin.query('SELECT pg_notify($1, $2)', [channel, payload]);
+    const invalidBefore = status('B').readings_invalid ?? 0;
+    const logged = logs.length;
+    for (const [payload] of bad) await h.admin.query('SELECT pg_notify($1, $2)', [channel, payload]);
     await waitFor(
       'all rejections counted',
-      () =>
-        (h.monitor.status().pumps as Record<string, { readings_invalid: number }>).B?.readings_invalid ===
-        invalidBefore + bad.length,
+      () => status('B').readings_invalid === invalidBefore + bad.length,
     );
     await waitFor('all dead letters written', async () => {
       const { rows } = await h.admin.query(
@@ -205,29 +252,31 @@ describe('bad input', () => {
       );
       return rows[0]?.n === bad.length;
     });
-    const { rows } = await h.admin.query<{ reason: string; payload: string }>(
-      `SELECT reason, payload FROM ${ENGINE_SCHEMA}.dead_letters WHERE channel = $1 ORDER BY id`,
+    const { rows } = await h.admin.query<{ reason: string; payload: string; kind: string; pump: string }>(
+      `SELECT kind, pump, reason, payload FROM ${ENGINE_SCHEMA}.dead_letters WHERE channel = $1 ORDER BY id`,
       [channel],
     );
-    expect(rows.map((r) => r.reason.split(':')[0])).toEqual([
-      'not_json',
-      'not_object',
-      'not_object',
-      'bad_tiempo_sensor',
-      'valor_not_number',
-      'valor_null',
-      'valor_not_finite',
-      'valor_not_finite',
-      'bad_id_sensor',
-      'bad_id_sensor',
-      'oversized',
-    ]);
-    expect(rows.every((r) => r.payload.length <= 1_100)).toBe(true);
-    expect(h.backend.requests.length).toBe(requestsBefore);
+    expect(rows.map((r) => [r.kind, r.pump, r.reason.split(':')[0]])).toEqual(
+      bad.map(([, reason]) => ['notification', 'B', reason]),
+    );
+    // The payload is kept whole up to 1000 characters; a longer one is cut to its first 1000, followed
+    // by a note of its length.
+    expect(DEAD_LETTER_PAYLOAD_CHARS).toBe(1_000);
+    expect(rows.map((r) => r.payload)).toEqual(
+      bad.map(([p]) => (p.length <= 1_000 ? p : `${p.slice(0, 1_000)}…[${p.length} chars]`)),
+    );
+    // Each one is logged once, as a warning naming the channel and the reason.
+    const warnings = logs.slice(logged).filter((l) => String(l.msg).startsWith('invalid notification'));
+    expect(warnings.map((l) => [l.level, l.channel, l.reason])).toEqual(
+      bad.map(([, reason]) => [40, channel, reason]),
+    );
+    for (const w of warnings) expect(String(w.msg)).toContain(`invalid notification on ${channel}:`);
 
     const tiempo = '2025-01-06T00:00:01';
     await insertTimestamp(h.admin, h.pumps.B, tiempo);
-    await waitFor('the next good vector', async () => (await unifiedFor('B', tiempo)).length === 1);
+    // Nothing of the bad payloads was forwarded: the ledger would count it as unexpected.
+    await deliveredExactlyOnce();
+    expect(await unifiedFor('B', tiempo)).toHaveLength(1);
   });
 
   it('dead-letters a real row whose valor is null and does not forward it', async () => {
@@ -241,9 +290,12 @@ describe('bad input', () => {
       );
       return rows[0]?.n === 1;
     });
-    await pause(2_000); // past expiry: B needs all 15, so the group is dropped
+    // B needs all 15: at expiry its group is dropped, missing the null one.
+    await waitFor('the group dropped', async () => (await outboxRow('B', tiempo))[0]?.status === 'dropped');
+    expect((await outboxRow('B', tiempo))[0]?.missing).toEqual([nullField]);
+    await deliveredExactlyOnce();
     expect(await unifiedFor('B', tiempo)).toEqual([]);
-    expect(h.backend.requests.some((r) => r.body.valor === null)).toBe(false);
+    expect([...h.backend.requests, ...h.backendB.requests].some((r) => r.body.valor === null)).toBe(false);
   });
 });
 
@@ -253,15 +305,13 @@ describe('restart', () => {
     const tiempo = '2025-01-08T00:00:00';
     const ids = await insertTimestamp(h.admin, h.pumps.A, tiempo);
     await h.startMonitor();
-    await waitFor('the caught-up vector', async () => (await unifiedFor('A', tiempo)).length === 1);
-    await waitFor('the caught-up per-sensor posts', () =>
-      ids.every((id, i) =>
-        h.backend.ok(h.pumps.A.sensors[i]?.endpoint as string).some((r) => r.body.id_sensor === id),
-      ),
-    );
-    await pause(500);
+    // Every row so far, the caught-up ones included, once; nothing earlier sent again.
+    await deliveredExactlyOnce();
     expect(await unifiedFor('A', tiempo)).toHaveLength(1);
-    const earlier = await unifiedFor('A', '2025-01-01T10:00:00');
-    expect(earlier).toHaveLength(1);
+    h.pumps.A.sensors.forEach((s, i) => {
+      const posts = h.backend.answered(`/sensores${s.endpoint}`).filter((r) => r.body.id_sensor === ids[i]);
+      expect(posts, s.table).toHaveLength(1);
+    });
+    expect(await unifiedFor('A', '2025-01-01T10:00:00')).toHaveLength(1);
   });
 });

@@ -221,8 +221,11 @@ describe('the production build (what the image holds)', () => {
       }
 
       await insertTimestamp(admin, pumpB, '2024-05-01 10:00:00');
-      await waitFor('the unified POST for pump B', () => backend?.ok('/predecir-bomba-b').length === 1);
-      const [unified] = backend.ok('/predecir-bomba-b');
+      await waitFor(
+        'the unified POST for pump B',
+        () => backend?.answered('/sensores_b/predecir-bomba-b').length === 1,
+      );
+      const [unified] = backend.answered('/sensores_b/predecir-bomba-b');
       expect(unified?.path).toBe('/sensores_b/predecir-bomba-b');
       expect(unified?.apiKey).toBe(API_KEY);
       expect(Object.keys(unified?.body ?? {}).sort()).toEqual(pumpB.sensors.map((s) => s.field).sort());

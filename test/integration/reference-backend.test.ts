@@ -1,9 +1,13 @@
+import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Config, type DatabaseConfig, loadConfig } from '../../src/config/env.js';
 import { loadPumpDefinitions, type PumpDefinition } from '../../src/config/pumps.js';
+import { Monitor } from '../../src/engine/monitor.js';
 import { clientConfig, createPool, quoteIdent } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
 import { buildReferenceBackend, IdempotencyCache } from '../../src/tools/backend/server.js';
@@ -290,10 +294,9 @@ describe('reference backend: per-sensor classification', () => {
       const response = await post(url, { id_sensor: id, valor: 58 });
       expect(response.statusCode).toBe(200);
       expect((await readRow(sensor.table, id))?.clasificacion).toBe(1);
-      await sleep(300);
-      expect(received).toEqual([]);
 
-      // The listener does see notifications: a new reading arrives.
+      // A new reading committed after the write-back: notifications arrive in commit order, so had the
+      // write-back notified, that notification would come first. The only one is the new reading's.
       const next = await insertReading(sensor.table, 58.5);
       await waitFor(() => received.length > 0, 5_000);
       expect(received).toHaveLength(1);
@@ -344,5 +347,161 @@ describe('IdempotencyCache', () => {
     expect(cache.size).toBe(2);
     expect((await cache.run('b', async () => ok)).replayed).toBe(false);
     expect((await cache.run('c', async () => ok)).replayed).toBe(true);
+  });
+});
+
+interface Relayed {
+  path: string;
+  key: string | undefined;
+  status: number;
+  replayed: boolean;
+  body: string;
+  /** Whether the answer was passed on to the engine (the first one of each key is not). */
+  passedOn: boolean;
+}
+
+/**
+ * A relay between the engine and the reference backend that loses the first answer to each request: it
+ * forwards the request, reads the backend's answer, then drops the connection. The engine sees no answer
+ * and sends the request again, under the same Idempotency-Key.
+ */
+async function lossyRelay(target: string) {
+  const relayed: Relayed[] = [];
+  const seen = new Set<string>();
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const headers: IncomingHttpHeaders = { ...req.headers, host: new URL(target).host };
+      const up = httpRequest(`${target}${req.url}`, { method: req.method, headers }, (answer) => {
+        const body: Buffer[] = [];
+        answer.on('data', (c: Buffer) => body.push(c));
+        answer.on('end', () => {
+          const key = req.headers['idempotency-key'] as string | undefined;
+          const id = `${req.url}\n${key}`;
+          const passedOn = seen.has(id);
+          seen.add(id);
+          relayed.push({
+            path: req.url ?? '',
+            key,
+            status: answer.statusCode ?? 0,
+            replayed: answer.headers['idempotent-replayed'] === 'true',
+            body: Buffer.concat(body).toString('utf8'),
+            passedOn,
+          });
+          if (!passedOn) {
+            req.socket.destroy();
+            return;
+          }
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          res.end(Buffer.concat(body));
+        });
+      });
+      up.on('error', () => res.destroy());
+      up.end(Buffer.concat(chunks));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    relayed,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('reference backend against the engine, over real HTTP', () => {
+  it('honours Idempotency-Key: a request repeated after its answer was lost gets the first answer back, not a second computation', async () => {
+    const db = await createTestDatabase('reference_engine');
+    const dbPool = createPool(db.config, 'reference-engine-test');
+    const closers: (() => Promise<unknown>)[] = [() => db.drop(), () => dbPool.end()];
+    try {
+      const client = await dbPool.connect();
+      try {
+        await migrate(client, pumps);
+      } finally {
+        client.release();
+      }
+      const backend = await buildReferenceBackend({ pool: dbPool, pumps, apiKey: API_KEY, logger: false });
+      await backend.listen({ port: 0, host: '127.0.0.1' });
+      closers.unshift(() => backend.close());
+      const target = `http://127.0.0.1:${(backend.server.address() as AddressInfo).port}`;
+      const relay = await lossyRelay(target);
+      closers.unshift(relay.close);
+      const config = loadConfig(
+        {
+          DATABASE_URL: db.url,
+          BASE_URL: relay.url,
+          BASE_URL_B: `${relay.url}/sensores_b`,
+          API_KEY,
+          SETTLE_MS: '300',
+          RETRY_BASE_MS: '20',
+          RETRY_MAX_MS: '200',
+          // Every first attempt fails here; the circuit would only slow the test down.
+          BREAKER_THRESHOLD: '1000',
+          LOG_LEVEL: 'silent',
+        },
+        { requireDatabase: true, requireBackend: true },
+      ) as Config & { database: DatabaseConfig };
+      const monitor = new Monitor({ config, logger: pino({ level: 'silent' }) });
+      await monitor.start();
+      closers.unshift(() => monitor.stop(2_000));
+
+      const tiempo = new Date().toISOString();
+      const ids = new Map<string, number>();
+      for (const pump of [pumpA, pumpB]) {
+        const vector = nominalVector(pump);
+        const inserts = pump.sensors.map(
+          (s, i) => `w${i} AS (INSERT INTO ${quoteIdent(s.table)} (tiempo_sensor, valor_sensor)
+                      VALUES ($1, ${Number(vector[s.field])}) RETURNING id, '${s.table}'::text AS t)`,
+        );
+        const { rows } = await dbPool.query<{ id: number; t: string }>(
+          `WITH ${inserts.join(', ')} ${pump.sensors.map((_, i) => `SELECT id, t FROM w${i}`).join(' UNION ALL ')}`,
+          [tiempo],
+        );
+        for (const r of rows) ids.set(r.t, r.id);
+      }
+      const counts = () => monitor.status().pumps as Record<string, Record<string, number>>;
+      await waitFor(
+        () =>
+          counts().A?.vectors_sent === 1 &&
+          counts().B?.vectors_sent === 1 &&
+          counts().A?.sensor_posts_ok === 20 &&
+          counts().B?.sensor_posts_ok === 15,
+        30_000,
+      );
+
+      // 35 readings and 2 vectors, each sent twice under one key: computed once, replayed once.
+      const byKey = new Map<string, Relayed[]>();
+      for (const r of relay.relayed)
+        byKey.set(`${r.path}\n${r.key}`, [...(byKey.get(`${r.path}\n${r.key}`) ?? []), r]);
+      expect(byKey.size).toBe(37);
+      for (const [key, answers] of byKey) {
+        expect(key).not.toMatch(/\nundefined$/);
+        expect(
+          answers.map((a) => [a.status, a.replayed, a.passedOn]),
+          key,
+        ).toEqual([
+          [200, false, false],
+          [200, true, true],
+        ]);
+        expect(answers[1]?.body, key).toBe(answers[0]?.body);
+      }
+      // The backend classified each row and wrote the class back.
+      for (const [table, id] of ids) {
+        const { rows } = await dbPool.query(`SELECT clasificacion FROM ${quoteIdent(table)} WHERE id = $1`, [
+          id,
+        ]);
+        expect(rows, table).toEqual([{ clasificacion: 1 }]);
+      }
+      expect(counts().A?.sensor_posts_failed).toBe(0);
+      expect(counts().B?.sensor_posts_failed).toBe(0);
+    } finally {
+      for (const close of closers) await close().catch(() => {});
+    }
   });
 });

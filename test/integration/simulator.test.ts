@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   distinctSensorTables,
   loadDefinitions,
@@ -194,8 +194,8 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
 
     expect(result).toEqual({ timestamps: 20, rows: 350, missing: 0, late: 0, errors: 0, logbookEntries: 0 });
     // Paced by the wall clock: the tenth tick is due 450 ms after the first, even with a past start time.
+    // A lower bound only: a loaded machine makes it later, never sooner (the bench measures speed).
     expect(elapsed).toBeGreaterThanOrEqual(440);
-    expect(elapsed).toBeLessThan(3_000);
     for (const sensor of allPumps.flatMap((p) => p.sensors)) {
       expect(await countTable(pool, sensor.table), sensor.table).toBe(10);
     }
@@ -268,7 +268,7 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
     }
   });
 
-  it('writes late rows in a later transaction, 0.5 to 3 s after their timestamp', async () => {
+  it('writes late rows in a later transaction of their own, after their timestamp', async () => {
     const pool = await freshPool();
     const ticks: TickInfo[] = [];
     const result = await runSimulator({
@@ -303,14 +303,15 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
         for (const r of late) {
           const mainStart = main[0]?.txStart ?? 0;
           expect(r.txStart).toBeGreaterThanOrEqual(mainStart);
-          expect(r.txStart - mainStart).toBeLessThan(3_500);
+          expect(r.xid).toBeGreaterThan(main[0]?.xid ?? 0);
           waitedMs = Math.max(waitedMs, r.txStart - mainStart);
         }
         lateSeen += late.length;
       }
     }
     expect(lateSeen).toBe(result.late);
-    // Rows still waiting when the run ends are flushed at once; the earlier ones waited their timers.
+    // Rows still waiting when the run ends are flushed at once; the earlier ones waited their timers
+    // (at least 0.5 s). No upper bound: how late a timer fires is the machine's, not the simulator's.
     expect(waitedMs).toBeGreaterThanOrEqual(450);
   });
 
@@ -447,27 +448,36 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
 
   it('stops when the signal aborts, flushing late rows instead of waiting for them', async () => {
     const pool = await freshPool();
+    await pool.query('SELECT 1'); // a connection made before the clock is frozen
     const controller = new AbortController();
-    const run = runSimulator({
-      pool,
-      pumps: allPumps,
-      rate: 20,
-      lateProbability: 0.5,
-      random: seeded(9),
-      signal: controller.signal,
-    });
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    const abortedAt = performance.now();
-    controller.abort();
-    const result = await run;
-
-    // Late rows wait up to 3 s; flushed, they are written at once.
-    expect(performance.now() - abortedAt).toBeLessThan(1_500);
-    expect(result.timestamps).toBeGreaterThan(0);
-    expect(result.late).toBeGreaterThan(0);
-    expect(result.timestamps % 2).toBe(0);
-    expect(result.rows).toBe((35 * result.timestamps) / 2);
-    expect(await countRows(pool, allPumps)).toBe(result.rows);
+    const ticks: TickInfo[] = [];
+    // The simulator's timers do not run: its ticks are not paced (the first is due at once) and its late
+    // rows' timers never fire. Late rows are then written only if the abort flushes them.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    let result: Awaited<ReturnType<typeof runSimulator>>;
+    try {
+      result = await runSimulator({
+        pool,
+        pumps: allPumps,
+        rate: 20,
+        lateProbability: 0.5,
+        random: seeded(9),
+        signal: controller.signal,
+        onTick: (info) => {
+          ticks.push(info);
+          if (ticks.length === allPumps.length) controller.abort();
+        },
+      });
+    } finally {
+      vi.useRealTimers();
+    }
+    // One tick per pump ran, and every row it held back as late was written at the abort.
+    expect(result.timestamps).toBe(allPumps.length);
+    const held = ticks.reduce((n, t) => n + pumpById(t.pump).sensors.length - t.inserted, 0);
+    expect(held).toBeGreaterThan(0);
+    expect(result.late).toBe(held);
+    expect(result.rows).toBe(35);
+    expect(await countRows(pool, allPumps)).toBe(35);
   });
 });
 

@@ -56,6 +56,7 @@ describe('pump-monitor start with nothing configured', () => {
         PATH: process.env.PATH ?? '',
         HOME: process.env.HOME ?? '/tmp',
         PORT: port,
+        HOST: '127.0.0.1',
         BACKEND_PORT: String(await freePort()),
         PGDATA_DIR: join(dir, 'pg'),
         LOG_FORMAT: 'json',
