@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from './db.js';
 import { MEMBER_BITS_MASK, MEMBER_SHIFT } from './members.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 import { SENSOR_POSTS } from './sensor-posts.js';
@@ -49,30 +50,19 @@ export async function deleteOldOutbox(
  * the retention lock: with replicas, one of them does it at a time.
  */
 export async function deleteOldDeadLetters(db: pg.Pool, olderThanMs: number, limit: number): Promise<number> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ ok: boolean }>(
+  return inTransaction(db, async (tx) => {
+    const { rows } = await tx.query<{ ok: boolean }>(
       `SELECT pg_try_advisory_xact_lock(hashtext('${S}.retention')) AS ok`,
     );
-    let n = 0;
-    if (rows[0]?.ok) {
-      const r = await client.query(
-        `DELETE FROM ${S}.dead_letters WHERE id = ANY(ARRAY(
-           SELECT id FROM ${S}.dead_letters WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)
-            ORDER BY created_at LIMIT $2))`,
-        [olderThanMs, limit],
-      );
-      n = r.rowCount ?? 0;
-    }
-    await client.query('COMMIT');
-    return n;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+    if (!rows[0]?.ok) return 0;
+    const r = await tx.query(
+      `DELETE FROM ${S}.dead_letters WHERE id = ANY(ARRAY(
+         SELECT id FROM ${S}.dead_letters WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)
+          ORDER BY created_at LIMIT $2))`,
+      [olderThanMs, limit],
+    );
+    return r.rowCount ?? 0;
+  });
 }
 
 export interface EngineTableStats {
