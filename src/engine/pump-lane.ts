@@ -139,20 +139,24 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     }
     const group = this.outboxGroup(v.tiempo, 'pending', v.values, v.members, v.omitted);
     group.filled = v.filled.map((f) => `${f.field}:${f.from}`);
-    void this.o.recorder.record(group).then(({ key, row }) => {
-      this.settle(v.members);
-      if (row) {
-        this.firstSeen.set(key, v.firstReceivedAt);
-        if (this.firstSeen.size > 10_000) this.firstSeen.delete(this.firstSeen.keys().next().value as string);
-        this.sender?.offer([row]);
-      } else {
-        this.o.logger.info(
-          { tiempo_sensor: v.tiempo },
-          'group already in the outbox (rebuilt after a restart, catch-up overlap or takeover); not sent again',
-        );
-      }
-      this.emit('vector', v, row !== undefined);
-    });
+    void this.o.recorder
+      .record(group)
+      .then(({ key, row }) => {
+        this.settle(v.members);
+        if (row) {
+          this.firstSeen.set(key, v.firstReceivedAt);
+          if (this.firstSeen.size > 10_000)
+            this.firstSeen.delete(this.firstSeen.keys().next().value as string);
+          this.sender?.offer([row]);
+        } else {
+          this.o.logger.info(
+            { tiempo_sensor: v.tiempo },
+            'group already in the outbox (rebuilt after a restart, catch-up overlap or takeover); not sent again',
+          );
+        }
+        this.emit('vector', v, row !== undefined);
+      })
+      .catch(this.failed);
   }
 
   private dropped(d: DroppedGroup): void {
@@ -163,8 +167,13 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     this.emit('dropped', d);
     void this.o.recorder
       .record(this.outboxGroup(d.tiempo, 'dropped', d.values, d.members, d.missing))
-      .then(() => this.settle(d.members));
+      .then(() => this.settle(d.members))
+      .catch(this.failed);
   }
+
+  /** What runs after a group is stored must never become an unhandled rejection that ends the process. */
+  private readonly failed = (err: unknown) =>
+    this.o.logger.error({ err }, 'handling a stored group failed; the engine goes on');
 
   private outboxGroup(
     tiempo: string,
