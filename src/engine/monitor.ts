@@ -18,13 +18,12 @@ import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
-import { engineTableStats } from '../store/retention.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { missingTables } from '../store/sensor-rows.js';
-import { notificationQueueUsage } from '../store/sessions.js';
 import { BatchWriter } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
+import { registerGauges } from './gauges.js';
 import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
 import { observe } from './observe.js';
@@ -259,7 +258,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       listener: this.listener,
       log: this.log,
     });
-    this.registerGauges();
+    registerGauges(this.telemetry, {
+      pool: this.pool,
+      lanes: this.lanes,
+      outboxDepth: this.outboxDepth,
+      backends: this.backends,
+      postsQueued: () => this.posts.depth,
+      listening: () => this.listener.listening,
+      catchUpRunning: () => this.catchUp.running,
+    });
   }
 
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
@@ -451,61 +458,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         await sleep(delay);
       }
     }
-  }
-
-  private registerGauges(): void {
-    const t = this.telemetry;
-    const fromDb =
-      (read: (set: (labels: object, v: number) => void) => Promise<void>) =>
-      async (set: (labels: object, v: number) => void) => {
-        try {
-          await read(set);
-        } catch {
-          // No value while the database is away.
-        }
-      };
-    t.gauge('open_groups', 'Open (incomplete) groups', ['pump'], (set) => {
-      for (const [pump, lane] of this.lanes) set({ pump }, lane.openGroups);
-    });
-    t.gauge('outbox_depth', 'Vectors waiting in the outbox', ['pump'], (set) => {
-      for (const [pump, n] of this.outboxDepth) set({ pump }, n);
-    });
-    t.gauge('sensor_posts_queued', 'Per-sensor posts queued or in flight', [], (set) =>
-      set({}, this.posts.depth),
-    );
-    t.gauge('listening', '1 while every channel is LISTENed', [], (set) =>
-      set({}, this.listener.listening ? 1 : 0),
-    );
-    t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
-      for (const [pump, b] of this.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
-    });
-    t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
-      set({}, this.catchUp.running ? 1 : 0),
-    );
-    t.gauge(
-      'engine_table_rows',
-      "Rows in the engine schema's tables (PostgreSQL's live-row estimate)",
-      ['table'],
-      fromDb(async (set) => {
-        for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.rows);
-      }),
-    );
-    t.gauge(
-      'engine_table_bytes',
-      "On-disk size of the engine schema's tables, indexes included",
-      ['table'],
-      fromDb(async (set) => {
-        for (const x of await engineTableStats(this.pool)) set({ table: x.table }, x.bytes);
-      }),
-    );
-    t.gauge(
-      'notification_queue_usage',
-      'pg_notification_queue_usage() of the server',
-      [],
-      fromDb(async (set) => {
-        set({}, await notificationQueueUsage(this.pool));
-      }),
-    );
   }
 }
 

@@ -224,7 +224,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 
   /** Checks that the session answers within the timeout and still listens on every channel. */
-  async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
+  private async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
     if (!client || this.client !== client) return false;
     this.heartbeatsSent += 1;
     const started = performance.now();

@@ -1,0 +1,77 @@
+import type { CircuitBreakerPolicy } from 'cockatiel';
+import type pg from 'pg';
+import { breakerState } from '../delivery/policy.js';
+import { engineTableStats } from '../store/retention.js';
+import { notificationQueueUsage } from '../store/sessions.js';
+import type { PumpLane } from './pump-lane.js';
+import type { Telemetry } from './telemetry.js';
+
+/** What the gauges read when Prometheus scrapes: the units' own state, and a few database figures. */
+export interface GaugeSources {
+  pool: pg.Pool;
+  lanes: Map<string, PumpLane>;
+  outboxDepth: Map<string, number>;
+  backends: Map<string, { breaker: CircuitBreakerPolicy }>;
+  postsQueued: () => number;
+  listening: () => boolean;
+  catchUpRunning: () => boolean;
+}
+
+type Set = (labels: object, v: number) => void;
+
+/** A database figure: no value while the database is away. */
+const fromDb = (read: (set: Set) => Promise<void>) => async (set: Set) => {
+  try {
+    await read(set);
+  } catch {
+    // The next scrape tries again.
+  }
+};
+
+/** Registers the engine's gauges, read at scrape time. */
+export function registerGauges(t: Telemetry, g: GaugeSources): void {
+  t.gauge('open_groups', 'Open (incomplete) groups', ['pump'], (set) => {
+    for (const [pump, lane] of g.lanes) set({ pump }, lane.openGroups);
+  });
+  t.gauge('outbox_depth', 'Vectors waiting in the outbox', ['pump'], (set) => {
+    for (const [pump, n] of g.outboxDepth) set({ pump }, n);
+  });
+  t.gauge('sensor_posts_queued', 'Per-sensor posts queued or in flight', [], (set) =>
+    set({}, g.postsQueued()),
+  );
+  t.gauge('listening', '1 while every channel is LISTENed', [], (set) => set({}, g.listening() ? 1 : 0));
+  t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
+    for (const [pump, b] of g.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
+  });
+  t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
+    set({}, g.catchUpRunning() ? 1 : 0),
+  );
+  // One query feeds both table gauges of a scrape: the second reads what the first fetched.
+  let stats: ReturnType<typeof engineTableStats> | undefined;
+  const tableStats = () => {
+    stats ??= engineTableStats(g.pool).finally(() => setTimeout(() => (stats = undefined), 1_000).unref());
+    return stats;
+  };
+  t.gauge(
+    'engine_table_rows',
+    "Rows in the engine schema's tables (PostgreSQL's live-row estimate)",
+    ['table'],
+    fromDb(async (set) => {
+      for (const x of await tableStats()) set({ table: x.table }, x.rows);
+    }),
+  );
+  t.gauge(
+    'engine_table_bytes',
+    "On-disk size of the engine schema's tables, indexes included",
+    ['table'],
+    fromDb(async (set) => {
+      for (const x of await tableStats()) set({ table: x.table }, x.bytes);
+    }),
+  );
+  t.gauge(
+    'notification_queue_usage',
+    'pg_notification_queue_usage() of the server',
+    [],
+    fromDb(async (set) => set({}, await notificationQueueUsage(g.pool))),
+  );
+}
