@@ -333,33 +333,29 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
   } catch (err) {
     throw new ConfigError(`${(err as Error).message} (definitions from ${source})`);
   }
+  /** A base URL from its variable; without it, an error when a backend is required, else the local default. */
+  const baseFrom = (name: string, what: string, fallback: string, normalize: (raw: string) => string) => {
+    const raw = read(env, name);
+    if (raw !== undefined) return normalize(raw);
+    return opts.requireBackend ? fail(name, undefined, what) : fallback;
+  };
   const pumps = selected.pumps.map((p) => {
-    const raw = read(env, p.baseUrlEnv);
-    const baseUrl =
-      raw === undefined
-        ? opts.requireBackend
-          ? fail(
-              p.baseUrlEnv,
-              undefined,
-              `the ${p.name} backend base URL, e.g. http://host:8000${p.pathPrefix}`,
-            )
-          : `http://127.0.0.1:8000${p.pathPrefix}`
-        : normalizeBaseUrl(p.baseUrlEnv, raw, p.pathPrefix);
+    const baseUrl = baseFrom(
+      p.baseUrlEnv,
+      `the ${p.name} backend base URL, e.g. http://host:8000${p.pathPrefix}`,
+      `http://127.0.0.1:8000${p.pathPrefix}`,
+      (raw) => normalizeBaseUrl(p.baseUrlEnv, raw, p.pathPrefix),
+    );
     return { ...p, baseUrl };
   });
   const logbookTimeoutMs = num(env, 'LOGBOOK_TIMEOUT_MS', 120_000, { min: 1 });
   const logbooks = selected.logbooks.map((l): LogbookConfig => {
-    const raw = read(env, l.baseUrlEnv);
-    const baseUrl =
-      raw === undefined
-        ? opts.requireBackend
-          ? fail(
-              l.baseUrlEnv,
-              undefined,
-              `the backend base URL for ${l.name}, e.g. http://host:8000/sensores`,
-            )
-          : 'http://127.0.0.1:8000'
-        : logbookBaseUrl(l.baseUrlEnv, raw);
+    const baseUrl = baseFrom(
+      l.baseUrlEnv,
+      `the backend base URL for ${l.name}, e.g. http://host:8000/sensores`,
+      'http://127.0.0.1:8000',
+      (raw) => logbookBaseUrl(l.baseUrlEnv, raw),
+    );
     return { ...l, baseUrl, url: `${baseUrl}${l.endpoint}`, timeoutMs: logbookTimeoutMs };
   });
   const apiKey = read(env, 'API_KEY');
