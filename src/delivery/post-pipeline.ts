@@ -55,7 +55,8 @@ export interface PostPipelineOptions {
  * pump_monitor.deferred_posts and are drained back while the queue is under half full, on a timer and
  * whenever a finished post takes it below a fifth). Owns the poster, its three bookkeeping writers and the
  * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
- * again. Never blocks the caller.
+ * again; no new post starts while two batches of those records wait to be written (the database is away),
+ * so a crash sends again at most the posts in flight and those two batches. Never blocks the caller.
  */
 export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private readonly poster: SensorPoster;
@@ -85,6 +86,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       retryBaseMs: o.retryBaseMs,
       retryMaxMs: o.retryMaxMs,
       onDone: (r, result) => this.done(r, result),
+      // Answered posts not yet on record are what a crash sends again: never more than two batches.
+      mayStart: () => this.ledger.pending + this.drained.pending < 2 * POST_LEDGER_MAX_BATCH,
       onError: (err, r) =>
         o.logger.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
     });
@@ -94,6 +97,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       retryMs: 500,
       onError: onError('recording settled per-sensor posts'),
       signal: o.signal,
+      onWritten: () => this.poster.resume(),
     });
     this.defer = new BatchWriter((rs) => this.writeDeferred(rs), {
       lingerMs: BOOKKEEPING_LINGER_MS,
@@ -108,6 +112,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       retryMs: 500,
       onError: onError('removing sent deferred posts'),
       signal: o.signal,
+      onWritten: () => this.poster.resume(),
     });
   }
 

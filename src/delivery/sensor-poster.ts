@@ -12,6 +12,8 @@ export interface SensorPosterOptions {
   retryMaxMs: number;
   onDone: (r: Reading, result: DeliveryResult) => void;
   onError?: (err: Error, r: Reading) => void;
+  /** Whether another post may start now; when it turns true again, call resume(). */
+  mayStart?: () => boolean;
 }
 
 /** The per-sensor Idempotency-Key: one row of one table, unless the post carries its own (a replay's). */
@@ -56,8 +58,17 @@ export class SensorPoster {
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
+  /** Starts queued posts again after mayStart() said no. */
+  resume(): void {
+    if (!this.controller.signal.aborted) this.pump();
+  }
+
   private pump(): void {
-    while (this.active < this.o.concurrency && this.head < this.queue.length) {
+    while (
+      this.active < this.o.concurrency &&
+      this.head < this.queue.length &&
+      (this.o.mayStart?.() ?? true)
+    ) {
       const r = this.queue[this.head] as Reading;
       this.head += 1;
       this.active += 1;

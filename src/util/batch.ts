@@ -18,6 +18,8 @@ export interface BatchWriterOptions {
    * wake-ups per item.
    */
   busyLingerMs?: number;
+  /** Called after each batch is written. */
+  onWritten?: () => void;
 }
 
 /**
@@ -94,6 +96,7 @@ export class BatchWriter<T> {
         this.lastBatchSize = batch.length;
         this.queue.splice(0, batch.length);
         this.written += batch.length;
+        this.opts.onWritten?.();
         while (
           this.writeWaiters.length > 0 &&
           (this.writeWaiters[0] as { seq: number }).seq <= this.written

@@ -426,11 +426,24 @@ describe('SIGTERM', () => {
     const c = await ledger.settle({ admin: h.admin });
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 35, vectors: 2 });
     expectExactlyOnce(c);
-    // The checkpoints were saved too: a new engine finds nothing to send again.
+    // The checkpoints and the post ledger were saved too: a new engine finds nothing to send again. A
+    // checkpoint may stop short of the last rows while other transactions run on the server (the suite's
+    // other files; docs/reliability.md, late commits): the rows it reads again are then recognised.
     h.backend.behaviour = () => undefined;
     h.backendB.behaviour = () => undefined;
     const m = await h.startMonitor();
     expectExactlyOnce(await ledger.settle({ admin: h.admin, monitors: [m] }));
-    expect([counters(m, 'A').catchup_rows, counters(m, 'B').catchup_rows]).toEqual([0, 0]);
+    const again = (pump: string) => {
+      const c = counters(m, pump);
+      return {
+        posts: c.sensor_posts_ok,
+        vectors: c.vectors_sent,
+        recognised: (c.vectors_suppressed ?? 0) > 0 || c.catchup_rows === 0,
+      };
+    };
+    expect([again('A'), again('B')]).toEqual([
+      { posts: 0, vectors: 0, recognised: true },
+      { posts: 0, vectors: 0, recognised: true },
+    ]);
   });
 });
