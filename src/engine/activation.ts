@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
+import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import { sleep } from '../util/clock.js';
 import type { LeaseHooks } from './leases.js';
@@ -11,14 +12,14 @@ export interface ActivationOptions {
   logger: Logger;
   /** The in-flight vector's answer is waited for at most this long on a hand-over. */
   haltGraceMs: number;
-  /** Reloads tables' checkpoints from the database (another replica moved them). */
-  reload: (tables: string[]) => Promise<void>;
+  /** Reloads readers' checkpoints from the database (another replica moved them). */
+  reload: (readers: Reader[]) => Promise<void>;
   /** Finishes the per-sensor posts in flight, at most for `ms`. */
   postsIdle: (ms: number) => Promise<void>;
   /** Writes every pending record now: outbox, delivery records, post ledger, deferrals. */
   flushRecords: () => Promise<void>;
-  /** Saves the checkpoints of these tables now. */
-  saveCheckpoints: (tables: string[]) => Promise<void>;
+  /** Saves the checkpoints of these readers now. */
+  saveCheckpoints: (readers: Reader[]) => Promise<void>;
   /** A pump was taken: its deferred posts and its backlog must be read. */
   taken: (pump: string) => void;
 }
@@ -49,7 +50,7 @@ export class Activation implements LeaseHooks {
     const lane = this.lane(pump);
     if (this.started && !resumed) {
       try {
-        await this.o.reload(this.tables(pump));
+        await this.o.reload(this.readers(pump));
       } catch (err) {
         this.o.logger.warn(
           { pump, err: describePgError(err) },
@@ -68,7 +69,7 @@ export class Activation implements LeaseHooks {
     await this.lane(pump).leave(this.o.haltGraceMs);
     await Promise.race([this.o.postsIdle(5_000), sleep(5_000)]);
     await this.o.flushRecords();
-    await this.o.saveCheckpoints(this.tables(pump)).catch(() => {});
+    await this.o.saveCheckpoints(this.readers(pump)).catch(() => {});
   }
 
   async lost(pump: string): Promise<void> {
@@ -76,13 +77,13 @@ export class Activation implements LeaseHooks {
     await this.lane(pump).leave(this.o.haltGraceMs);
   }
 
-  /** The tables of the pumps served now: the checkpoints this replica may write. */
-  ownedTables(): string[] {
-    return this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => p.sensors.map((s) => s.table));
+  /** The readers (pump, table) of the pumps served now: the checkpoints this replica may write. */
+  ownedReaders(): Reader[] {
+    return this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => this.readers(p.id));
   }
 
-  private tables(pump: string): string[] {
-    return this.lane(pump).pump.sensors.map((s) => s.table);
+  private readers(pump: string): Reader[] {
+    return this.lane(pump).pump.sensors.map((s) => ({ pump, table: s.table }));
   }
 
   private lane(pump: string): PumpLane {

@@ -154,7 +154,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pool: this.pool,
       logger: this.log.child({ stage: 'ledger' }),
       everyMs: o.checkpointEveryMs ?? 250,
-      ownedTables: () => this.activation.ownedTables(),
+      ownedReaders: () => this.activation.ownedReaders(),
     });
     this.recorder = new OutboxRecorder({
       pool: this.pool,
@@ -189,7 +189,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       maxAttempts: config.delivery.sensorMaxAttempts,
       retryBaseMs: config.delivery.retryBaseMs,
       retryMaxMs: config.delivery.retryMaxMs,
-      settle: (r) => this.ledger.settle(r.sensor.table, r.id),
+      settle: (r) => this.ledger.settle(r.pump, r.sensor.table, r.id),
       deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
       owned,
     });
@@ -198,13 +198,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       lanes: this.lanes,
       logger: this.log.child({ stage: 'leases' }),
       haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
-      reload: (tables) => this.ledger.load(this.pool, tables),
+      reload: (readers) => this.ledger.load(this.pool, readers),
       postsIdle: () => this.posts.idle(),
       flushRecords: async () => {
         await this.recorder.flush();
         await this.posts.flush();
       },
-      saveCheckpoints: (tables) => this.ledger.flush(tables),
+      saveCheckpoints: (readers) => this.ledger.flush(readers),
       taken: () => {
         this.posts.rewind();
         if (this.listener.listening) this.catchUp.request();
@@ -215,8 +215,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       clock,
       logger: this.log.child({ stage: 'intake' }),
       owns: (pump) => this.activation.owns(pump),
-      begin: (table, id, parts) => this.ledger.begin(table, id, parts),
-      settle: (table, id) => this.ledger.settle(table, id),
+      begin: (pump, table, id, parts) => this.ledger.begin(pump, table, id, parts),
+      settle: (pump, table, id) => this.ledger.settle(pump, table, id),
       lane: (pump) => this.lanes.get(pump) as PumpLane,
       posts: config.delivery.sensorPosts ? this.posts : undefined,
       deadLetter: (letter) => this.deadLetters.push({ letter }),
@@ -226,7 +226,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pumps: () => config.pumps.filter((p) => this.activation.owns(p.id)),
       ledger: this.ledger,
       batch: config.catchUpBatch,
-      handle: (channel, payload, postSettled) => this.intake.accept(channel, payload, 'catchup', postSettled),
+      handle: (channel, payload, postSettled, pump) =>
+        this.intake.accept(channel, payload, 'catchup', postSettled, pump),
       capacity: () => this.capacity(),
       signal,
       listening: () => this.listener.listening,
@@ -264,13 +265,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
   async start(): Promise<void> {
-    const tables = this.config.pumps.flatMap((p) => p.sensors.map((s) => s.table));
+    const readers = this.config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table })));
+    const tables = [...new Set(readers.map((r) => r.table))];
     await this.withStartupRetries(async () => {
       const client = await this.pool.connect();
       try {
         await ensureEngineSchema(client);
         await checkTables(client, tables);
-        await this.ledger.load(client, tables);
+        await this.ledger.load(client, readers);
       } finally {
         client.release();
       }
@@ -278,7 +280,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.listener.on('notification', (channel, payload) => this.intake.accept(channel, payload));
     this.listener.on('listening', () => this.catchUp.request());
     // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
-    this.listener.on('disconnected', () => this.ledger.hold(tables));
+    this.listener.on('disconnected', () => this.ledger.hold(readers));
     this.listener.on('fatal', (err) => this.emit('fatal', err));
     await this.leases.start();
     this.activation.started = true;
@@ -363,6 +365,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         readings_invalid: s.readings_invalid,
         readings_duplicate: s.readings_duplicate,
         readings_late: s.readings_late,
+        readings_conflicting: s.readings_conflicting,
         vectors_sent: s.vectors_sent,
         vectors_dropped: s.vectors_dropped,
         vectors_filled: s.vectors_filled,

@@ -26,6 +26,9 @@ export function observe(t: Telemetry, u: Observed): void {
     if (added === 'late') {
       stats.readings_late += 1;
       t.readingsLate.inc({ pump: r.pump });
+    } else if (added === 'conflicting') {
+      stats.readings_conflicting += 1;
+      t.readingsConflicting.inc({ pump: r.pump });
     }
   });
   u.intake.on('duplicate', (r) => {

@@ -54,6 +54,8 @@ export interface PumpStats {
   readings_invalid: number;
   readings_duplicate: number;
   readings_late: number;
+  /** A second table's reading for a field its timestamp already had (two channels, one field): not used. */
+  readings_conflicting: number;
   vectors_sent: number;
   vectors_filled: number;
   vectors_dropped: number;
@@ -97,6 +99,11 @@ export class Telemetry {
     'pump',
   ]);
   readonly readingsLate = this.counter('readings_late_total', 'Readings after their group closed', ['pump']);
+  readonly readingsConflicting = this.counter(
+    'readings_conflicting_total',
+    'Readings of a second table for a field its timestamp already had (the first one wins)',
+    ['pump'],
+  );
   readonly vectors = this.counter('vectors_total', 'Unified vectors by outcome', ['pump', 'outcome']);
   readonly backendResponses = this.counter('backend_responses_total', 'Backend answers by status', [
     'pump',
@@ -134,6 +141,7 @@ export class Telemetry {
         readings_invalid: 0,
         readings_duplicate: 0,
         readings_late: 0,
+        readings_conflicting: 0,
         vectors_sent: 0,
         vectors_filled: 0,
         vectors_dropped: 0,

@@ -55,7 +55,6 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
   vector: retryVector,
   notification: retryNotification,
 };
-
 function handlerFor(kind: string): RetryHandler | undefined {
   return Object.hasOwn(RETRY, kind) ? RETRY[kind as DeadLetterKind] : undefined;
 }
@@ -63,9 +62,10 @@ function handlerFor(kind: string): RetryHandler | undefined {
 /** A per-sensor post the backend rejected or that ran out of tries: sent again as it was, with its key. */
 async function retrySensorPost(letter: StoredDeadLetter, { decoder }: RetryScope): Promise<Plan> {
   const channel = letter.channel ?? '';
-  const route = decoder.route(channel);
+  // A shared table's channel feeds several pumps: the letter names the one it was for.
+  const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
   if (!route) return { refuse: `channel "${channel}" belongs to none of the configured pumps (PUMPS)` };
-  const decoded = decoder.decode(channel, letter.payload ?? '', Date.now(), 'catchup');
+  const decoded = decoder.decode(channel, letter.payload ?? '', Date.now(), 'catchup', route.pump);
   if (!decoded.ok) return { refuse: `its payload is not a reading: ${decoded.rejection.detail}` };
   const key = letter.idempotencyKey ?? readingKey(decoded.reading);
   return {
@@ -125,7 +125,8 @@ function namedRow(payload: string | null): number | undefined {
  */
 async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: RetryScope): Promise<Plan> {
   const channel = letter.channel ?? '';
-  const route = decoder.route(channel);
+  // A shared table's channel feeds several pumps: the letter names the one it was for.
+  const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
   if (!route) return { refuse: `channel "${channel}" belongs to none of the configured pumps (PUMPS)` };
   const id = namedRow(letter.payload);
   if (id === undefined) return { refuse: 'its payload names no row, so there is nothing to read again' };
@@ -138,7 +139,7 @@ async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: Retr
   );
   const payload = rows[0]?.payload;
   if (payload === undefined) return { refuse: `row ${id} is not in table ${table}` };
-  const decoded = decoder.decode(channel, payload, Date.now(), 'catchup');
+  const decoded = decoder.decode(channel, payload, Date.now(), 'catchup', route.pump);
   if (!decoded.ok)
     return { refuse: `row ${id} of ${table} is still not a valid reading: ${decoded.rejection.detail}` };
   const { rows: posted } = await tx.query(

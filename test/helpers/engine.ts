@@ -51,7 +51,8 @@ export async function harness(prefix: string, env: Record<string, string> = {}):
   admin.on('error', () => {});
   const config = loadConfig(testEnv(db, backend, env), { requireDatabase: true, requireBackend: true });
   const client = await admin.connect();
-  await migrate(client, config.pumps);
+  // The whole wiring: a profile with logbooks gets their tables too.
+  await migrate(client, config);
   client.release();
   const pumps = {
     A: config.pumps.find((p) => p.id === 'A') as PumpConfig,
