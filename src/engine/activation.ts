@@ -4,11 +4,14 @@ import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import { sleep } from '../util/clock.js';
 import type { LeaseHooks } from './leases.js';
+import type { LogbookLane } from './logbook-lane.js';
 import type { PumpLane } from './pump-lane.js';
 
 export interface ActivationOptions {
   pumps: PumpConfig[];
   lanes: Map<string, PumpLane>;
+  /** The logbook lanes by logbook id: their leases are named by that id. */
+  logbooks: Map<string, LogbookLane>;
   logger: Logger;
   /** The in-flight vector's answer is waited for at most this long on a hand-over. */
   haltGraceMs: number;
@@ -25,7 +28,8 @@ export interface ActivationOptions {
 }
 
 /**
- * Turns lease changes into awaited steps: take a pump, hand it over, or leave it when its lease is lost.
+ * Turns lease changes into awaited steps: take a pump (or a logbook), hand it over, or leave it when its
+ * lease is lost.
  * Owns the set of pumps this replica serves now (`active`): the intake and the per-sensor posts ask it.
  * A hand-over finishes in order before the lock is released: the vector in flight is answered and
  * recorded, the posts in flight finish, every record is written and the checkpoints are saved, so the
@@ -47,6 +51,13 @@ export class Activation implements LeaseHooks {
    * fills the gap. Otherwise another replica worked on it: start again from the checkpoints it left.
    */
   async acquired(pump: string, resumed: boolean): Promise<void> {
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      if (this.started && !resumed) await this.o.reload(logbook.readers()).catch(() => {});
+      this.active.add(pump);
+      logbook.take();
+      return;
+    }
     const lane = this.lane(pump);
     if (this.started && !resumed) {
       try {
@@ -66,6 +77,12 @@ export class Activation implements LeaseHooks {
 
   async releasing(pump: string): Promise<void> {
     this.active.delete(pump);
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      await logbook.leave(5_000);
+      await this.o.saveCheckpoints(logbook.readers()).catch(() => {});
+      return;
+    }
     await this.lane(pump).leave(this.o.haltGraceMs);
     await Promise.race([this.o.postsIdle(5_000), sleep(5_000)]);
     await this.o.flushRecords();
@@ -74,12 +91,20 @@ export class Activation implements LeaseHooks {
 
   async lost(pump: string): Promise<void> {
     this.active.delete(pump);
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      await logbook.leave(this.o.haltGraceMs);
+      return;
+    }
     await this.lane(pump).leave(this.o.haltGraceMs);
   }
 
   /** The readers (pump, table) of the pumps served now: the checkpoints this replica may write. */
   ownedReaders(): Reader[] {
-    return this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => this.readers(p.id));
+    return [
+      ...this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => this.readers(p.id)),
+      ...[...this.o.logbooks.values()].filter((l) => this.active.has(l.id)).flatMap((l) => l.readers()),
+    ];
   }
 
   private readers(pump: string): Reader[] {

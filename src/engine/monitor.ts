@@ -27,6 +27,7 @@ import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
 import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
+import { LogbookLane } from './logbook-lane.js';
 import { observe } from './observe.js';
 import { PumpLane } from './pump-lane.js';
 import { Telemetry } from './telemetry.js';
@@ -80,6 +81,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly deadLetters: BatchWriter<PendingDeadLetter>;
   private readonly recorder: OutboxRecorder;
   private readonly lanes = new Map<string, PumpLane>();
+  private readonly logbooks = new Map<string, LogbookLane>();
   private readonly posts: PostPipeline;
   private readonly intake: Intake;
   private readonly catchUp: CatchUpRunner;
@@ -110,7 +112,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.listener = new Listener({
       sessionName: `pm-listen:${this.replicaId}`,
       db: config.database,
-      channels: decoder.channels,
+      channels: [...decoder.channels, ...config.logbooks.flatMap((l) => l.streams.map((s) => s.channel))],
       reconnect: config.reconnect,
       heartbeat: config.heartbeat,
       logger: this.log.child({ stage: 'source' }),
@@ -178,6 +180,38 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         }),
       );
     }
+    for (const l of config.logbooks) {
+      // Its own client and breaker: a slow classification (an LLM) never holds up the sensor readings.
+      const breaker = createBreaker({
+        threshold: config.delivery.breakerThreshold,
+        halfOpenAfterMs: config.delivery.breakerHalfOpenMs,
+        maxHalfOpenAfterMs: config.delivery.breakerHalfOpenMaxMs,
+      });
+      const client = new BackendClient({
+        baseUrl: l.baseUrl,
+        apiKey: config.apiKey,
+        timeoutMs: l.timeoutMs,
+        agent: this.agent,
+        onAnswer: (_path, status) => this.telemetry.backendAnswer(l.id, false, status),
+      });
+      this.logbooks.set(
+        l.id,
+        new LogbookLane({
+          logbook: l,
+          pool: this.pool,
+          ledger: this.ledger,
+          backend: { client, breaker },
+          concurrency: 2,
+          maxAttempts: config.delivery.sensorMaxAttempts,
+          retryBaseMs: config.delivery.retryBaseMs,
+          retryMaxMs: config.delivery.retryMaxMs,
+          batch: config.catchUpBatch,
+          deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
+          signal,
+          logger: this.log.child({ stage: 'logbook', logbook: l.id }),
+        }),
+      );
+    }
     this.posts = new PostPipeline({
       pool: this.pool,
       logger: this.log.child({ stage: 'posts' }),
@@ -196,6 +230,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.activation = new Activation({
       pumps: config.pumps,
       lanes: this.lanes,
+      logbooks: this.logbooks,
       logger: this.log.child({ stage: 'leases' }),
       haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
       reload: (readers) => this.ledger.load(this.pool, readers),
@@ -240,7 +275,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     });
     this.leases = new LeaseKeeper({
       db: config.database,
-      pumps: config.pumps.map((p) => p.id),
+      pumps: [...config.pumps.map((p) => p.id), ...config.logbooks.map((l) => l.id)],
       logger: this.log.child({ stage: 'leases' }),
       intervalMs: config.leaseIntervalMs,
       replicaId: this.replicaId,
@@ -256,6 +291,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     observe(this.telemetry, {
       intake: this.intake,
       lanes: this.lanes,
+      logbooks: this.logbooks,
       posts: this.posts,
       listener: this.listener,
       log: this.log,
@@ -265,7 +301,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
   async start(): Promise<void> {
-    const readers = this.config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table })));
+    const readers = [
+      ...this.config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
+      ...[...this.logbooks.values()].flatMap((l) => l.readers()),
+    ];
     const tables = [...new Set(readers.map((r) => r.table))];
     await this.withStartupRetries(async () => {
       const client = await this.pool.connect();
@@ -277,8 +316,17 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         client.release();
       }
     });
-    this.listener.on('notification', (channel, payload) => this.intake.accept(channel, payload));
-    this.listener.on('listening', () => this.catchUp.request());
+    const logbookOf = new Map<string, LogbookLane>();
+    for (const l of this.logbooks.values()) for (const c of l.channels) logbookOf.set(c, l);
+    this.listener.on('notification', (channel, payload) => {
+      const logbook = logbookOf.get(channel);
+      if (logbook) logbook.accept(channel, payload);
+      else this.intake.accept(channel, payload);
+    });
+    this.listener.on('listening', () => {
+      this.catchUp.request();
+      for (const l of this.logbooks.values()) l.catchUp();
+    });
     // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
     this.listener.on('disconnected', () => this.ledger.hold(readers));
     this.listener.on('fatal', (err) => this.emit('fatal', err));
@@ -312,12 +360,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const drained = (async () => {
       await this.catchUp.stop();
       await this.posts.idle();
+      await Promise.all([...this.logbooks.values()].map((l) => l.idle()));
       await Promise.all([this.recorder.flush(), this.deadLetters.flush(), this.posts.flush()]);
+      await Promise.all([...this.logbooks.values()].map((l) => l.flush()));
       await Promise.all([...this.lanes.values()].map((l) => l.drain(deadline)));
       await Promise.all([this.recorder.flush(), this.posts.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.posts.abort();
+    for (const l of this.logbooks.values()) l.abort();
     this.lifetime.abort();
     for (const lane of this.lanes.values()) await lane.abort();
     for (const t of this.timers) clearInterval(t);
@@ -397,6 +448,29 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       db_queries: this.dbQueries,
       checkpoint_saves: this.ledger.saves,
       pumps,
+      logbooks: Object.fromEntries(
+        [...this.logbooks.values()].map((l) => {
+          const s = this.telemetry.logbook(l.id);
+          return [
+            l.id,
+            {
+              name: this.config.logbooks.find((x) => x.id === l.id)?.name ?? l.id,
+              owned: this.activation.owns(l.id),
+              streams: this.config.logbooks
+                .find((x) => x.id === l.id)
+                ?.streams.map((x) => ({ tabla: x.tabla, table: x.table, pump: x.pump })),
+              queued: l.depth,
+              received: s.received,
+              duplicate: s.duplicate,
+              invalid: s.invalid,
+              sent: s.sent,
+              failed: s.failed,
+              retried: s.retried,
+              last_classification: s.last_classification,
+            },
+          ];
+        }),
+      ),
     };
   }
 

@@ -49,6 +49,18 @@ export class RateWindow {
   }
 }
 
+/** One logbook definition's counters, for /status and the page. */
+export interface LogbookStats {
+  received: number;
+  duplicate: number;
+  invalid: number;
+  sent: number;
+  failed: number;
+  retried: number;
+  /** The backend's classification of the last entry sent, with its stream and row. */
+  last_classification: { tabla: string; id: number; clasificacion: string; at: number } | null;
+}
+
 export interface PumpStats {
   readings_received: number;
   readings_invalid: number;
@@ -85,6 +97,7 @@ const ERRORS = 50;
 export class Telemetry {
   readonly registry = new client.Registry();
   readonly pumps = new Map<string, PumpStats>();
+  readonly logbooks = new Map<string, LogbookStats>();
   readonly errors: ErrorEntry[] = [];
 
   readonly readingsReceived = this.counter('readings_received_total', 'Readings received', [
@@ -103,6 +116,11 @@ export class Telemetry {
     'readings_conflicting_total',
     'Readings of a second table for a field its timestamp already had (the first one wins)',
     ['pump'],
+  );
+  readonly logbookEvents = this.counter(
+    'logbook_events_total',
+    'Logbook entries by outcome (received, duplicate, invalid, sent, dead, retried)',
+    ['logbook', 'outcome'],
   );
   readonly vectors = this.counter('vectors_total', 'Unified vectors by outcome', ['pump', 'outcome']);
   readonly backendResponses = this.counter('backend_responses_total', 'Backend answers by status', [
@@ -173,6 +191,24 @@ export class Telemetry {
         ),
       });
     }
+  }
+
+  /** A logbook's counters, created at first use. */
+  logbook(id: string): LogbookStats {
+    let s = this.logbooks.get(id);
+    if (!s) {
+      s = {
+        received: 0,
+        duplicate: 0,
+        invalid: 0,
+        sent: 0,
+        failed: 0,
+        retried: 0,
+        last_classification: null,
+      };
+      this.logbooks.set(id, s);
+    }
+    return s;
   }
 
   /** A gauge whose value is read when scraped. */

@@ -54,7 +54,22 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
   sensor_post: retrySensorPost,
   vector: retryVector,
   notification: retryNotification,
+  logbook: retryLogbook,
 };
+
+/**
+ * A logbook entry that was not delivered. Not retried by this version: the engine reads a logbook row
+ * only above its checkpoint, and a row it settled (dead letters are settled) is below it. Refused with
+ * the way to send it again by hand.
+ */
+async function retryLogbook(letter: StoredDeadLetter): Promise<Plan> {
+  return {
+    refuse:
+      `retrying a logbook entry (${letter.idempotencyKey ?? 'no key'}) is not supported by this version; ` +
+      'POST it to the classifier by hand, or discard this letter',
+  };
+}
+
 function handlerFor(kind: string): RetryHandler | undefined {
   return Object.hasOwn(RETRY, kind) ? RETRY[kind as DeadLetterKind] : undefined;
 }

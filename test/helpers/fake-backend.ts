@@ -107,13 +107,15 @@ export class FakeBackend {
         ? { detail: 'injected failure' }
         : isUnified
           ? { prediccion: 12.5, status: 'success' }
-          : {
-              id_registro: body.id_sensor,
-              valor: body.valor,
-              prediccion: 1,
-              descripcion: 'Normal',
-              contador_anomalias: 0,
-            };
+          : rec.path.includes('gm-bitacoras')
+            ? { id: body.id, clasificacion: 'Rutina', alerta_aviso: null, procesado: true }
+            : {
+                id_registro: body.id_sensor,
+                valor: body.valor,
+                prediccion: 1,
+                descripcion: 'Normal',
+                contador_anomalias: 0,
+              };
     res.writeHead(rec.status, { 'content-type': 'application/json', ...(decision?.headers ?? {}) });
     res.end(JSON.stringify(answer));
   }
