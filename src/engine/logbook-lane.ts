@@ -10,6 +10,7 @@ import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
+import { deleteDeferred, fetchDeferred } from '../store/deferred-posts.js';
 import { readLogbookEntry, readLogbookRowsAfter } from '../store/logbook-rows.js';
 import { recordSettledPosts } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
@@ -45,13 +46,17 @@ interface Entry {
   id: number;
   /** The text from the payload; undefined when it came without one (a long entry): read from the row. */
   bitacora: string | undefined;
+  /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
+  deferredId?: number;
+  key?: string;
 }
 
 /**
  * One logbook definition's streams (operators' entries, one table per pump): each row is forwarded on its
  * own, never grouped, as POST {url} {id, bitacora, tabla} with Idempotency-Key lb-<table>-<id>. Owned by
  * one replica at a time through the lease named by the logbook's id (Activation calls take and leave).
- * Owns its queue, its small pool of workers, its catch-up loop and its post-ledger writer. Each row is
+ * Owns its queue, its small pool of workers, its catch-up loop, its post-ledger writer and the reading of
+ * the retries an operator queued for it (deferred_posts with pump = the logbook id). Each row is
  * begun and settled in the ledger under the reader (logbook id, table), and recorded in
  * pump_monitor.sensor_posts with pump = the logbook id, so a restart does not send it again. Never touches
  * the sensor posts, the pump lanes or another definition's state.
@@ -66,6 +71,11 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
   private catchUpLoop: Promise<void> | undefined;
   private again = false;
   private idleWaiters: (() => void)[] = [];
+  /** Retries queued by `dead-letters retry` (deferred_posts, pump = the logbook id): the read cursor. */
+  private retryCursor = 0;
+  private readonly retrying = new Set<number>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readingRetries = false;
 
   constructor(private readonly o: LogbookLaneOptions) {
     super();
@@ -114,12 +124,15 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       setMaxListeners(this.o.concurrency * 4 + 10, this.controller.signal);
     }
     this.owned = true;
+    this.retryCursor = 0;
+    this.retryTimer ??= setInterval(() => void this.readRetries(), 1_000);
     this.catchUp();
   }
 
   /** Another replica takes over: stop accepting, let what is in flight finish (up to `graceMs`). */
   async leave(graceMs: number): Promise<void> {
     this.owned = false;
+    this.stopRetries();
     this.queue.length = 0; // unsettled: the next owner reads them from the table
     await Promise.race([this.idle(), sleep(graceMs)]);
     await this.catchUpLoop;
@@ -129,6 +142,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
   /** Cancels what is in flight; those rows stay unsettled and are read again later. */
   abort(): void {
     this.owned = false;
+    this.stopRetries();
     this.queue.length = 0;
     this.controller.abort();
     for (const w of this.idleWaiters.splice(0)) w();
@@ -215,6 +229,56 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     }
   }
 
+  private stopRetries(): void {
+    clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
+    this.retrying.clear();
+  }
+
+  /** Entries an operator queued again: sent like the others, their deferred row removed once settled. */
+  private async readRetries(): Promise<void> {
+    if (!this.owned || this.readingRetries || this.queue.length > this.o.batch) return;
+    this.readingRetries = true;
+    try {
+      const rows = await fetchDeferred(this.o.pool, [this.id], 20, this.retryCursor);
+      const stale: number[] = [];
+      for (const d of rows) {
+        this.retryCursor = Math.max(this.retryCursor, d.id);
+        if (this.retrying.has(d.id)) continue;
+        const stream = this.byChannel.get(d.channel);
+        let id: unknown;
+        try {
+          id = (JSON.parse(d.payload) as Record<string, unknown>).id;
+        } catch {
+          id = undefined;
+        }
+        if (!stream || typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+          this.o.logger.warn(
+            { deferred: d.id, channel: d.channel },
+            'queued logbook retry names no entry; removed',
+          );
+          stale.push(d.id);
+          continue;
+        }
+        this.retrying.add(d.id);
+        this.emit('entry', 'received', stream, id, undefined);
+        this.queue.push({
+          stream,
+          id,
+          bitacora: undefined,
+          deferredId: d.id,
+          ...(d.key ? { key: d.key } : {}),
+        });
+        this.work();
+      }
+      if (stale.length > 0) await deleteDeferred(this.o.pool, stale);
+    } catch (err) {
+      this.o.logger.warn({ err: describePgError(err) }, 'reading queued logbook retries failed; will retry');
+    } finally {
+      this.readingRetries = false;
+    }
+  }
+
   private offer(e: Entry): void {
     if (!this.o.ledger.begin(this.id, e.stream.table, e.id, 1)) {
       this.emit('entry', 'duplicate', e.stream, e.id, undefined);
@@ -257,8 +321,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     }
     const body = { id: e.id, bitacora: text, tabla: e.stream.tabla };
     const result: DeliveryResult = await deliver(
-      (signal) =>
-        o.backend.client.post(o.logbook.endpoint, body, { 'idempotency-key': `lb-${table}-${e.id}` }, signal),
+      (signal) => o.backend.client.post(o.logbook.endpoint, body, { 'idempotency-key': keyOf(e) }, signal),
       {
         breaker: o.backend.breaker,
         maxAttempts: o.maxAttempts,
@@ -302,7 +365,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         reason,
         responseStatus: status,
         responseBody,
-        idempotencyKey: `lb-${e.stream.table}-${e.id}`,
+        idempotencyKey: keyOf(e),
       },
       () => this.settled(e),
     );
@@ -311,8 +374,17 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
   /** Done with a row: settled in the ledger, and on record for restarts. */
   private settled(e: Entry): void {
-    this.o.ledger.settle(this.id, e.stream.table, e.id);
     this.records.push({ pump: this.id, table: e.stream.table, id: e.id });
+    const deferred = e.deferredId;
+    if (deferred === undefined) {
+      this.o.ledger.settle(this.id, e.stream.table, e.id);
+      return;
+    }
+    void deleteDeferred(this.o.pool, [deferred])
+      .then(() => this.retrying.delete(deferred))
+      .catch((err) =>
+        this.o.logger.warn({ err: describePgError(err), deferred }, 'removing a sent logbook retry failed'),
+      );
   }
 
   /** A database read, retried while the lane runs; 'cancelled' once it stops. */
@@ -328,6 +400,11 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     }
     return 'cancelled';
   }
+}
+
+/** The entry's Idempotency-Key: lb-<table>-<id>, unless an operator's retry carries its own. */
+function keyOf(e: Entry): string {
+  return e.key ?? `lb-${e.stream.table}-${e.id}`;
 }
 
 /** The backend's `clasificacion`, when its answer has one. */

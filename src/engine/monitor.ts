@@ -225,7 +225,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       retryMaxMs: config.delivery.retryMaxMs,
       settle: (r) => this.ledger.settle(r.pump, r.sensor.table, r.id),
       deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
-      owned,
+      // A logbook's queued retries are its lane's to read.
+      owned: () => owned().filter((id) => !this.logbooks.has(id)),
     });
     this.activation = new Activation({
       pumps: config.pumps,

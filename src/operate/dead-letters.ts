@@ -58,15 +58,24 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
 };
 
 /**
- * A logbook entry that was not delivered. Not retried by this version: the engine reads a logbook row
- * only above its checkpoint, and a row it settled (dead letters are settled) is below it. Refused with
- * the way to send it again by hand.
+ * A logbook entry that was not delivered: queued again (deferred_posts, pump = the logbook's id) for the
+ * replica holding the logbook's lease, which reads the entry's text from its row and POSTs it under the
+ * same key. A row gone since comes back as a new dead letter.
  */
 async function retryLogbook(letter: StoredDeadLetter): Promise<Plan> {
+  let id: unknown;
+  try {
+    id = (JSON.parse(letter.payload ?? '') as Record<string, unknown>).id;
+  } catch {
+    id = undefined;
+  }
+  if (!letter.pump || !letter.channel || typeof id !== 'number' || !Number.isSafeInteger(id)) {
+    return { refuse: 'it names no logbook entry (logbook, channel and row id are needed)' };
+  }
+  const key = letter.idempotencyKey ?? `lb-${letter.channel}-${id}`;
   return {
-    refuse:
-      `retrying a logbook entry (${letter.idempotencyKey ?? 'no key'}) is not supported by this version; ` +
-      'POST it to the classifier by hand, or discard this letter',
+    post: { pump: letter.pump, channel: letter.channel, payload: JSON.stringify({ id }), key },
+    note: `logbook entry ${id} queued again (${key})`,
   };
 }
 

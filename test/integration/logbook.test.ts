@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { retryDeadLetters } from '../../src/operate/dead-letters.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { API_KEY, type Harness, harness } from '../helpers/engine.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -98,6 +99,29 @@ describe('logbook stream', () => {
     expect(rows[0]).toMatchObject({ pump: 'bitacoras', response_status: 404 });
     expect(posts(`lb-gm_bitacoras_b-${id}`)).toHaveLength(1);
     await waitFor('counted as failed', () => logbook()?.failed === 1);
+
+    // dead-letters retry queues it again for the lease holder, which sends it under the same key.
+    const { rows: letters } = await h.admin.query<{ id: number }>(
+      `SELECT id::int AS id FROM ${ENGINE_SCHEMA}.dead_letters WHERE idempotency_key = $1`,
+      [`lb-gm_bitacoras_b-${id}`],
+    );
+    const outcomes = await retryDeadLetters({ pool: h.admin, pumps: [], by: 'test' }, [
+      letters[0]?.id as number,
+    ]);
+    expect(outcomes[0]).toMatchObject({ result: 'retried' });
+    await waitFor('sent again and taken', () =>
+      posts(`lb-gm_bitacoras_b-${id}`).some((r) => r.status === 200),
+    );
+    expect(posts(`lb-gm_bitacoras_b-${id}`).map((r) => r.status)).toEqual([404, 200]);
+    expect(posts(`lb-gm_bitacoras_b-${id}`)[1]?.body).toEqual({
+      id,
+      bitacora: 'Entrada que el backend no encuentra',
+      tabla: 'b',
+    });
+    await waitFor('the queued retry removed', async () => {
+      const { rows } = await h.admin.query(`SELECT 1 FROM ${ENGINE_SCHEMA}.deferred_posts`);
+      return rows.length === 0;
+    });
   });
 
   it('reads a long entry (announced by its id alone) from its row', async () => {
