@@ -127,3 +127,39 @@ describe('plant-2026-03 with two replicas', () => {
     await expectExactlyOnce(60);
   });
 });
+
+describe('plant-2026-03 logbook lease with two replicas', () => {
+  it('one replica sends each entry; after it stops, the other takes the lease and sends the rest, once each', async () => {
+    const x = await harness('plantlb', {
+      PUMPS_PROFILE: 'plant-2026-03',
+      PUMPS: 'bitacoras',
+      LEASE_INTERVAL_MS: '200',
+    });
+    try {
+      const r1 = await x.startMonitor();
+      const r2 = await x.startMonitor();
+      const owners = () => [r1, r2].filter((m) => m.status().owned_pumps.includes('bitacoras'));
+      await waitFor('one owner', () => owners().length === 1, 30_000);
+      expect(owners()).toHaveLength(1);
+      const write = async (n: number, from: number) => {
+        for (let i = 0; i < n; i++) {
+          await x.admin.query('INSERT INTO gm_bitacoras_a (bitacora) VALUES ($1)', [`Entrada ${from + i}`]);
+          await x.admin.query('INSERT INTO gm_bitacoras_b (bitacora) VALUES ($1)', [`Entrada ${from + i}`]);
+        }
+      };
+      await write(10, 0);
+      const sent = () => x.backend.deliveredByKey((r) => r.path.includes('gm-bitacoras'));
+      await waitFor('20 entries', () => sent().size === 20);
+      const first = owners()[0] as Monitor;
+      const other = first === r1 ? r2 : r1;
+      const stopping = first.stop();
+      await write(10, 10);
+      await stopping;
+      await waitFor('the other owns it', () => other.status().owned_pumps.includes('bitacoras'), 30_000);
+      await waitFor('40 entries', () => sent().size === 40, 30_000);
+      for (const [key, n] of sent()) expect(n, key).toBe(1);
+    } finally {
+      await x.close();
+    }
+  });
+});
