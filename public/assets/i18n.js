@@ -87,6 +87,12 @@ const DICT = {
     systemErrors: 'Errores generales',
     systemErrorsHint: 'Errores que no pertenecen a una bomba concreta',
     systemPump: 'general',
+    logbooks: 'Bitácoras',
+    logbooksHint: 'Entradas de operación enviadas al clasificador',
+    logbookCounts: 'recibidas {0} · enviadas {1} · fallidas {2} · en cola {3}',
+    logbookLast: 'Última clasificación: {0} (tabla {1}, entrada {2})',
+    logbookNone: 'Todavía no se ha clasificado ninguna entrada.',
+    logbookStandby: 'en espera (otra réplica la atiende)',
   },
   en: {
     documentTitle: 'Pump monitor',
@@ -173,6 +179,12 @@ const DICT = {
     systemErrors: 'General errors',
     systemErrorsHint: 'Errors that do not belong to one pump',
     systemPump: 'general',
+    logbooks: 'Logbooks',
+    logbooksHint: 'Operator entries sent to the classifier',
+    logbookCounts: 'received {0} · sent {1} · failed {2} · queued {3}',
+    logbookLast: 'Last classification: {0} (table {1}, entry {2})',
+    logbookNone: 'No entry classified yet.',
+    logbookStandby: 'standby (another replica serves it)',
   },
 };
 

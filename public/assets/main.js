@@ -58,6 +58,8 @@ function render(model) {
   }
   for (const p of pumps) renderCard(app.cards.get(p.id), p, model);
 
+  renderLogbooks(Array.isArray(model.logbooks) ? model.logbooks : []);
+
   const ids2 = new Set(pumps.map((p) => p.id));
   renderErrors(
     document.getElementById('system-errors'),
@@ -65,6 +67,24 @@ function render(model) {
     true,
   );
   document.getElementById('updated').textContent = clock(model.now);
+}
+
+/** The logbook streams' counters and last classification; the section is hidden without logbooks. */
+function renderLogbooks(logbooks) {
+  const section = document.getElementById('logbooks');
+  section.hidden = logbooks.length === 0;
+  const rows = logbooks.map((l) => {
+    const last = l.last_classification;
+    return h('div', { class: 'logbook' }, [
+      h('strong', { text: `${l.name}${l.owned ? '' : ` — ${t('logbookStandby')}`}` }),
+      h('p', { class: 'logbook-counts', text: t('logbookCounts', l.received, l.sent, l.failed, l.queued) }),
+      h('p', {
+        class: 'logbook-last',
+        text: last ? t('logbookLast', last.clasificacion, last.tabla, last.id) : t('logbookNone'),
+      }),
+    ]);
+  });
+  document.getElementById('logbook-list').replaceChildren(...rows);
 }
 
 function accept(model, source) {

@@ -27,11 +27,18 @@ export interface AssemblerSink {
   dropped(d: DroppedGroup): void;
 }
 
-export type AddResult = 'added' | 'replaced' | 'late';
+/**
+ * `replaced`: a second row of the same table for the same timestamp, a correction (the later value wins).
+ * `conflicting`: a reading of another table for a field this timestamp already has (two channels feeding
+ * one field): the first reading keeps it; the row is still a member of the group, and settles with it.
+ */
+export type AddResult = 'added' | 'replaced' | 'late' | 'conflicting';
 
 interface Group {
   tiempo: string;
   values: (number | undefined)[];
+  /** The table each present value came from. */
+  sources: (string | undefined)[];
   count: number;
   members: Member[];
   firstAt: number;
@@ -45,7 +52,9 @@ export interface GroupView {
 }
 
 /**
- * Groups one pump's readings by exact `tiempo_sensor` into vectors.
+ * Groups one pump's readings by exact `tiempo_sensor` into vectors of the pump's `vectorFields` (readings
+ * of sensors outside the vector never come here). When two tables feed one field, the first reading of a
+ * timestamp wins it; the other is reported as conflicting, never swapped in.
  * A full vector goes out at once; one at or above the threshold goes out after the settle time with its
  * gaps filled; one that cannot be completed is dropped at expiry. Late readings are counted, never merged.
  */
@@ -65,7 +74,9 @@ export class Assembler {
     private readonly clock: Clock,
     private readonly sink: AssemblerSink,
   ) {
-    this.fields = pump.sensors.map((s) => s.field);
+    this.fields = pump.vectorFields ?? [
+      ...new Set(pump.sensors.filter((s) => s.inVector !== false).map((s) => s.field)),
+    ];
     for (const [i, f] of this.fields.entries()) this.index.set(f, i);
     this.last = this.fields.map(() => undefined);
     this.closedMemory = opts.closedMemory ?? 10_000;
@@ -95,6 +106,7 @@ export class Assembler {
       g = {
         tiempo: r.tiempo,
         values: this.fields.map(() => undefined),
+        sources: this.fields.map(() => undefined),
         count: 0,
         members: [],
         firstAt: now,
@@ -103,12 +115,18 @@ export class Assembler {
       this.groups.set(r.tiempo, g);
     }
     const replaced = g.values[i] !== undefined;
+    if (replaced && g.sources[i] !== r.sensor.table) {
+      // Another channel's reading for a field this timestamp has: the first one keeps it.
+      g.members.push({ table: r.sensor.table, id: r.id });
+      return 'conflicting';
+    }
     if (!replaced) {
       g.count += 1;
       if (g.count === this.pump.minFields) this.settling += 1;
     }
     // A second row for the same sensor and timestamp is a correction: the later value wins.
     g.values[i] = r.valor;
+    g.sources[i] = r.sensor.table;
     g.members.push({ table: r.sensor.table, id: r.id });
     g.lastAt = now;
     this.last[i] = { value: r.valor, at: now };

@@ -254,7 +254,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
           this.cursor = Math.max(this.cursor, d.id);
           if (this.inFlight.has(d.id)) continue;
           this.inFlight.add(d.id);
-          const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup');
+          const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup', d.pump);
           if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }

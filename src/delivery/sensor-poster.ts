@@ -16,9 +16,13 @@ export interface SensorPosterOptions {
   mayStart?: () => boolean;
 }
 
-/** The per-sensor Idempotency-Key: one row of one table, unless the post carries its own (a replay's). */
+/**
+ * The per-sensor Idempotency-Key: one row of one table (`rd-<table>-<id>`), unless the post carries its
+ * own (a replay's). A row of a table several pumps read is posted once per pump, so its key names the
+ * pump: `rd-<pump>-<table>-<id>`.
+ */
 export function readingKey(r: Reading): string {
-  return r.key ?? `rd-${r.sensor.table}-${r.id}`;
+  return r.key ?? (r.shared ? `rd-${r.pump}-${r.sensor.table}-${r.id}` : `rd-${r.sensor.table}-${r.id}`);
 }
 
 /**

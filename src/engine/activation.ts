@@ -1,30 +1,35 @@
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
+import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import { sleep } from '../util/clock.js';
 import type { LeaseHooks } from './leases.js';
+import type { LogbookLane } from './logbook-lane.js';
 import type { PumpLane } from './pump-lane.js';
 
 export interface ActivationOptions {
   pumps: PumpConfig[];
   lanes: Map<string, PumpLane>;
+  /** The logbook lanes by logbook id: their leases are named by that id. */
+  logbooks: Map<string, LogbookLane>;
   logger: Logger;
   /** The in-flight vector's answer is waited for at most this long on a hand-over. */
   haltGraceMs: number;
-  /** Reloads tables' checkpoints from the database (another replica moved them). */
-  reload: (tables: string[]) => Promise<void>;
+  /** Reloads readers' checkpoints from the database (another replica moved them). */
+  reload: (readers: Reader[]) => Promise<void>;
   /** Finishes the per-sensor posts in flight, at most for `ms`. */
   postsIdle: (ms: number) => Promise<void>;
   /** Writes every pending record now: outbox, delivery records, post ledger, deferrals. */
   flushRecords: () => Promise<void>;
-  /** Saves the checkpoints of these tables now. */
-  saveCheckpoints: (tables: string[]) => Promise<void>;
+  /** Saves the checkpoints of these readers now. */
+  saveCheckpoints: (readers: Reader[]) => Promise<void>;
   /** A pump was taken: its deferred posts and its backlog must be read. */
   taken: (pump: string) => void;
 }
 
 /**
- * Turns lease changes into awaited steps: take a pump, hand it over, or leave it when its lease is lost.
+ * Turns lease changes into awaited steps: take a pump (or a logbook), hand it over, or leave it when its
+ * lease is lost.
  * Owns the set of pumps this replica serves now (`active`): the intake and the per-sensor posts ask it.
  * A hand-over finishes in order before the lock is released: the vector in flight is answered and
  * recorded, the posts in flight finish, every record is written and the checkpoints are saved, so the
@@ -46,10 +51,17 @@ export class Activation implements LeaseHooks {
    * fills the gap. Otherwise another replica worked on it: start again from the checkpoints it left.
    */
   async acquired(pump: string, resumed: boolean): Promise<void> {
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      if (this.started && !resumed) await this.o.reload(logbook.readers()).catch(() => {});
+      this.active.add(pump);
+      logbook.take();
+      return;
+    }
     const lane = this.lane(pump);
     if (this.started && !resumed) {
       try {
-        await this.o.reload(this.tables(pump));
+        await this.o.reload(this.readers(pump));
       } catch (err) {
         this.o.logger.warn(
           { pump, err: describePgError(err) },
@@ -65,24 +77,38 @@ export class Activation implements LeaseHooks {
 
   async releasing(pump: string): Promise<void> {
     this.active.delete(pump);
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      await logbook.leave(5_000);
+      await this.o.saveCheckpoints(logbook.readers()).catch(() => {});
+      return;
+    }
     await this.lane(pump).leave(this.o.haltGraceMs);
     await Promise.race([this.o.postsIdle(5_000), sleep(5_000)]);
     await this.o.flushRecords();
-    await this.o.saveCheckpoints(this.tables(pump)).catch(() => {});
+    await this.o.saveCheckpoints(this.readers(pump)).catch(() => {});
   }
 
   async lost(pump: string): Promise<void> {
     this.active.delete(pump);
+    const logbook = this.o.logbooks.get(pump);
+    if (logbook) {
+      await logbook.leave(this.o.haltGraceMs);
+      return;
+    }
     await this.lane(pump).leave(this.o.haltGraceMs);
   }
 
-  /** The tables of the pumps served now: the checkpoints this replica may write. */
-  ownedTables(): string[] {
-    return this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => p.sensors.map((s) => s.table));
+  /** The readers (pump, table) of the pumps served now: the checkpoints this replica may write. */
+  ownedReaders(): Reader[] {
+    return [
+      ...this.o.pumps.filter((p) => this.active.has(p.id)).flatMap((p) => this.readers(p.id)),
+      ...[...this.o.logbooks.values()].filter((l) => this.active.has(l.id)).flatMap((l) => l.readers()),
+    ];
   }
 
-  private tables(pump: string): string[] {
-    return this.lane(pump).pump.sensors.map((s) => s.table);
+  private readers(pump: string): Reader[] {
+    return this.lane(pump).pump.sensors.map((s) => ({ pump, table: s.table }));
   }
 
   private lane(pump: string): PumpLane {

@@ -26,6 +26,7 @@ import { Activation } from './activation.js';
 import { registerGauges } from './gauges.js';
 import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
+import { LogbookLane } from './logbook-lane.js';
 import { observe } from './observe.js';
 import { PumpLane } from './pump-lane.js';
 import { Telemetry } from './telemetry.js';
@@ -79,6 +80,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly deadLetters: BatchWriter<PendingDeadLetter>;
   private readonly recorder: OutboxRecorder;
   private readonly lanes = new Map<string, PumpLane>();
+  private readonly logbooks = new Map<string, LogbookLane>();
   private readonly posts: PostPipeline;
   private readonly intake: Intake;
   private readonly catchUp: CatchUpRunner;
@@ -109,7 +111,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.listener = new Listener({
       sessionName: `pm-listen:${this.replicaId}`,
       db: config.database,
-      channels: decoder.channels,
+      channels: [...decoder.channels, ...config.logbooks.flatMap((l) => l.streams.map((s) => s.channel))],
       reconnect: config.reconnect,
       heartbeat: config.heartbeat,
       logger: this.log.child({ stage: 'source' }),
@@ -153,7 +155,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pool: this.pool,
       logger: this.log.child({ stage: 'ledger' }),
       everyMs: o.checkpointEveryMs ?? 250,
-      ownedTables: () => this.activation.ownedTables(),
+      ownedReaders: () => this.activation.ownedReaders(),
     });
     this.recorder = new OutboxRecorder({
       pool: this.pool,
@@ -177,6 +179,38 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         }),
       );
     }
+    for (const l of config.logbooks) {
+      // Its own client and breaker: a slow classification (an LLM) never holds up the sensor readings.
+      const breaker = createBreaker({
+        threshold: config.delivery.breakerThreshold,
+        halfOpenAfterMs: config.delivery.breakerHalfOpenMs,
+        maxHalfOpenAfterMs: config.delivery.breakerHalfOpenMaxMs,
+      });
+      const client = new BackendClient({
+        baseUrl: l.baseUrl,
+        apiKey: config.apiKey,
+        timeoutMs: l.timeoutMs,
+        agent: this.agent,
+        onAnswer: (_path, status) => this.telemetry.backendAnswer(l.id, false, status),
+      });
+      this.logbooks.set(
+        l.id,
+        new LogbookLane({
+          logbook: l,
+          pool: this.pool,
+          ledger: this.ledger,
+          backend: { client, breaker },
+          concurrency: 2,
+          maxAttempts: config.delivery.sensorMaxAttempts,
+          retryBaseMs: config.delivery.retryBaseMs,
+          retryMaxMs: config.delivery.retryMaxMs,
+          batch: config.catchUpBatch,
+          deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
+          signal,
+          logger: this.log.child({ stage: 'logbook', logbook: l.id }),
+        }),
+      );
+    }
     this.posts = new PostPipeline({
       pool: this.pool,
       logger: this.log.child({ stage: 'posts' }),
@@ -188,22 +222,24 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       maxAttempts: config.delivery.sensorMaxAttempts,
       retryBaseMs: config.delivery.retryBaseMs,
       retryMaxMs: config.delivery.retryMaxMs,
-      settle: (r) => this.ledger.settle(r.sensor.table, r.id),
+      settle: (r) => this.ledger.settle(r.pump, r.sensor.table, r.id),
       deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
-      owned,
+      // A logbook's queued retries are its lane's to read.
+      owned: () => owned().filter((id) => !this.logbooks.has(id)),
     });
     this.activation = new Activation({
       pumps: config.pumps,
       lanes: this.lanes,
+      logbooks: this.logbooks,
       logger: this.log.child({ stage: 'leases' }),
       haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
-      reload: (tables) => this.ledger.load(this.pool, tables),
+      reload: (readers) => this.ledger.load(this.pool, readers),
       postsIdle: () => this.posts.idle(),
       flushRecords: async () => {
         await this.recorder.flush();
         await this.posts.flush();
       },
-      saveCheckpoints: (tables) => this.ledger.flush(tables),
+      saveCheckpoints: (readers) => this.ledger.flush(readers),
       taken: () => {
         this.posts.rewind();
         if (this.listener.listening) this.catchUp.request();
@@ -214,8 +250,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       clock,
       logger: this.log.child({ stage: 'intake' }),
       owns: (pump) => this.activation.owns(pump),
-      begin: (table, id, parts) => this.ledger.begin(table, id, parts),
-      settle: (table, id) => this.ledger.settle(table, id),
+      begin: (pump, table, id, parts) => this.ledger.begin(pump, table, id, parts),
+      settle: (pump, table, id) => this.ledger.settle(pump, table, id),
       lane: (pump) => this.lanes.get(pump) as PumpLane,
       posts: config.delivery.sensorPosts ? this.posts : undefined,
       deadLetter: (letter) => this.deadLetters.push({ letter }),
@@ -225,7 +261,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pumps: () => config.pumps.filter((p) => this.activation.owns(p.id)),
       ledger: this.ledger,
       batch: config.catchUpBatch,
-      handle: (channel, payload, postSettled) => this.intake.accept(channel, payload, 'catchup', postSettled),
+      handle: (channel, payload, postSettled, pump) =>
+        this.intake.accept(channel, payload, 'catchup', postSettled, pump),
       capacity: () => this.capacity(),
       signal,
       listening: () => this.listener.listening,
@@ -238,7 +275,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     });
     this.leases = new LeaseKeeper({
       db: config.database,
-      pumps: config.pumps.map((p) => p.id),
+      pumps: [...config.pumps.map((p) => p.id), ...config.logbooks.map((l) => l.id)],
       logger: this.log.child({ stage: 'leases' }),
       intervalMs: config.leaseIntervalMs,
       replicaId: this.replicaId,
@@ -254,6 +291,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     observe(this.telemetry, {
       intake: this.intake,
       lanes: this.lanes,
+      logbooks: this.logbooks,
       posts: this.posts,
       listener: this.listener,
       log: this.log,
@@ -271,21 +309,34 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
   async start(): Promise<void> {
-    const tables = this.config.pumps.flatMap((p) => p.sensors.map((s) => s.table));
+    const readers = [
+      ...this.config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
+      ...[...this.logbooks.values()].flatMap((l) => l.readers()),
+    ];
+    const tables = [...new Set(readers.map((r) => r.table))];
     await this.withStartupRetries(async () => {
       const client = await this.pool.connect();
       try {
         await ensureEngineSchema(client);
         await checkTables(client, tables);
-        await this.ledger.load(client, tables);
+        await this.ledger.load(client, readers);
       } finally {
         client.release();
       }
     });
-    this.listener.on('notification', (channel, payload) => this.intake.accept(channel, payload));
-    this.listener.on('listening', () => this.catchUp.request());
+    const logbookOf = new Map<string, LogbookLane>();
+    for (const l of this.logbooks.values()) for (const c of l.channels) logbookOf.set(c, l);
+    this.listener.on('notification', (channel, payload) => {
+      const logbook = logbookOf.get(channel);
+      if (logbook) logbook.accept(channel, payload);
+      else this.intake.accept(channel, payload);
+    });
+    this.listener.on('listening', () => {
+      this.catchUp.request();
+      for (const l of this.logbooks.values()) l.catchUp();
+    });
     // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
-    this.listener.on('disconnected', () => this.ledger.hold(tables));
+    this.listener.on('disconnected', () => this.ledger.hold(readers));
     this.listener.on('fatal', (err) => this.emit('fatal', err));
     await this.leases.start();
     this.activation.started = true;
@@ -317,12 +368,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const drained = (async () => {
       await this.catchUp.stop();
       await this.posts.idle();
+      await Promise.all([...this.logbooks.values()].map((l) => l.idle()));
       await Promise.all([this.recorder.flush(), this.deadLetters.flush(), this.posts.flush()]);
+      await Promise.all([...this.logbooks.values()].map((l) => l.flush()));
       await Promise.all([...this.lanes.values()].map((l) => l.drain(deadline)));
       await Promise.all([this.recorder.flush(), this.posts.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.posts.abort();
+    for (const l of this.logbooks.values()) l.abort();
     this.lifetime.abort();
     for (const lane of this.lanes.values()) await lane.abort();
     for (const t of this.timers) clearInterval(t);
@@ -370,6 +424,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         readings_invalid: s.readings_invalid,
         readings_duplicate: s.readings_duplicate,
         readings_late: s.readings_late,
+        readings_conflicting: s.readings_conflicting,
         vectors_sent: s.vectors_sent,
         vectors_dropped: s.vectors_dropped,
         vectors_filled: s.vectors_filled,
@@ -401,6 +456,29 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       db_queries: this.dbQueries,
       checkpoint_saves: this.ledger.saves,
       pumps,
+      logbooks: Object.fromEntries(
+        [...this.logbooks.values()].map((l) => {
+          const s = this.telemetry.logbook(l.id);
+          return [
+            l.id,
+            {
+              name: this.config.logbooks.find((x) => x.id === l.id)?.name ?? l.id,
+              owned: this.activation.owns(l.id),
+              streams: this.config.logbooks
+                .find((x) => x.id === l.id)
+                ?.streams.map((x) => ({ tabla: x.tabla, table: x.table, pump: x.pump })),
+              queued: l.depth,
+              received: s.received,
+              duplicate: s.duplicate,
+              invalid: s.invalid,
+              sent: s.sent,
+              failed: s.failed,
+              retried: s.retried,
+              last_classification: s.last_classification,
+            },
+          ];
+        }),
+      ),
     };
   }
 

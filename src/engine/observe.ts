@@ -3,12 +3,14 @@ import { describeFailure, type PostPipeline } from '../delivery/post-pipeline.js
 import { parseReply } from '../delivery/vector-sender.js';
 import type { Intake } from '../source/intake.js';
 import type { Listener } from '../source/listener.js';
+import type { LogbookLane } from './logbook-lane.js';
 import type { PumpLane } from './pump-lane.js';
 import type { Telemetry } from './telemetry.js';
 
 export interface Observed {
   intake: Intake;
   lanes: Map<string, PumpLane>;
+  logbooks: Map<string, LogbookLane>;
   posts: PostPipeline;
   listener: Listener;
   log: Logger;
@@ -26,6 +28,9 @@ export function observe(t: Telemetry, u: Observed): void {
     if (added === 'late') {
       stats.readings_late += 1;
       t.readingsLate.inc({ pump: r.pump });
+    } else if (added === 'conflicting') {
+      stats.readings_conflicting += 1;
+      t.readingsConflicting.inc({ pump: r.pump });
     }
   });
   u.intake.on('duplicate', (r) => {
@@ -69,6 +74,25 @@ export function observe(t: Telemetry, u: Observed): void {
       if (latencyMs !== undefined) t.deliveryLatency.observe({ pump }, latencyMs / 1000);
       if (result.prediccion !== undefined) {
         t.prediction(pump, { tiempo_sensor: row.tiempo, prediccion: result.prediccion, at: Date.now() });
+      }
+    });
+  }
+  for (const [id, lane] of u.logbooks) {
+    const stats = t.logbook(id);
+    lane.on('entry', (outcome, stream, rowId, text) => {
+      t.logbookEvents.inc({ logbook: id, outcome });
+      if (outcome === 'received') stats.received += 1;
+      else if (outcome === 'duplicate') stats.duplicate += 1;
+      else if (outcome === 'invalid') stats.invalid += 1;
+      else if (outcome === 'retried') stats.retried += 1;
+      else if (outcome === 'dead') {
+        stats.failed += 1;
+        t.error(null, `logbook ${id}: entry ${rowId} of ${stream.table} not delivered`);
+      } else if (outcome === 'sent') {
+        stats.sent += 1;
+        if (text !== undefined && rowId !== undefined) {
+          stats.last_classification = { tabla: stream.tabla, id: rowId, clasificacion: text, at: Date.now() };
+        }
       }
     });
   }

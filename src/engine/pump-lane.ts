@@ -37,7 +37,8 @@ export interface PumpLaneOptions {
 /**
  * One pump's way from readings to its backend: its assembler, and, while this replica owns the pump, the
  * sender of its outbox. Owns both, and the arrival times that measure delivery latency. Writes groups only
- * through the shared OutboxRecorder and settles their rows in the ledger once stored; never touches the
+ * through the shared OutboxRecorder and settles their rows in its own readers' ledger (this pump's, per
+ * table) once stored; never touches the
  * per-sensor posts, the leases or another pump.
  */
 export class PumpLane extends EventEmitter<PumpLaneEvents> {
@@ -182,12 +183,12 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     members: Member[],
     missing: string[],
   ): OutboxGroup {
-    const numbers = members.map((m) => this.o.ledger.member(m.table, m.id));
+    const numbers = members.map((m) => this.o.ledger.member(this.o.pump.id, m.table, m.id));
     return { pump: this.o.pump.id, tiempo, status, body, filled: [], missing, members: numbers };
   }
 
   private settle(members: Member[]): void {
-    for (const m of members) this.o.ledger.settle(m.table, m.id);
+    for (const m of members) this.o.ledger.settle(this.o.pump.id, m.table, m.id);
   }
 
   private answered(row: OutboxRow, result: SendResult): void {

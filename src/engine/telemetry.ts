@@ -49,11 +49,25 @@ export class RateWindow {
   }
 }
 
+/** One logbook definition's counters, for /status and the page. */
+export interface LogbookStats {
+  received: number;
+  duplicate: number;
+  invalid: number;
+  sent: number;
+  failed: number;
+  retried: number;
+  /** The backend's classification of the last entry sent, with its stream and row. */
+  last_classification: { tabla: string; id: number; clasificacion: string; at: number } | null;
+}
+
 export interface PumpStats {
   readings_received: number;
   readings_invalid: number;
   readings_duplicate: number;
   readings_late: number;
+  /** A second table's reading for a field its timestamp already had (two channels, one field): not used. */
+  readings_conflicting: number;
   vectors_sent: number;
   vectors_filled: number;
   vectors_dropped: number;
@@ -83,6 +97,7 @@ const ERRORS = 50;
 export class Telemetry {
   readonly registry = new client.Registry();
   readonly pumps = new Map<string, PumpStats>();
+  readonly logbooks = new Map<string, LogbookStats>();
   readonly errors: ErrorEntry[] = [];
 
   readonly readingsReceived = this.counter('readings_received_total', 'Readings received', [
@@ -97,6 +112,16 @@ export class Telemetry {
     'pump',
   ]);
   readonly readingsLate = this.counter('readings_late_total', 'Readings after their group closed', ['pump']);
+  readonly readingsConflicting = this.counter(
+    'readings_conflicting_total',
+    'Readings of a second table for a field its timestamp already had (the first one wins)',
+    ['pump'],
+  );
+  readonly logbookEvents = this.counter(
+    'logbook_events_total',
+    'Logbook entries by outcome (received, duplicate, invalid, sent, dead, retried)',
+    ['logbook', 'outcome'],
+  );
   readonly vectors = this.counter('vectors_total', 'Unified vectors by outcome', ['pump', 'outcome']);
   readonly backendResponses = this.counter('backend_responses_total', 'Backend answers by status', [
     'pump',
@@ -134,6 +159,7 @@ export class Telemetry {
         readings_invalid: 0,
         readings_duplicate: 0,
         readings_late: 0,
+        readings_conflicting: 0,
         vectors_sent: 0,
         vectors_filled: 0,
         vectors_dropped: 0,
@@ -165,6 +191,24 @@ export class Telemetry {
         ),
       });
     }
+  }
+
+  /** A logbook's counters, created at first use. */
+  logbook(id: string): LogbookStats {
+    let s = this.logbooks.get(id);
+    if (!s) {
+      s = {
+        received: 0,
+        duplicate: 0,
+        invalid: 0,
+        sent: 0,
+        failed: 0,
+        retried: 0,
+        last_classification: null,
+      };
+      this.logbooks.set(id, s);
+    }
+    return s;
   }
 
   /** A gauge whose value is read when scraped. */

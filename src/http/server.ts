@@ -42,6 +42,7 @@ export function pageModel(monitor: Monitor) {
     reconnects: status.reconnects,
     last_heartbeat_at: status.last_heartbeat_at,
     pumps,
+    logbooks: Object.entries(status.logbooks).map(([id, l]) => ({ id, ...l })),
     errors: monitor.telemetry.errors.slice(-20).reverse(),
   };
 }

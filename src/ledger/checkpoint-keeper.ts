@@ -1,6 +1,13 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { initCheckpoints, loadCheckpoints, stableBounds, writeCheckpoints } from '../store/checkpoints.js';
+import {
+  initCheckpoints,
+  loadCheckpoints,
+  type Reader,
+  readerKey,
+  stableBounds,
+  writeCheckpoints,
+} from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import { MAX_TABLE_NO, member } from '../store/members.js';
 import { TableProgress } from './table-progress.js';
@@ -10,8 +17,8 @@ export interface CheckpointKeeperOptions {
   logger: Logger;
   /** How often the checkpoints that moved are written. */
   everyMs: number;
-  /** The tables whose checkpoints this replica may write: those of the pumps it owns. */
-  ownedTables: () => string[];
+  /** The readers whose checkpoints this replica may write: those of the pumps (and streams) it owns. */
+  ownedReaders: () => Reader[];
 }
 
 /** A start-up problem that retrying will not fix. */
@@ -20,12 +27,15 @@ export class LedgerError extends Error {
 }
 
 /**
- * The ledger: every sensor table's progress (rows in flight, recently settled, the checkpoint), and the
- * keeper that saves the checkpoints. Owns the TableProgress objects and its timer. Readers begin rows and
- * settle their parts here; nobody else writes `pump_monitor.checkpoints`.
+ * The ledger: every reader's progress (rows in flight, recently settled, the checkpoint), and the keeper
+ * that saves the checkpoints. A reader is (pump, table): a row of a table several pumps read is settled
+ * by each of them on its own, and each has its own checkpoint row, so a table is never passed before every
+ * reader has settled the row, whichever replica owns each. Owns the TableProgress objects and its timer.
+ * The intake, lanes, posts and logbook lane begin rows and settle their parts here; nobody else writes
+ * `pump_monitor.checkpoints`.
  */
 export class CheckpointKeeper {
-  private readonly progress = new Map<string, TableProgress>();
+  private readonly progress = new Map<string, { reader: Reader; p: TableProgress }>();
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;
   /** Completed checkpoint writes: tests wait on it instead of sleeping. */
@@ -34,46 +44,50 @@ export class CheckpointKeeper {
   constructor(private readonly o: CheckpointKeeperOptions) {}
 
   /**
-   * (Re)loads tables' checkpoints from the database, creating missing ones at each table's last row, and
-   * holds them until a catch-up has read the backlog. Replaces what was in memory for those tables.
+   * (Re)loads readers' checkpoints from the database, creating missing ones (see initCheckpoints), and
+   * holds them until a catch-up has read the backlog. Replaces what was in memory for those readers.
    */
-  async load(db: pg.Pool | pg.ClientBase, tables: string[]): Promise<void> {
-    await initCheckpoints(db, tables);
-    for (const [t, cp] of await loadCheckpoints(db, tables)) {
+  async load(db: pg.Pool | pg.ClientBase, readers: Reader[]): Promise<void> {
+    await initCheckpoints(db, readers);
+    const saved = await loadCheckpoints(db, readers);
+    for (const r of readers) {
+      const cp = saved.get(readerKey(r.pump, r.table));
+      if (!cp) continue;
       if (cp.no >= MAX_TABLE_NO) {
         throw new LedgerError(
-          `sensor table ${t} has number ${cp.no}; at most ${MAX_TABLE_NO} tables are supported`,
+          `reader ${r.pump} of table ${r.table} has number ${cp.no}; at most ${MAX_TABLE_NO} readers are supported`,
         );
       }
-      const p = new TableProgress(t, cp.lastId, cp.no);
+      const p = new TableProgress(r.table, cp.lastId, cp.no);
       p.holdFromLatest();
-      this.progress.set(t, p);
+      this.progress.set(readerKey(r.pump, r.table), { reader: r, p });
     }
   }
 
-  table(name: string): TableProgress {
-    const p = this.progress.get(name);
-    if (!p) throw new Error(`no progress for table ${name}`);
-    return p;
+  /** One reader's progress. */
+  reader(pump: string, table: string): TableProgress {
+    const e = this.progress.get(readerKey(pump, table));
+    if (!e) throw new Error(`no progress for table ${table} read by ${pump}`);
+    return e.p;
   }
 
   /** Registers a row with its parts to settle; false for a duplicate (in flight or settled recently). */
-  begin(table: string, id: number, parts: number): boolean {
-    return this.table(table).begin(id, parts);
+  begin(pump: string, table: string, id: number, parts: number): boolean {
+    return this.reader(pump, table).begin(id, parts);
   }
 
-  settle(table: string, id: number): void {
-    this.progress.get(table)?.settle(id);
+  settle(pump: string, table: string, id: number): void {
+    this.progress.get(readerKey(pump, table))?.p.settle(id);
   }
 
-  /** A row's member number, as the outbox records it. */
-  member(table: string, id: number): number {
-    return member(this.table(table).no, id);
+  /** A row's member number for this reader, as the outbox records it. */
+  member(pump: string, table: string, id: number): number {
+    return member(this.reader(pump, table).no, id);
   }
 
-  /** Notifications may be lost from now on (the LISTEN connection is gone): hold these tables. */
-  hold(tables: Iterable<string>): void {
-    for (const t of tables) this.progress.get(t)?.holdFromLatest();
+  /** Notifications may be lost from now on (the LISTEN connection is gone): hold these readers. */
+  hold(readers: Iterable<Reader>): void {
+    for (const r of readers) this.progress.get(readerKey(r.pump, r.table))?.p.holdFromLatest();
   }
 
   start(): void {
@@ -87,14 +101,17 @@ export class CheckpointKeeper {
     await this.flush();
   }
 
-  /** Writes the moved checkpoints of the given tables (default: the owned ones); one write at a time. */
-  async flush(tables = this.o.ownedTables()): Promise<void> {
+  /** Writes the moved checkpoints of the given readers (default: the owned ones); one write at a time. */
+  async flush(readers = this.o.ownedReaders()): Promise<void> {
     if (this.saving) return this.saving;
     this.saving = (async () => {
       try {
         await saveCheckpoints(
           this.o.pool,
-          tables.map((t) => this.table(t)),
+          readers.flatMap((r) => {
+            const e = this.progress.get(readerKey(r.pump, r.table));
+            return e ? [e] : [];
+          }),
         );
         this.saves += 1;
       } catch (err) {
@@ -113,27 +130,27 @@ export class CheckpointKeeper {
  */
 export async function saveCheckpoints(
   db: pg.Pool | pg.ClientBase,
-  progress: Iterable<TableProgress>,
+  progress: Iterable<{ reader: Reader; p: TableProgress }>,
 ): Promise<number> {
-  const candidates: [TableProgress, number][] = [];
-  for (const p of progress) {
+  const candidates: [TableProgress, number, string][] = [];
+  for (const { reader, p } of progress) {
     const cp = p.checkpoint();
-    if (cp > p.persisted) candidates.push([p, cp]);
+    if (cp > p.persisted) candidates.push([p, cp, reader.pump]);
   }
   if (candidates.length === 0) return 0;
   const bounds = await stableBounds(
     db,
     candidates.map(([p]) => ({ table: p.table, from: p.persisted })),
   );
-  const moved: [TableProgress, number][] = [];
-  for (const [p, cp] of candidates) {
+  const moved: [TableProgress, number, string][] = [];
+  for (const [p, cp, pump] of candidates) {
     const bound = bounds.get(p.table);
     const safe = bound === undefined ? cp : Math.min(cp, bound);
-    if (safe > p.persisted) moved.push([p, safe]);
+    if (safe > p.persisted) moved.push([p, safe, pump]);
   }
   await writeCheckpoints(
     db,
-    moved.map(([p, lastId]) => ({ table: p.table, lastId })),
+    moved.map(([p, lastId, pump]) => ({ table: p.table, pump, lastId })),
   );
   for (const [p, cp] of moved) p.persisted = cp;
   return moved.length;

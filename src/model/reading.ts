@@ -14,6 +14,8 @@ export interface Reading {
   origin: 'notify' | 'catchup';
   /** Set for a per-sensor post taken back from the deferred queue: its group was dealt with long ago. */
   deferredId?: number;
+  /** Its table is read by more than one pump: the per-sensor post's key names the pump. */
+  shared?: boolean;
   /** A deferred post's own Idempotency-Key (a replay's); without it the reading's key is used. */
   key?: string;
 }

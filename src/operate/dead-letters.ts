@@ -54,7 +54,30 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
   sensor_post: retrySensorPost,
   vector: retryVector,
   notification: retryNotification,
+  logbook: retryLogbook,
 };
+
+/**
+ * A logbook entry that was not delivered: queued again (deferred_posts, pump = the logbook's id) for the
+ * replica holding the logbook's lease, which reads the entry's text from its row and POSTs it under the
+ * same key. A row gone since comes back as a new dead letter.
+ */
+async function retryLogbook(letter: StoredDeadLetter): Promise<Plan> {
+  let id: unknown;
+  try {
+    id = (JSON.parse(letter.payload ?? '') as Record<string, unknown>).id;
+  } catch {
+    id = undefined;
+  }
+  if (!letter.pump || !letter.channel || typeof id !== 'number' || !Number.isSafeInteger(id)) {
+    return { refuse: 'it names no logbook entry (logbook, channel and row id are needed)' };
+  }
+  const key = letter.idempotencyKey ?? `lb-${letter.channel}-${id}`;
+  return {
+    post: { pump: letter.pump, channel: letter.channel, payload: JSON.stringify({ id }), key },
+    note: `logbook entry ${id} queued again (${key})`,
+  };
+}
 
 function handlerFor(kind: string): RetryHandler | undefined {
   return Object.hasOwn(RETRY, kind) ? RETRY[kind as DeadLetterKind] : undefined;
@@ -63,9 +86,10 @@ function handlerFor(kind: string): RetryHandler | undefined {
 /** A per-sensor post the backend rejected or that ran out of tries: sent again as it was, with its key. */
 async function retrySensorPost(letter: StoredDeadLetter, { decoder }: RetryScope): Promise<Plan> {
   const channel = letter.channel ?? '';
-  const route = decoder.route(channel);
+  // A shared table's channel feeds several pumps: the letter names the one it was for.
+  const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
   if (!route) return { refuse: `channel "${channel}" belongs to none of the configured pumps (PUMPS)` };
-  const decoded = decoder.decode(channel, letter.payload ?? '', Date.now(), 'catchup');
+  const decoded = decoder.decode(channel, letter.payload ?? '', Date.now(), 'catchup', route.pump);
   if (!decoded.ok) return { refuse: `its payload is not a reading: ${decoded.rejection.detail}` };
   const key = letter.idempotencyKey ?? readingKey(decoded.reading);
   return {
@@ -125,7 +149,8 @@ function namedRow(payload: string | null): number | undefined {
  */
 async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: RetryScope): Promise<Plan> {
   const channel = letter.channel ?? '';
-  const route = decoder.route(channel);
+  // A shared table's channel feeds several pumps: the letter names the one it was for.
+  const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
   if (!route) return { refuse: `channel "${channel}" belongs to none of the configured pumps (PUMPS)` };
   const id = namedRow(letter.payload);
   if (id === undefined) return { refuse: 'its payload names no row, so there is nothing to read again' };
@@ -138,7 +163,7 @@ async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: Retr
   );
   const payload = rows[0]?.payload;
   if (payload === undefined) return { refuse: `row ${id} is not in table ${table}` };
-  const decoded = decoder.decode(channel, payload, Date.now(), 'catchup');
+  const decoded = decoder.decode(channel, payload, Date.now(), 'catchup', route.pump);
   if (!decoded.ok)
     return { refuse: `row ${id} of ${table} is still not a valid reading: ${decoded.rejection.detail}` };
   const { rows: posted } = await tx.query(

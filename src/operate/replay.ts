@@ -82,15 +82,20 @@ async function parseRange(pool: pg.Pool, from: string, to: string): Promise<{ fr
   return { from: f, to: t };
 }
 
-/** Each table's number (for members) and saved checkpoint: every row at or below it is settled. */
+/**
+ * Each table's number (for members) and saved checkpoint for this pump, its reader: every row at or below
+ * it is settled. A table's row from before per-reader checkpoints (pump '') stands in until the engine has
+ * started with the upgrade.
+ */
 async function checkpointsOf(
   pool: pg.Pool,
   pump: PumpConfig,
 ): Promise<Map<string, { no: number; lastId: number }>> {
   const tables = pump.sensors.map((s) => s.table);
   const { rows } = await pool.query<{ table_name: string; table_no: number; last_id: string }>(
-    `SELECT table_name, table_no, last_id FROM ${ENGINE_SCHEMA}.checkpoints WHERE table_name = ANY($1)`,
-    [tables],
+    `SELECT DISTINCT ON (table_name) table_name, table_no, last_id FROM ${ENGINE_SCHEMA}.checkpoints
+      WHERE table_name = ANY($1) AND pump IN ($2, '') ORDER BY table_name, pump = $2 DESC`,
+    [tables, pump.id],
   );
   const out = new Map(rows.map((r) => [r.table_name, { no: r.table_no, lastId: Number(r.last_id) }]));
   const missing = tables.filter((t) => !out.has(t));

@@ -9,13 +9,14 @@ import { sleep } from '../util/clock.js';
 export interface CatchUpOptions {
   pool: pg.Pool;
   pumps: PumpConfig[];
-  ledger: { table(name: string): TableProgress };
+  ledger: { reader(pump: string, table: string): TableProgress };
   batch: number;
   /**
-   * Feeds one row through the same path as a notification on its channel. `postSettled`: the row's
-   * per-sensor post is already on record (answered, deferred or dead-lettered before a restart).
+   * Feeds one row through the same path as a notification on its channel, for one reader (`pump`).
+   * `postSettled`: the row's per-sensor post for that pump is already on record (answered, deferred or
+   * dead-lettered before a restart).
    */
-  handle: (channel: string, payload: string, postSettled: boolean) => void;
+  handle: (channel: string, payload: string, postSettled: boolean, pump: string) => void;
   /** Resolves when the engine has room for another batch (backpressure). */
   capacity: () => Promise<void>;
   signal: AbortSignal;
@@ -38,10 +39,10 @@ interface Cursor {
 }
 
 /**
- * Reads the rows each table received above its checkpoint, in bounded batches, and hands them to the
+ * Reads the rows each reader (pump, table) has not settled, above its own checkpoint, in bounded batches, and hands them to the
  * notification path. The payload is built as the trigger builds it, so both paths group by the same
  * `tiempo_sensor` text. Live notifications keep flowing between batches; duplicates from the overlap are
- * removed by (table, id).
+ * removed per reader by (table, id). A shared table is read once per pump, each from its checkpoint.
  *
  * A pump's tables are kept in step by time. A table with missing readings covers more time per batch than
  * its siblings, and handing batches over as read would open groups far ahead of the others, which the
@@ -60,10 +61,10 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       table: s.table,
       // The saved checkpoint, not the one in memory: only the saved one is held below rows that
       // transactions still in progress may commit. What lies between is deduplicated by (table, id).
-      after: o.ledger.table(s.table).persisted,
+      after: o.ledger.reader(p.id, s.table).persisted,
       done: false,
       released: false,
-      token: o.ledger.table(s.table).catchUpToken(),
+      token: o.ledger.reader(p.id, s.table).catchUpToken(),
       buffer: [],
     })),
   );
@@ -87,11 +88,11 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       for (const c of own) {
         let n = 0;
         while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as SensorRow).t <= horizon)) n++;
-        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload, r.posted);
+        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload, r.posted, c.pump);
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {
           c.released = true;
-          o.ledger.table(c.table).release(c.token);
+          o.ledger.reader(c.pump, c.table).release(c.token);
         }
       }
       if (handed > 0) {

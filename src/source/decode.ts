@@ -25,7 +25,13 @@ export interface Rejection {
   id?: number;
 }
 
-export type Decoded = { ok: true; reading: Reading } | { ok: false; rejection: Rejection };
+/**
+ * A decoded payload: one reading per (pump, sensor) route of its channel (a shared table's row reaches
+ * every pump that lists it); `reading` is the first of them.
+ */
+export type Decoded =
+  | { ok: true; reading: Reading; readings: Reading[] }
+  | { ok: false; rejection: Rejection };
 
 /** Our own trigger's payload is under 200 characters; anything this large is not a reading we understand. */
 export const MAX_PAYLOAD_CHARS = 2048;
@@ -36,20 +42,40 @@ interface Route {
   sensor: SensorDefinition;
 }
 
-/** Maps channels to sensors and turns raw payloads into readings or counted rejections. */
+/**
+ * Maps channels to sensors and turns raw payloads into readings or counted rejections. A channel maps to
+ * every (pump, sensor) that lists it: a payload is decoded once, and gives one reading per route.
+ */
 export class Decoder {
-  private readonly routes = new Map<string, Route>();
+  private readonly routes = new Map<string, Route[]>();
 
   constructor(pumps: PumpConfig[]) {
-    for (const p of pumps) for (const s of p.sensors) this.routes.set(s.channel, { pump: p.id, sensor: s });
+    for (const p of pumps) {
+      for (const s of p.sensors) {
+        const list = this.routes.get(s.channel) ?? [];
+        list.push({ pump: p.id, sensor: s });
+        this.routes.set(s.channel, list);
+      }
+    }
   }
 
   get channels(): string[] {
     return [...this.routes.keys()];
   }
 
+  /** The channel's first route (its only one unless the table is shared). */
   route(channel: string): Route | undefined {
-    return this.routes.get(channel);
+    return this.routes.get(channel)?.[0];
+  }
+
+  /** Every (pump, sensor) the channel feeds, in the order the pumps were given. */
+  routesOf(channel: string): readonly Route[] {
+    return this.routes.get(channel) ?? [];
+  }
+
+  /** Whether more than one of the pumps reads this table (its posts' keys then name the pump). */
+  shared(channel: string): boolean {
+    return (this.routes.get(channel)?.length ?? 0) > 1;
   }
 
   decode(
@@ -57,8 +83,12 @@ export class Decoder {
     payload: string,
     receivedAt: number,
     origin: Reading['origin'] = 'notify',
+    /** Only this pump's route (a catch-up row read for one reader, a deferred post, a dead letter). */
+    pump?: string,
   ): Decoded {
-    const route = this.routes.get(channel);
+    const all = this.routes.get(channel) ?? [];
+    const routes = pump === undefined ? all : all.filter((r) => r.pump === pump);
+    const route = routes[0];
     const reject = (reason: RejectReason, detail: string, id?: number): Decoded => ({
       ok: false,
       rejection: {
@@ -104,10 +134,20 @@ export class Decoder {
       return reject('valor_not_number', `valor ${describe(valor)} is not a number`, id);
     }
     if (!Number.isFinite(valor)) return reject('valor_not_finite', `valor is ${valor}`, id);
-    return {
-      ok: true,
-      reading: { pump: route.pump, sensor: route.sensor, id, valor, tiempo, receivedAt, origin },
-    };
+    const shared = all.length > 1;
+    const readings = routes.map(
+      (x): Reading => ({
+        pump: x.pump,
+        sensor: x.sensor,
+        id,
+        valor,
+        tiempo,
+        receivedAt,
+        origin,
+        ...(shared ? { shared } : {}),
+      }),
+    );
+    return { ok: true, reading: readings[0] as Reading, readings };
   }
 }
 

@@ -4,44 +4,80 @@ import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.checkpoints`;
 
-/** A table's saved progress: every row at or below `lastId` is settled. `no` numbers the table for members. */
+/** A reader's saved progress: every row at or below `lastId` is settled. `no` numbers the reader for members. */
 export interface SavedCheckpoint {
   lastId: number;
   no: number;
 }
 
 /**
- * Gives each table without a checkpoint one at its current last row: a first start against a plant's
- * existing database begins with new readings instead of re-sending its whole history.
+ * Who reads a table: a pump (or a logbook stream), each with its own checkpoint row, since one row of a
+ * shared table is settled separately for every pump that reads it. Rows from before version 4 have the
+ * pump '' (the table's single reader then).
  */
-export async function initCheckpoints(db: pg.Pool | pg.ClientBase, tables: string[]): Promise<void> {
-  const { rows } = await db.query<{ table_name: string }>(
-    `SELECT table_name FROM ${T} WHERE table_name = ANY($1)`,
-    [tables],
+export interface Reader {
+  pump: string;
+  table: string;
+}
+
+/** The key of a reader in maps: pump and table. */
+export function readerKey(pump: string, table: string): string {
+  return `${pump}\u0000${table}`;
+}
+
+/**
+ * Gives each reader without a checkpoint row one:
+ * - the table's legacy row (pump '', from before version 4), when there is one, becomes this reader's,
+ *   number and checkpoint kept: the first reader of an upgraded table goes on where the table was, and the
+ *   groups stored before the upgrade still carry its number in their members;
+ * - otherwise the lowest checkpoint another reader of the table has (a second reader of a table begins
+ *   where the first one is);
+ * - otherwise the table's current last row: a first start against a plant's existing database begins with
+ *   new readings instead of re-sending its whole history.
+ */
+export async function initCheckpoints(db: pg.Pool | pg.ClientBase, readers: Reader[]): Promise<void> {
+  const { rows } = await db.query<{ table_name: string; pump: string }>(
+    `SELECT table_name, pump FROM ${T} WHERE table_name = ANY($1)`,
+    [readers.map((r) => r.table)],
   );
-  const known = new Set(rows.map((r) => r.table_name));
-  for (const t of tables.filter((x) => !known.has(x))) {
+  const known = new Set(rows.map((r) => readerKey(r.pump, r.table_name)));
+  for (const r of readers.filter((x) => !known.has(readerKey(x.pump, x.table)))) {
+    const claimed = await db.query(
+      `UPDATE ${T} SET pump = $2, updated_at = now() WHERE table_name = $1 AND pump = ''
+         AND NOT EXISTS (SELECT 1 FROM ${T} WHERE table_name = $1 AND pump = $2)`,
+      [r.table, r.pump],
+    );
+    if ((claimed.rowCount ?? 0) > 0) continue;
     await db.query(
-      `INSERT INTO ${T} (table_name, last_id)
-       SELECT $1, coalesce(max(id), 0) FROM ${quoteIdent(t)} ON CONFLICT (table_name) DO NOTHING`,
-      [t],
+      `INSERT INTO ${T} (table_name, pump, last_id)
+       SELECT $1, $2, coalesce((SELECT min(last_id) FROM ${T} WHERE table_name = $1),
+                               (SELECT max(id) FROM ${quoteIdent(r.table)}), 0)
+       ON CONFLICT (table_name, pump) DO NOTHING`,
+      [r.table, r.pump],
     );
   }
 }
 
+/** The saved checkpoints of these readers, by readerKey. */
 export async function loadCheckpoints(
   db: pg.Pool | pg.ClientBase,
-  tables: string[],
+  readers: Reader[],
 ): Promise<Map<string, SavedCheckpoint>> {
-  const { rows } = await db.query<{ table_name: string; last_id: string; table_no: number }>(
-    `SELECT table_name, last_id, table_no FROM ${T} WHERE table_name = ANY($1)`,
-    [tables],
+  const { rows } = await db.query<{ table_name: string; pump: string; last_id: string; table_no: number }>(
+    `SELECT table_name, pump, last_id, table_no FROM ${T} WHERE table_name = ANY($1)`,
+    [readers.map((r) => r.table)],
   );
   const out = new Map<string, SavedCheckpoint>();
-  for (const r of rows) out.set(r.table_name, { lastId: Number(r.last_id), no: r.table_no });
-  const missing = tables.filter((t) => !out.has(t));
+  const wanted = new Set(readers.map((r) => readerKey(r.pump, r.table)));
+  for (const r of rows) {
+    const key = readerKey(r.pump, r.table_name);
+    if (wanted.has(key)) out.set(key, { lastId: Number(r.last_id), no: r.table_no });
+  }
+  const missing = readers.filter((r) => !out.has(readerKey(r.pump, r.table)));
   if (missing.length > 0)
-    throw new Error(`no checkpoint row for ${missing.join(', ')}; initCheckpoints first`);
+    throw new Error(
+      `no checkpoint row for ${missing.map((r) => `${r.table} (${r.pump})`).join(', ')}; initCheckpoints first`,
+    );
   return out;
 }
 
@@ -66,6 +102,11 @@ export async function stableBounds(
   db: pg.Pool | pg.ClientBase,
   tables: { table: string; from: number }[],
 ): Promise<Map<string, number | undefined>> {
+  // Per table: several readers of one table ask from the lowest of their checkpoints (a bound from there
+  // holds for every reader above it too; it may only stop one sooner).
+  const lowest = new Map<string, number>();
+  for (const x of tables) lowest.set(x.table, Math.min(lowest.get(x.table) ?? x.from, x.from));
+  tables = [...lowest].map(([table, from]) => ({ table, from }));
   const out = new Map<string, number | undefined>();
   if (tables.length === 0) return out;
   const params: unknown[] = [];
@@ -91,15 +132,15 @@ export async function stableBounds(
   return out;
 }
 
-/** Writes checkpoints; a checkpoint never goes backwards. */
+/** Writes readers' checkpoints; a checkpoint never goes backwards. */
 export async function writeCheckpoints(
   db: pg.Pool | pg.ClientBase,
-  moved: { table: string; lastId: number }[],
+  moved: { table: string; pump: string; lastId: number }[],
 ): Promise<void> {
   if (moved.length === 0) return;
   await db.query(
     `UPDATE ${T} AS c SET last_id = GREATEST(c.last_id, m.id), updated_at = now()
-       FROM unnest($1::text[], $2::bigint[]) AS m(t, id) WHERE c.table_name = m.t`,
-    [moved.map((m) => m.table), moved.map((m) => m.lastId)],
+       FROM unnest($1::text[], $2::text[], $3::bigint[]) AS m(t, p, id) WHERE c.table_name = m.t AND c.pump = m.p`,
+    [moved.map((m) => m.table), moved.map((m) => m.pump), moved.map((m) => m.lastId)],
   );
 }

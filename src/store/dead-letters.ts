@@ -5,7 +5,7 @@ import { ENGINE_SCHEMA } from './migrations.js';
 export const DEAD_LETTER_PAYLOAD_CHARS = 1000;
 
 export interface DeadLetter {
-  kind: 'notification' | 'vector' | 'sensor_post';
+  kind: 'notification' | 'vector' | 'sensor_post' | 'logbook';
   pump?: string | undefined;
   channel?: string | undefined;
   payload?: string | undefined;

@@ -140,6 +140,18 @@ ALTER TABLE ${S}.outbox ADD COLUMN IF NOT EXISTS replay_id bigint;
 CREATE INDEX IF NOT EXISTS outbox_replay_idx ON ${S}.outbox (replay_id) WHERE replay_id IS NOT NULL;
 `;
 
+/**
+ * Version 4: a table's progress is kept per reader. Several pumps (and logbook streams) may read one
+ * table, each settling its rows on its own, possibly in different replicas; so a checkpoint row is a
+ * reader's, (table_name, pump), with its own number for members. Existing rows keep their table as its
+ * single reader, pump '': the first reader to start takes such a row over (see initCheckpoints).
+ */
+const V4 = `
+ALTER TABLE ${S}.checkpoints ADD COLUMN IF NOT EXISTS pump text NOT NULL DEFAULT '';
+ALTER TABLE ${S}.checkpoints DROP CONSTRAINT IF EXISTS checkpoints_pkey;
+ALTER TABLE ${S}.checkpoints ADD PRIMARY KEY (table_name, pump);
+`;
+
 export interface Migration {
   version: number;
   name: string;
@@ -151,6 +163,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'engine schema: checkpoints, outbox, deferred posts, leases, dead letters', sql: V1 },
   { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
   { version: 3, name: 'dead-letter handling, keyed deferred posts, replay audit', sql: V3 },
+  { version: 4, name: 'checkpoints per reader (table, pump)', sql: V4 },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

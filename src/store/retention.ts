@@ -7,13 +7,14 @@ import { SENSOR_POSTS } from './sensor-posts.js';
 const S = ENGINE_SCHEMA;
 
 /**
- * Deletes ledger rows of settled posts whose row is at or below its table's checkpoint: catch-up never
+ * Deletes ledger rows of settled posts whose row is at or below its reader's checkpoint (the post's pump
+ * and table): catch-up never
  * reads those rows again, so nothing needs them. At most `limit` rows per call.
  */
 export async function deletePassedPosts(db: pg.Pool, pumps: string[], limit: number): Promise<number> {
   const r = await db.query(
     `DELETE FROM ${SENSOR_POSTS} WHERE ctid = ANY(ARRAY(
-       SELECT p.ctid FROM ${SENSOR_POSTS} p JOIN ${S}.checkpoints c ON c.table_name = p.table_name
+       SELECT p.ctid FROM ${SENSOR_POSTS} p JOIN ${S}.checkpoints c ON c.table_name = p.table_name AND c.pump = p.pump
         WHERE p.pump = ANY($1) AND p.row_id <= c.last_id LIMIT $2))`,
     [pumps, limit],
   );

@@ -84,7 +84,8 @@ export async function harness(
     requireBackend: true,
   });
   const client = await admin.connect();
-  await migrate(client, config.pumps);
+  // The whole wiring: a profile with logbooks gets their tables too.
+  await migrate(client, config);
   client.release();
   const pumps = {
     A: config.pumps.find((p) => p.id === 'A') as PumpConfig,

@@ -35,7 +35,7 @@ export type Behaviour = (req: RecordedRequest) => Decision;
 
 interface Route {
   pump: string;
-  kind: 'unified' | 'sensor';
+  kind: 'unified' | 'sensor' | 'logbook';
   /** Unified only: the fields the body must hold, and those it may leave out. */
   required?: string[];
   optional?: string[];
@@ -43,7 +43,9 @@ interface Route {
 
 export interface ServeOptions {
   /** The pumps whose paths this backend serves (their `pathPrefix` + endpoints and unified path). */
-  pumps: Pick<PumpDefinition, 'id' | 'pathPrefix' | 'unifiedPath' | 'sensors' | 'optionalFields'>[];
+  pumps: (Pick<PumpDefinition, 'id' | 'pathPrefix' | 'unifiedPath' | 'sensors' | 'optionalFields'> & {
+    vectorFields?: string[];
+  })[];
   /** When set, a request with another X-API-Key gets 401, as the real backend answers. */
   apiKey?: string;
 }
@@ -76,12 +78,14 @@ export class FakeBackend {
       this.routes.set(`${p.pathPrefix}${p.unifiedPath}`, {
         pump: p.id,
         kind: 'unified',
-        required: p.sensors.map((s) => s.field).filter((f) => !optional.includes(f)),
+        required: (p.vectorFields ?? p.sensors.map((s) => s.field)).filter((f) => !optional.includes(f)),
         optional,
       });
       for (const s of p.sensors)
         this.routes.set(`${p.pathPrefix}${s.endpoint}`, { pump: p.id, kind: 'sensor' });
     }
+    // The logbook classifier sits at the backend's root, beside the pumps' prefixes.
+    this.routes.set('/gm-bitacoras/clasificar', { pump: '', kind: 'logbook' });
     this.apiKey = opts.apiKey;
     return this;
   }
@@ -117,6 +121,16 @@ export class FakeBackend {
     return this.requests.filter((r) => r.status === 200 && r.path === path);
   }
 
+  /** 200 answers per Idempotency-Key, for the requests matching `match`. */
+  answeredByKey(match: (r: RecordedRequest) => boolean): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of this.requests) {
+      if (r.status !== 200 || !r.idempotencyKey || !match(r)) continue;
+      out.set(r.idempotencyKey, (out.get(r.idempotencyKey) ?? 0) + 1);
+    }
+    return out;
+  }
+
   /** Requests that arrived and have not been answered yet. */
   get inFlight(): number {
     return this.requests.filter((r) => r.status === 0).length;
@@ -130,6 +144,15 @@ export class FakeBackend {
     if (route.kind === 'sensor') {
       if (!rec.json || !Number.isInteger(rec.body.id_sensor)) return 400;
       return isNumber(rec.body.valor) ? 200 : 422;
+    }
+    if (route.kind === 'logbook') {
+      const { id, bitacora, tabla } = rec.body;
+      return rec.json &&
+        Number.isInteger(id) &&
+        typeof bitacora === 'string' &&
+        (tabla === 'a' || tabla === 'b')
+        ? 200
+        : 422;
     }
     if (!rec.json) return 422;
     const allowed = new Set([...(route.required ?? []), ...(route.optional ?? [])]);
@@ -174,13 +197,15 @@ export class FakeBackend {
         ? { detail: `fake backend: ${status}` }
         : isUnified
           ? { prediccion: 12.5, status: 'success' }
-          : {
-              id_registro: rec.body.id_sensor,
-              valor: rec.body.valor,
-              prediccion: 1,
-              descripcion: 'Normal',
-              contador_anomalias: 0,
-            };
+          : rec.path.includes('gm-bitacoras')
+            ? { id: rec.body.id, clasificacion: 'Rutina', alerta_aviso: null, procesado: true }
+            : {
+                id_registro: rec.body.id_sensor,
+                valor: rec.body.valor,
+                prediccion: 1,
+                descripcion: 'Normal',
+                contador_anomalias: 0,
+              };
     rec.status = status;
     res.writeHead(status, { 'content-type': 'application/json', ...(decision?.headers ?? {}) });
     res.end(JSON.stringify(answer));

@@ -126,6 +126,11 @@ describe('engine schema migrations', () => {
       `SELECT count(DISTINCT table_no)::int AS n FROM ${S}.checkpoints WHERE table_no IS NOT NULL`,
     );
     expect(nos[0]?.n).toBe(35);
+    // Version 4: each legacy row (pump '') was taken over by its table's one reader, number kept.
+    const { rows: readers } = await admin.query<{ legacy: number; n: number }>(
+      `SELECT count(*) FILTER (WHERE pump = '')::int AS legacy, count(*)::int AS n FROM ${S}.checkpoints`,
+    );
+    expect(readers[0]).toEqual({ legacy: 0, n: 35 });
   });
 
   it('two replicas upgrading together apply each migration once', async () => {

@@ -12,16 +12,6 @@ import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engi
 import type { RecordedRequest } from '../helpers/fake-backend.js';
 import { waitFor } from '../helpers/wait.js';
 
-/** 200 answers per Idempotency-Key, for requests matching `match`. */
-function deliveredByKey(match: (r: RecordedRequest) => boolean): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const r of h.backend.requests) {
-    if (r.status !== 200 || !r.idempotencyKey || !match(r)) continue;
-    out.set(r.idempotencyKey, (out.get(r.idempotencyKey) ?? 0) + 1);
-  }
-  return out;
-}
-
 /** The operator commands against a running engine: dead letters listed, retried and discarded; replays. */
 
 const S = ENGINE_SCHEMA;
@@ -377,7 +367,7 @@ describe('replay', () => {
     expect(new Set([...keys1, ...keys2].map((k) => k.k)).size).toBe(10);
 
     const delivered = async (keys: { k: string }[]) => {
-      const by = deliveredByKey(() => true);
+      const by = h.backend.answeredByKey(() => true);
       return keys.every((k) => by.get(k.k) === 1);
     };
     await waitFor(
@@ -388,16 +378,16 @@ describe('replay', () => {
     const postKey = new RegExp(`^rd-.+-replay-${one.id}$`);
     await waitFor(
       "the first run's posts delivered",
-      () => [...deliveredByKey((r) => postKey.test(r.idempotencyKey ?? '')).keys()].length === 106,
+      () => [...h.backend.answeredByKey((r) => postKey.test(r.idempotencyKey ?? '')).keys()].length === 106,
       30_000,
     );
     // Nothing left to send: no pending vector, no deferred post, nothing queued.
     await waitFor('the engine quiescent', () =>
       h.ledger().quiescent({ admin: h.admin, monitors: [h.monitor] }),
     );
-    const byKey = deliveredByKey(() => true);
+    const byKey = h.backend.answeredByKey(() => true);
     for (const k of [...keys1, ...keys2]) expect(byKey.get(k.k), k.k).toBe(1);
-    const posts = deliveredByKey((r) => postKey.test(r.idempotencyKey ?? ''));
+    const posts = h.backend.answeredByKey((r) => postKey.test(r.idempotencyKey ?? ''));
     expect(posts.size).toBe(106);
     expect([...posts.values()].every((n) => n === 1)).toBe(true);
 

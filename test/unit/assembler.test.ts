@@ -193,3 +193,35 @@ describe('assembler', () => {
     expect(a.openGroups).toBe(0);
   });
 });
+
+describe('assembler with plant-2026-03 (vector fields, two channels for one field)', () => {
+  const plant = loadConfig({ PUMPS_PROFILE: 'plant-2026-03' });
+  const plantB = plant.pumps.find((p) => p.id === 'B') as PumpConfig;
+  const reading = (sensor: PumpConfig['sensors'][number], id: number, valor: number): Reading => ({
+    pump: 'B',
+    sensor,
+    id,
+    valor,
+    tiempo: 't1',
+    receivedAt: 0,
+    origin: 'notify',
+  });
+
+  it("groups only the pump's vector fields; the first reading of a field wins, another table's is conflicting", () => {
+    const clock = new ManualClock(1_000_000);
+    const vectors: Vector[] = [];
+    const a = new Assembler(plantB, opts, clock, { vector: (v) => vectors.push(v), dropped: () => {} });
+    const inVector = plantB.sensors.filter((s) => s.inVector);
+    const second = inVector.find((s) => s.table === 'temperatura_agua_alim_ap_b');
+    const others = inVector.filter((s) => s !== second);
+    const results = others.slice(0, -1).map((s, i) => a.add(reading(s, i + 1, 10 + i)));
+    expect(results.every((r) => r === 'added')).toBe(true);
+    expect(a.add(reading(second as PumpConfig['sensors'][number], 99, 7))).toBe('conflicting');
+    expect(vectors).toHaveLength(0);
+    a.add(reading(others[others.length - 1] as PumpConfig['sensors'][number], 50, 1));
+    expect(vectors).toHaveLength(1);
+    expect(Object.keys(vectors[0]?.values ?? {})).toEqual(plantB.vectorFields);
+    expect(vectors[0]?.values.temperatura_agua_alim_ap).not.toBe(7);
+    expect(vectors[0]?.members.map((m) => m.id)).toContain(99);
+  });
+});

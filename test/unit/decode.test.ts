@@ -55,3 +55,27 @@ describe('decoder', () => {
     expect(d).toMatchObject({ ok: false, rejection: { reason: 'unknown_channel' } });
   });
 });
+
+describe('decoder with shared tables (plant-2026-03)', () => {
+  const plant = new Decoder(loadConfig({ PUMPS_PROFILE: 'plant-2026-03' }).pumps);
+  const payload = '{"id_sensor": 4, "valor": 6.6, "tiempo_sensor": "2026-03-01T08:00:00"}';
+
+  it('decodes a shared channel once into one reading per pump, each with its own field and endpoint', () => {
+    const d = plant.decode('canal_presion_agua_b', payload, 1);
+    expect(d.ok).toBe(true);
+    if (!d.ok) return;
+    expect(d.readings.map((r) => [r.pump, r.sensor.field, r.sensor.endpoint, r.shared])).toEqual([
+      ['A', 'presion_agua_mp', expect.any(String), true],
+      ['B', 'presion_agua_ap', expect.any(String), true],
+    ]);
+    expect(plant.decode('canal_presion_agua_b', payload, 1, 'catchup', 'B')).toMatchObject({
+      ok: true,
+      readings: [{ pump: 'B' }],
+    });
+  });
+
+  it('an unshared channel gives one reading, not marked shared', () => {
+    const d = plant.decode('canal_sensores_corriente_b', payload, 1);
+    expect(d.ok && d.readings.map((r) => [r.pump, r.shared])).toEqual([['B', undefined]]);
+  });
+});
