@@ -88,11 +88,12 @@ async function freshDatabase(env: Env, label: string): Promise<Database> {
   const tables = env.pumps.flatMap((p) => p.sensors.map((s) => s.table));
   await withClient(config, 'bench-setup', async (c) => {
     await migrate(c, env.pumps);
-    // A fresh database's checkpoints would start at each table's last row; 0 makes every row count.
+    // A fresh database's checkpoints would start at each table's last row; 0 makes every row count. A
+    // row with no pump is a table's single-reader checkpoint, which its reader takes over at start.
     await c.query(
-      `INSERT INTO ${ENGINE_SCHEMA}.checkpoints (table_name, last_id)
-       SELECT t, 0 FROM unnest($1::text[]) AS t
-       ON CONFLICT (table_name) DO UPDATE SET last_id = 0`,
+      `INSERT INTO ${ENGINE_SCHEMA}.checkpoints (table_name, pump, last_id)
+       SELECT DISTINCT t, '', 0 FROM unnest($1::text[]) AS t
+       ON CONFLICT (table_name, pump) DO UPDATE SET last_id = 0`,
       [tables],
     );
     await c.query('CHECKPOINT');
