@@ -17,6 +17,8 @@ export interface ActivationOptions {
   haltGraceMs: number;
   /** Reloads readers' checkpoints from the database (another replica moved them). */
   reload: (readers: Reader[]) => Promise<void>;
+  /** Holds readers' checkpoints below rows that may have been missed, until a catch-up has read them. */
+  hold: (readers: Reader[]) => void;
   /** Finishes the per-sensor posts in flight, at most for `ms`. */
   postsIdle: (ms: number) => Promise<void>;
   /** Writes every pending record now: outbox, delivery records, post ledger, deferrals. */
@@ -54,6 +56,7 @@ export class Activation implements LeaseHooks {
     const logbook = this.o.logbooks.get(pump);
     if (logbook) {
       if (this.started && !resumed) await this.o.reload(logbook.readers()).catch(() => {});
+      else this.o.hold(logbook.readers()); // its rows were ignored while another owned it, or nobody
       this.active.add(pump);
       logbook.take();
       return;
@@ -69,6 +72,10 @@ export class Activation implements LeaseHooks {
         );
       }
       lane.reset();
+    } else {
+      // Resumed: while this replica did not own the pump, its notifications were ignored. Hold the
+      // checkpoints below them until the catch-up that taking it starts has read them.
+      this.o.hold(this.readers(pump));
     }
     lane.take();
     this.active.add(pump);

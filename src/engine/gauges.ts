@@ -52,22 +52,20 @@ export function registerGauges(t: Telemetry, g: GaugeSources): void {
     stats ??= engineTableStats(g.pool).finally(() => setTimeout(() => (stats = undefined), 1_000).unref());
     return stats;
   };
-  t.gauge(
-    'engine_table_rows',
-    "Rows in the engine schema's tables (PostgreSQL's live-row estimate)",
-    ['table'],
-    fromDb(async (set) => {
-      for (const x of await tableStats()) set({ table: x.table }, x.rows);
-    }),
-  );
-  t.gauge(
-    'engine_table_bytes',
-    "On-disk size of the engine schema's tables, indexes included",
-    ['table'],
-    fromDb(async (set) => {
-      for (const x of await tableStats()) set({ table: x.table }, x.bytes);
-    }),
-  );
+  const tableGauges = [
+    ['engine_table_rows', "Rows in the engine schema's tables (PostgreSQL's live-row estimate)", 'rows'],
+    ['engine_table_bytes', "On-disk size of the engine schema's tables, indexes included", 'bytes'],
+  ] as const;
+  for (const [name, help, figure] of tableGauges) {
+    t.gauge(
+      name,
+      help,
+      ['table'],
+      fromDb(async (set) => {
+        for (const x of await tableStats()) set({ table: x.table }, x[figure]);
+      }),
+    );
+  }
   t.gauge(
     'notification_queue_usage',
     'pg_notification_queue_usage() of the server',

@@ -135,20 +135,26 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         signal,
       },
     );
-    for (const p of config.pumps) {
-      const breaker = createBreaker({
+    /** A backend: its client on the shared connection pool, and a circuit breaker of its own. */
+    const backend = (
+      baseUrl: string,
+      timeoutMs: number,
+      onAnswer: (path: string, status: number) => void,
+    ) => ({
+      breaker: createBreaker({
         threshold: config.delivery.breakerThreshold,
         halfOpenAfterMs: config.delivery.breakerHalfOpenMs,
         maxHalfOpenAfterMs: config.delivery.breakerHalfOpenMaxMs,
-      });
-      const client = new BackendClient({
-        baseUrl: p.baseUrl,
-        apiKey: config.apiKey,
-        timeoutMs: config.delivery.timeoutMs,
-        agent: this.agent,
-        onAnswer: (path, status) => this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
-      });
-      this.backends.set(p.id, { client, breaker });
+      }),
+      client: new BackendClient({ baseUrl, apiKey: config.apiKey, timeoutMs, agent: this.agent, onAnswer }),
+    });
+    for (const p of config.pumps) {
+      this.backends.set(
+        p.id,
+        backend(p.baseUrl, config.delivery.timeoutMs, (path, status) =>
+          this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
+        ),
+      );
     }
     const owned = () => [...this.activation.active];
     this.ledger = new CheckpointKeeper({
@@ -181,25 +187,16 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     }
     for (const l of config.logbooks) {
       // Its own client and breaker: a slow classification (an LLM) never holds up the sensor readings.
-      const breaker = createBreaker({
-        threshold: config.delivery.breakerThreshold,
-        halfOpenAfterMs: config.delivery.breakerHalfOpenMs,
-        maxHalfOpenAfterMs: config.delivery.breakerHalfOpenMaxMs,
-      });
-      const client = new BackendClient({
-        baseUrl: l.baseUrl,
-        apiKey: config.apiKey,
-        timeoutMs: l.timeoutMs,
-        agent: this.agent,
-        onAnswer: (_path, status) => this.telemetry.backendAnswer(l.id, false, status),
-      });
+      const logbookBackend = backend(l.baseUrl, l.timeoutMs, (_path, status) =>
+        this.telemetry.backendAnswer(l.id, false, status),
+      );
       this.logbooks.set(
         l.id,
         new LogbookLane({
           logbook: l,
           pool: this.pool,
           ledger: this.ledger,
-          backend: { client, breaker },
+          backend: logbookBackend,
           concurrency: 2,
           maxAttempts: config.delivery.sensorMaxAttempts,
           retryBaseMs: config.delivery.retryBaseMs,
@@ -234,6 +231,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       logger: this.log.child({ stage: 'leases' }),
       haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
       reload: (readers) => this.ledger.load(this.pool, readers),
+      hold: (readers) => this.ledger.hold(readers),
       postsIdle: () => this.posts.idle(),
       flushRecords: async () => {
         await this.recorder.flush();
