@@ -55,25 +55,11 @@ const plant = loadDefinitions(profileDir('plant-2026-03'));
 const plantA = pumpById('A', plant.pumps);
 const plantB = pumpById('B', plant.pumps);
 
-/** A fresh database with the profile's sensor and logbook tables, and a pool on it. */
-async function freshPlantPool(): Promise<pg.Pool> {
-  const db = await createTestDatabase('simulator_plant');
-  const pool = createPool(db.config, APP_NAME, 8);
-  cleanups.push(async () => {
-    await pool.end();
-    await db.drop();
-  });
-  const client = await pool.connect();
-  try {
-    await migrate(client, plant);
-  } finally {
-    client.release();
-  }
-  return pool;
-}
-
-/** A fresh database with every sensor table and trigger, and a pool on it. */
-async function freshPool(): Promise<pg.Pool> {
+/**
+ * A fresh database with every sensor table and trigger of a wiring (by default both seed pumps; the
+ * profile's logbook tables too when given the profile), and a pool on it.
+ */
+async function freshPool(wiring: Parameters<typeof migrate>[1] = allPumps): Promise<pg.Pool> {
   const db = await createTestDatabase('simulator');
   const pool = createPool(db.config, APP_NAME, 8);
   cleanups.push(async () => {
@@ -82,7 +68,7 @@ async function freshPool(): Promise<pg.Pool> {
   });
   const client = await pool.connect();
   try {
-    await migrate(client, allPumps);
+    await migrate(client, wiring);
   } finally {
     client.release();
   }
@@ -487,7 +473,7 @@ describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () 
     .filter((t) => plantB.sensors.some((x) => x.table === t));
 
   it('writes a shared table once per timestamp, in the transaction of the first pump listing it', async () => {
-    const pool = await freshPlantPool();
+    const pool = await freshPool(plant);
     const ticks: TickInfo[] = [];
     const result = await runSimulator({
       pool,
@@ -521,7 +507,7 @@ describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () 
   });
 
   it("draws a shared table's values around one nominal point that both pumps' fields agree with", async () => {
-    const pool = await freshPlantPool();
+    const pool = await freshPool(plant);
     await runSimulator({
       pool,
       pumps: plant.pumps,
@@ -539,7 +525,7 @@ describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () 
   });
 
   it('lets a pump simulated alone write every one of its tables', async () => {
-    const pool = await freshPlantPool();
+    const pool = await freshPool(plant);
     const ticks: TickInfo[] = [];
     await runSimulator({
       pool,
@@ -554,7 +540,7 @@ describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () 
   });
 
   it('writes logbook entries on their own schedule, staggered per stream, in Spanish', async () => {
-    const pool = await freshPlantPool();
+    const pool = await freshPool(plant);
     const entries: LogbookEntryInfo[] = [];
     const result = await runSimulator({
       pool,
