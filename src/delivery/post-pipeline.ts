@@ -64,8 +64,11 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private readonly defer: BatchWriter<Reading>;
   private readonly drained: BatchWriter<number>;
   private mode: 'direct' | 'deferred' = 'deferred'; // a previous run may have left posts waiting
-  /** The switch to `deferred` was reported (a full queue), so the way back is reported too. */
-  private reported = false;
+  /**
+   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. The mode
+   * alone does not say it: `deferred` is also set to look for posts other processes queued.
+   */
+  private overflowed = false;
   private draining = false;
   /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
   private deferrals = 0;
@@ -121,8 +124,9 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     return this.poster.depth;
   }
 
+  /** Posts are waiting in the database because the queue was full (`/status`'s `overloaded`). */
   get deferring(): boolean {
-    return this.mode === 'deferred';
+    return this.overflowed;
   }
 
   start(): void {
@@ -139,8 +143,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       this.poster.enqueue(r);
       return;
     }
-    if (!this.reported) {
-      this.reported = true;
+    if (!this.overflowed) {
+      this.overflowed = true;
       this.emit('deferring', true, this.poster.depth);
     }
     this.mode = 'deferred';
@@ -261,8 +265,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       }
       if (empty) {
         this.mode = 'direct';
-        if (this.reported) this.emit('deferring', false, this.poster.depth);
-        this.reported = false;
+        if (this.overflowed) this.emit('deferring', false, this.poster.depth);
+        this.overflowed = false;
       }
     } catch (err) {
       this.o.logger.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
