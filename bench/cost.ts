@@ -12,6 +12,8 @@ export interface EngineCost {
   /** The engine process's utime + stime over the window (/proc/<pid>/stat, all its threads), ms. */
   cpuMs: number;
   cpuUsPerReading: number;
+  /** The kernel's part of cpuMs (stime): system calls such as socket writes and reads. */
+  sysMs: number;
   /** JS heap allocated by the engine over the window: heap growth plus what the collections freed. */
   allocatedMb: number;
   allocKbPerReading: number;
@@ -35,11 +37,12 @@ export async function engineMark(
   }
 }
 
-/** The cost between two marks, with the engine's CPU time (ms, from /proc) at each end. */
+/** The cost between two marks, with the engine's CPU time and its kernel part (ms, from /proc) over the window. */
 export function costOf(
   a: EngineMark | undefined,
   b: EngineMark | undefined,
   cpuMs: number,
+  sysMs: number,
   readings: number,
 ): EngineCost {
   const perReading = (x: number) => (readings > 0 ? x / readings : Number.NaN);
@@ -50,6 +53,7 @@ export function costOf(
     readings,
     cpuMs: round(cpuMs, 0),
     cpuUsPerReading: round(perReading(cpuMs * 1000), 1),
+    sysMs: round(sysMs, 0),
     allocatedMb: round(allocated / 1024 ** 2, 1),
     allocKbPerReading: round(perReading(allocated / 1024), 2),
     collections: a && b ? b.collections - a.collections : Number.NaN,

@@ -16,6 +16,8 @@ export interface CpuSnapshot {
   wallMs: number;
   benchMs: number;
   engineMs: number;
+  /** The engine's stime alone. */
+  engineSysMs: number;
   postgresMs: number;
   helpersMs: number;
   machineBusyMs: number;
@@ -54,6 +56,8 @@ interface Stat {
   ppid: number;
   /** utime + stime, in ticks */
   own: number;
+  /** stime alone (time in the kernel on the process's behalf), in ticks */
+  sys: number;
   /** cutime + cstime (children already reaped), in ticks */
   reaped: number;
 }
@@ -71,6 +75,7 @@ function readStat(pid: number | string): Stat | undefined {
   return {
     ppid: Number(f[1]),
     own: Number(f[11]) + Number(f[12]),
+    sys: Number(f[12]),
     reaped: Number(f[13]) + Number(f[14]),
   };
 }
@@ -122,6 +127,7 @@ export function cpuSnapshot(t: Tracked = {}): CpuSnapshot {
     wallMs: performance.now(),
     benchMs: (u.user + u.system) / 1000,
     engineMs: engine ? ms(engine.own) : 0,
+    engineSysMs: engine ? ms(engine.sys) : 0,
     postgresMs: ms(postgresTicks(t.postmaster)),
     helpersMs: ms(helpers),
     machineBusyMs: ms(m.busy),

@@ -64,7 +64,7 @@ export function table(rows: Row[]): string {
     value: 'measured',
     limit: 'limit',
     ratio: 'ratio',
-    cpuPerReading: 'engine µs/reading',
+    cpuPerReading: 'engine µs/reading (kernel)',
     allocPerReading: 'alloc KB/reading',
     elu: 'ELU',
     target: 'target',
@@ -95,7 +95,7 @@ export function buildTable(r: Results): Row[] {
       ...x,
       // Marked when something else used a quarter core or more meanwhile: the number is disturbed.
       cores: cpu ? `${cores(cpu)}${cpu.otherCores >= 0.25 ? ' *' : ''}` : '',
-      cpuPerReading: cost ? fmt(cost.cpuUsPerReading) : '',
+      cpuPerReading: cost ? `${fmt(cost.cpuUsPerReading)} (${fmt(round((cost.sysMs * 1000) / cost.readings, 1))})` : '',
       allocPerReading: cost ? fmt(cost.allocKbPerReading) : '',
       elu: !cost ? '' : Number.isFinite(cost.elu) ? cost.elu.toFixed(2) : 'n/a',
     });
@@ -207,8 +207,9 @@ export function buildTable(r: Results): Row[] {
 export const LEGEND = [
   "cores: CPU cores used during the measurement by the engine (or the limit's helper process),",
   'PostgreSQL, this bench process, and anything else; * = other load >= 0.25 cores (disturbed)',
-  'engine µs/reading: engine CPU (utime + stime) per reading; alloc KB/reading: JS heap allocated per',
-  "reading; ELU: the engine's event-loop utilisation (catch-up: with its posts; docs/performance.md)",
+  'engine µs/reading: engine CPU (utime + stime) per reading, its kernel part (stime) in brackets;',
+  "alloc KB/reading: JS heap allocated per reading; ELU: the engine's event-loop utilisation",
+  '(catch-up: with its posts; docs/performance.md)',
 ];
 
 function today(): string {
