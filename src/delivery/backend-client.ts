@@ -1,4 +1,4 @@
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 
 /** How a backend answer is treated. Only 200 is success, as in the original contract. */
 export type Verdict = 'ok' | 'retry' | 'reject';
@@ -52,43 +52,135 @@ export function createAgent(connectionsPerOrigin = 32): Agent {
   return new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: 30_000, pipelining: 1 });
 }
 
-/** POSTs JSON to one pump's backend base URL with the API key; never logs or echoes the key. */
+/**
+ * POSTs JSON to one pump's backend base URL with the API key; never logs or echoes the key.
+ *
+ * Each POST goes to undici's dispatcher with a handler of its own (`Answer`) rather than through
+ * `request()`: a per-sensor POST is the engine's most frequent operation, and `request()` builds a
+ * response stream, an async resource and a headers object for every answer, where a body of a few dozen
+ * bytes and the status are all that is read.
+ */
 export class BackendClient {
-  constructor(private readonly opts: BackendClientOptions) {}
+  private readonly origin: string;
+  /** The base URL's own path, prefixed to every request's path ("" for none). */
+  private readonly prefix: string;
+
+  constructor(private readonly opts: BackendClientOptions) {
+    const url = new URL(opts.baseUrl);
+    this.origin = url.origin;
+    this.prefix = url.pathname.replace(/\/+$/, '');
+  }
 
   get baseUrl(): string {
     return this.opts.baseUrl;
   }
 
   /**
-   * One attempt. Resolves with any HTTP answer; throws RetryableError when no answer came
-   * (connection failure, per-attempt timeout). Aborting `signal` cancels the attempt.
+   * One attempt with a JSON body (already serialised) and its Idempotency-Key. Resolves with any HTTP
+   * answer; throws RetryableError when no answer came (connection failure, per-attempt timeout). Aborting
+   * `signal` cancels the attempt.
    */
-  async post(path: string, body: unknown, headers: Record<string, string>, signal?: AbortSignal) {
-    try {
-      const res = await request(this.opts.baseUrl + path, {
-        method: 'POST',
-        dispatcher: this.opts.agent,
-        headers: { 'content-type': 'application/json', 'x-api-key': this.opts.apiKey, ...headers },
-        body: JSON.stringify(body),
-        // undici's own timers: cheaper per request than a timeout signal combined with `signal`.
-        headersTimeout: this.opts.timeoutMs,
-        bodyTimeout: this.opts.timeoutMs,
-        ...(signal ? { signal } : {}),
-      });
-      const text = await res.body.text();
-      this.opts.onAnswer?.(path, res.statusCode);
-      const answer: BackendAnswer = { status: res.statusCode, body: text };
-      const retryAfter = parseRetryAfter(res.headers['retry-after']);
-      if (retryAfter !== undefined) answer.retryAfterMs = retryAfter;
-      return answer;
-    } catch (err) {
-      if (signal?.aborted) throw err;
-      this.opts.onAnswer?.(path, 0);
-      const e = err as { code?: string; message?: string };
-      const timedOut = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
-      const what = timedOut ? `no answer within ${this.opts.timeoutMs} ms` : (e.code ?? e.message ?? 'error');
-      throw new RetryableError(`POST ${this.opts.baseUrl}${path}: ${what}`);
+  post(path: string, json: string, idempotencyKey: string, signal?: AbortSignal): Promise<BackendAnswer> {
+    return new Promise<BackendAnswer>((resolve, reject) => {
+      const answer = new Answer(this, path, resolve, reject, signal);
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      this.opts.agent.dispatch(
+        {
+          origin: this.origin,
+          path: this.prefix + path,
+          method: 'POST',
+          headers: [
+            'content-type',
+            'application/json',
+            'x-api-key',
+            this.opts.apiKey,
+            'idempotency-key',
+            idempotencyKey,
+          ],
+          body: json,
+          // undici's own timers: cheaper per request than a timeout signal combined with `signal`.
+          headersTimeout: this.opts.timeoutMs,
+          bodyTimeout: this.opts.timeoutMs,
+        },
+        answer,
+      );
+    });
+  }
+
+  /** @internal The outcome of one attempt, for Answer. */
+  answered(path: string, status: number): void {
+    this.opts.onAnswer?.(path, status);
+  }
+
+  /** @internal Why an attempt got no answer, without the key or the body. */
+  failure(path: string, err: unknown): RetryableError {
+    this.opts.onAnswer?.(path, 0);
+    const e = err as { code?: string; message?: string };
+    const timedOut = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+    const what = timedOut ? `no answer within ${this.opts.timeoutMs} ms` : (e.code ?? e.message ?? 'error');
+    return new RetryableError(`POST ${this.opts.baseUrl}${path}: ${what}`);
+  }
+}
+
+/** undici's handler for one POST: gathers the status, a Retry-After and the body text. */
+class Answer implements Dispatcher.DispatchHandler {
+  private status = 0;
+  private retryAfter: string | undefined;
+  private text = '';
+  private controller: Dispatcher.DispatchController | undefined;
+  private readonly onAbort: (() => void) | undefined;
+
+  constructor(
+    private readonly client: BackendClient,
+    private readonly path: string,
+    private readonly resolve: (a: BackendAnswer) => void,
+    private readonly reject: (err: unknown) => void,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    if (signal && !signal.aborted) {
+      this.onAbort = () => this.controller?.abort(signal.reason);
+      signal.addEventListener('abort', this.onAbort, { once: true });
     }
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.signal?.aborted) controller.abort(this.signal.reason);
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
+    this.status = statusCode;
+    const ra = headers['retry-after'];
+    this.retryAfter = Array.isArray(ra) ? ra[0] : ra;
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.text += chunk.toString('utf8');
+  }
+
+  onResponseEnd(): void {
+    this.done();
+    this.client.answered(this.path, this.status);
+    const answer: BackendAnswer = { status: this.status, body: this.text };
+    const retryAfter = parseRetryAfter(this.retryAfter);
+    if (retryAfter !== undefined) answer.retryAfterMs = retryAfter;
+    this.resolve(answer);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.done();
+    if (this.signal?.aborted) this.reject(this.signal.reason);
+    else this.reject(this.client.failure(this.path, err));
+  }
+
+  private done(): void {
+    if (this.onAbort) this.signal?.removeEventListener('abort', this.onAbort);
   }
 }

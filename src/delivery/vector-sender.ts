@@ -227,21 +227,19 @@ export class VectorSender {
   }
 
   private deliverOnce(row: OutboxRow, signal: AbortSignal) {
-    return deliver(
-      (s) => this.o.client.post(this.o.pump.unifiedPath, row.body, { 'idempotency-key': row.key }, s),
-      {
-        breaker: this.o.breaker,
-        maxAttempts: Number.POSITIVE_INFINITY,
-        baseMs: this.o.retryBaseMs,
-        maxMs: this.o.retryMaxMs,
-        signal,
-        onRetry: (err, delay, attempt) =>
-          this.o.logger.warn(
-            { tiempo_sensor: row.tiempo, attempt, delay_ms: Math.round(delay), err: err.message },
-            'unified POST failed; retrying',
-          ),
-      },
-    );
+    const json = JSON.stringify(row.body);
+    return deliver((s) => this.o.client.post(this.o.pump.unifiedPath, json, row.key, s), {
+      breaker: this.o.breaker,
+      maxAttempts: Number.POSITIVE_INFINITY,
+      baseMs: this.o.retryBaseMs,
+      maxMs: this.o.retryMaxMs,
+      signal,
+      onRetry: (err, delay, attempt) =>
+        this.o.logger.warn(
+          { tiempo_sensor: row.tiempo, attempt, delay_ms: Math.round(delay), err: err.message },
+          'unified POST failed; retrying',
+        ),
+    });
   }
 
   private async persist(signal: AbortSignal, fn: (db: pg.Pool) => Promise<void>): Promise<boolean> {

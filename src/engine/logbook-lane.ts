@@ -319,9 +319,10 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       }
       text = stored;
     }
-    const body = { id: e.id, bitacora: text, tabla: e.stream.tabla };
+    const json = JSON.stringify({ id: e.id, bitacora: text, tabla: e.stream.tabla });
+    const key = keyOf(e);
     const result: DeliveryResult = await deliver(
-      (signal) => o.backend.client.post(o.logbook.endpoint, body, { 'idempotency-key': keyOf(e) }, signal),
+      (signal) => o.backend.client.post(o.logbook.endpoint, json, key, signal),
       {
         breaker: o.backend.breaker,
         maxAttempts: o.maxAttempts,
