@@ -102,9 +102,10 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     setMaxListeners(100, signal);
     this.telemetry = new Telemetry(config.pumps);
     this.pool = createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs);
+    const queries = this.telemetry.dbQueries.tally();
     this.pool.on('acquire', () => {
       this.dbQueries += 1;
-      this.telemetry.dbQueries.inc();
+      queries.inc();
     });
     this.replicaId = `${hostname().slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
     const decoder = new Decoder(config.pumps);

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import { describeFailure, type PostPipeline } from '../delivery/post-pipeline.js';
-import { parseReply } from '../delivery/vector-sender.js';
 import type { Intake } from '../source/intake.js';
 import type { Listener } from '../source/listener.js';
 import type { LogbookLane } from './logbook-lane.js';
@@ -58,7 +57,12 @@ export function observe(t: Telemetry, u: Observed): void {
         t.vectors.inc({ pump, outcome: 'filled' });
       }
     });
-    lane.on('dropped', () => {
+    lane.on('dropped', (_d, stored) => {
+      if (!stored) {
+        stats.vectors_suppressed += 1;
+        t.vectors.inc({ pump, outcome: 'suppressed' });
+        return;
+      }
       stats.vectors_dropped += 1;
       t.vectors.inc({ pump, outcome: 'dropped' });
     });
@@ -101,11 +105,7 @@ export function observe(t: Telemetry, u: Observed): void {
     if (result.kind === 'ok') {
       stats.sensor_posts_ok += 1;
       const c = stats.channels.get(r.sensor.channel);
-      if (!c) return;
-      // The classification is informational; a body we cannot read changes nothing.
-      const { prediccion, contador_anomalias } = parseReply(result.answer.body);
-      if (prediccion !== undefined) c.lastClass = prediccion;
-      if (contador_anomalias !== undefined) c.anomalies = contador_anomalias;
+      if (c) c.lastAnswer = result.answer.body;
       return;
     }
     stats.sensor_posts_failed += 1;

@@ -16,7 +16,8 @@ import type { Clock } from '../util/clock.js';
 export interface PumpLaneEvents {
   /** A resolved group reached the outbox: stored (`true`) or recognised as one already there (`false`). */
   vector: [v: Vector, stored: boolean];
-  dropped: [d: DroppedGroup];
+  /** A group below its threshold: recorded as dropped (`stored`), or part of one already in the outbox. */
+  dropped: [d: DroppedGroup, stored: boolean];
   /** The backend answered a vector: taken, or rejected and kept as a dead letter. */
   sent: [row: OutboxRow, result: SendResult, latencyMs: number | undefined];
 }
@@ -161,14 +162,24 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
   }
 
   private dropped(d: DroppedGroup): void {
-    this.o.logger.warn(
-      { tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
-      `group ${d.reason} below what can be sent; dropped`,
-    );
-    this.emit('dropped', d);
     void this.o.recorder
       .record(this.outboxGroup(d.tiempo, 'dropped', d.values, d.members, d.missing))
-      .then(() => this.settle(d.members))
+      .then(({ row }) => {
+        this.settle(d.members);
+        if (row) {
+          this.o.logger.warn(
+            { tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
+            `group ${d.reason} below what can be sent; dropped`,
+          );
+        } else {
+          // Part of a group already in the outbox, read again (a checkpoint held short of its last rows).
+          this.o.logger.info(
+            { tiempo_sensor: d.tiempo, present: Object.keys(d.values).length },
+            'rows of a group already in the outbox, read again; not recorded twice',
+          );
+        }
+        this.emit('dropped', d, row !== undefined);
+      })
       .catch(this.failed);
   }
 

@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import type { PumpConfig } from '../config/env.js';
+import { parseReply } from '../delivery/vector-sender.js';
 
 export interface PredictionPoint {
   tiempo_sensor: string;
@@ -16,13 +17,26 @@ export interface ChannelStats {
   readings: number;
   lastSeenAt: number | null;
   lastValue: number | null;
-  /** Per-sensor classification from the backend's last answer: 1 normal, -1 anomaly. */
+  /**
+   * Per-sensor classification from the backend's last answer (1 normal, -1 anomaly) and its anomaly count.
+   * Read them with `classification()`: the answer is kept as it came and read only when the page asks.
+   */
   lastClass: number | null;
   anomalies: number | null;
+  /** The last answer's body, not read yet. */
+  lastAnswer: string | null;
   /** Arrivals over the last minute, for a rate. */
   rate: RateWindow;
   /** This channel's readings_received counter, bound to its labels once (the hot path). */
-  received: { inc(): void };
+  received: Tally;
+}
+
+/**
+ * One labelled cell of a counter, for the hot paths: an increment is one addition, and the counter takes the
+ * sum when it is scraped. (prom-client's own `labels()` child hashes its labels again on every increment.)
+ */
+export interface Tally {
+  inc(n?: number): void;
 }
 
 /** Counts events in one-second buckets over the last minute: constant time and memory per event. */
@@ -184,8 +198,9 @@ export class Telemetry {
               lastValue: null,
               lastClass: null,
               anomalies: null,
+              lastAnswer: null,
               rate: new RateWindow(),
-              received: this.readingsReceived.labels({ pump: p.id, channel: s.channel }),
+              received: this.readingsReceived.tally({ pump: p.id, channel: s.channel }),
             },
           ]),
         ),
@@ -230,19 +245,22 @@ export class Telemetry {
     });
   }
 
-  private readonly answerCounters = new Map<string, { inc(): void }>();
+  /** Per pump and route, the answer counters by status, each bound to its labels at first use. */
+  private readonly answerCounters = new Map<string, Map<number, Tally>>();
 
-  /** Counts one backend answer (status 0: none came), with the labelled counter looked up once. */
+  /** Counts one backend answer (status 0: none came). */
   backendAnswer(pump: string, unified: boolean, status: number): void {
-    const key = `${pump}|${unified}|${status}`;
-    let c = this.answerCounters.get(key);
+    const route = unified ? 'unified' : 'sensor';
+    const at = `${pump} ${route}`;
+    let byStatus = this.answerCounters.get(at);
+    if (!byStatus) {
+      byStatus = new Map();
+      this.answerCounters.set(at, byStatus);
+    }
+    let c = byStatus.get(status);
     if (!c) {
-      c = this.backendResponses.labels({
-        pump,
-        route: unified ? 'unified' : 'sensor',
-        status: status === 0 ? 'none' : String(status),
-      });
-      this.answerCounters.set(key, c);
+      c = this.backendResponses.tally({ pump, route, status: status === 0 ? 'none' : String(status) });
+      byStatus.set(status, c);
     }
     c.inc();
   }
@@ -265,6 +283,18 @@ export class Telemetry {
     if (s.predictions.length > HISTORY) s.predictions.shift();
   }
 
+  /** A channel's classification as of its last answer (its body is read here, once). */
+  classification(c: ChannelStats): { lastClass: number | null; anomalies: number | null } {
+    if (c.lastAnswer !== null) {
+      // Informational: a body we cannot read changes nothing.
+      const { prediccion, contador_anomalias } = parseReply(c.lastAnswer);
+      if (prediccion !== undefined) c.lastClass = prediccion;
+      if (contador_anomalias !== undefined) c.anomalies = contador_anomalias;
+      c.lastAnswer = null;
+    }
+    return { lastClass: c.lastClass, anomalies: c.anomalies };
+  }
+
   seen(pump: string, channel: string, value: number, now: number): void {
     const c = this.pump(pump).channels.get(channel);
     if (!c) return;
@@ -275,7 +305,34 @@ export class Telemetry {
     c.received.inc();
   }
 
+  /** A counter, with `tally(labels)` for the cells that count on hot paths. */
   private counter(name: string, help: string, labelNames: string[]) {
-    return new client.Counter({ name: `pump_monitor_${name}`, help, labelNames, registers: [this.registry] });
+    const cells: { labels: Record<string, string>; n: number }[] = [];
+    const counter = new client.Counter({
+      name: `pump_monitor_${name}`,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        for (const cell of cells) {
+          if (cell.n === 0) continue;
+          const n = cell.n;
+          cell.n = 0;
+          if (labelNames.length > 0) this.inc(cell.labels, n);
+          else this.inc(n);
+        }
+      },
+    });
+    return Object.assign(counter, {
+      tally(labels: Record<string, string> = {}): Tally {
+        const cell = { labels, n: 0 };
+        cells.push(cell);
+        return {
+          inc: (n = 1) => {
+            cell.n += n;
+          },
+        };
+      },
+    });
   }
 }

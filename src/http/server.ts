@@ -19,18 +19,21 @@ export function pageModel(monitor: Monitor) {
     return {
       id,
       summary,
-      channels: [...stats.channels.values()].map((c) => ({
-        channel: c.channel,
-        field: c.field,
-        description: c.description,
-        unit: c.unit,
-        readings: c.readings,
-        last_seen_ms_ago: c.lastSeenAt === null ? null : now - c.lastSeenAt,
-        rate_per_min: c.rate.perMinute(now),
-        last_value: c.lastValue,
-        last_class: c.lastClass,
-        anomalies: c.anomalies,
-      })),
+      channels: [...stats.channels.values()].map((c) => {
+        const { lastClass, anomalies } = monitor.telemetry.classification(c);
+        return {
+          channel: c.channel,
+          field: c.field,
+          description: c.description,
+          unit: c.unit,
+          readings: c.readings,
+          last_seen_ms_ago: c.lastSeenAt === null ? null : now - c.lastSeenAt,
+          rate_per_min: c.rate.perMinute(now),
+          last_value: c.lastValue,
+          last_class: lastClass,
+          anomalies,
+        };
+      }),
       groups: monitor.openGroupsView(id, 20),
       predictions: stats.predictions.slice(-300),
     };
