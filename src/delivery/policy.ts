@@ -76,17 +76,14 @@ export async function deliver(
   opts: DeliveryOptions,
 ): Promise<DeliveryResult> {
   let attempts = 0;
+  const once = ({ signal }: { signal: AbortSignal }) => {
+    attempts += 1;
+    return attempt(signal).then(failOnRetryStatus);
+  };
   for (;;) {
     let delay: number;
     try {
-      const answer = await opts.breaker.execute(async ({ signal }) => {
-        attempts += 1;
-        const a = await attempt(signal);
-        if (classify(a.status) === 'retry') {
-          throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs, a.body);
-        }
-        return a;
-      }, opts.signal);
+      const answer = await opts.breaker.execute(once, opts.signal);
       return classify(answer.status) === 'ok'
         ? { kind: 'ok', answer, attempts }
         : { kind: 'rejected', answer, attempts };
@@ -108,4 +105,12 @@ export async function deliver(
     }
     if (!(await sleep(delay, opts.signal))) return { kind: 'cancelled', attempts };
   }
+}
+
+/** A retryable answer (408, 429, 5xx) counts as a failure for the breaker and the retry loop. */
+function failOnRetryStatus(a: BackendAnswer): BackendAnswer {
+  if (classify(a.status) === 'retry') {
+    throw new RetryableError(`backend answered ${a.status}`, a.status, a.retryAfterMs, a.body);
+  }
+  return a;
 }

@@ -179,17 +179,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private done(r: Reading, result: DeliveryResult): void {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
     if (this.mode === 'deferred' && this.poster.depth < this.o.maxQueued / 5) void this.drain();
-    const deferredId = r.deferredId;
-    // A deferred post's reading was settled when it was deferred; its row in deferred_posts goes instead.
-    const settle =
-      deferredId === undefined
-        ? () => this.settled(r)
-        : () => {
-            this.inFlight.delete(deferredId);
-            this.drained.push(deferredId);
-          };
     if (result.kind === 'ok') {
-      settle();
+      this.finish(r);
       this.emit('settled', r, result);
       return;
     }
@@ -217,9 +208,23 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         responseBody: last?.body,
         idempotencyKey: readingKey(r),
       },
-      settle,
+      () => this.finish(r),
     );
     this.emit('settled', r, result);
+  }
+
+  /**
+   * A post is answered or on record as a dead letter. A deferred post's reading was settled when it was
+   * deferred: its row in deferred_posts goes instead.
+   */
+  private finish(r: Reading): void {
+    const deferredId = r.deferredId;
+    if (deferredId === undefined) {
+      this.settled(r);
+      return;
+    }
+    this.inFlight.delete(deferredId);
+    this.drained.push(deferredId);
   }
 
   /** The post part of a reading is done: settled in the ledger, and on record for restarts. */

@@ -83,7 +83,8 @@ export class Intake extends EventEmitter<IntakeEvents> {
     only: string | undefined,
   ): void {
     const { o } = this;
-    const routes = o.decoder.routesOf(channel).filter((x) => only === undefined || x.pump === only);
+    const all = o.decoder.routesOf(channel);
+    const routes = only === undefined ? all : all.filter((x) => x.pump === only);
     // A hot standby for these pumps: other replicas own them. Only catch-up after a takeover reads these rows.
     if (routes.length > 0 && !routes.some((x) => o.owns(x.pump))) return;
     const decoded = o.decoder.decode(channel, payload, o.clock.now(), origin, only);

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { bigintArray, textArray } from './db.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.deferred_posts`;
@@ -19,7 +20,11 @@ export interface DeferredPost {
 export async function insertDeferred(db: pg.Pool, posts: Omit<DeferredPost, 'id'>[]): Promise<void> {
   await db.query(
     `INSERT INTO ${T} (pump, channel, payload) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
-    [posts.map((p) => p.pump), posts.map((p) => p.channel), posts.map((p) => p.payload)],
+    [
+      textArray(posts.map((p) => p.pump)),
+      textArray(posts.map((p) => p.channel)),
+      textArray(posts.map((p) => p.payload)),
+    ],
   );
 }
 
@@ -45,7 +50,7 @@ export async function fetchDeferred(
 }
 
 export async function deleteDeferred(db: pg.Pool, ids: number[]): Promise<void> {
-  await db.query(`DELETE FROM ${T} WHERE id = ANY($1::bigint[])`, [ids]);
+  await db.query(`DELETE FROM ${T} WHERE id = ANY($1::bigint[])`, [bigintArray(ids)]);
 }
 
 /** A per-sensor post queued by an operator command, under the Idempotency-Key it must be sent with. */

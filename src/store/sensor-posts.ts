@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { bigintArray, textArray } from './db.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 /** The per-sensor post ledger: posts taken care of (answered, deferred or dead-lettered), per pump and row. */
@@ -15,7 +16,11 @@ export async function recordSettledPosts(db: pg.Pool | pg.ClientBase, posts: Set
   await db.query(
     `INSERT INTO ${SENSOR_POSTS} (table_name, row_id, pump)
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING`,
-    [posts.map((p) => p.table), posts.map((p) => p.id), posts.map((p) => p.pump)],
+    [
+      textArray(posts.map((p) => p.table)),
+      bigintArray(posts.map((p) => p.id)),
+      textArray(posts.map((p) => p.pump)),
+    ],
   );
 }
 

@@ -121,10 +121,17 @@ export class BatchWriter<T> {
       busyLingerMs && this.lastBatchSize > 1 && performance.now() - this.lastWriteEnd < busyLingerMs;
     const linger = busy ? busyLingerMs : lingerMs;
     if (linger && !this.hurry && !signal.aborted && this.queue.length < maxBatch) {
-      const early = new AbortController();
-      this.wake = () => early.abort();
-      await sleep(linger, early.signal);
-      this.wake = undefined;
+      // A plain timer and its resolver: ending a linger early happens on most full batches, and an
+      // AbortController would build an abort error each time.
+      await new Promise<void>((resolve) => {
+        const end = () => {
+          clearTimeout(timer);
+          this.wake = undefined;
+          resolve();
+        };
+        const timer = setTimeout(end, linger);
+        this.wake = end;
+      });
     } else {
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
