@@ -105,7 +105,32 @@ function mark(): EngineMark {
   };
 }
 
+/**
+ * With BENCH_ALLOC_PROFILE=<file> (`%p` in it becomes the process id): V8's sampling heap profiler runs from the start and keeps the samples of
+ * objects already collected too, so the profile written at the stop shows where the heap was allocated,
+ * not only what was still alive (summarised by bench/profile-summary.ts).
+ */
+async function allocationProfiler(): Promise<(() => Promise<void>) | undefined> {
+  const file = process.env.BENCH_ALLOC_PROFILE;
+  if (!file) return undefined;
+  const { Session } = await import('node:inspector/promises');
+  const { writeFile } = await import('node:fs/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 4096,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  return async () => {
+    const { profile } = await session.post('HeapProfiler.stopSampling');
+    await writeFile(file.replaceAll('%p', String(process.pid)), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
 async function main(): Promise<void> {
+  const writeAllocations = await allocationProfiler();
   const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
   const monitor = new Monitor({
     config: config as typeof config & { database: DatabaseConfig },
@@ -117,6 +142,7 @@ async function main(): Promise<void> {
       clearInterval(sampler);
       clearTimeout(lifetime);
       await monitor.stop(5_000).catch(() => {});
+      await writeAllocations?.().catch(() => {});
       send({ type: 'stopped' });
       // Exiting through process.exit lets --cpu-prof write its profile.
       setTimeout(() => process.exit(code), 50);

@@ -19,6 +19,8 @@ export type Phase = (typeof PHASES)[number];
 export interface Options {
   mode: 'quick' | 'full';
   rows: number;
+  /** Readings sent through each throughput engine, and delivered, before its measurement starts. */
+  warmupRows: number;
   inserters: number;
   httpRequests: number;
   httpConnections: number;
@@ -42,6 +44,8 @@ export interface Options {
 const HELP = `npm run bench -- [options]
   --quick                 small sizes, under a minute, no long memory run
   --rows N                readings for the throughput phases (default 20000 quick, 210000 full)
+  --warmup-rows N         readings through each throughput engine before it is measured (default
+                          7000 quick, 20000 full; 0: measure a cold engine)
   --inserters N           inserting connections (default 2)
   --http-requests N       requests for the HTTP limit (default 20000 quick, 150000 full)
   --latency-seconds S     measured seconds of the latency phase (default 5 quick, 30 full)
@@ -68,6 +72,7 @@ export function parseOptions(rawArgv: string[]): Options {
     options: {
       quick: { type: 'boolean', default: false },
       rows: { type: 'string' },
+      'warmup-rows': { type: 'string' },
       inserters: { type: 'string' },
       'http-requests': { type: 'string' },
       'latency-seconds': { type: 'string' },
@@ -107,6 +112,7 @@ export function parseOptions(rawArgv: string[]): Options {
   return {
     mode: quick ? 'quick' : 'full',
     rows: int('rows', values.rows, quick ? 20_000 : 210_000, 35),
+    warmupRows: int('warmup-rows', values['warmup-rows'], quick ? 7_000 : 20_000),
     inserters: int('inserters', values.inserters, 2, 1),
     httpRequests: int('http-requests', values['http-requests'], quick ? 20_000 : 150_000, 100),
     httpConnections: 32,

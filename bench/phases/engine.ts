@@ -2,6 +2,7 @@
 import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import { arrivals, type Env, engineProbe, fullGroups, rssStats, timeoutFor, withPhase } from '../harness.js';
+import type { Inserter } from '../inserter.js';
 import { now, round } from '../stats.js';
 
 export interface EngineResult {
@@ -27,6 +28,22 @@ export interface EngineResult {
   status: Record<string, unknown> | undefined;
 }
 
+/**
+ * Sends warm-up readings through the engine and waits for them, so the measurement sees the engine as it
+ * runs for days, its code compiled by the JIT, rather than its first seconds.
+ */
+async function warmUp(env: Env, ins: Inserter, sensorPosts: boolean): Promise<void> {
+  const timestamps = Math.ceil(env.opts.warmupRows / env.sensorsPerTick);
+  if (timestamps === 0) return;
+  const groups = fullGroups(env, timestamps);
+  const posts = sensorPosts ? timestamps * env.sensorsPerTick : 0;
+  await ins.burst(groups);
+  if (!(await arrivals(env, groups.length, posts, timeoutFor(posts || groups.length, 200)))) {
+    throw new Error('the warm-up readings did not all arrive');
+  }
+  env.bench.reset();
+}
+
 export function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResult> {
   const label = sensorPosts ? 'posts-on' : 'posts-off';
   const spec = { label, engine: { env: { SENSOR_POSTS: String(sensorPosts) } } };
@@ -37,6 +54,7 @@ export function phaseEngine(env: Env, sensorPosts: boolean): Promise<EngineResul
     const rowsExpected = timestamps * env.sensorsPerTick;
     const postsExpected = sensorPosts ? rowsExpected : 0;
     const ins = await ctx.inserter(env.opts.inserters);
+    await warmUp(env, ins, sensorPosts);
     const queries0 = Number((await engineProbe(ctx.engine))?.status.db_queries ?? Number.NaN);
     const meter = await ctx.meter();
     const { rows, firstAt } = await ins.burst(groups);
