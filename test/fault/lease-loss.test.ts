@@ -52,7 +52,8 @@ function steadyWriter(h: Harness, everyMs: number): Writer {
   let failed: Error | undefined;
   const base = Date.UTC(2025, 0, 1) + Math.floor(Math.random() * 1e9) * 1000;
   const done = (async () => {
-    for (let i = 0; !stopping; i++) {
+    // Bounded: at one pair of timestamps per 40 ms, 3,000 is past any test limit.
+    for (let i = 0; !stopping && i < 3_000; i++) {
       const tiempo = new Date(base + i * 1000).toISOString().slice(0, 19);
       for (const p of [h.pumps.A, h.pumps.B]) {
         const index = new Map(p.sensors.map((s, n) => [s.field, n]));
