@@ -19,7 +19,16 @@ export interface CheckpointKeeperOptions {
   everyMs: number;
   /** The readers whose checkpoints this replica may write: those of the pumps (and streams) it owns. */
   ownedReaders: () => Reader[];
+  /** The most moved checkpoints one timed write covers (default MAX_READERS_PER_SAVE). */
+  maxPerSave?: number;
 }
+
+/**
+ * The most moved checkpoints one timed write covers. The seed's two pumps have 35 readers; 200 synthetic
+ * pumps of 20 sensors have 4,000, whose checkpoints are then each written every second instead of every
+ * 250 ms (a crash reads a few more rows again; the ledger and the outbox's members recognise them).
+ */
+export const MAX_READERS_PER_SAVE = 1_000;
 
 /** A start-up problem that retrying will not fix. */
 export class LedgerError extends Error {
@@ -38,6 +47,8 @@ export class CheckpointKeeper {
   private readonly progress = new Map<string, { reader: Reader; p: TableProgress }>();
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;
+  /** Where the next capped write starts among the readers. */
+  private turn = 0;
   /** Completed checkpoint writes: tests wait on it instead of sleeping. */
   saves = 0;
 
@@ -91,7 +102,10 @@ export class CheckpointKeeper {
   }
 
   start(): void {
-    this.timer ??= setInterval(() => void this.flush(), this.o.everyMs);
+    this.timer ??= setInterval(
+      () => void this.save(this.o.ownedReaders(), this.o.maxPerSave ?? MAX_READERS_PER_SAVE),
+      this.o.everyMs,
+    );
   }
 
   /** Stops the timer and writes what moved once more. */
@@ -101,18 +115,35 @@ export class CheckpointKeeper {
     await this.flush();
   }
 
-  /** Writes the moved checkpoints of the given readers (default: the owned ones); one write at a time. */
+  /** Writes every moved checkpoint of the given readers (default: the owned ones), after the save under way. */
   async flush(readers = this.o.ownedReaders()): Promise<void> {
+    while (this.saving) await this.saving;
+    await this.save(readers, Number.POSITIVE_INFINITY);
+  }
+
+  /**
+   * One write of at most `max` moved checkpoints, the readers taking turns; none when a write is under way.
+   * The timer's writes are capped: each one asks PostgreSQL for every table's bound in one statement, and a
+   * replica with hundreds of pumps would otherwise have it plan thousands of them four times a second.
+   */
+  private save(readers: Reader[], max: number): Promise<void> {
     if (this.saving) return this.saving;
+    const entries = readers.flatMap((r) => {
+      const e = this.progress.get(readerKey(r.pump, r.table));
+      return e ? [e] : [];
+    });
+    const chosen: { reader: Reader; p: TableProgress }[] = [];
+    const start = entries.length > 0 ? this.turn % entries.length : 0;
+    let examined = 0;
+    while (examined < entries.length && chosen.length < max) {
+      const e = entries[(start + examined) % entries.length] as { reader: Reader; p: TableProgress };
+      if (e.p.checkpoint() > e.p.persisted) chosen.push(e);
+      examined += 1;
+    }
+    this.turn = start + examined;
     this.saving = (async () => {
       try {
-        await saveCheckpoints(
-          this.o.pool,
-          readers.flatMap((r) => {
-            const e = this.progress.get(readerKey(r.pump, r.table));
-            return e ? [e] : [];
-          }),
-        );
+        await saveCheckpoints(this.o.pool, chosen);
         this.saves += 1;
       } catch (err) {
         this.o.logger.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
