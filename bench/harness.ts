@@ -348,7 +348,9 @@ export async function withPhase<T>(
         stop: async (readings = 0) => {
           const b = snap(env, run, helper);
           const m1 = engine ? await engineMark(engine) : undefined;
-          const cost = engine ? costOf(m0, m1, b.engineMs - a.engineMs, b.engineSysMs - a.engineSysMs, readings) : undefined;
+          const cost = engine
+            ? costOf(m0, m1, b.engineMs - a.engineMs, b.engineSysMs - a.engineSysMs, readings)
+            : undefined;
           return { cpu: cpuShare(a, b), cost };
         },
       };

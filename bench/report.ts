@@ -95,7 +95,9 @@ export function buildTable(r: Results): Row[] {
       ...x,
       // Marked when something else used a quarter core or more meanwhile: the number is disturbed.
       cores: cpu ? `${cores(cpu)}${cpu.otherCores >= 0.25 ? ' *' : ''}` : '',
-      cpuPerReading: cost ? `${fmt(cost.cpuUsPerReading)} (${fmt(round((cost.sysMs * 1000) / cost.readings, 1))})` : '',
+      cpuPerReading: cost
+        ? `${fmt(cost.cpuUsPerReading)} (${fmt(round((cost.sysMs * 1000) / cost.readings, 1))})`
+        : '',
       allocPerReading: cost ? fmt(cost.allocKbPerReading) : '',
       elu: !cost ? '' : Number.isFinite(cost.elu) ? cost.elu.toFixed(2) : 'n/a',
     });
