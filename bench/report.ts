@@ -241,6 +241,13 @@ export function buildTable(r: Results): Row[] {
             x.duplicates + x.vectorsExtra === 0,
         ),
       });
+    if (started(x)) {
+      const ps = x.postgresBySession;
+      add({
+        measure: 'fleet run: PostgreSQL cores: inserts / engine / its LISTEN / rest',
+        value: `${ps.inserts.toFixed(2)} / ${ps.engine.toFixed(2)} / ${ps.listen.toFixed(2)} / ${ps.rest.toFixed(2)}`,
+      });
+    }
     if (started(x))
       add({
         measure: 'fleet run: peak RSS, 1st / 2nd half; trend',

@@ -9,12 +9,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
 import { loadConfig, type PumpConfig } from '../../src/config/env.js';
-import { withClient } from '../../src/store/db.js';
+import { clientConfig, withClient } from '../../src/store/db.js';
 import { ENGINE_SCHEMA, migrate } from '../../src/store/schema.js';
 import { generatePumps, writePumpDefinitions } from '../../src/tools/generate-pumps.js';
 import type { EngineCost } from '../cost.js';
-import type { CpuShare } from '../cpu.js';
+import { type CpuShare, processCpuMs } from '../cpu.js';
 import type { RssSample } from '../engine-runner.js';
 import {
   type Database,
@@ -152,6 +153,12 @@ export interface FleetRun {
     peakHeapMb: number;
   };
   cpu: CpuShare;
+  /**
+   * PostgreSQL's cores by session over the window, from its backends' /proc time, named by
+   * pg_stat_activity's application_name: the inserts, the engine's pool and lease sessions, its LISTEN
+   * session, and the rest (other sessions, background processes, backends that ended in the window).
+   */
+  postgresBySession: { inserts: number; engine: number; listen: number; rest: number };
   /** Engine CPU, heap allocated and event-loop utilisation over the window (warm-up and drain included). */
   engineCost: EngineCost | undefined;
   /** The engine's status every 10 s (sums over the pumps). */
@@ -213,6 +220,50 @@ function rssOf(samples: RssSample[]): FleetRun['rss'] {
  */
 function connectionsFor(pumps: number): number {
   return Math.min(16, Math.max(2, Math.ceil(pumps / 25)));
+}
+
+type SessionRole = 'inserts' | 'engine' | 'listen';
+
+/** Each of the database's backends (by pid): its role, from its application_name, and its CPU ms so far. */
+async function backendCpu(
+  admin: pg.Client,
+): Promise<Map<number, { role: SessionRole | 'rest'; ms: number }>> {
+  const { rows } = await admin.query<{ pid: number; a: string }>(
+    'SELECT pid, application_name AS a FROM pg_stat_activity WHERE datname = current_database()',
+  );
+  const out = new Map<number, { role: SessionRole | 'rest'; ms: number }>();
+  for (const r of rows) {
+    const ms = processCpuMs(r.pid);
+    if (ms === undefined) continue;
+    const role =
+      r.a === 'bench-inserter'
+        ? 'inserts'
+        : r.a.startsWith('pm-listen:')
+          ? 'listen'
+          : r.a === 'pump-monitor' || r.a.startsWith('pm-lease:')
+            ? 'engine'
+            : 'rest';
+    out.set(r.pid, { role, ms });
+  }
+  return out;
+}
+
+/** Cores by role between two backendCpu() readings (a backend that began in between counts from 0). */
+function bySession(
+  a: Map<number, { role: string; ms: number }>,
+  b: Map<number, { role: string; ms: number }>,
+  postgresCores: number,
+  wallMs: number,
+): FleetRun['postgresBySession'] {
+  const sum: Record<string, number> = { inserts: 0, engine: 0, listen: 0 };
+  for (const [pid, x] of b) {
+    if (x.role in sum) sum[x.role] = (sum[x.role] as number) + x.ms - (a.get(pid)?.ms ?? 0);
+  }
+  const cores = (ms: number) => round(Math.max(0, ms) / Math.max(1, wallMs), 2);
+  const inserts = cores(sum.inserts as number);
+  const engine = cores(sum.engine as number);
+  const listen = cores(sum.listen as number);
+  return { inserts, engine, listen, rest: round(Math.max(0, postgresCores - inserts - engine - listen), 2) };
 }
 
 /** The engine's status summed over its pumps, with the breakers counted rather than listed. */
@@ -287,13 +338,19 @@ async function measure(
   let errors = 0;
   let firstError: Error | undefined;
   const statusTimeline: Record<string, unknown>[] = [];
+  const admin = new pg.Client(clientConfig(ctx.db.config, 'bench-admin'));
+  admin.on('error', () => {});
+  ctx.defer(() => admin.end().catch(() => {}));
+  await admin.connect();
+  const sessions0 = await backendCpu(admin);
   const meter = await ctx.meter();
   const t0 = now() + 50;
   const dueOf = (i: number) => t0 + Math.floor(i / n) * 1000 + (i % n) * stepMs;
   let next = 0;
   let nextStatus = t0 + 10_000;
-  // Past two seconds' worth of inserts waiting on the connections the inserter has lost its schedule.
-  const maxInFlight = Math.max(2 * n, 50);
+  // Past ten seconds' worth of inserts waiting on the connections the inserter has lost its schedule
+  // for good: it stops. A stall of a few seconds (a WAL flush under load) only shows in commitLate.
+  const maxInFlight = Math.max(10 * n, 50);
   let abandoned = 0;
   const endBy = t0 + ticks * 1000 + 60_000;
   // Bounded by time; the count bound allows a wake-up that found nothing due yet for every insert twice.
@@ -379,6 +436,7 @@ async function measure(
   const probe = await engineProbe(ctx.engine);
   if (probe) statusTimeline.push(statusOf((now() - t0) / 1000, probe.status));
   const { cpu, cost } = await meter.stop(rows);
+  const postgresBySession = bySession(sessions0, await backendCpu(admin), cpu.postgresCores, cpu.wallMs);
   await ins.close();
   env.bench.observer = undefined;
 
@@ -452,7 +510,10 @@ async function measure(
   const postsExpected = committed * SENSORS;
   const p99 = Math.max(lag.vector.p99Ms, lag.post.p99Ms);
   const c = cpu;
-  const coresText = `engine ${c.engineCores}, PostgreSQL ${c.postgresCores}, bench ${c.benchCores}, other ${c.otherCores} cores`;
+  const ps = postgresBySession;
+  const coresText =
+    `engine ${c.engineCores}, PostgreSQL ${c.postgresCores} (inserts ${ps.inserts}, engine's sessions ` +
+    `${ps.engine}, its LISTEN ${ps.listen}, rest ${ps.rest}), bench ${c.benchCores}, other ${c.otherCores} cores`;
   let verdict: FleetVerdict;
   let reason: string;
   if (!inserter.keptUp) {
@@ -509,6 +570,7 @@ async function measure(
     reason,
     rss: rssOf(ctx.engine.samples.filter((x) => x.at >= t0)),
     cpu,
+    postgresBySession,
     engineCost: cost,
     statusTimeline,
   };
@@ -601,6 +663,7 @@ function notStarted(plan: RunPlan, reason: string): FleetRun {
       flat: false,
       peakHeapMb: Number.NaN,
     },
+    postgresBySession: { inserts: 0, engine: 0, listen: 0, rest: 0 },
     cpu: {
       wallMs: 0,
       engineCores: 0,
