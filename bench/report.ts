@@ -243,9 +243,13 @@ export function buildTable(r: Results): Row[] {
       });
     if (started(x)) {
       const ps = x.postgresBySession;
+      const w = x.postgresWork;
       add({
         measure: 'fleet run: PostgreSQL cores: inserts / engine / its LISTEN / rest',
-        value: `${ps.inserts.toFixed(2)} / ${ps.engine.toFixed(2)} / ${ps.listen.toFixed(2)} / ${ps.rest.toFixed(2)}`,
+        value:
+          `${ps.inserts.toFixed(2)} / ${ps.engine.toFixed(2)} / ${ps.listen.toFixed(2)} / ${ps.rest.toFixed(2)}; ` +
+          `WAL ${fmt(w.walMbPerS)} MB/s, ${fmt(w.checkpoints)} checkpoints, ` +
+          `${fmt(w.engineAutovacuums)} autovacuums of engine tables`,
       });
     }
     if (started(x))

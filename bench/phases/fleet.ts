@@ -110,8 +110,11 @@ export interface FleetRun {
   /** How the inserts kept to their schedule: lateness of each INSERT's start and of its commit. */
   inserter: {
     keptUp: boolean;
-    /** Inserts left undone because a second's worth and more were waiting on the connections. */
-    abandoned: number;
+    /**
+     * Inserts not made because, when they fell due, ten seconds' worth were still waiting on the
+     * connections: the run keeps its length and skips what PostgreSQL cannot take.
+     */
+    skipped: number;
     errors: number;
     startLate: Spread;
     commitLate: Spread;
@@ -151,6 +154,8 @@ export interface FleetRun {
     slopeMbPerMin: number;
     flat: boolean;
     peakHeapMb: number;
+    /** The same slope of the JS heap used (sampled without a collection first: noisy, garbage included). */
+    heapSlopeMbPerMin: number;
   };
   cpu: CpuShare;
   /**
@@ -159,6 +164,11 @@ export interface FleetRun {
    * session, and the rest (other sessions, background processes, backends that ended in the window).
    */
   postgresBySession: { inserts: number; engine: number; listen: number; rest: number };
+  /**
+   * What else PostgreSQL did over the window: WAL written, checkpoints it began (by time or because the
+   * WAL reached max_wal_size), and autovacuum runs on the engine schema's tables.
+   */
+  postgresWork: { walMbPerS: number; checkpoints: number; engineAutovacuums: number };
   /** Engine CPU, heap allocated and event-loop utilisation over the window (warm-up and drain included). */
   engineCost: EngineCost | undefined;
   /** The engine's status every 10 s (sums over the pumps). */
@@ -182,11 +192,11 @@ export interface FleetResult {
   tablesMsTotal: number;
 }
 
-function linearSlopePerMin(samples: RssSample[]): number {
+function linearSlopePerMin(samples: RssSample[], pick: (s: RssSample) => number): number {
   if (samples.length < 2) return Number.NaN;
   const t0 = samples[0]?.at ?? 0;
   const xs = samples.map((s) => (s.at - t0) / 60_000);
-  const ys = samples.map((s) => megabytes(s.rss));
+  const ys = samples.map((s) => megabytes(pick(s)));
   const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
   const my = ys.reduce((a, b) => a + b, 0) / ys.length;
   let num = 0;
@@ -207,10 +217,11 @@ function rssOf(samples: RssSample[]): FleetRun['rss'] {
     peakMb: peak(samples),
     firstHalfPeakMb: first,
     secondHalfPeakMb: second,
-    slopeMbPerMin: linearSlopePerMin(samples),
+    slopeMbPerMin: linearSlopePerMin(samples, (x) => x.rss),
     // As the memory phase: the second half never rose more than 10% (and 5 MB) above the first's peak.
     flat: second <= Math.max(first * 1.1, first + 5),
     peakHeapMb: samples.length ? megabytes(Math.max(...samples.map((x) => x.heapUsed))) : Number.NaN,
+    heapSlopeMbPerMin: linearSlopePerMin(samples, (x) => x.heapUsed),
   };
 }
 
@@ -246,6 +257,43 @@ async function backendCpu(
     out.set(r.pid, { role, ms });
   }
   return out;
+}
+
+interface PgCounters {
+  walBytes: number;
+  checkpoints: number;
+  autovacuums: number;
+}
+
+/** PostgreSQL's running totals: WAL position, checkpoints begun, autovacuums of the engine's tables. */
+async function pgCounters(admin: pg.Client): Promise<PgCounters | undefined> {
+  try {
+    const { rows } = await admin.query<{ wal: string; cp: string | null; av: string | null }>(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS wal,
+              (SELECT (num_timed + num_requested)::text FROM pg_stat_checkpointer) AS cp,
+              (SELECT sum(autovacuum_count)::text FROM pg_stat_all_tables WHERE schemaname = $1) AS av`,
+      [ENGINE_SCHEMA],
+    );
+    const r = rows[0];
+    return r
+      ? { walBytes: Number(r.wal), checkpoints: Number(r.cp), autovacuums: Number(r.av ?? 0) }
+      : undefined;
+  } catch {
+    return undefined; // pg_stat_checkpointer is PostgreSQL 17's; older servers have no such view
+  }
+}
+
+function pgWork(
+  a: PgCounters | undefined,
+  b: PgCounters | undefined,
+  wallMs: number,
+): FleetRun['postgresWork'] {
+  if (!a || !b) return { walMbPerS: Number.NaN, checkpoints: Number.NaN, engineAutovacuums: Number.NaN };
+  return {
+    walMbPerS: round((b.walBytes - a.walBytes) / 1024 ** 2 / (Math.max(1, wallMs) / 1000), 2),
+    checkpoints: b.checkpoints - a.checkpoints,
+    engineAutovacuums: b.autovacuums - a.autovacuums,
+  };
 }
 
 /** Cores by role between two backendCpu() readings (a backend that began in between counts from 0). */
@@ -343,15 +391,18 @@ async function measure(
   ctx.defer(() => admin.end().catch(() => {}));
   await admin.connect();
   const sessions0 = await backendCpu(admin);
+  const counters0 = await pgCounters(admin);
   const meter = await ctx.meter();
   const t0 = now() + 50;
   const dueOf = (i: number) => t0 + Math.floor(i / n) * 1000 + (i % n) * stepMs;
   let next = 0;
   let nextStatus = t0 + 10_000;
-  // Past ten seconds' worth of inserts waiting on the connections the inserter has lost its schedule
-  // for good: it stops. A stall of a few seconds (a WAL flush under load) only shows in commitLate.
+  // With ten seconds' worth of inserts waiting on the connections the inserter has lost its schedule:
+  // what falls due meanwhile is skipped, so that the queue and the run's length stay bounded. A stall of
+  // a few seconds (a WAL flush under load) only shows in commitLate.
   const maxInFlight = Math.max(10 * n, 50);
-  let abandoned = 0;
+  let skipped = 0;
+  let skipping = false;
   const endBy = t0 + ticks * 1000 + 60_000;
   // Bounded by time; the count bound allows a wake-up that found nothing due yet for every insert twice.
   for (let guard = 0; next < total && guard < 3 * total + 10_000 && now() < endBy; guard++) {
@@ -360,12 +411,20 @@ async function measure(
     await delay(wait > 0 ? Math.ceil(wait) : 0);
     const t = now();
     if (inFlight >= maxInFlight) {
-      abandoned = total - next;
-      log(
-        `    the inserter is ${round(t - dueOf(next), 0)} ms behind with ${inFlight} inserts waiting: stopped`,
-      );
-      break;
+      if (!skipping) {
+        log(
+          `    ${inFlight} inserts wait on the connections at ${round((t - t0) / 1000, 0)} s: ` +
+            'skipping what falls due until fewer wait',
+        );
+      }
+      skipping = true;
+      for (let burst = 0; next < total && dueOf(next) <= t && burst < n; burst++) {
+        next += 1;
+        skipped += 1;
+      }
+      continue;
     }
+    skipping = false;
     for (let burst = 0; next < total && dueOf(next) <= t && burst < n; burst++) {
       const i = next;
       next += 1;
@@ -405,7 +464,7 @@ async function measure(
       });
     }
   }
-  if (next < total && abandoned === 0) abandoned = total - next;
+  if (next < total) skipped += total - next;
   await waitUntil(() => (inFlight === 0 ? true : undefined), 60_000);
   const insertEnd = now();
   const lastCommit = commitAt.reduce((a, b) => (Number.isNaN(b) ? a : Math.max(a, b)), 0);
@@ -437,6 +496,7 @@ async function measure(
   if (probe) statusTimeline.push(statusOf((now() - t0) / 1000, probe.status));
   const { cpu, cost } = await meter.stop(rows);
   const postgresBySession = bySession(sessions0, await backendCpu(admin), cpu.postgresCores, cpu.wallMs);
+  const postgresWork = pgWork(counters0, await pgCounters(admin), cpu.wallMs);
   await ins.close();
   env.bench.observer = undefined;
 
@@ -499,8 +559,8 @@ async function measure(
   const commitLateS = spread(commitLate);
   const insertSeconds = (insertEnd - t0) / 1000;
   const inserter = {
-    keptUp: abandoned === 0 && errors === 0 && commitLateS.p99Ms < FLEET_P99_TARGET_MS,
-    abandoned,
+    keptUp: skipped === 0 && errors === 0 && commitLateS.p99Ms < FLEET_P99_TARGET_MS,
+    skipped,
     errors,
     startLate: startLateS,
     commitLate: commitLateS,
@@ -520,7 +580,7 @@ async function measure(
     verdict = 'inserter-behind';
     reason =
       `the inserts could not keep to ${n} timestamps a second (${n * SENSORS} rows/s): commits p99 ` +
-      `${commitLateS.p99Ms} ms behind schedule${abandoned ? `, ${abandoned} inserts abandoned` : ''}` +
+      `${commitLateS.p99Ms} ms behind schedule${skipped ? `, ${skipped} inserts skipped` : ''}` +
       `${errors ? `, ${errors} failed` : ''}; ${coresText}`;
   } else if (vectorsDelivered < vectorsExpected || postsDelivered < postsExpected) {
     const stalled = now() - lastChange > 15_000;
@@ -571,6 +631,7 @@ async function measure(
     rss: rssOf(ctx.engine.samples.filter((x) => x.at >= t0)),
     cpu,
     postgresBySession,
+    postgresWork,
     engineCost: cost,
     statusTimeline,
   };
@@ -631,7 +692,7 @@ function notStarted(plan: RunPlan, reason: string): FleetRun {
     timestamps: 0,
     inserter: {
       keptUp: false,
-      abandoned: 0,
+      skipped: 0,
       errors: 0,
       startLate: none,
       commitLate: none,
@@ -662,8 +723,10 @@ function notStarted(plan: RunPlan, reason: string): FleetRun {
       slopeMbPerMin: Number.NaN,
       flat: false,
       peakHeapMb: Number.NaN,
+      heapSlopeMbPerMin: Number.NaN,
     },
     postgresBySession: { inserts: 0, engine: 0, listen: 0, rest: 0 },
+    postgresWork: { walMbPerS: Number.NaN, checkpoints: Number.NaN, engineAutovacuums: Number.NaN },
     cpu: {
       wallMs: 0,
       engineCores: 0,
