@@ -578,10 +578,15 @@ async function measure(
   let reason: string;
   if (!inserter.keptUp) {
     verdict = 'inserter-behind';
+    // The engine may have fallen behind as well (it shares PostgreSQL with the inserts): say so too.
+    const backlog =
+      lastTenthP50Ms >= FLEET_P99_TARGET_MS
+        ? `; the engine fell behind too: lag p50 ${firstTenthP50Ms} ms in the window's first tenth, ${lastTenthP50Ms} ms in its last`
+        : '';
     reason =
       `the inserts could not keep to ${n} timestamps a second (${n * SENSORS} rows/s): commits p99 ` +
       `${commitLateS.p99Ms} ms behind schedule${skipped ? `, ${skipped} inserts skipped` : ''}` +
-      `${errors ? `, ${errors} failed` : ''}; ${coresText}`;
+      `${errors ? `, ${errors} failed` : ''}; ${coresText}${backlog}`;
   } else if (vectorsDelivered < vectorsExpected || postsDelivered < postsExpected) {
     const stalled = now() - lastChange > 15_000;
     verdict = stalled ? 'not-exactly-once' : 'engine-behind';
