@@ -150,7 +150,7 @@ export interface FleetRun {
     peakMb: number;
     firstHalfPeakMb: number;
     secondHalfPeakMb: number;
-    /** Least-squares slope of RSS over the window. */
+    /** Least-squares slope of RSS over the window (none for a window under a minute). */
     slopeMbPerMin: number;
     flat: boolean;
     peakHeapMb: number;
@@ -192,9 +192,10 @@ export interface FleetResult {
   tablesMsTotal: number;
 }
 
+/** Least-squares slope per minute; none over less than a minute, where start-up growth is all it shows. */
 function linearSlopePerMin(samples: RssSample[], pick: (s: RssSample) => number): number {
-  if (samples.length < 2) return Number.NaN;
   const t0 = samples[0]?.at ?? 0;
+  if (samples.length < 2 || (samples[samples.length - 1]?.at ?? t0) - t0 < 60_000) return Number.NaN;
   const xs = samples.map((s) => (s.at - t0) / 60_000);
   const ys = samples.map((s) => megabytes(pick(s)));
   const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
