@@ -8,6 +8,17 @@ const OUTAGE_BODY = JSON.stringify({ detail: 'bench outage' });
 /** A body larger than this is not one of the engine's requests; the bench answers 413 and moves on. */
 const MAX_BODY_BYTES = 64 * 1024;
 
+/**
+ * Called once per key, at its first arrival answered 200: the route (`unified` or `sensor`), the request's
+ * path, its parsed body, and the arrival time (see `now()`).
+ */
+export type ArrivalObserver = (
+  route: 'unified' | 'sensor',
+  path: string,
+  body: Record<string, unknown>,
+  at: number,
+) => void;
+
 export interface Completion {
   done: boolean;
   /** Arrival time (ms, see `now()`) of the request that completed the expected set, or of the last new key. */
@@ -31,6 +42,8 @@ export class BenchServer {
   duplicates = 0;
   requests = 0;
   refused = 0;
+  /** Sees every key's first arrival (the fleet phase times each delivery by it); cleared by reset(). */
+  observer: ArrivalObserver | undefined;
   private readonly unifiedPaths: Set<string>;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -38,6 +51,11 @@ export class BenchServer {
 
   constructor(pumps: PumpConfig[]) {
     this.unifiedPaths = new Set(pumps.map((p) => `${p.pathPrefix}${p.unifiedPath}`));
+  }
+
+  /** Serves these pumps' unified routes too (the fleet phase's synthetic pumps). */
+  servePumps(pumps: PumpConfig[]): void {
+    for (const p of pumps) this.unifiedPaths.add(`${p.pathPrefix}${p.unifiedPath}`);
   }
 
   get url(): string {
@@ -73,6 +91,7 @@ export class BenchServer {
     this.requests = 0;
     this.refused = 0;
     this.down = false;
+    this.observer = undefined;
   }
 
   /** Whether the expected numbers of distinct keys have arrived, and when the last new one did. */
@@ -118,6 +137,7 @@ export class BenchServer {
         else {
           this.unified.set(key, at);
           this.lastUnifiedAt = at;
+          if (this.observer) this.observer('unified', path, parseBody(chunks), at);
         }
         reply(res, 200, UNIFIED_BODY);
         return;
@@ -133,6 +153,7 @@ export class BenchServer {
       else {
         this.sensorKeys.add(key);
         this.lastSensorAt = at;
+        this.observer?.('sensor', path, body, at);
       }
       reply(
         res,
@@ -147,6 +168,14 @@ export class BenchServer {
       );
     });
     req.on('error', () => res.destroy());
+  }
+}
+
+function parseBody(chunks: Buffer[]): Record<string, unknown> {
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
   }
 }
 

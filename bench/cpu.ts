@@ -117,6 +117,12 @@ function machineTicks(): { busy: number; total: number } {
   }
 }
 
+/** A process's own CPU time so far (utime + stime), in ms; undefined when it is gone. */
+export function processCpuMs(pid: number): number | undefined {
+  const s = readStat(pid);
+  return s ? ms(s.own) : undefined;
+}
+
 export function cpuSnapshot(t: Tracked = {}): CpuSnapshot {
   const u = process.cpuUsage();
   const m = machineTicks();

@@ -3,11 +3,12 @@
  * an IPC channel; configured by the environment exactly like `pump-monitor start` (DATABASE_URL,
  * BASE_URL, BASE_URL_B, API_KEY, SENSOR_POSTS, ...), with logging off.
  *
- * Parent → child: {type:'start'} | {type:'status'} | {type:'mark'} | {type:'stop'}
- * Child → parent: ready, started, sample (every BENCH_SAMPLE_MS), status, mark, stopped, error
+ * Parent → child: {type:'start'} | {type:'status'} | {type:'mark'} | {type:'catchup'} | {type:'stop'}
+ * Child → parent: ready, started, sample (every BENCH_SAMPLE_MS), status, mark, catchup, stopped, error
  *
  * `mark` answers with running totals of this process (heap allocated, collections, event-loop time), so
- * that the parent can difference two marks around a measurement (see docs/performance.md).
+ * that the parent can difference two marks around a measurement (see docs/performance.md). `catchup`
+ * answers whether a catch-up is running, from the engine's own gauge (`pump_monitor_catchup_running`).
  */
 import v8 from 'node:v8';
 import pino from 'pino';
@@ -15,7 +16,12 @@ import { type DatabaseConfig, loadConfig } from '../src/config/env.js';
 import { Monitor } from '../src/engine/monitor.js';
 import { now } from './stats.js';
 
-export type EngineCommand = { type: 'start' } | { type: 'status' } | { type: 'mark' } | { type: 'stop' };
+export type EngineCommand =
+  | { type: 'start' }
+  | { type: 'status' }
+  | { type: 'mark' }
+  | { type: 'catchup' }
+  | { type: 'stop' };
 
 export interface RssSample {
   at: number;
@@ -46,6 +52,8 @@ export type EngineMessage =
   | ({ type: 'sample' } & RssSample)
   | { type: 'status'; status: ReturnType<Monitor['status']>; cpuMs: number }
   | ({ type: 'mark' } & EngineMark)
+  /** `running` is undefined when the engine has no such gauge. */
+  | { type: 'catchup'; running: boolean | undefined }
   | { type: 'stopped' }
   | { type: 'error'; message: string };
 
@@ -175,6 +183,15 @@ async function main(): Promise<void> {
       send({ type: 'status', status: monitor.status(), cpuMs: (cpu.user + cpu.system) / 1000 });
     } else if (m.type === 'mark') {
       send({ type: 'mark', ...mark() });
+    } else if (m.type === 'catchup') {
+      const gauge = monitor.telemetry.registry.getSingleMetric('pump_monitor_catchup_running');
+      Promise.resolve(gauge?.get()).then(
+        (g) => {
+          const v = g?.values[0]?.value;
+          send({ type: 'catchup', running: v === undefined ? undefined : v > 0 });
+        },
+        () => send({ type: 'catchup', running: undefined }),
+      );
     } else if (m.type === 'stop') {
       void stop(0);
     }

@@ -77,8 +77,11 @@ export function childEnv(extra: Record<string, string>): Record<string, string> 
   return { ...out, ...extra };
 }
 
-/** A fresh database with the sensor tables, the triggers, and every checkpoint at 0. */
-async function freshDatabase(env: Env, label: string): Promise<Database> {
+/**
+ * A fresh database with the seed pumps' sensor tables, the triggers, and every checkpoint at 0. withPhase
+ * makes one per phase; a phase that runs several engines on one database (the fleet) makes its own.
+ */
+export async function freshDatabase(env: Env, label: string): Promise<Database> {
   env.serial += 1;
   const name = `bench_${env.serial}_${label}`;
   await env.server.createDatabase(name);
@@ -115,6 +118,7 @@ function spawnEngine(
   db: Database,
   label: string,
   extra: Record<string, string>,
+  timeoutMs: number,
 ): { run: EngineRun; ready: Promise<unknown> } {
   const profileName = env.opts.cpuProf ? `engine-${label}.cpuprofile` : undefined;
   const nodeFlags = [
@@ -141,7 +145,7 @@ function spawnEngine(
   engine.on('sample', (s) =>
     samples.push({ at: s.at, rss: s.rss, heapUsed: s.heapUsed, external: s.external }),
   );
-  return { run: { engine, samples, profileName }, ready: engine.next('ready', 60_000) };
+  return { run: { engine, samples, profileName }, ready: engine.next('ready', timeoutMs) };
 }
 
 async function stopEngine(env: Env, run: EngineRun, label: string): Promise<void> {
@@ -242,12 +246,18 @@ export function rssStats(samples: RssSample[]) {
 export interface PhaseSpec {
   /** Names the phase's database (dashes become underscores) and its engine's CPU profile. */
   label: string;
-  /** A fresh database (default); false for a phase without one (the HTTP limit). */
-  database?: boolean;
+  /**
+   * A fresh database (default); false for a phase without one (the HTTP limit); or a database the caller
+   * made with `freshDatabase` and drops itself (several engines in turn on the same tables: the fleet).
+   */
+  database?: boolean | Database;
   /** Runs once the database exists, before the engine is forked (the catch-up's outage). */
   prepare?: (db: Database) => Promise<void>;
-  /** An engine child with these settings; started before `measure` unless `start` is false. */
-  engine?: { env: Record<string, string>; start?: boolean };
+  /**
+   * An engine child with these settings; started before `measure` unless `start` is false. Its build and
+   * its start may each take `timeoutMs` (default 60 s; thousands of tables take longer).
+   */
+  engine?: { env: Record<string, string>; start?: boolean; timeoutMs?: number };
 }
 
 /** What a measurement window measured: where the CPU went, and (with an engine) the engine's cost. */
@@ -269,8 +279,8 @@ export interface PhaseContext {
   readonly engine: EngineRun;
   /** Starts the engine (when the phase asked for `start: false`); returns its start time in ms. */
   startEngine(): Promise<number>;
-  /** Inserting connections to the phase's database, closed at tear-down. */
-  inserter(connections: number): Promise<Inserter>;
+  /** Inserting connections to the phase's database, closed at tear-down (see Inserter.connect). */
+  inserter(connections: number, maxStatements?: number): Promise<Inserter>;
   /** A helper child (bare listener, load generator): sent `stop` at tear-down, or awaited, then killed. */
   spawn<M extends { type: string }, C>(
     script: string,
@@ -310,12 +320,12 @@ export async function withPhase<T>(
     },
     async startEngine() {
       const engine = ctx.engine.engine;
-      const started = engine.next('started', 60_000);
+      const started = engine.next('started', spec.engine?.timeoutMs ?? 60_000);
       engine.send({ type: 'start' });
       return (await started).startMs;
     },
-    async inserter(connections) {
-      const ins = await Inserter.connect(ctx.db.config, connections);
+    async inserter(connections, maxStatements) {
+      const ins = await Inserter.connect(ctx.db.config, connections, maxStatements);
       undo.push(() => ins.close());
       return ins;
     },
@@ -361,14 +371,15 @@ export async function withPhase<T>(
   let result: T | undefined;
   try {
     env.bench.reset();
-    if (spec.database !== false) {
+    if (typeof spec.database === 'object') db = spec.database;
+    else if (spec.database !== false) {
       const d = await freshDatabase(env, spec.label.replaceAll('-', '_'));
       db = d;
       undo.push(() => d.drop());
     }
     if (spec.prepare) await spec.prepare(ctx.db);
     if (spec.engine) {
-      const spawned = spawnEngine(env, ctx.db, spec.label, spec.engine.env);
+      const spawned = spawnEngine(env, ctx.db, spec.label, spec.engine.env, spec.engine.timeoutMs ?? 60_000);
       const r = spawned.run;
       run = r;
       undo.push(() => stopEngine(env, r, spec.label));

@@ -15,6 +15,8 @@ export interface Group {
   pump: PumpConfig;
   tiempo: string;
   fields?: string[] | undefined;
+  /** Every reading's value; by default each sensor gets a value of its own. */
+  valor?: number | undefined;
 }
 
 export interface Committed {
@@ -40,10 +42,17 @@ export class Inserter {
   private readonly clients: pg.Client[] = [];
   private serial = 0;
 
-  private constructor(private readonly db: DatabaseConfig) {}
+  private constructor(
+    private readonly db: DatabaseConfig,
+    private readonly maxStatements: number,
+  ) {}
 
-  static async connect(db: DatabaseConfig, connections: number): Promise<Inserter> {
-    const ins = new Inserter(db);
+  /**
+   * `maxStatements` bounds the prepared variants (pump and field set) per connection: a few for the seed
+   * pumps, one per pump for the fleet.
+   */
+  static async connect(db: DatabaseConfig, connections: number, maxStatements = 64): Promise<Inserter> {
+    const ins = new Inserter(db, maxStatements);
     for (let i = 0; i < connections; i++) {
       const c = new pg.Client(clientConfig(ins.db, 'bench-inserter'));
       c.on('error', () => {});
@@ -68,7 +77,7 @@ export class Inserter {
     const st = this.statement(g.pump, g.fields);
     const values: (string | number)[] = [g.tiempo];
     this.serial += 1;
-    for (const [j, _] of st.sensors.entries()) values.push(100 + j + (this.serial % 97) / 100);
+    for (const [j, _] of st.sensors.entries()) values.push(g.valor ?? 100 + j + (this.serial % 97) / 100);
     await client.query({ name: st.name, text: st.text, values });
     return { pump: g.pump.id, tiempo: g.tiempo, rows: st.sensors.length, at: now() };
   }
@@ -102,7 +111,8 @@ export class Inserter {
     const cacheKey = `${pump.id}|${signature}`;
     const cached = this.statements.get(cacheKey);
     if (cached) return cached;
-    if (this.statements.size > 64) throw new Error('too many statement variants; the bench uses a few');
+    if (this.statements.size >= this.maxStatements)
+      throw new Error(`more than ${this.maxStatements} statement variants; the bench uses a few`);
     const sensors = fields ? pump.sensors.filter((s) => fields.includes(s.field)) : pump.sensors;
     const ctes = sensors.map(
       (s, j) =>

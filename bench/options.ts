@@ -13,7 +13,7 @@ const PRODUCTION_NODE_FLAGS = (
     }
   ).scripts.start.match(/--max-[a-z-]+=\d+/g) ?? []
 ).join(' ');
-export const PHASES = ['listener', 'http', 'engine', 'latency', 'catchup', 'memory'] as const;
+export const PHASES = ['listener', 'http', 'engine', 'latency', 'catchup', 'memory', 'fleet'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface Options {
@@ -32,6 +32,13 @@ export interface Options {
   memoryRows: number;
   memoryRate: number;
   outageSeconds: number;
+  /** Synthetic pumps (20 sensors each) of the fleet run, and its measured seconds after the warm-up. */
+  fleetPumps: number;
+  fleetSeconds: number;
+  fleetWarmupSeconds: number;
+  /** The step-up's largest pump count (0: no step-up), and each step's measured seconds. */
+  fleetMax: number;
+  fleetStepSeconds: number;
   cpuProf: string | undefined;
   engineNodeFlags: string[];
   /** Extra engine settings (KEY=VALUE), applied under each phase's own (SENSOR_POSTS in the engine phases). */
@@ -54,9 +61,20 @@ const HELP = `npm run bench -- [options]
   --memory-rows N         readings of the memory run (default 0 quick = skipped, 1000000 full)
   --memory-rate R         readings per second of the memory run (default 3000)
   --outage-seconds S      backend outage in the middle of the memory run (default 120)
+  --fleet-pumps N         synthetic pumps of 20 sensors in the fleet run, one timestamp a second each
+                          (default 20 quick, 200 full)
+  --fleet-seconds S       measured seconds of the fleet run (default 5 quick, 180 full)
+  --fleet-warmup S        seconds before each fleet window whose lag is not counted (default 2
+                          quick, 10 full)
+  --fleet-max N           then step the pump count up from --fleet-pumps (250, 300, 350, 400, 500,
+                          600, 800, 1000, ...) to at most N, stopping at the first count that fails
+                          (p99 lag 1 s or more, or behind, incomplete, not started); if the run
+                          itself failed, down (150, 100, 75, 50, 25) to the first that passes;
+                          0 = neither (default 0 quick, 1000 full)
+  --fleet-step-seconds S  measured seconds of each step (default 30)
   --cpu-prof[=DIR]        run the engine children under node --cpu-prof and summarize the profiles
   --engine-env K=V,...    extra engine environment, e.g. SENSOR_POST_CONCURRENCY=32 (the throughput
-                          phases still set SENSOR_POSTS themselves)
+                          and fleet phases still set SENSOR_POSTS themselves)
   --engine-node-flags F   node flags for the engine children, space-separated (default: the heap
                           cap that npm start and the container image use; '--engine-node-flags=' for
                           none; add "--expose-gc" to make each RSS sample follow a full GC)
@@ -81,6 +99,11 @@ export function parseOptions(rawArgv: string[]): Options {
       'memory-rows': { type: 'string' },
       'memory-rate': { type: 'string' },
       'outage-seconds': { type: 'string' },
+      'fleet-pumps': { type: 'string' },
+      'fleet-seconds': { type: 'string' },
+      'fleet-warmup': { type: 'string' },
+      'fleet-max': { type: 'string' },
+      'fleet-step-seconds': { type: 'string' },
       'cpu-prof': { type: 'string' },
       'engine-node-flags': { type: 'string' },
       'engine-env': { type: 'string' },
@@ -124,6 +147,11 @@ export function parseOptions(rawArgv: string[]): Options {
     memoryRows: int('memory-rows', values['memory-rows'], quick ? 0 : 1_000_000),
     memoryRate: int('memory-rate', values['memory-rate'], 3_000, 100),
     outageSeconds: int('outage-seconds', values['outage-seconds'], quick ? 3 : 120),
+    fleetPumps: int('fleet-pumps', values['fleet-pumps'], quick ? 20 : 200, 1),
+    fleetSeconds: int('fleet-seconds', values['fleet-seconds'], quick ? 5 : 180, 1),
+    fleetWarmupSeconds: int('fleet-warmup', values['fleet-warmup'], quick ? 2 : 10),
+    fleetMax: int('fleet-max', values['fleet-max'], quick ? 0 : 1_000),
+    fleetStepSeconds: int('fleet-step-seconds', values['fleet-step-seconds'], 30, 1),
     cpuProf:
       cpuProfRaw === undefined
         ? undefined

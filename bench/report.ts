@@ -7,6 +7,7 @@ import type { CpuShare } from './cpu.js';
 import type { Options } from './options.js';
 import type { CatchUpResult } from './phases/catchup.js';
 import type { EngineResult } from './phases/engine.js';
+import { FLEET_P99_TARGET_MS, type FleetResult, type FleetRun } from './phases/fleet.js';
 import type { HttpResult } from './phases/http.js';
 import type { LatencyResult } from './phases/latency.js';
 import type { ListenerResult } from './phases/listener.js';
@@ -23,6 +24,7 @@ export interface Results {
   latencyOff?: LatencyResult;
   catchUp?: CatchUpResult;
   memory?: MemoryResult;
+  fleet?: FleetResult;
 }
 
 export interface Row {
@@ -202,6 +204,89 @@ export function buildTable(r: Results): Row[] {
       met: verdict(m.flat),
     });
   }
+  if (r.fleet) {
+    const f = r.fleet;
+    const lagValue = (x: FleetRun) =>
+      `${fmt(x.lag.vector.p50Ms)} / ${fmt(x.lag.vector.p99Ms)} / ${fmt(x.lag.vector.maxMs)} ms; ` +
+      `posts ${fmt(x.lag.post.p50Ms)} / ${fmt(x.lag.post.p99Ms)} / ${fmt(x.lag.post.maxMs)} ms`;
+    const passed = (x: FleetRun) => x.verdict === 'pass';
+    const outcome = (x: FleetRun) =>
+      passed(x)
+        ? lagValue(x)
+        : x.verdict === 'start-failed'
+          ? `start-failed: ${x.reason.slice(0, 100)}`
+          : `${x.verdict}: ${lagValue(x)}`;
+    const x = f.run;
+    const started = (x: FleetRun) => x.verdict !== 'start-failed';
+    add(
+      {
+        measure: `fleet: ${fmt(x.pumps)} pumps x ${x.sensors}, ${x.seconds} s (lag p50 / p99 / max)`,
+        value: outcome(x),
+        target: `p99 < ${FLEET_P99_TARGET_MS / 1000} s`,
+        met: verdict(passed(x)),
+      },
+      started(x) ? x.cpu : undefined,
+      x.engineCost,
+    );
+    if (started(x))
+      add({
+        measure: 'fleet run: vectors, posts delivered / expected; duplicates',
+        value:
+          `${fmt(x.vectorsDelivered)} / ${fmt(x.vectorsExpected)}, ${fmt(x.postsDelivered)} / ` +
+          `${fmt(x.postsExpected)}; ${fmt(x.duplicates + x.vectorsExtra)} dup`,
+        target: 'all; 0 dup',
+        met: verdict(
+          x.vectorsDelivered === x.vectorsExpected &&
+            x.postsDelivered === x.postsExpected &&
+            x.duplicates + x.vectorsExtra === 0,
+        ),
+      });
+    if (started(x)) {
+      const ps = x.postgresBySession;
+      const w = x.postgresWork;
+      add({
+        measure: 'fleet run: PostgreSQL cores: inserts / engine / its LISTEN / rest',
+        value:
+          `${ps.inserts.toFixed(2)} / ${ps.engine.toFixed(2)} / ${ps.listen.toFixed(2)} / ${ps.rest.toFixed(2)}; ` +
+          `WAL ${fmt(w.walMbPerS)} MB/s, ${fmt(w.checkpoints)} checkpoints, ` +
+          `${fmt(w.engineAutovacuums)} autovacuums of engine tables`,
+      });
+    }
+    if (started(x))
+      add({
+        measure: 'fleet run: peak RSS, 1st / 2nd half; trend',
+        value:
+          `${fmt(x.rss.peakMb)} MB, ${fmt(x.rss.firstHalfPeakMb)} / ${fmt(x.rss.secondHalfPeakMb)} MB; ` +
+          `${fmt(x.rss.slopeMbPerMin)} MB/min`,
+        target: 'flat',
+        met: verdict(x.rss.flat),
+      });
+    for (const s of f.steps) {
+      add(
+        {
+          measure: `fleet step: ${fmt(s.pumps)} pumps, ${s.seconds} s (lag p50 / p99 / max)`,
+          value: outcome(s),
+          target: `p99 < ${FLEET_P99_TARGET_MS / 1000} s`,
+          met: verdict(passed(s)),
+        },
+        started(s) ? s.cpu : undefined,
+        s.engineCost,
+      );
+    }
+    if (f.ladder.length > 0) {
+      // The smallest count tried above the largest that passed: where one replica stopped.
+      const above = [x, ...f.steps]
+        .filter((s) => !passed(s) && s.pumps > (f.largestPassing ?? 0))
+        .sort((a, b) => a.pumps - b.pumps)[0];
+      const next = above ? `; ${fmt(above.pumps)}: ${above.verdict}` : '; every count tried passed';
+      add({
+        measure: 'fleet: largest pump count, one replica, p99 < 1 s',
+        value: `${f.largestPassing === undefined ? 'none' : `${fmt(f.largestPassing)} pumps`}${next}`,
+        target: `p99 < ${FLEET_P99_TARGET_MS / 1000} s`,
+        met: verdict(f.largestPassing !== undefined),
+      });
+    }
+  }
   return rows;
 }
 
@@ -212,6 +297,9 @@ export const LEGEND = [
   'engine µs/reading: engine CPU (utime + stime) per reading, its kernel part (stime) in brackets;',
   "alloc KB/reading: JS heap allocated per reading; ELU: the engine's event-loop utilisation",
   '(catch-up: with its posts; docs/performance.md)',
+  'fleet lag: commit -> first arrival of each vector, then of each per-sensor post; a failed step names',
+  'its verdict: lag (p99 >= 1 s), engine-behind, inserter-behind (the inserts fell behind their',
+  'schedule: see the cores), not-exactly-once or start-failed',
 ];
 
 function today(): string {

@@ -1,10 +1,11 @@
 /**
- * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,catchup,memory]
+ * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,catchup,memory,fleet]
  *
  * Measures the engine against the physical limits of this machine in one run: a bare LISTEN client
  * (the source's limit), the benchmark HTTP server (the delivery side's limit), then the engine itself:
  * throughput with and without per-sensor posts, commit-to-delivery latency at a steady rate, catch-up
- * after an outage, and (full mode) memory over a long run with a backend outage. Prints a table and writes
+ * after an outage, (full mode) memory over a long run with a backend outage, and a fleet of synthetic
+ * pumps with its lag, stepped up to the largest count one replica serves. Prints a table and writes
  * it as JSON to bench/results/. It reports; it does not fail on timings.
  *
  * This file starts what the whole run shares (the compiled children, PostgreSQL, the bench server), runs
@@ -24,6 +25,7 @@ import { type Env, indent, log, waitQuiet } from './harness.js';
 import { benchDir, type Options, type Phase, parseOptions } from './options.js';
 import { phaseCatchUp } from './phases/catchup.js';
 import { phaseEngine } from './phases/engine.js';
+import { phaseFleet } from './phases/fleet.js';
 import { phaseHttp } from './phases/http.js';
 import { phaseLatency } from './phases/latency.js';
 import { phaseListener } from './phases/listener.js';
@@ -77,6 +79,12 @@ const STEPS = [
     key: 'memory',
     run: phaseMemory,
     skip: (o) => (o.memoryRows > 0 ? undefined : 'quick mode; --memory-rows N runs it'),
+  }),
+  step({
+    phase: 'fleet',
+    title: 'fleet: synthetic pumps, one timestamp a second each, SENSOR_POSTS=true',
+    key: 'fleet',
+    run: phaseFleet,
   }),
 ];
 

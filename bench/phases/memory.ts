@@ -59,7 +59,8 @@ export function memoryVariant(
   return { kind: 'gaps', fields: fields.slice(0, Math.max(pump.minFields, fields.length - 3)) };
 }
 
-function summarizeStatus(t: number, s: Record<string, unknown>): Record<string, unknown> {
+/** The engine's status summed over its pumps (the memory and fleet phases' timelines). */
+export function summarizeStatus(t: number, s: Record<string, unknown>): Record<string, unknown> {
   const pumps = (s.pumps ?? {}) as Record<string, Record<string, unknown>>;
   const sum = (k: string) => Object.values(pumps).reduce((a, p) => a + Number(p[k] ?? 0), 0);
   return {

@@ -9,7 +9,8 @@ export class TableProgress {
   /** id → parts still pending (group resolution, per-sensor post). */
   private readonly inflight = new Map<number, number>();
   private readonly recent = new Set<number>();
-  private readonly ring: number[];
+  /** The last settled ids, oldest at ringPos once full; grown as rows settle, up to recentCapacity. */
+  private readonly ring: number[] = [];
   private ringPos = 0;
   private maxSeen: number;
   /**
@@ -28,11 +29,10 @@ export class TableProgress {
     checkpoint: number,
     /** The table's number in the engine schema, for encoding members (`no << 40 | id`). */
     readonly no: number,
-    recentCapacity = 8192,
+    private readonly recentCapacity = 8192,
   ) {
     this.maxSeen = checkpoint;
     this.persisted = checkpoint;
-    this.ring = new Array(recentCapacity);
   }
 
   /** Registers a row; false when it is already in flight or was settled recently (a duplicate). */
@@ -52,10 +52,13 @@ export class TableProgress {
       return;
     }
     this.inflight.delete(id);
-    const evicted = this.ring[this.ringPos];
-    if (evicted !== undefined) this.recent.delete(evicted);
-    this.ring[this.ringPos] = id;
-    this.ringPos = (this.ringPos + 1) % this.ring.length;
+    // Not allocated up front: 64 KB per reader, and a replica reads one table per sensor of every pump.
+    if (this.ring.length < this.recentCapacity) this.ring.push(id);
+    else {
+      this.recent.delete(this.ring[this.ringPos] as number);
+      this.ring[this.ringPos] = id;
+      this.ringPos = (this.ringPos + 1) % this.recentCapacity;
+    }
     this.recent.add(id);
   }
 
