@@ -183,6 +183,6 @@ export async function saveCheckpoints(
     db,
     moved.map(([p, lastId, pump]) => ({ table: p.table, pump, lastId })),
   );
-  for (const [p, cp] of moved) p.persisted = cp;
+  for (const [p, cp] of moved) p.saved(cp);
   return moved.length;
 }

@@ -21,7 +21,9 @@ export class TableProgress {
   private holdAt = Number.POSITIVE_INFINITY;
   private holdSeq = 0;
   private static seq = 0;
-  /** The checkpoint as last written to the database: catch-up reads from here. */
+  /** The checkpoint a catch-up under way began from: it may still read every row above it. */
+  private catchUpFrom = Number.POSITIVE_INFINITY;
+  /** The checkpoint as last written to the database (`saved`): catch-up reads from here. */
   persisted: number;
 
   constructor(
@@ -73,14 +75,44 @@ export class TableProgress {
     this.holdSeq = TableProgress.seq;
   }
 
-  /** A token to hand back to release() once a catch-up started now has read the table to its end. */
+  /**
+   * A catch-up begins, from `persisted`. Returns a token to hand back to release() once it has read the
+   * table to its end.
+   */
   catchUpToken(): number {
+    this.catchUpFrom = Math.min(this.catchUpFrom, this.persisted);
     return TableProgress.seq;
   }
 
   /** Lifts the hold unless a newer one was set after the catch-up began (a later catch-up lifts that). */
   release(token: number): void {
     if (this.holdSeq <= token) this.holdAt = Number.POSITIVE_INFINITY;
+    this.catchUpFrom = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * The checkpoint `id` is written. Settled ids at or below it, and below where a catch-up under way began,
+   * are forgotten: no catch-up reads them again, so only a notification could repeat them, and a repeated
+   * notification comes right after its first (two triggers on one row). Without this, every reader kept
+   * its last 8,192 settled ids: about 1 GB of heap for 4,000 readers (200 pumps of 20 sensors).
+   */
+  saved(id: number): void {
+    if (id <= this.persisted) return;
+    this.persisted = id;
+    const upTo = Math.min(id, this.catchUpFrom);
+    if (this.ring.length === 0 || !this.ring.some((x) => x <= upTo)) return;
+    const oldestFirst =
+      this.ringPos === 0
+        ? this.ring
+        : [...this.ring.slice(this.ringPos), ...this.ring.slice(0, this.ringPos)];
+    const kept: number[] = [];
+    for (const x of oldestFirst) {
+      if (x > upTo) kept.push(x);
+      else this.recent.delete(x);
+    }
+    this.ring.length = 0;
+    this.ring.push(...kept);
+    this.ringPos = 0;
   }
 
   /** The highest id such that every row at or below it that the engine has seen is settled. */

@@ -49,4 +49,37 @@ describe('TableProgress', () => {
     p.begin(101, 1); // read again from below the saved checkpoint
     expect(p.checkpoint()).toBe(120);
   });
+
+  it('forgets settled ids once the checkpoint is written past them, unless a catch-up under way may read them', () => {
+    const p = new TableProgress('t', 0, 1);
+    p.release(p.catchUpToken());
+    const settle = (...ids: number[]) => {
+      for (const id of ids) {
+        expect(p.begin(id, 1)).toBe(true);
+        p.settle(id);
+      }
+    };
+    settle(1, 2, 3);
+    p.saved(2);
+    expect(p.persisted).toBe(2);
+    expect(p.begin(3, 1)).toBe(false); // above the checkpoint: still known
+    expect(p.begin(2, 1)).toBe(true); // written past: forgotten (no catch-up reads it again)
+    p.settle(2);
+
+    // A catch-up begins from 2 and may read 3.. again: what it may read stays known while it runs.
+    const token = p.catchUpToken();
+    settle(4, 5);
+    p.saved(5);
+    expect(p.begin(3, 1)).toBe(false);
+    expect(p.begin(5, 1)).toBe(false);
+    p.release(token);
+    p.saved(5); // not moved: nothing changes
+    expect(p.begin(4, 1)).toBe(false);
+    settle(6);
+    p.saved(6); // moved, and no catch-up runs: 2..6 go
+    for (const id of [3, 4, 5, 6]) {
+      expect(p.begin(id, 1)).toBe(true);
+      p.settle(id);
+    }
+  });
 });
