@@ -24,11 +24,13 @@ export interface CheckpointKeeperOptions {
 }
 
 /**
- * The most moved checkpoints one timed write covers. The seed's two pumps have 35 readers; 200 synthetic
- * pumps of 20 sensors have 4,000, whose checkpoints are then each written every second instead of every
- * 250 ms (a crash reads a few more rows again; the ledger and the outbox's members recognise them).
+ * The most moved checkpoints one timed write covers. Each costs PostgreSQL about half a millisecond (its
+ * table's bound: see stableBounds), so a write every 250 ms stays near a fifth of a core. The seed's two
+ * pumps have 35 readers, all written each time; 200 synthetic pumps of 20 sensors have 4,000, each then
+ * written every 10 s instead of every 250 ms (a crash reads those rows again; the ledger and the outbox's
+ * members recognise them).
  */
-export const MAX_READERS_PER_SAVE = 1_000;
+export const MAX_READERS_PER_SAVE = 100;
 
 /** A start-up problem that retrying will not fix. */
 export class LedgerError extends Error {
