@@ -162,6 +162,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pool: this.pool,
       logger: this.log.child({ stage: 'ledger' }),
       everyMs: o.checkpointEveryMs ?? 250,
+      horizon: () => this.listener.horizon(),
       ownedReaders: () => this.activation.ownedReaders(),
     });
     this.recorder = new OutboxRecorder({

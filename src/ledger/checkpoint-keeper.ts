@@ -21,6 +21,12 @@ export interface CheckpointKeeperOptions {
   ownedReaders: () => Reader[];
   /** The most moved checkpoints one timed write covers (default MAX_READERS_PER_SAVE). */
   maxPerSave?: number;
+  /**
+   * The LISTEN session's horizon (Listener.horizon): no checkpoint passes a row of a transaction that had
+   * not finished there. Undefined while it cannot say; the last one it gave is used then (an older horizon
+   * only holds checkpoints further back), and nothing is written before the first.
+   */
+  horizon: () => Promise<number | undefined>;
 }
 
 /**
@@ -51,6 +57,7 @@ export class CheckpointKeeper {
   private saving: Promise<void> | undefined;
   /** Where the next capped write starts among the readers. */
   private turn = 0;
+  private lastHorizon: number | undefined;
   /** Completed checkpoint writes: tests wait on it instead of sleeping. */
   saves = 0;
 
@@ -145,7 +152,10 @@ export class CheckpointKeeper {
     this.turn = start + examined;
     this.saving = (async () => {
       try {
-        await saveCheckpoints(this.o.pool, chosen);
+        const horizon = chosen.length > 0 ? await this.o.horizon() : undefined;
+        if (horizon !== undefined) this.lastHorizon = horizon;
+        if (chosen.length > 0 && this.lastHorizon === undefined) return; // not listening yet: nothing is safe
+        await saveCheckpoints(this.o.pool, chosen, this.lastHorizon ?? 0);
         this.saves += 1;
       } catch (err) {
         this.o.logger.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
@@ -158,12 +168,13 @@ export class CheckpointKeeper {
 }
 
 /**
- * Writes the checkpoints that moved, each held below rows that transactions still in progress may commit
- * (see stableBounds). Returns how many moved; a checkpoint never goes backwards.
+ * Writes the checkpoints that moved, each held below rows that transactions not finished at `horizon` may
+ * have committed (see stableBounds). Returns how many moved; a checkpoint never goes backwards.
  */
 export async function saveCheckpoints(
   db: pg.Pool | pg.ClientBase,
   progress: Iterable<{ reader: Reader; p: TableProgress }>,
+  horizon: number,
 ): Promise<number> {
   const candidates: [TableProgress, number, string][] = [];
   for (const { reader, p } of progress) {
@@ -174,6 +185,7 @@ export async function saveCheckpoints(
   const bounds = await stableBounds(
     db,
     candidates.map(([p]) => ({ table: p.table, from: p.persisted })),
+    horizon,
   );
   const moved: [TableProgress, number, string][] = [];
   for (const [p, cp, pump] of candidates) {

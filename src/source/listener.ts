@@ -9,6 +9,7 @@ import {
   endStaleSessions,
   listeningChannels,
   listenOn,
+  streamHorizon,
 } from '../store/sessions.js';
 import { sleep } from '../util/clock.js';
 
@@ -221,6 +222,28 @@ export class Listener extends EventEmitter<ListenerEvents> {
   private stopHeartbeat(): void {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
+  }
+
+  /**
+   * The horizon checkpoints are bounded by (see stableBounds): a transaction older than it has finished,
+   * and its notifications have been handled. Undefined while not listening or when the session does not
+   * answer within the heartbeat's timeout.
+   */
+  async horizon(): Promise<number | undefined> {
+    const client = this.client;
+    if (!client || !this.listening) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), this.o.heartbeat.timeoutMs);
+      });
+      const x = await Promise.race([streamHorizon(client), timeout]);
+      return this.client === client ? x : undefined;
+    } catch {
+      return undefined; // the supervisor sees the broken session itself
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Checks that the session answers within the timeout and still listens on every channel. */

@@ -82,25 +82,34 @@ export async function loadCheckpoints(
 }
 
 /**
- * Is `xmin` (a row's inserting transaction, 32 bits) at or after the oldest transaction still running?
+ * Is `xmin` (a row's inserting transaction, 32 bits) at or after the horizon (the oldest transaction
+ * still running, as the LISTEN session saw it)?
  * Compared modulo 2^32, as PostgreSQL compares transaction ids.
  */
-const RECENT = `((xmin::text::bigint - (SELECT x FROM snap) + 4294967296) % 4294967296) < 2147483648`;
+const RECENT = `((xmin::text::bigint - (SELECT x FROM horizon) + 4294967296) % 4294967296) < 2147483648`;
 
 /**
- * How far each table's checkpoint may safely go, given transactions still in progress.
+ * How far each table's checkpoint may safely go, given transactions not yet finished, or finished but not
+ * yet heard of.
  *
  * Writers commit out of id order: a transaction holding a low id may commit after one holding a higher id.
  * While it runs, its rows are invisible, and a checkpoint past them would skip them forever. Any row
- * visible above such an id was inserted by a transaction newer than the oldest one still running (the
- * snapshot's xmin). So the first visible row above `from` whose xmin is that recent marks where unseen
- * rows may hide: the checkpoint stops at the last visible row below it. A table with no such row has no
- * bound (undefined). Rows come from ids allocated in the same statement that assigns the transaction id,
- * so the argument holds for plain INSERTs; see docs/reliability.md for what it does not cover.
+ * visible above such an id was inserted by a transaction newer than the oldest one still running. So the
+ * first visible row above `from` whose xmin is that recent marks where unseen rows may hide: the
+ * checkpoint stops at the last visible row below it. A table with no such row has no bound (undefined).
+ *
+ * "Still running" is judged at `horizon`, the LISTEN session's own view (Listener.horizon): a transaction
+ * that committed after it may have rows visible here whose notifications the engine has not handled yet
+ * (they wait in its socket while it catches up with a burst), and those rows count as unseen too. A
+ * snapshot of this connection would judge them finished and let the checkpoint pass them.
+ *
+ * Rows come from ids allocated in the same statement that assigns the transaction id, so the argument
+ * holds for plain INSERTs; see docs/reliability.md for what it does not cover.
  */
 export async function stableBounds(
   db: pg.Pool | pg.ClientBase,
   tables: { table: string; from: number }[],
+  horizon: number,
 ): Promise<Map<string, number | undefined>> {
   // Per table: several readers of one table ask from the lowest of their checkpoints (a bound from there
   // holds for every reader above it too; it may only stop one sooner).
@@ -109,7 +118,7 @@ export async function stableBounds(
   tables = [...lowest].map(([table, from]) => ({ table, from }));
   const out = new Map<string, number | undefined>();
   if (tables.length === 0) return out;
-  const params: unknown[] = [];
+  const params: unknown[] = [horizon];
   const parts = tables.map(({ table, from }) => {
     params.push(table, from);
     const t = `$${params.length - 1}::text`;
@@ -120,7 +129,7 @@ export async function stableBounds(
               FROM (SELECT min(id) AS n FROM ${q} WHERE id > ${p} AND ${RECENT}) r`;
   });
   const { rows } = await db.query<{ t: string; first_recent: string | null; below: string | null }>(
-    `WITH snap AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296 AS x)
+    `WITH horizon AS (SELECT $1::bigint AS x)
      ${parts.join('\nUNION ALL\n')}`,
     params,
   );

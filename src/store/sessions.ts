@@ -43,6 +43,21 @@ export async function listeningChannels(client: pg.ClientBase): Promise<Set<stri
   return new Set(rows.map((r) => r.c));
 }
 
+/**
+ * The oldest transaction still running (its id modulo 2^32), as seen by this LISTEN session, once every
+ * notification of a transaction that finished before that moment has reached the client. The second
+ * query is the barrier: the server sends a listener its pending notifications when it goes idle, so those
+ * committed before the first query's snapshot come before the second's answer, and the client handles
+ * messages in order.
+ */
+export async function streamHorizon(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ x: string }>(
+    'SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296 AS x',
+  );
+  await client.query('SELECT 1');
+  return Number(rows[0]?.x);
+}
+
 /** How full the server's notification queue is, 0 to 1. */
 export async function notificationQueueUsage(db: pg.Pool | pg.ClientBase): Promise<number> {
   const { rows } = await db.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u');

@@ -9,6 +9,7 @@ export class TcpProxy {
   private server: Server | undefined;
   private readonly live = new Set<[Socket, Socket]>();
   private readonly silenced = new Set<[Socket, Socket]>();
+  private readonly held = new Set<[Socket, Socket]>();
   port = 0;
 
   constructor(
@@ -42,6 +43,32 @@ export class TcpProxy {
       this.live.delete(pair);
       this.silenced.add(pair);
     }
+  }
+
+  /**
+   * Holds what the server sends on one connection, the one whose server side sees our end at `localPort`
+   * (`pg_stat_activity.client_port`): the session stays up, its messages wait here until released.
+   * Returns false when there is no such connection.
+   */
+  holdReplies(localPort: number): boolean {
+    for (const pair of this.live) {
+      const [client, upstream] = pair;
+      if (upstream.localPort !== localPort) continue;
+      upstream.unpipe(client);
+      upstream.pause();
+      this.held.add(pair);
+      return true;
+    }
+    return false;
+  }
+
+  /** Forwards what the held connections received meanwhile, and goes on. */
+  releaseReplies(): void {
+    for (const [client, upstream] of this.held) {
+      upstream.pipe(client);
+      upstream.resume();
+    }
+    this.held.clear();
   }
 
   /** Closes every connection and stops accepting new ones. */

@@ -53,6 +53,13 @@ describe('checkpoint keeper', () => {
       everyMs: 1_500,
       ownedReaders: () => readers,
       maxPerSave: 3,
+      // No LISTEN session here: the oldest running transaction as this pool sees it.
+      horizon: async () => {
+        const { rows } = await h.admin.query<{ x: string }>(
+          'SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296 AS x',
+        );
+        return Number(rows[0]?.x);
+      },
     });
     await keeper.load(h.admin, readers);
     // As after a catch-up that read every table to its end.

@@ -131,4 +131,49 @@ describe('commits out of id order', () => {
       await proxy.stop();
     }
   });
+
+  it('it commits while its notifications wait unread (the engine behind the stream): no checkpoint passes its rows', async () => {
+    h = await harness('late_unread');
+    const x = h;
+    const proxy = await new TcpProxy(x.db.config.port).start();
+    const viaProxy = new URL(x.db.url);
+    viaProxy.port = String(proxy.port);
+    try {
+      // No heartbeat during the test: the held session must not be torn down and held by reconnecting.
+      const m = await x.startMonitor({
+        DATABASE_URL: viaProxy.toString(),
+        HEARTBEAT_INTERVAL_MS: '600000',
+        HEARTBEAT_TIMEOUT_MS: '500',
+      });
+      const early = await openWriter(x, '2025-04-03T10:00:00');
+      await insertTimestamp(x.admin, x.pumps.A, '2025-04-03T10:00:01');
+      await waitFor('the later transaction delivered', () => laterCommitted(x) === 1);
+      const saves0 = m.status().checkpoint_saves;
+      await waitFor('a checkpoint save since', () => m.status().checkpoint_saves >= saves0 + 1);
+      expectBelow(await checkpoints(x), early.ids);
+
+      // What the server sends the LISTEN session now waits in the proxy: the engine is behind the stream,
+      // as while it works through a burst. The early transaction commits meanwhile; its rows are visible
+      // to every other session, its notifications unread.
+      const { rows } = await x.admin.query<{ port: number }>(
+        `SELECT client_port AS port FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'pm-listen:%'`,
+      );
+      expect(rows).toHaveLength(1);
+      expect(proxy.holdReplies(rows[0]?.port as number)).toBe(true);
+      await early.commit();
+      const saves1 = m.status().checkpoint_saves;
+      await waitFor('two checkpoint saves since', () => m.status().checkpoint_saves >= saves1 + 2);
+      expectBelow(await checkpoints(x), early.ids);
+
+      proxy.releaseReplies();
+      await waitFor('the early transaction delivered', () => {
+        const d = delivered(x, early.ids);
+        return d.vectors === 1 && d.posts === 20;
+      });
+      expect(delivered(x, early.ids)).toEqual({ vectors: 1, posts: 20 });
+    } finally {
+      await proxy.stop();
+    }
+  });
 });
