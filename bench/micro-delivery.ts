@@ -86,6 +86,23 @@ async function measure(variant: string, n: number, run: () => Promise<void>): Pr
   };
 }
 
+/** The engine's poster for one pump, with its production settings but CONCURRENCY posts in flight. */
+function posterOf(
+  pump: string,
+  client: BackendClient,
+  breaker: ReturnType<typeof createBreaker>,
+  onDone: (r: Reading) => void,
+): SensorPoster {
+  return new SensorPoster({
+    clients: new Map([[pump, { client, breaker }]]),
+    concurrency: CONCURRENCY,
+    maxAttempts: 8,
+    retryBaseMs: 200,
+    retryMaxMs: 30_000,
+    onDone,
+  });
+}
+
 /** Runs `n` calls of `one` with `CONCURRENCY` in flight. */
 async function pool(n: number, one: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -129,16 +146,9 @@ async function main(): Promise<void> {
         const all = new Promise<void>((resolve) => {
           finish = resolve;
         });
-        const poster = new SensorPoster({
-          clients: new Map([[pump.id, { client, breaker }]]),
-          concurrency: CONCURRENCY,
-          maxAttempts: 8,
-          retryBaseMs: 200,
-          retryMaxMs: 30_000,
-          onDone: () => {
-            done += 1;
-            if (done === n) finish();
-          },
+        const poster = posterOf(pump.id, client, breaker, () => {
+          done += 1;
+          if (done === n) finish();
         });
         for (let i = 0; i < n; i++) poster.enqueue(reading(i));
         await all;
@@ -201,16 +211,9 @@ function posterWorker(origin: string): void {
     port.postMessage(Float64Array.from(out));
     out = [];
   };
-  const poster = new SensorPoster({
-    clients: new Map([[pump.id, { client, breaker }]]),
-    concurrency: CONCURRENCY,
-    maxAttempts: 8,
-    retryBaseMs: 200,
-    retryMaxMs: 30_000,
-    onDone: (r) => {
-      if (out.length === 0) setImmediate(flush);
-      out.push(r.id);
-    },
+  const poster = posterOf(pump.id, client, breaker, (r) => {
+    if (out.length === 0) setImmediate(flush);
+    out.push(r.id);
   });
   port.on('message', (batch: Float64Array) => {
     for (let i = 0; i < batch.length; i += 2) {

@@ -47,6 +47,23 @@ function postsFor(x: Harness, endpoint: string, id: number) {
   );
 }
 
+/** Delivers one timestamp of pump A with a first engine, waits until its 20 posts are on record, stops it. */
+async function deliveredThenStopped(x: Harness, t: string): Promise<number[]> {
+  const m1 = await x.startMonitor();
+  const ids = await insertTimestamp(x.admin, x.pumps.A, t);
+  const postsA = () =>
+    x.backend.requests.filter((r) => r.status === 200 && r.path.startsWith('/sensores/prediccion'));
+  await waitFor('the vector and its 20 posts', () => unifiedA(x).length === 1 && postsA().length === 20);
+  await waitFor('the posts on record', async () => {
+    const { rows } = await x.admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM ${ENGINE_SCHEMA}.sensor_posts WHERE pump = 'A'`,
+    );
+    return rows[0]?.n === 20;
+  });
+  await m1.stop();
+  return ids;
+}
+
 describe('vector identity', () => {
   it('HH:MM keys: across midnight, a late reading the same day, and the same keys the next day', async () => {
     h = await harness('identity_hhmm');
@@ -120,19 +137,9 @@ describe('vector identity', () => {
   it('rows read again after a crash: the group is recognised, counted and logged, and no post is repeated', async () => {
     h = await harness('identity_replay');
     const x = h;
-    const m1 = await x.startMonitor();
-    const t = '2025-03-02T09:00:00';
-    const ids = await insertTimestamp(x.admin, x.pumps.A, t);
+    const ids = await deliveredThenStopped(x, '2025-03-02T09:00:00');
     const postsA = () =>
       x.backend.requests.filter((r) => r.status === 200 && r.path.startsWith('/sensores/prediccion'));
-    await waitFor('the vector and its 20 posts', () => unifiedA(x).length === 1 && postsA().length === 20);
-    await waitFor('the posts on record', async () => {
-      const { rows } = await x.admin.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM ${ENGINE_SCHEMA}.sensor_posts WHERE pump = 'A'`,
-      );
-      return rows[0]?.n === 20;
-    });
-    await m1.stop();
 
     // As if the process had died before its checkpoints were saved: the rows are read again.
     const tables = x.pumps.A.sensors.map((s) => s.table);
@@ -160,17 +167,8 @@ describe('vector identity', () => {
   it('some rows of a sent group read again: recognised as part of it, not counted or logged as a dropped group', async () => {
     h = await harness('identity_partial');
     const x = h;
-    const m1 = await x.startMonitor();
     const t = '2025-03-03T09:00:00';
-    const ids = await insertTimestamp(x.admin, x.pumps.A, t);
-    await waitFor('the vector', () => unifiedA(x).length === 1);
-    await waitFor('the posts on record', async () => {
-      const { rows } = await x.admin.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM ${ENGINE_SCHEMA}.sensor_posts WHERE pump = 'A'`,
-      );
-      return rows[0]?.n === 20;
-    });
-    await m1.stop();
+    const ids = await deliveredThenStopped(x, t);
 
     // Three tables' checkpoints held short of their rows (a late commit elsewhere on the server), the
     // others at theirs: three rows are read again, a group far below the pump's threshold of 15 fields.
