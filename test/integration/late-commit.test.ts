@@ -77,6 +77,14 @@ function laterCommitted(x: Harness) {
   ).length;
 }
 
+/** A proxy of the test's own in front of the harness's PostgreSQL, and the database URL through it. */
+async function proxyFor(x: Harness): Promise<{ proxy: TcpProxy; viaProxy: string }> {
+  const proxy = await new TcpProxy(x.db.config.port).start();
+  const url = new URL(x.db.url);
+  url.port = String(proxy.port);
+  return { proxy, viaProxy: url.toString() };
+}
+
 describe('commits out of id order', () => {
   it('the engine restarts while a transaction holding lower ids is open: its rows are caught up, none lost', async () => {
     h = await harness('late_restart');
@@ -102,11 +110,9 @@ describe('commits out of id order', () => {
     h = await harness('late_listen');
     const x = h;
     // The engine reaches PostgreSQL through a proxy of the test's own, so the gap can be held open.
-    const proxy = await new TcpProxy(x.db.config.port).start();
-    const viaProxy = new URL(x.db.url);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await proxyFor(x);
     try {
-      const m = await x.startMonitor({ DATABASE_URL: viaProxy.toString(), DB_QUERY_TIMEOUT_MS: '1000' });
+      const m = await x.startMonitor({ DATABASE_URL: viaProxy, DB_QUERY_TIMEOUT_MS: '1000' });
       const early = await openWriter(x, '2025-04-02T10:00:00');
       await insertTimestamp(x.admin, x.pumps.A, '2025-04-02T10:00:01');
       await waitFor('the later transaction delivered', () => laterCommitted(x) === 1);
@@ -135,13 +141,11 @@ describe('commits out of id order', () => {
   it('it commits while its notifications wait unread (the engine behind the stream): no checkpoint passes its rows', async () => {
     h = await harness('late_unread');
     const x = h;
-    const proxy = await new TcpProxy(x.db.config.port).start();
-    const viaProxy = new URL(x.db.url);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await proxyFor(x);
     try {
       // No heartbeat during the test: the held session must not be torn down and held by reconnecting.
       const m = await x.startMonitor({
-        DATABASE_URL: viaProxy.toString(),
+        DATABASE_URL: viaProxy,
         HEARTBEAT_INTERVAL_MS: '600000',
         HEARTBEAT_TIMEOUT_MS: '500',
       });
