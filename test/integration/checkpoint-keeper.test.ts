@@ -44,6 +44,11 @@ async function oneRowEach(keeper: CheckpointKeeper, tables: string[]): Promise<M
 
 describe('checkpoint keeper', () => {
   it('writes at most maxPerSave checkpoints per timed write, every reader in turn; flush writes all', async () => {
+    // A transaction with an id stays open meanwhile, as other test files' may: the turns must not depend
+    // on it.
+    const other = await h.admin.connect();
+    await other.query('BEGIN');
+    await other.query('SELECT pg_current_xact_id()');
     const readers = h.pumps.A.sensors.map((s) => ({ pump: 'A', table: s.table }));
     const tables = readers.map((r) => r.table);
     const keeper = new CheckpointKeeper({
@@ -53,10 +58,11 @@ describe('checkpoint keeper', () => {
       everyMs: 1_500,
       ownedReaders: () => readers,
       maxPerSave: 3,
-      // No LISTEN session here: the oldest running transaction as this pool sees it.
+      // No LISTEN session here, and this test is about the turns, not the late-commit bound: the next
+      // transaction id as the horizon, so that other test files' open transactions hold nothing back.
       horizon: async () => {
         const { rows } = await h.admin.query<{ x: string }>(
-          'SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296 AS x',
+          'SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296 AS x',
         );
         return Number(rows[0]?.x);
       },
@@ -90,5 +96,7 @@ describe('checkpoint keeper', () => {
     await keeper.flush();
     expect(keeper.saves).toBe(4);
     expect(await saved(tables)).toEqual(more);
+    await other.query('ROLLBACK');
+    other.release();
   });
 });
