@@ -129,7 +129,8 @@ export class BackendClient {
 class Answer implements Dispatcher.DispatchHandler {
   private status = 0;
   private retryAfter: string | undefined;
-  private text = '';
+  /** The body as it came; decoded at the end, so that a character split across chunks stays whole. */
+  private readonly chunks: Buffer[] = [];
   private controller: Dispatcher.DispatchController | undefined;
   private readonly onAbort: (() => void) | undefined;
 
@@ -162,13 +163,17 @@ class Answer implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.text += chunk.toString('utf8');
+    this.chunks.push(chunk);
   }
 
   onResponseEnd(): void {
     this.done();
     this.client.answered(this.path, this.status);
-    const answer: BackendAnswer = { status: this.status, body: this.text };
+    const body =
+      this.chunks.length === 1
+        ? (this.chunks[0] as Buffer).toString('utf8')
+        : Buffer.concat(this.chunks).toString('utf8');
+    const answer: BackendAnswer = { status: this.status, body };
     const retryAfter = parseRetryAfter(this.retryAfter);
     if (retryAfter !== undefined) answer.retryAfterMs = retryAfter;
     this.resolve(answer);
