@@ -78,8 +78,13 @@ async function expectExactlyOnce(timestamps: number): Promise<void> {
     if (got < n) lost += n - got;
     if (got > n) duplicated += got - n;
   }
-  for (const [k, n] of d.posts) if (!want.has(k)) duplicated += n;
-  expect({ lost, duplicated }).toEqual({ lost: 0, duplicated: 0 });
+  const unexpected: string[] = [];
+  for (const [k, n] of d.posts) {
+    if (!want.has(k)) duplicated += n;
+    if ((d.posts.get(k) ?? 0) !== (want.get(k) ?? 0)) unexpected.push(`${k} x${n}`);
+  }
+  // The keys name what went wrong when it does (a post lost, twice, or to a path nobody expects).
+  expect({ lost, duplicated, keys: unexpected.slice(0, 10) }).toEqual({ lost: 0, duplicated: 0, keys: [] });
   for (const [k, n] of d.vectors) expect(n, k).toBe(1);
   const perPath = (path: string) => [...d.vectors.keys()].filter((k) => k.startsWith(`${path} `)).length;
   expect(perPath('/sensores/predecir-bomba')).toBe(timestamps);
