@@ -13,9 +13,9 @@ export interface AssemblerOptions {
   /** At most this many groups are open; the oldest by arrival is resolved early beyond it. */
   maxOpenGroups: number;
   /**
-   * A reading for a timestamp whose group closed less than this long ago is late: counted, logged and not
-   * merged. After it, the same key text starts a new group, a new vector: `HH:MM` keys come back every
-   * day, and a sensor clock can be reset.
+   * A reading of a table the group lacked, for a timestamp whose group closed less than this long ago, is
+   * late: counted, logged and not merged. After it, or for a table the closed group held, the same key text
+   * starts a new group, a new vector: `HH:MM` keys come back every day, and a sensor clock can be reset.
    */
   lateWindowMs: number;
   /** How many closed timestamps are remembered at most to recognise late readings. */
@@ -36,6 +36,8 @@ export type AddResult = 'added' | 'replaced' | 'late' | 'conflicting';
 
 interface Group {
   tiempo: string;
+  /** The tables it holds a row of, as bits of the pump's table numbers (31 a word). */
+  tables: number[];
   values: (number | undefined)[];
   /** The table each present value came from. */
   sources: (string | undefined)[];
@@ -62,8 +64,10 @@ export class Assembler {
   private readonly fields: string[];
   private readonly index = new Map<string, number>();
   private readonly groups = new Map<string, Group>();
-  /** Closed key text → when it closed, oldest first. */
-  private readonly closed = new Map<string, number>();
+  /** Closed key text → when it closed and the tables it held, oldest first. */
+  private readonly closed = new Map<string, { at: number; tables: number[] }>();
+  /** Each table of the pump's vector sensors: its bit in a group's `tables`. */
+  private readonly tableBit = new Map<string, number>();
   private readonly last: ({ value: number; at: number } | undefined)[];
   private readonly closedMemory: number;
   private settling = 0;
@@ -78,6 +82,8 @@ export class Assembler {
       ...new Set(pump.sensors.filter((s) => s.inVector !== false).map((s) => s.field)),
     ];
     for (const [i, f] of this.fields.entries()) this.index.set(f, i);
+    for (const s of pump.sensors)
+      if (!this.tableBit.has(s.table)) this.tableBit.set(s.table, this.tableBit.size);
     this.last = this.fields.map(() => undefined);
     this.closedMemory = opts.closedMemory ?? 10_000;
   }
@@ -93,10 +99,13 @@ export class Assembler {
 
   add(r: Reading): AddResult {
     const now = this.clock.now();
-    const closedAt = this.closed.get(r.tiempo);
-    if (closedAt !== undefined) {
-      if (now - closedAt < this.opts.lateWindowMs) return 'late';
-      this.closed.delete(r.tiempo); // the key came back: a new timestamp
+    const closed = this.closed.get(r.tiempo);
+    if (closed !== undefined) {
+      // Only a table the closed group lacks can be late for it. A second row of a table it holds is the
+      // key coming back (a clock reset, `HH:MM` the next day): a new timestamp, as after the window.
+      if (now - closed.at < this.opts.lateWindowMs && !this.holds(closed.tables, r.sensor.table))
+        return 'late';
+      this.closed.delete(r.tiempo);
     }
     const i = this.index.get(r.sensor.field);
     if (i === undefined) throw new Error(`pump ${this.pump.id} has no field ${r.sensor.field}`);
@@ -105,6 +114,7 @@ export class Assembler {
       if (this.groups.size >= this.opts.maxOpenGroups) this.evictOldest();
       g = {
         tiempo: r.tiempo,
+        tables: [],
         values: this.fields.map(() => undefined),
         sources: this.fields.map(() => undefined),
         count: 0,
@@ -114,6 +124,7 @@ export class Assembler {
       };
       this.groups.set(r.tiempo, g);
     }
+    this.mark(g.tables, r.sensor.table);
     const replaced = g.values[i] !== undefined;
     if (replaced && g.sources[i] !== r.sensor.table) {
       // Another channel's reading for a field this timestamp has: the first one keeps it.
@@ -138,7 +149,7 @@ export class Assembler {
   tick(): void {
     const now = this.clock.now();
     // Closed keys are kept in closing order: forget those past the late window.
-    for (const [tiempo, at] of this.closed) {
+    for (const [tiempo, { at }] of this.closed) {
       if (now - at < this.opts.lateWindowMs) break;
       this.closed.delete(tiempo);
     }
@@ -190,11 +201,23 @@ export class Assembler {
   private close(g: Group): void {
     this.groups.delete(g.tiempo);
     if (g.count >= this.pump.minFields) this.settling -= 1;
-    this.closed.set(g.tiempo, this.clock.now());
+    this.closed.set(g.tiempo, { at: this.clock.now(), tables: g.tables });
     if (this.closed.size > this.closedMemory) {
       const first = this.closed.keys().next().value;
       if (first !== undefined) this.closed.delete(first);
     }
+  }
+
+  private mark(tables: number[], table: string): void {
+    const bit = this.tableBit.get(table) ?? 0;
+    const w = (bit / 31) | 0;
+    while (tables.length <= w) tables.push(0);
+    tables[w] = (tables[w] as number) | (1 << (bit % 31));
+  }
+
+  private holds(tables: number[], table: string): boolean {
+    const bit = this.tableBit.get(table) ?? 0;
+    return (((tables[(bit / 31) | 0] ?? 0) >> (bit % 31)) & 1) === 1;
   }
 
   /** The present values (and fills), keyed by field in the definition's order. */

@@ -74,11 +74,23 @@ describe('vector identity', () => {
     const day1 = (f: string) => 100 + x.pumps.A.sensors.findIndex((s) => s.field === f);
     const day2 = (f: string) => 500 + x.pumps.A.sensors.findIndex((s) => s.field === f);
 
-    for (const t of keys) await insertTimestamp(x.admin, x.pumps.A, t, { value: day1 });
+    // 00:01 comes without its first sensor: sent after the settle time, that field filled from 00:00.
+    const allButFirst = x.pumps.A.sensors.slice(1).map((s) => s.field);
+    for (const t of keys) {
+      await insertTimestamp(x.admin, x.pumps.A, t, {
+        value: day1,
+        ...(t === '00:01' ? { fields: allButFirst } : {}),
+      });
+    }
+    await waitFor('day 1: three full vectors', () => unifiedA(x).length === 3);
+    await waitFor('00:01 open with all but one field', () =>
+      m.openGroupsView('A').some((g) => g.tiempo === '00:01' && g.present.filter(Boolean).length === 19),
+    );
+    clock.advance(1_000); // its settle time
     await waitFor('day 1: four vectors', () => unifiedA(x).length === 4);
 
-    // One sensor reports 23:59 again, moments after its vector went out: a late reading.
-    const lateId = await insertOne(x, 0, '23:59', 42);
+    // The missing sensor reports 00:01 moments after its vector went out: a late reading.
+    const lateId = await insertOne(x, 0, '00:01', 42);
     const endpoint = x.pumps.A.sensors[0]?.endpoint as string;
     await waitFor(
       'the late reading to be counted',
@@ -108,16 +120,26 @@ describe('vector identity', () => {
     expect(m.status().pumps.A).toMatchObject({ vectors_sent: 8, vectors_suppressed: 0, readings_late: 1 });
   });
 
-  it('ISO keys: a late reading is counted and not merged; the key back after the late window is a new vector', async () => {
+  it('ISO keys: a late reading is counted and not merged; the key back (5 s after, or after the window) is a new vector', async () => {
     h = await harness('identity_iso');
     const x = h;
     const clock = new ManualClock(Date.now());
     const m = await x.startMonitor({ LATE_WINDOW_MS: '600000' }, { clock });
     const t = '2025-03-01T08:00:00';
-    await insertTimestamp(x.admin, x.pumps.A, t);
-    await waitFor('the first vector', () => unifiedA(x).length === 1);
+    await insertTimestamp(x.admin, x.pumps.A, '2025-03-01T07:59:00', { value: () => 6 });
+    await waitFor('the vector before', () => unifiedA(x).length === 1);
+    // Without sensor 3: sent after the settle time with that field filled.
+    const fourth = x.pumps.A.sensors[3]?.field as string;
+    await insertTimestamp(x.admin, x.pumps.A, t, {
+      fields: x.pumps.A.sensors.map((s) => s.field).filter((f) => f !== fourth),
+    });
+    await waitFor('the group open with all but one field', () =>
+      m.openGroupsView('A').some((g) => g.tiempo === t && g.present.filter(Boolean).length === 19),
+    );
+    clock.advance(1_000);
+    await waitFor('the first vector', () => unifiedA(x).length === 2);
 
-    clock.advance(599_000); // still inside the late window
+    clock.advance(599_000); // still inside the late window: the table the group lacked is late
     await insertOne(x, 3, t, 7);
     await waitFor(
       'the late reading',
@@ -125,13 +147,22 @@ describe('vector identity', () => {
     );
     expect(m.openGroupsView('A')).toEqual([]);
 
-    clock.advance(2_000); // the window has passed: a sensor clock reset brings the key back
+    // A clock reset 5 s later, still inside the window: every table repeats the key. None of those rows
+    // can be a late member of the closed group, which holds a row of each: a new vector at once.
+    clock.advance(5_000);
+    await insertTimestamp(x.admin, x.pumps.A, t, { value: () => 8 });
+    await waitFor('the second vector', () => unifiedA(x).length === 3);
+    expect((m.status().pumps.A as { readings_late: number }).readings_late).toBe(1);
+
+    clock.advance(601_000); // the window has passed: the key back again is a new vector
     await insertTimestamp(x.admin, x.pumps.A, t, { value: () => 9 });
-    await waitFor('the second vector', () => unifiedA(x).length === 2);
-    const [first, second] = unifiedA(x);
-    expect(second?.idempotencyKey).not.toBe(first?.idempotencyKey);
-    expect(second?.body).toEqual(Object.fromEntries(x.pumps.A.sensors.map((s) => [s.field, 9])));
-    expect((await outboxRows(x, 'A')).map((r) => r.tiempo_sensor)).toEqual([t, t]);
+    await waitFor('the third vector', () => unifiedA(x).length === 4);
+    const [, first, second, third] = unifiedA(x);
+    expect(new Set([first, second, third].map((r) => r?.idempotencyKey)).size).toBe(3);
+    expect(first?.body[fourth]).toBe(6); // filled from the vector before, not the late 7
+    expect(second?.body).toEqual(Object.fromEntries(x.pumps.A.sensors.map((s) => [s.field, 8])));
+    expect(third?.body).toEqual(Object.fromEntries(x.pumps.A.sensors.map((s) => [s.field, 9])));
+    expect((await outboxRows(x, 'A')).map((r) => r.tiempo_sensor)).toEqual(['2025-03-01T07:59:00', t, t, t]);
   });
 
   it('rows read again after a crash: the group is recognised, counted and logged, and no post is repeated', async () => {

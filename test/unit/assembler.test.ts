@@ -144,11 +144,45 @@ describe('assembler', () => {
     expect('salida_bomba' in (vectors[0]?.values ?? {})).toBe(false);
   });
 
-  it('counts a reading for a closed timestamp as late and never merges it', () => {
-    const { vectors, add } = setup(pumpA);
-    add('t1', 20);
-    expect(add('t1', ['corriente_motor'])).toEqual(['late']);
+  it('counts a reading of a table the closed group lacked as late, and never merges it', () => {
+    const { vectors, dropped, add, a, clock } = setup(pumpA);
+    const last = pumpA.sensors[19]?.field as string;
+    add('t1', 19);
+    clock.advance(opts.expiryMs);
+    a.tick();
+    expect(a.openGroups).toBe(0);
+    expect(vectors.length + dropped.length).toBe(1);
+    expect(add('t1', [last])).toEqual(['late']);
+    expect(vectors.length + dropped.length).toBe(1);
+    expect(a.openGroups).toBe(0);
+  });
+
+  it('starts a new occurrence when every table repeats a key 5 s after its close (a clock reset)', () => {
+    const { vectors, add, a, clock } = setup(pumpA);
+    add('10:00', 20, 1);
     expect(vectors).toHaveLength(1);
+    clock.advance(5_000);
+    // Each table's second row for the key: none can belong to the closed group, which holds a row of each.
+    expect(add('10:00', 20, 2)).toEqual(Array(20).fill('added'));
+    expect(vectors).toHaveLength(2);
+    expect(vectors[1]?.values.corriente_motor).toBe(2);
+    expect(vectors[1]?.members.map((m) => m.id)).toEqual(Array.from({ length: 20 }, (_, i) => 21 + i));
+    expect(a.openGroups).toBe(0);
+  });
+
+  it('takes a repeated table as a new occurrence while a lacking table of the same key is still late', () => {
+    const { add, a, clock } = setup(pumpA);
+    const first = pumpA.sensors[0]?.field as string;
+    const last = pumpA.sensors[19]?.field as string;
+    add('t1', 19);
+    clock.advance(opts.expiryMs);
+    a.tick();
+    expect(a.openGroups).toBe(0);
+    expect(add('t1', [last])).toEqual(['late']); // the table it lacked, within the late window
+    expect(add('t1', [first])).toEqual(['added']); // a table the closed group held: the key came back
+    expect(a.openGroups).toBe(1);
+    expect(add('t1', [last])).toEqual(['added']); // the new occurrence is open: it joins that one
+    expect(a.openGroups).toBe(1);
   });
 
   it('caps open groups and resolves the oldest by arrival', () => {
