@@ -7,6 +7,7 @@ import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
 import { type DeliveryResult, deliver } from '../delivery/policy.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
+import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
@@ -35,6 +36,8 @@ export interface LogbookLaneOptions {
   retryMaxMs: number;
   /** Rows read per catch-up batch. */
   batch: number;
+  /** Reads the rows notifications name. */
+  rows: RowFetcher;
   /** Writes a dead letter, then calls `settled` once it is on record. */
   deadLetter: (letter: DeadLetter, settled: () => void) => void;
   signal: AbortSignal;
@@ -44,8 +47,8 @@ export interface LogbookLaneOptions {
 interface Entry {
   stream: LogbookStream;
   id: number;
-  /** The text from the payload; undefined when it came without one (a long entry): read from the row. */
-  bitacora: string | undefined;
+  /** The row's text (null: it has none); undefined for an operator's retry, read from the row when sent. */
+  bitacora: string | null | undefined;
   /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
   deferredId?: number;
   key?: string;
@@ -157,7 +160,10 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     return this.records.flush();
   }
 
-  /** A notification on one of the logbook's channels: {id, bitacora}, or {id} alone for a long entry. */
+  /**
+   * A notification on one of the logbook's channels, {id, bitacora} or {id} alone for a long entry: a
+   * claim that the table holds that row. The row is read and its text sent, never the payload's.
+   */
   accept(channel: string, payload: string): void {
     const stream = this.byChannel.get(channel);
     if (!stream || !this.owned) return;
@@ -168,17 +174,60 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       body = undefined;
     }
     const id = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).id : undefined;
+    const progress = this.o.ledger.reader(this.id, stream.table);
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-      this.o.logger.warn({ channel, payload: payload.slice(0, 200) }, 'invalid logbook notification');
-      this.o.deadLetter(
-        { kind: 'notification', pump: this.id, channel, payload, reason: 'bad_id: not a logbook row id' },
-        () => {},
-      );
-      this.emit('entry', 'invalid', stream, undefined, undefined);
+      this.invalid(channel, payload, stream, 'bad_id: not a logbook row id');
+      // A row may stand behind it (a truncated payload): nothing above the saved checkpoint is passed
+      // until the table has been read again.
+      progress.holdFrom(progress.persisted + 1);
+      this.catchUp();
       return;
     }
-    const text = (body as Record<string, unknown>).bitacora;
-    this.offer({ stream, id, bitacora: typeof text === 'string' ? text : undefined });
+    if (progress.passed(id)) {
+      // At or below the saved checkpoint: a settled entry, named again.
+      this.emit('entry', 'duplicate', stream, id, undefined);
+      return;
+    }
+    const claimed = (body as Record<string, unknown>).bitacora;
+    progress.claim(id);
+    this.o.rows.fetch({
+      table: stream.table,
+      shape: 'logbook',
+      id,
+      found: (row) => {
+        progress.unclaim(id);
+        if (!row) {
+          this.invalid(
+            channel,
+            payload,
+            stream,
+            `no_such_row: table ${stream.table} holds no row with id ${id}`,
+          );
+          return;
+        }
+        if (claimed !== undefined && claimed !== row.text) {
+          this.invalid(
+            channel,
+            payload,
+            stream,
+            `payload_mismatch: row ${id} of ${stream.table} holds another bitacora; the row's is sent`,
+          );
+        }
+        if (this.owned) this.offer({ stream, id, bitacora: row.text });
+      },
+      failed: () => {
+        progress.holdFrom(id);
+        progress.unclaim(id);
+        this.catchUp();
+      },
+    });
+  }
+
+  /** A notification that is not a row of the stream as it claims: counted, logged and a dead letter. */
+  private invalid(channel: string, payload: string, stream: LogbookStream, reason: string): void {
+    this.o.logger.warn({ channel, payload: payload.slice(0, 200), reason }, 'invalid logbook notification');
+    this.o.deadLetter({ kind: 'notification', pump: this.id, channel, payload, reason }, () => {});
+    this.emit('entry', 'invalid', stream, undefined, undefined);
   }
 
   /** Catch-up after a (re)connect or a takeover: rows above each stream's saved checkpoint. */
@@ -221,7 +270,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
             if (progress.begin(r.id, 1)) progress.settle(r.id);
             continue;
           }
-          this.offer({ stream, id: r.id, bitacora: r.bitacora ?? undefined });
+          this.offer({ stream, id: r.id, bitacora: r.bitacora });
         }
         if (rows.length < this.o.batch) break;
       }
@@ -310,14 +359,18 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     const table = e.stream.table;
     let text = e.bitacora;
     if (text === undefined) {
-      // A long entry is announced by its id alone: its text is in the row.
+      // An operator's retry names the entry by id: its text is in the row.
       const stored = await this.withRetries(() => readLogbookEntry(o.pool, table, e.id));
       if (stored === 'cancelled') return;
-      if (stored === undefined || stored === null) {
-        this.dead(e, stored === undefined ? 'the row no longer exists' : 'the row has no bitacora text');
+      if (stored === undefined) {
+        this.dead(e, 'the row no longer exists');
         return;
       }
       text = stored;
+    }
+    if (text === null) {
+      this.dead(e, 'the row has no bitacora text');
+      return;
     }
     const json = JSON.stringify({ id: e.id, bitacora: text, tabla: e.stream.tabla });
     const key = keyOf(e);

@@ -14,6 +14,7 @@ import { CatchUpRunner } from '../source/catch-up.js';
 import { Decoder } from '../source/decode.js';
 import { Intake } from '../source/intake.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
+import { RowFetcher } from '../source/row-fetcher.js';
 import { createPool, describePgError } from '../store/db.js';
 import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { SchemaVersionError } from '../store/migrations.js';
@@ -83,6 +84,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly logbooks = new Map<string, LogbookLane>();
   private readonly posts: PostPipeline;
   private readonly intake: Intake;
+  private readonly rows: RowFetcher;
   private readonly catchUp: CatchUpRunner;
   private readonly activation: Activation;
   private readonly outboxDepth = new Map<string, number>();
@@ -158,6 +160,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       );
     }
     const owned = () => [...this.activation.active];
+    this.rows = new RowFetcher({ pool: this.pool, logger: this.log.child({ stage: 'source' }) });
     this.ledger = new CheckpointKeeper({
       pool: this.pool,
       logger: this.log.child({ stage: 'ledger' }),
@@ -204,6 +207,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           retryBaseMs: config.delivery.retryBaseMs,
           retryMaxMs: config.delivery.retryMaxMs,
           batch: config.catchUpBatch,
+          rows: this.rows,
           deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
           signal,
           logger: this.log.child({ stage: 'logbook', logbook: l.id }),
@@ -251,18 +255,21 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       logger: this.log.child({ stage: 'intake' }),
       owns: (pump) => this.activation.owns(pump),
       begin: (pump, table, id, parts) => this.ledger.begin(pump, table, id, parts),
+      reader: (pump, table) => this.ledger.reader(pump, table),
+      rows: this.rows,
+      missed: () => this.catchUp.request(),
       settle: (pump, table, id) => this.ledger.settle(pump, table, id),
       lane: (pump) => this.lanes.get(pump) as PumpLane,
       posts: config.delivery.sensorPosts ? this.posts : undefined,
-      deadLetter: (letter) => this.deadLetters.push({ letter }),
+      deadLetter: (letter, settle) => this.deadLetters.push({ letter, ...(settle ? { settle } : {}) }),
     });
     this.catchUp = new CatchUpRunner({
       pool: this.pool,
       pumps: () => config.pumps.filter((p) => this.activation.owns(p.id)),
       ledger: this.ledger,
       batch: config.catchUpBatch,
-      handle: (channel, payload, postSettled, pump) =>
-        this.intake.accept(channel, payload, 'catchup', postSettled, pump),
+      handle: (channel, row, postSettled, pump) =>
+        this.intake.row(channel, row, 'catchup', postSettled, pump),
       capacity: () => this.capacity(),
       signal,
       listening: () => this.listener.listening,
@@ -329,7 +336,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.listener.on('notification', (channel, payload) => {
       const logbook = logbookOf.get(channel);
       if (logbook) logbook.accept(channel, payload);
-      else this.intake.accept(channel, payload);
+      else this.intake.notified(channel, payload);
     });
     this.listener.on('listening', () => {
       this.catchUp.request();
@@ -366,6 +373,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     await this.listener.close();
     await this.housekeeper.stop();
     const drained = (async () => {
+      await this.rows.idle();
       await this.catchUp.stop();
       await this.posts.idle();
       await Promise.all([...this.logbooks.values()].map((l) => l.idle()));

@@ -5,6 +5,7 @@ import {
   loadCheckpoints,
   type Reader,
   readerKey,
+  repairPassedCheckpoints,
   stableBounds,
   writeCheckpoints,
 } from '../store/checkpoints.js';
@@ -69,6 +70,12 @@ export class CheckpointKeeper {
    */
   async load(db: pg.Pool | pg.ClientBase, readers: Reader[]): Promise<void> {
     await initCheckpoints(db, readers);
+    for (const r of await repairPassedCheckpoints(db, readers)) {
+      this.o.logger.warn(
+        r,
+        `checkpoint of ${r.pump} on ${r.table} was ${r.was}, past the table's last row ${r.lastRow} (an earlier version trusted a notification's id); brought back to ${r.now}, ${r.recorded ? 'the last row on record as delivered' : "the table's last row (none is on record as delivered)"}; rows above it are read again`,
+      );
+    }
     const saved = await loadCheckpoints(db, readers);
     for (const r of readers) {
       const cp = saved.get(readerKey(r.pump, r.table));

@@ -8,6 +8,11 @@
 export class TableProgress {
   /** id → parts still pending (group resolution, per-sensor post). */
   private readonly inflight = new Map<number, number>();
+  /**
+   * Ids a notification named, whose rows are being read (id → claims): not yet rows, so they do not
+   * deduplicate, but the checkpoint stays below them until the read answers.
+   */
+  private readonly claims = new Map<number, number>();
   private readonly recent = new Set<number>();
   /** The last settled ids, oldest at ringPos once full; grown as rows settle, up to recentCapacity. */
   private readonly ring: number[] = [];
@@ -45,6 +50,23 @@ export class TableProgress {
     return true;
   }
 
+  /** Whether `id` is at or below the saved checkpoint: settled, so a notification naming it repeats one. */
+  passed(id: number): boolean {
+    return id <= this.persisted;
+  }
+
+  /** A notification names `id`: the checkpoint stays below it until `unclaim` (its row was read, or not). */
+  claim(id: number): void {
+    this.claims.set(id, (this.claims.get(id) ?? 0) + 1);
+  }
+
+  unclaim(id: number): void {
+    const n = this.claims.get(id);
+    if (n === undefined) return;
+    if (n > 1) this.claims.set(id, n - 1);
+    else this.claims.delete(id);
+  }
+
   /** Marks one part of a row done; the row is settled when no part is left. */
   settle(id: number): void {
     const left = this.inflight.get(id);
@@ -69,7 +91,14 @@ export class TableProgress {
    * below them until a catch-up started after this call has finished the table.
    */
   holdFromLatest(): void {
-    const id = this.maxSeen + 1;
+    this.holdFrom(this.maxSeen + 1);
+  }
+
+  /**
+   * Holds rows from `id` up: one of them may have been missed (a notification whose row could not be
+   * read). Lifted like holdFromLatest, by a catch-up begun after it that read the table to its end.
+   */
+  holdFrom(id: number): void {
     if (id < this.holdAt) this.holdAt = id;
     TableProgress.seq += 1;
     this.holdSeq = TableProgress.seq;
@@ -115,11 +144,14 @@ export class TableProgress {
     this.ringPos = 0;
   }
 
-  /** The highest id such that every row at or below it that the engine has seen is settled. */
+  /**
+   * The highest id such that every row at or below it that the engine has seen is settled. Only rows read
+   * from the table are seen, so it never passes the largest id read; a claim still being read holds it.
+   */
   checkpoint(): number {
-    let min = Number.POSITIVE_INFINITY;
-    for (const id of this.inflight.keys()) if (id < min) min = id;
-    const safe = Math.min(min === Number.POSITIVE_INFINITY ? this.maxSeen : min - 1, this.holdAt - 1);
+    let safe = Math.min(this.maxSeen, this.holdAt - 1);
+    for (const id of this.inflight.keys()) if (id <= safe) safe = id - 1;
+    for (const id of this.claims.keys()) if (id <= safe) safe = id - 1;
     return Math.max(safe, this.persisted);
   }
 }

@@ -12,11 +12,11 @@ export interface CatchUpOptions {
   ledger: { reader(pump: string, table: string): TableProgress };
   batch: number;
   /**
-   * Feeds one row through the same path as a notification on its channel, for one reader (`pump`).
+   * Feeds one row through the same path as a notified row on its channel, for one reader (`pump`).
    * `postSettled`: the row's per-sensor post for that pump is already on record (answered, deferred or
    * dead-lettered before a restart).
    */
-  handle: (channel: string, payload: string, postSettled: boolean, pump: string) => void;
+  handle: (channel: string, row: SensorRow, postSettled: boolean, pump: string) => void;
   /** Resolves when the engine has room for another batch (backpressure). */
   capacity: () => Promise<void>;
   signal: AbortSignal;
@@ -40,8 +40,8 @@ interface Cursor {
 
 /**
  * Reads the rows each reader (pump, table) has not settled, above its own checkpoint, in bounded batches, and hands them to the
- * notification path. The payload is built as the trigger builds it, so both paths group by the same
- * `tiempo_sensor` text. Live notifications keep flowing between batches; duplicates from the overlap are
+ * sensor path, the same way as the rows notifications name (both read `tiempo_sensor` as the trigger's
+ * JSON renders it, so both group by the same text). Live notifications keep flowing between batches; duplicates from the overlap are
  * removed per reader by (table, id). A shared table is read once per pump, each from its checkpoint.
  *
  * A pump's tables are kept in step by time. A table with missing readings covers more time per batch than
@@ -76,7 +76,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
     for (const c of cursors) {
       if (c.done || c.buffer.length >= o.batch || o.signal.aborted) continue;
       const rows = await readRowsAfter(o.pool, c.table, c.pump, c.after, o.batch);
-      if (rows.length > 0) c.after = Number(rows[rows.length - 1]?.id);
+      if (rows.length > 0) c.after = (rows[rows.length - 1] as SensorRow).id;
       // Read to the end: everything committed before this catch-up began has now been seen.
       if (rows.length < o.batch) c.done = true;
       for (const r of rows) c.buffer.push(r);
@@ -88,7 +88,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       for (const c of own) {
         let n = 0;
         while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as SensorRow).t <= horizon)) n++;
-        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r.payload, r.posted, c.pump);
+        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r, r.posted, c.pump);
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {
           c.released = true;

@@ -12,7 +12,11 @@ export type RejectReason =
   | 'bad_tiempo_sensor'
   | 'valor_null'
   | 'valor_not_number'
-  | 'valor_not_finite';
+  | 'valor_not_finite'
+  /** The notification named a row id the table does not hold. */
+  | 'no_such_row'
+  /** The notification's valor or tiempo_sensor differ from the row it names: the row's are used. */
+  | 'payload_mismatch';
 
 export interface Rejection {
   reason: RejectReason;
@@ -32,6 +36,22 @@ export interface Rejection {
 export type Decoded =
   | { ok: true; reading: Reading; readings: Reading[] }
   | { ok: false; rejection: Rejection };
+
+/**
+ * What a notification claims: a row id of the channel's table, with the values the payload carries. Only
+ * the id is used, to read the row; the values are compared with the row's.
+ */
+export type Claim =
+  | { ok: true; id: number; valor: unknown; tiempo: unknown }
+  | { ok: false; rejection: Rejection };
+
+/** A sensor table's row as read: the truth a reading is made of. */
+export interface RowFields {
+  id: number;
+  valor: number | null;
+  /** `tiempo_sensor` as the trigger's JSON renders it. */
+  tiempo: string | null;
+}
 
 /** Our own trigger's payload is under 200 characters; anything this large is not a reading we understand. */
 export const MAX_PAYLOAD_CHARS = 2048;
@@ -83,21 +103,20 @@ export class Decoder {
     payload: string,
     receivedAt: number,
     origin: Reading['origin'] = 'notify',
-    /** Only this pump's route (a catch-up row read for one reader, a deferred post, a dead letter). */
+    /** Only this pump's route (a deferred post, a dead letter). */
     pump?: string,
   ): Decoded {
-    const all = this.routes.get(channel) ?? [];
-    const routes = pump === undefined ? all : all.filter((r) => r.pump === pump);
-    const route = routes[0];
-    const reject = (reason: RejectReason, detail: string, id?: number): Decoded => ({
+    const c = this.claim(channel, payload);
+    if (!c.ok) return c;
+    return this.fields(channel, c.id, c.valor, c.tiempo, receivedAt, origin, pump, payload);
+  }
+
+  /** A payload's claim: its row id, or why it names no row of the channel's table. */
+  claim(channel: string, payload: string): Claim {
+    const route = this.routes.get(channel)?.[0];
+    const reject = (reason: RejectReason, detail: string): Claim => ({
       ok: false,
-      rejection: {
-        reason,
-        detail,
-        channel,
-        payload,
-        ...(route && id !== undefined ? { pump: route.pump, table: route.sensor.table, id } : {}),
-      },
+      rejection: { reason, detail, channel, payload },
     });
     if (!route) return reject('unknown_channel', `no pump listens on channel "${channel}"`);
     if (payload.length > MAX_PAYLOAD_CHARS) {
@@ -122,18 +141,50 @@ export class Decoder {
     if (id >= MEMBER_ID_LIMIT) {
       return reject('bad_id_sensor', `id_sensor ${id} is beyond the 2^40 row ids the outbox can record`);
     }
+    return { ok: true, id, valor, tiempo };
+  }
+
+  /**
+   * A row's values, as read from its table or as a trusted payload carries them, into one reading per
+   * route of the channel, or a rejection. `payload`: the text kept with a rejection (built from the
+   * values when not given).
+   */
+  fields(
+    channel: string,
+    id: number,
+    valor: unknown,
+    tiempo: unknown,
+    receivedAt: number,
+    origin: Reading['origin'],
+    pump?: string,
+    payload?: string,
+  ): Decoded {
+    const all = this.routes.get(channel) ?? [];
+    const routes = pump === undefined ? all : all.filter((r) => r.pump === pump);
+    const route = routes[0];
+    const reject = (reason: RejectReason, detail: string): Decoded => ({
+      ok: false,
+      rejection: {
+        reason,
+        detail,
+        channel,
+        payload: payload ?? rowPayload(id, valor, tiempo),
+        ...(route ? { pump: route.pump, table: route.sensor.table, id } : {}),
+      },
+    });
+    if (!route) return reject('unknown_channel', `no pump listens on channel "${channel}"`);
     if (typeof tiempo !== 'string' || tiempo.trim() === '' || tiempo.length > MAX_TIEMPO_LENGTH) {
-      return reject('bad_tiempo_sensor', `tiempo_sensor ${describe(tiempo)} is not a timestamp text`, id);
+      return reject('bad_tiempo_sensor', `tiempo_sensor ${describe(tiempo)} is not a timestamp text`);
     }
-    if (valor === null || valor === undefined) return reject('valor_null', 'valor is null', id);
+    if (valor === null || valor === undefined) return reject('valor_null', 'valor is null');
     if (typeof valor !== 'number') {
       // PostgreSQL renders NaN and Infinity as JSON strings.
       if (typeof valor === 'string' && /^-?(NaN|Infinity)$/.test(valor)) {
-        return reject('valor_not_finite', `valor is ${valor}`, id);
+        return reject('valor_not_finite', `valor is ${valor}`);
       }
-      return reject('valor_not_number', `valor ${describe(valor)} is not a number`, id);
+      return reject('valor_not_number', `valor ${describe(valor)} is not a number`);
     }
-    if (!Number.isFinite(valor)) return reject('valor_not_finite', `valor is ${valor}`, id);
+    if (!Number.isFinite(valor)) return reject('valor_not_finite', `valor is ${valor}`);
     const shared = all.length > 1;
     const readings = routes.map(
       (x): Reading => ({
@@ -149,6 +200,31 @@ export class Decoder {
     );
     return { ok: true, reading: readings[0] as Reading, readings };
   }
+}
+
+/** A row as the trigger's payload would carry it (kept with a dead letter of a row's values). */
+export function rowPayload(id: number, valor: unknown, tiempo: unknown): string {
+  return JSON.stringify({
+    id_sensor: id,
+    valor: typeof valor === 'number' && !Number.isFinite(valor) ? String(valor) : valor,
+    tiempo_sensor: tiempo,
+  });
+}
+
+/**
+ * Whether a notification's claimed values are the row's; a value it leaves out is not a claim. NaN and
+ * Infinity, which JSON cannot hold, are rendered by PostgreSQL as strings.
+ */
+export function claimMatches(claim: { valor: unknown; tiempo: unknown }, row: RowFields): boolean {
+  // A payload may name the row alone (a trigger that sends `{id_sensor}`): only what it says is compared.
+  if (claim.tiempo !== undefined && claim.tiempo !== row.tiempo) return false;
+  if (claim.valor === undefined) return true;
+  if (row.valor === null) return claim.valor === null;
+  if (Number.isFinite(row.valor)) return claim.valor === row.valor;
+  return (
+    claim.valor === String(row.valor) ||
+    (typeof claim.valor === 'number' && Object.is(claim.valor, row.valor))
+  );
 }
 
 function describe(v: unknown): string {

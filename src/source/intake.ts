@@ -4,7 +4,8 @@ import type { AddResult } from '../assembler/assembler.js';
 import type { Reading } from '../model/reading.js';
 import type { DeadLetter } from '../store/dead-letters.js';
 import type { Clock } from '../util/clock.js';
-import type { Decoder, Rejection } from './decode.js';
+import { claimMatches, type Decoder, type Rejection, type RowFields } from './decode.js';
+import type { RowFetcher } from './row-fetcher.js';
 
 export interface IntakeEvents {
   /**
@@ -27,18 +28,35 @@ export interface IntakeOptions {
   owns: (pump: string) => boolean;
   /** Registers a row for one reader (pump, table) with its parts to settle; false for a duplicate. */
   begin: (pump: string, table: string, id: number, parts: number) => boolean;
+  /** One reader's progress: claims hold its checkpoint while their rows are read; holds keep it back. */
+  reader: (
+    pump: string,
+    table: string,
+  ) => {
+    claim(id: number): void;
+    unclaim(id: number): void;
+    holdFrom(id: number): void;
+    passed(id: number): boolean;
+    readonly persisted: number;
+  };
+  /** Reads the rows notifications name. */
+  rows: RowFetcher;
+  /** A row may have been missed (its notification named none we could read): a catch-up is needed. */
+  missed: () => void;
   /** Settles one part of a reader's row (a late reading's group part). */
   settle: (pump: string, table: string, id: number) => void;
   /** The reading's pump lane. */
   lane: (pump: string) => { add(r: Reading): AddResult };
   /** Per-sensor posts, or undefined when SENSOR_POSTS is off. */
   posts: { submit(r: Reading): void } | undefined;
-  deadLetter: (letter: DeadLetter) => void;
+  /** Writes a dead letter, then calls `settled` (when given) once it is on record. */
+  deadLetter: (letter: DeadLetter, settled?: () => void) => void;
 }
 
 /**
- * The door of the notification path: every payload, from a NOTIFY or a catch-up row, comes in here.
- * Decodes it once into one reading per pump that lists the channel (a shared table fans out), drops the
+ * The door of the sensor path: every notification and every catch-up row comes in here. A notification is
+ * only a claim that its table holds a row with its id: the row is read (RowFetcher, batched) and the
+ * reading is made of the row. A row is decoded once into one reading per pump that lists the channel (a shared table fans out), drops the
  * readings of pumps another replica owns, deduplicates each by its reader (pump, table) and id, hands the
  * inVector ones to their pump's lane and every one to the per-sensor posts. Bad input becomes a counted,
  * logged dead letter; nothing here waits or throws. Owns no state: the ledger, the lanes and the posts own
@@ -50,34 +68,109 @@ export class Intake extends EventEmitter<IntakeEvents> {
   }
 
   /**
-   * One payload on a channel. `postSettled`: a catch-up row whose per-sensor post is on record already, so
-   * only its group is rebuilt. `pump`: only that pump's reading (a catch-up row read for one reader).
+   * A notification: a claim that the channel's table holds a row with this id. The row is read, and the
+   * reading made of it, never of the payload. A payload that names no row, or another row than the one
+   * the table holds, is a counted dead letter.
    */
-  accept(
-    channel: string,
-    payload: string,
-    origin: Reading['origin'] = 'notify',
-    postSettled = false,
-    pump?: string,
-  ): void {
+  notified(channel: string, payload: string): void {
     try {
-      this.handle(channel, payload, origin, postSettled, pump);
+      this.claimed(channel, payload);
     } catch (err) {
-      const pump = this.o.decoder.route(channel)?.pump;
-      this.o.logger.error({ err, channel, payload: payload.slice(0, 200) }, 'notification handling failed');
-      this.o.deadLetter({
-        kind: 'notification',
-        channel,
-        payload,
-        reason: `internal_error: ${(err as Error).message}`,
-      });
-      this.emit('failed', channel, pump, err as Error);
+      this.failed(channel, payload, err as Error);
     }
   }
 
-  private handle(
+  /**
+   * A row read from its table (catch-up) for one reader (`pump`). `postSettled`: its per-sensor post for
+   * that pump is on record already, so only its group is rebuilt.
+   */
+  row(channel: string, row: RowFields, origin: Reading['origin'], postSettled = false, pump?: string): void {
+    try {
+      this.fromRow(channel, row, origin, postSettled, pump);
+    } catch (err) {
+      this.failed(channel, JSON.stringify(row), err as Error);
+    }
+  }
+
+  private failed(channel: string, payload: string, err: Error): void {
+    const pump = this.o.decoder.route(channel)?.pump;
+    this.o.logger.error({ err, channel, payload: payload.slice(0, 200) }, 'notification handling failed');
+    this.o.deadLetter({
+      kind: 'notification',
+      channel,
+      payload,
+      reason: `internal_error: ${err.message}`,
+    });
+    this.emit('failed', channel, pump, err);
+  }
+
+  private claimed(channel: string, payload: string): void {
+    const { o } = this;
+    const routes = o.decoder.routesOf(channel).filter((x) => o.owns(x.pump));
+    // A hot standby for these pumps: other replicas own them. Only catch-up after a takeover reads these rows.
+    if (routes.length === 0 && o.decoder.routesOf(channel).length > 0) return;
+    const claim = o.decoder.claim(channel, payload);
+    if (!claim.ok) {
+      this.rejected(claim.rejection, routes[0]?.pump);
+      // It names no row we can read, yet a row may stand behind it (a truncated payload): nothing above the
+      // saved checkpoint is passed until a catch-up has read the table.
+      for (const x of routes) {
+        const p = o.reader(x.pump, x.sensor.table);
+        p.holdFrom(p.persisted + 1);
+      }
+      if (routes.length > 0) o.missed();
+      return;
+    }
+    const table = (routes[0] as (typeof routes)[number]).sensor.table;
+    const id = claim.id;
+    for (const x of routes) o.reader(x.pump, x.sensor.table).claim(id);
+    const release = () => {
+      for (const x of routes) o.reader(x.pump, x.sensor.table).unclaim(id);
+    };
+    o.rows.fetch({
+      table,
+      shape: 'sensor',
+      id,
+      found: (row) => {
+        release();
+        if (!row) {
+          this.rejected(
+            {
+              reason: 'no_such_row',
+              detail: `table ${table} holds no row with id ${id}`,
+              channel,
+              payload,
+            },
+            routes[0]?.pump,
+          );
+          return;
+        }
+        const fields: RowFields = { id, valor: row.valor, tiempo: row.text };
+        if (!claimMatches(claim, fields)) {
+          this.rejected(
+            {
+              reason: 'payload_mismatch',
+              detail: `row ${id} of ${table} holds valor ${String(row.valor)} and tiempo_sensor ${JSON.stringify(row.text)}; the row's are used`,
+              channel,
+              payload,
+            },
+            routes[0]?.pump,
+          );
+        }
+        this.row(channel, fields, 'notify');
+      },
+      failed: () => {
+        // Not read: held from this id until a catch-up has read the table.
+        for (const x of routes) o.reader(x.pump, x.sensor.table).holdFrom(id);
+        release();
+        o.missed();
+      },
+    });
+  }
+
+  private fromRow(
     channel: string,
-    payload: string,
+    row: RowFields,
     origin: Reading['origin'],
     postSettled: boolean,
     only: string | undefined,
@@ -85,12 +178,21 @@ export class Intake extends EventEmitter<IntakeEvents> {
     const { o } = this;
     const all = o.decoder.routesOf(channel);
     const routes = only === undefined ? all : all.filter((x) => x.pump === only);
-    // A hot standby for these pumps: other replicas own them. Only catch-up after a takeover reads these rows.
     if (routes.length > 0 && !routes.some((x) => o.owns(x.pump))) return;
-    const decoded = o.decoder.decode(channel, payload, o.clock.now(), origin, only);
+    const decoded = o.decoder.fields(channel, row.id, row.valor, row.tiempo, o.clock.now(), origin, only);
     if (!decoded.ok) {
-      const owned = routes.find((x) => o.owns(x.pump));
-      this.rejected(decoded.rejection, owned?.pump ?? routes[0]?.pump);
+      // A real row that is not a reading: settled once its dead letter is on record, and deduplicated
+      // like any row, so a catch-up that reads it again does not write a second letter.
+      const begun = routes.filter(
+        (x) =>
+          o.owns(x.pump) &&
+          !(origin === 'notify' && o.reader(x.pump, x.sensor.table).passed(row.id)) &&
+          o.begin(x.pump, x.sensor.table, row.id, 1),
+      );
+      if (begun.length === 0 && routes.length > 0) return;
+      this.rejected(decoded.rejection, begun[0]?.pump ?? routes[0]?.pump, () => {
+        for (const x of begun) o.settle(x.pump, x.sensor.table, row.id);
+      });
       return;
     }
     for (const r of decoded.readings) if (o.owns(r.pump)) this.one(r, postSettled);
@@ -102,7 +204,10 @@ export class Intake extends EventEmitter<IntakeEvents> {
     const posting = o.posts !== undefined && !postSettled;
     const grouped = r.sensor.inVector;
     const parts = (grouped ? 1 : 0) + (posting ? 1 : 0);
-    if (!o.begin(r.pump, r.sensor.table, r.id, Math.max(parts, 1))) {
+    // A notification of a row at or below the saved checkpoint repeats a settled row: catch-up never reads
+    // there, and a replayed or forged notification must not send it again.
+    const passed = r.origin === 'notify' && o.reader(r.pump, r.sensor.table).passed(r.id);
+    if (passed || !o.begin(r.pump, r.sensor.table, r.id, Math.max(parts, 1))) {
       this.emit('duplicate', r);
       return;
     }
@@ -135,21 +240,24 @@ export class Intake extends EventEmitter<IntakeEvents> {
     if (posting) o.posts?.submit(r);
   }
 
-  private rejected(rej: Rejection, routed: string | undefined): void {
+  private rejected(rej: Rejection, routed: string | undefined, settled?: () => void): void {
     const pump = rej.pump ?? routed;
     this.o.logger.warn(
       { pump, channel: rej.channel, reason: rej.reason, payload: rej.payload.slice(0, 200) },
       `invalid notification on ${rej.channel}: ${rej.detail}`,
     );
     // A rejected payload never enters the (table, id) ledger: a forged or garbled payload naming a row id
-    // must not shadow the real row's notification. Not being in flight, it does not hold the checkpoint.
-    this.o.deadLetter({
-      kind: 'notification',
-      pump,
-      channel: rej.channel,
-      payload: rej.payload,
-      reason: `${rej.reason}: ${rej.detail}`,
-    });
+    // must not shadow the real row. Only a real row's rejection is begun (and settled with its letter).
+    this.o.deadLetter(
+      {
+        kind: 'notification',
+        pump,
+        channel: rej.channel,
+        payload: rej.payload,
+        reason: `${rej.reason}: ${rej.detail}`,
+      },
+      settled,
+    );
     this.emit('rejected', rej, pump);
   }
 }

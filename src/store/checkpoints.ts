@@ -1,6 +1,8 @@
 import type pg from 'pg';
 import { quoteIdent } from './db.js';
+import { MEMBER_BITS_MASK, MEMBER_SHIFT } from './members.js';
 import { ENGINE_SCHEMA } from './migrations.js';
+import { SENSOR_POSTS } from './sensor-posts.js';
 
 const T = `${ENGINE_SCHEMA}.checkpoints`;
 
@@ -78,6 +80,79 @@ export async function loadCheckpoints(
     throw new Error(
       `no checkpoint row for ${missing.map((r) => `${r.table} (${r.pump})`).join(', ')}; initCheckpoints first`,
     );
+  return out;
+}
+
+/** A reader whose saved checkpoint had passed its table's last row, and where it was brought back to. */
+export interface RepairedCheckpoint {
+  pump: string;
+  table: string;
+  was: number;
+  /** The table's largest id (0 when empty). */
+  lastRow: number;
+  now: number;
+  /** `now` is the last row on record as delivered; false: none is, and it is the table's last row. */
+  recorded: boolean;
+}
+
+/**
+ * Finds readers whose checkpoint is past their table's last row, and brings each back. Only a trusted
+ * notification id could have put it there (versions before the row was the truth took the id of any
+ * NOTIFY, forged or misrouted), and every row inserted since would be skipped for good. Each is brought
+ * back to the last row on record as delivered for that reader (its per-sensor posts, its stored groups'
+ * members), or to the table's last row when none is: rows above are read again, and the post ledger and
+ * the outbox's members recognise any that were delivered before.
+ */
+export async function repairPassedCheckpoints(
+  db: pg.Pool | pg.ClientBase,
+  readers: Reader[],
+): Promise<RepairedCheckpoint[]> {
+  const tables = [...new Set(readers.map((r) => r.table))];
+  if (tables.length === 0) return [];
+  const parts = tables.map(
+    (t, i) => `SELECT $${i + 1}::text AS t, (SELECT max(id) FROM ${quoteIdent(t)}) AS m`,
+  );
+  const { rows: tops } = await db.query<{ t: string; m: string | null }>(parts.join('\nUNION ALL\n'), tables);
+  const lastRow = new Map(tops.map((r) => [r.t, r.m === null ? 0 : Number(r.m)]));
+  const { rows: passed } = await db.query<{
+    table_name: string;
+    pump: string;
+    last_id: string;
+    table_no: number;
+  }>(
+    `SELECT c.table_name, c.pump, c.last_id, c.table_no FROM ${T} c
+       JOIN unnest($1::text[], $2::bigint[]) AS m(t, top) ON c.table_name = m.t
+      WHERE c.last_id > m.top`,
+    [[...lastRow.keys()], [...lastRow.values()]],
+  );
+  const wanted = new Set(readers.map((r) => readerKey(r.pump, r.table)));
+  const out: RepairedCheckpoint[] = [];
+  for (const c of passed) {
+    if (!wanted.has(readerKey(c.pump, c.table_name))) continue;
+    const top = lastRow.get(c.table_name) ?? 0;
+    const { rows } = await db.query<{ n: string | null }>(
+      `SELECT greatest(
+         (SELECT max(row_id) FROM ${SENSOR_POSTS} WHERE table_name = $1 AND pump = $2 AND row_id <= $4),
+         (SELECT max(m & ${MEMBER_BITS_MASK}::bigint) FROM ${ENGINE_SCHEMA}.outbox o, unnest(o.members) m
+           WHERE o.pump = $2 AND (m >> ${MEMBER_SHIFT}) = $3 AND (m & ${MEMBER_BITS_MASK}::bigint) <= $4)) AS n`,
+      [c.table_name, c.pump, c.table_no, top],
+    );
+    const recorded = rows[0]?.n;
+    const now = recorded === null || recorded === undefined ? top : Number(recorded);
+    await db.query(`UPDATE ${T} SET last_id = $3, updated_at = now() WHERE table_name = $1 AND pump = $2`, [
+      c.table_name,
+      c.pump,
+      now,
+    ]);
+    out.push({
+      pump: c.pump,
+      table: c.table_name,
+      was: Number(c.last_id),
+      lastRow: top,
+      now,
+      recorded: recorded !== null && recorded !== undefined,
+    });
+  }
   return out;
 }
 

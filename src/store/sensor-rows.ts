@@ -2,13 +2,19 @@ import type pg from 'pg';
 import { quoteIdent } from './db.js';
 import { settledPostExpr } from './sensor-posts.js';
 
+/**
+ * `tiempo_sensor` as the trigger's JSON renders it (`json_build_object`): the text of a text column, the
+ * ISO form of a timestamp. Live and catch-up rows group by this one text.
+ */
+const TIEMPO = `(to_json(tiempo_sensor) #>> '{}')`;
+
 /** A sensor table's row as catch-up reads it. */
 export interface SensorRow {
-  id: string | number;
-  /** `tiempo_sensor` as stored: the grouping key, compared as text to keep a pump's tables in step. */
+  id: number;
+  valor: number | null;
+  tiempo: string | null;
+  /** `tiempo` or '': compared as text to keep a pump's tables in step. */
   t: string;
-  /** The row as the trigger's NOTIFY payload would carry it. */
-  payload: string;
   /** Its per-sensor post for `pump` is settled already (answered, deferred or dead-lettered). */
   posted: boolean;
 }
@@ -21,14 +27,61 @@ export async function readRowsAfter(
   after: number,
   limit: number,
 ): Promise<SensorRow[]> {
-  const { rows } = await db.query<SensorRow>(
-    `SELECT id, coalesce(tiempo_sensor::text, '') AS t,
-            json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload,
-            ${settledPostExpr(3, 4)} AS posted
+  const { rows } = await db.query<{
+    id: string;
+    valor: number | null;
+    tiempo: string | null;
+    posted: boolean;
+  }>(
+    `SELECT id, valor_sensor::float8 AS valor, ${TIEMPO} AS tiempo, ${settledPostExpr(3, 4)} AS posted
        FROM ${quoteIdent(table)} s WHERE id > $1 ORDER BY id LIMIT $2`,
     [after, limit, table, pump],
   );
-  return rows;
+  return rows.map((r) => ({
+    id: Number(r.id),
+    valor: r.valor,
+    tiempo: r.tiempo,
+    t: r.tiempo ?? '',
+    posted: r.posted,
+  }));
+}
+
+/** What a row read by id gives: a sensor's valor and tiempo, or a logbook's text (in `text`). */
+export type RowShape = 'sensor' | 'logbook';
+
+export interface RowById {
+  id: number;
+  /** A sensor row's valor_sensor; null for a logbook row. */
+  valor: number | null;
+  /** A sensor row's tiempo_sensor (as the trigger renders it), or a logbook row's bitacora. */
+  text: string | null;
+}
+
+/**
+ * The rows with these ids, of many tables in one round trip: for each request, a map from id to row.
+ * An id the table does not hold is absent from its map.
+ */
+export async function readRowsById(
+  db: pg.Pool,
+  requests: { table: string; shape: RowShape; ids: number[] }[],
+): Promise<Map<number, RowById>[]> {
+  const out = requests.map(() => new Map<number, RowById>());
+  if (requests.length === 0) return out;
+  const params: number[][] = [];
+  const parts = requests.map(({ table, shape, ids }, k) => {
+    params.push(ids);
+    const cols = shape === 'sensor' ? `valor_sensor::float8, ${TIEMPO}` : 'NULL::float8, bitacora::text';
+    return `SELECT ${k} AS k, id, ${cols} FROM ${quoteIdent(table)} WHERE id = ANY($${k + 1}::bigint[])`;
+  });
+  const { rows } = await db.query<{ k: number; id: string; v: number | null; t: string | null }>({
+    text: `SELECT k, id, v, t FROM (${parts.join('\nUNION ALL\n')}) AS r(k, id, v, t)`,
+    values: params,
+  });
+  for (const r of rows) {
+    const id = Number(r.id);
+    out[r.k]?.set(id, { id, valor: r.v, text: r.t });
+  }
+  return out;
 }
 
 /** The names among `tables` that do not exist. */

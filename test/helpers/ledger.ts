@@ -141,6 +141,8 @@ export class Ledger {
         for (const r of rows) {
           // A null or non-finite valor is bad input: dead-lettered, never posted, no part of a vector.
           if (r.valor_sensor === null || !Number.isFinite(r.valor_sensor)) continue;
+          // So is a row with no timestamp text: it names no vector.
+          if (r.tiempo_sensor === null || r.tiempo_sensor.trim() === '') continue;
           const path = `${p.pathPrefix}${s.endpoint}`;
           if (!this.o.excludeReading?.(s.table, r.id)) {
             readings.set(readingId(backend, path, r.id, r.valor_sensor), {

@@ -224,14 +224,12 @@ describe('bad input', () => {
     ['not json at all', 'not_json'],
     ['[1, 2, 3]', 'not_object'],
     ['"just a string"', 'not_object'],
-    ['{"id_sensor": 900001, "valor": 1.5}', 'bad_tiempo_sensor'],
-    ['{"id_sensor": 900002, "valor": "12.5", "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_not_number'],
-    ['{"id_sensor": 900003, "valor": null, "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_null'],
-    ['{"id_sensor": 900004, "valor": "NaN", "tiempo_sensor": "2025-01-06T00:00:00"}', 'valor_not_finite'],
-    [
-      '{"id_sensor": 900005, "valor": "Infinity", "tiempo_sensor": "2025-01-06T00:00:00"}',
-      'valor_not_finite',
-    ],
+    // Ids no row of the table has: whatever values they carry, they name nothing (the row is the truth).
+    ['{"id_sensor": 900001, "valor": 1.5}', 'no_such_row'],
+    ['{"id_sensor": 900002, "valor": "12.5", "tiempo_sensor": "2025-01-06T00:00:00"}', 'no_such_row'],
+    ['{"id_sensor": 900003, "valor": null, "tiempo_sensor": "2025-01-06T00:00:00"}', 'no_such_row'],
+    ['{"id_sensor": 900004, "valor": "NaN", "tiempo_sensor": "2025-01-06T00:00:00"}', 'no_such_row'],
+    ['{"id_sensor": 900005, "valor": 3, "tiempo_sensor": "2025-01-06T00:00:00"}', 'no_such_row'],
     ['{"id_sensor": "abc", "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}', 'bad_id_sensor'],
     ['{"id_sensor": 1.25, "valor": 1, "tiempo_sensor": "2025-01-06T00:00:00"}', 'bad_id_sensor'],
     [oversized, 'oversized'],
@@ -256,19 +254,18 @@ describe('bad input', () => {
       `SELECT kind, pump, reason, payload FROM ${ENGINE_SCHEMA}.dead_letters WHERE channel = $1 ORDER BY id`,
       [channel],
     );
-    expect(rows.map((r) => [r.kind, r.pump, r.reason.split(':')[0]])).toEqual(
-      bad.map(([, reason]) => ['notification', 'B', reason]),
-    );
     // The payload is kept whole up to 1000 characters; a longer one is cut to its first 1000, followed
-    // by a note of its length.
+    // by a note of its length. (Letters of ids come after their row was looked for: compared unordered.)
     expect(DEAD_LETTER_PAYLOAD_CHARS).toBe(1_000);
-    expect(rows.map((r) => r.payload)).toEqual(
-      bad.map(([p]) => (p.length <= 1_000 ? p : `${p.slice(0, 1_000)}…[${p.length} chars]`)),
+    const kept = (p: string) => (p.length <= 1_000 ? p : `${p.slice(0, 1_000)}…[${p.length} chars]`);
+    const byPayload = (a: unknown[], b: unknown[]) => String(a[3]).localeCompare(String(b[3]));
+    expect(rows.map((r) => [r.kind, r.pump, r.reason.split(':')[0], r.payload]).sort(byPayload)).toEqual(
+      bad.map(([p, reason]) => ['notification', 'B', reason, kept(p)]).sort(byPayload),
     );
     // Each one is logged once, as a warning naming the channel and the reason.
     const warnings = logs.slice(logged).filter((l) => String(l.msg).startsWith('invalid notification'));
-    expect(warnings.map((l) => [l.level, l.channel, l.reason])).toEqual(
-      bad.map(([, reason]) => [40, channel, reason]),
+    expect(warnings.map((l) => [l.level, l.channel, l.reason].join(' ')).sort()).toEqual(
+      bad.map(([, reason]) => [40, channel, reason].join(' ')).sort(),
     );
     for (const w of warnings) expect(String(w.msg)).toContain(`invalid notification on ${channel}:`);
 
@@ -277,6 +274,42 @@ describe('bad input', () => {
     // Nothing of the bad payloads was forwarded: the ledger would count it as unexpected.
     await deliveredExactlyOnce();
     expect(await unifiedFor('B', tiempo)).toHaveLength(1);
+  });
+
+  it('dead-letters real rows whose valor is not finite or whose tiempo_sensor is empty, and forwards none', async () => {
+    const sensor = h.pumps.B.sensors[5];
+    const table = sensor?.table as string;
+    const bad: [tiempo: string, valor: number | string, reason: string][] = [
+      ['2025-01-06T05:00:00', 'NaN', 'valor_not_finite'],
+      ['2025-01-06T05:00:01', 'Infinity', 'valor_not_finite'],
+      ['', 4.5, 'bad_tiempo_sensor'],
+    ];
+    const ids: number[] = [];
+    for (const [tiempo, valor] of bad) {
+      const { rows } = await h.admin.query<{ id: number }>(
+        `INSERT INTO ${table} (tiempo_sensor, valor_sensor) VALUES ($1, $2::float8) RETURNING id`,
+        [tiempo, valor],
+      );
+      ids.push(rows[0]?.id as number);
+    }
+    await waitFor('a dead letter for each row', async () => {
+      const { rows } = await h.admin.query(
+        `SELECT 1 FROM ${ENGINE_SCHEMA}.dead_letters WHERE channel = $1 AND payload LIKE ANY($2)`,
+        [sensor?.channel, ids.map((id) => `%"id_sensor":${id},%`)],
+      );
+      return rows.length === ids.length;
+    });
+    const { rows } = await h.admin.query<{ reason: string }>(
+      `SELECT reason FROM ${ENGINE_SCHEMA}.dead_letters WHERE channel = $1 AND payload LIKE ANY($2) ORDER BY id`,
+      [sensor?.channel, ids.map((id) => `%"id_sensor":${id},%`)],
+    );
+    expect(rows.map((r) => r.reason.split(':')[0]).sort()).toEqual(bad.map(([, , reason]) => reason).sort());
+    await deliveredExactlyOnce();
+    for (const id of ids) {
+      const ofRow = (r: { path: string; body: Record<string, unknown> }) =>
+        r.path.endsWith(sensor?.endpoint as string) && r.body.id_sensor === id;
+      expect(h.backendB.requests.some(ofRow)).toBe(false);
+    }
   });
 
   it('dead-letters a real row whose valor is null and does not forward it', async () => {

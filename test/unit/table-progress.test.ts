@@ -2,6 +2,38 @@ import { describe, expect, it } from 'vitest';
 import { TableProgress } from '../../src/ledger/table-progress.js';
 
 describe('TableProgress', () => {
+  it('holds the checkpoint below a claim whose row is being read, but never moves it for one', () => {
+    const p = new TableProgress('t', 10, 1);
+    p.release(p.catchUpToken());
+    p.claim(12); // a notification named 12; its row is being read
+    p.begin(13, 1);
+    p.settle(13);
+    expect(p.checkpoint()).toBe(11); // 13 settled, but 12 may still be a row
+    p.claim(1_000_000_000); // a forged id beyond every row read
+    p.unclaim(12);
+    expect(p.checkpoint()).toBe(13); // the forged claim holds nothing back, and moves nothing forward
+    p.unclaim(1_000_000_000);
+    expect(p.checkpoint()).toBe(13); // only rows read count: never past the largest id begun
+    expect(p.begin(12, 1)).toBe(true); // a claim does not deduplicate the real row
+  });
+
+  it('says which ids a saved checkpoint has passed, and holds from a given id until a catch-up', () => {
+    const p = new TableProgress('t', 10, 1);
+    p.release(p.catchUpToken());
+    expect(p.passed(10)).toBe(true);
+    expect(p.passed(11)).toBe(false);
+    p.begin(11, 1);
+    p.begin(12, 1);
+    p.holdFrom(12); // 12's read failed: it may have been missed
+    p.settle(11);
+    p.settle(12);
+    expect(p.checkpoint()).toBe(11);
+    p.release(p.catchUpToken()); // a catch-up begun after the hold read the table to its end
+    expect(p.checkpoint()).toBe(12);
+    p.saved(12);
+    expect(p.passed(12)).toBe(true);
+  });
+
   it('moves the checkpoint only past rows whose every part is settled', () => {
     const p = new TableProgress('t', 10, 1);
     p.release(p.catchUpToken()); // no hold: as after the first catch-up
