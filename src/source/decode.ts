@@ -2,6 +2,7 @@ import type { PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
 import type { Reading } from '../model/reading.js';
 import { MEMBER_ID_LIMIT } from '../store/members.js';
+import { pgText } from '../util/pg-text.js';
 
 export type RejectReason =
   | 'unknown_channel'
@@ -122,7 +123,13 @@ export class Decoder {
     if (id >= MEMBER_ID_LIMIT) {
       return reject('bad_id_sensor', `id_sensor ${id} is beyond the 2^40 row ids the outbox can record`);
     }
-    if (typeof tiempo !== 'string' || tiempo.trim() === '' || tiempo.length > MAX_TIEMPO_LENGTH) {
+    if (
+      typeof tiempo !== 'string' ||
+      tiempo.trim() === '' ||
+      tiempo.length > MAX_TIEMPO_LENGTH ||
+      // A NUL or a lone surrogate: no sensor row's text holds one, and the outbox could not store it.
+      pgText(tiempo) !== tiempo
+    ) {
       return reject('bad_tiempo_sensor', `tiempo_sensor ${describe(tiempo)} is not a timestamp text`, id);
     }
     if (valor === null || valor === undefined) return reject('valor_null', 'valor is null', id);

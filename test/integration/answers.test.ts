@@ -1,0 +1,214 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
+import { waitFor } from '../helpers/wait.js';
+
+/**
+ * Issue 19, "answers are bounded" and "a poison item never jams a writer", against the whole engine and a
+ * real PostgreSQL: answers a real backend should never send (NUL bytes, invalid UTF-8), and payloads a
+ * plant should never notify.
+ */
+
+/** How the test backend answers one request; undefined: 200 with a small JSON body. */
+type Plan = { status: number; body: Buffer | string } | 'huge' | 'drip' | undefined;
+
+interface Seen {
+  path: string;
+  key: string | undefined;
+  /** Body bytes written before the answer ended or the client went away. */
+  bytes: number;
+  /** Whether the whole planned answer was written. */
+  complete: boolean;
+  /** Whether the client closed the connection before the answer was complete. */
+  cut: boolean;
+}
+
+const HUGE_BYTES = 20 * 1024 * 1024;
+/** The drip: one byte every 3 s, 10 bytes in all (30 s): never idle for as long as the timeout. */
+const DRIP_EVERY_MS = 3_000;
+const DRIP_BYTES = 10;
+
+/** A backend that answers as `plan` says, in whatever shape, and records what it wrote. */
+class AnswerBackend {
+  readonly requests: Seen[] = [];
+  plan: (path: string, seen: Seen) => Plan = () => undefined;
+  private server: Server | undefined;
+  private port = 0;
+  private readonly sockets = new Set<Socket>();
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      const seen: Seen = {
+        path: req.url ?? '',
+        key: req.headers['idempotency-key'] as string | undefined,
+        bytes: 0,
+        complete: false,
+        cut: false,
+      };
+      this.requests.push(seen);
+      res.on('close', () => {
+        if (!seen.complete) seen.cut = true;
+      });
+      req.resume();
+      req.on('end', () => {
+        const plan = this.plan(seen.path, seen);
+        if (plan === 'huge') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          const piece = Buffer.alloc(64 * 1024, 0x20);
+          const next = () => {
+            while (seen.bytes < HUGE_BYTES && !res.destroyed) {
+              seen.bytes += piece.length;
+              if (!res.write(piece)) return void res.once('drain', next);
+            }
+            if (!res.destroyed) {
+              seen.complete = true;
+              res.end();
+            }
+          };
+          next();
+        } else if (plan === 'drip') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          const timer = setInterval(() => {
+            if (res.destroyed) return clearInterval(timer);
+            seen.bytes += 1;
+            if (seen.bytes < DRIP_BYTES) return void res.write(' ');
+            clearInterval(timer);
+            seen.complete = true;
+            res.end('{}');
+          }, DRIP_EVERY_MS);
+          res.on('close', () => clearInterval(timer));
+        } else {
+          const { status, body } = plan ?? { status: 200, body: '{"prediccion":1,"contador_anomalias":0}' };
+          res.writeHead(status, { 'content-type': 'application/json' });
+          seen.bytes = Buffer.byteLength(body);
+          seen.complete = true;
+          res.end(body);
+        }
+      });
+    });
+    this.server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+});
+
+async function setup(
+  prefix: string,
+): Promise<{ h: Harness; backend: AnswerBackend; env: Record<string, string> }> {
+  const h = await harness(prefix);
+  cleanups.push(() => h.close());
+  const backend = await new AnswerBackend().start();
+  cleanups.push(() => backend.stop());
+  return { h, backend, env: { BASE_URL: backend.url, BASE_URL_B: `${backend.url}/sensores_b` } };
+}
+
+interface Letter {
+  kind: string;
+  payload: string | null;
+  reason: string;
+  response_status: number | null;
+  response_body: string | null;
+}
+
+async function letters(h: Harness, kind: string): Promise<Letter[]> {
+  const { rows } = await h.admin.query<Letter>(
+    `SELECT kind, payload, reason, response_status, response_body FROM ${ENGINE_SCHEMA}.dead_letters
+      WHERE kind = $1 ORDER BY id`,
+    [kind],
+  );
+  return rows;
+}
+
+async function outbox(h: Harness, pump: string): Promise<{ tiempo: string; status: string }[]> {
+  const { rows } = await h.admin.query<{ tiempo: string; status: string }>(
+    `SELECT tiempo_sensor AS tiempo, status FROM ${ENGINE_SCHEMA}.outbox WHERE pump = $1 ORDER BY id`,
+    [pump],
+  );
+  return rows;
+}
+
+const NUL = String.fromCharCode(0);
+/** A 400 body as a broken backend might send it: a NUL byte, and bytes that are not UTF-8. */
+const POISON_BODY = Buffer.concat([
+  Buffer.from('{"detail":"bad'),
+  Buffer.from([0x00]),
+  Buffer.from(' byte '),
+  Buffer.from([0xff, 0xfe, 0xc3]),
+  Buffer.from('"}'),
+]);
+
+describe('answers and payloads PostgreSQL cannot store as they are', () => {
+  it('a 400 whose body has a NUL byte and invalid UTF-8 is dead-lettered, sanitised; later letters and vectors go on', async () => {
+    const { h, backend, env } = await setup('answers_nul');
+    const A = h.pumps.A;
+    const poisoned = `/sensores${A.sensors[0]?.endpoint}`;
+    let vectors = 0;
+    backend.plan = (path) => {
+      if (path === poisoned) return { status: 400, body: POISON_BODY };
+      // The first vector is refused with the same body.
+      if (path === `/sensores${A.unifiedPath}` && vectors++ === 0) return { status: 400, body: POISON_BODY };
+      return undefined;
+    };
+    await h.startMonitor(env);
+    await insertTimestamp(h.admin, A, '2026-01-01 10:00:00');
+    await waitFor('the refused vector and post stored as dead letters', async () => {
+      return (await letters(h, 'vector')).length === 1 && (await letters(h, 'sensor_post')).length === 1;
+    });
+    await insertTimestamp(h.admin, A, '2026-01-01 10:01:00');
+    await insertTimestamp(h.admin, A, '2026-01-01 10:02:00');
+    await waitFor('the later letters stored and the later vectors sent', async () => {
+      const sent = (await outbox(h, 'A')).filter((r) => r.status === 'sent');
+      return (await letters(h, 'sensor_post')).length === 3 && sent.length === 2;
+    });
+    const all = [...(await letters(h, 'vector')), ...(await letters(h, 'sensor_post'))];
+    for (const l of all) {
+      expect(l.response_status).toBe(400);
+      expect(l.response_body).toBe('{"detail":"bad\ufffd byte \ufffd\ufffd\ufffd"}');
+    }
+    expect((await outbox(h, 'A')).map((r) => r.status)).toEqual(['dead', 'sent', 'sent']);
+  });
+
+  it('a notification whose tiempo_sensor holds \\u0000 or a lone surrogate is a dead letter, and the stream goes on', async () => {
+    const { h, env } = await setup('answers_payload_nul');
+    const A = h.pumps.A;
+    await h.startMonitor(env);
+    const channel = A.sensors[0]?.channel as string;
+    const payloads = [
+      '{"id_sensor": 1, "valor": 1.5, "tiempo_sensor": "2026-01-01 09:00:00\\u0000"}',
+      '{"id_sensor": 2, "valor": 1.5, "tiempo_sensor": "\\ud800"}',
+    ];
+    for (const p of payloads) await h.admin.query('SELECT pg_notify($1, $2)', [channel, p]);
+    await insertTimestamp(h.admin, A, '2026-01-01 10:00:00');
+    await waitFor('two dead letters and the next vector sent', async () => {
+      const sent = (await outbox(h, 'A')).filter((r) => r.status === 'sent');
+      return (await letters(h, 'notification')).length === 2 && sent.length === 1;
+    });
+    const stored = await letters(h, 'notification');
+    expect(stored.map((l) => l.payload)).toEqual(payloads);
+    for (const l of stored) {
+      expect(l.reason).toMatch(/^bad_tiempo_sensor: /);
+      expect(l.reason).not.toContain(NUL);
+    }
+    expect(await outbox(h, 'A')).toEqual([{ tiempo: '2026-01-01 10:00:00', status: 'sent' }]);
+  });
+});
