@@ -2,7 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
-import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
+import { freePort } from '../../src/tools/free-port.js';
+import { spawnListener } from '../helpers/child.js';
+import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -210,5 +212,92 @@ describe('answers and payloads PostgreSQL cannot store as they are', () => {
       expect(l.reason).not.toContain(NUL);
     }
     expect(await outbox(h, 'A')).toEqual([{ tiempo: '2026-01-01 10:00:00', status: 'sent' }]);
+  });
+});
+
+describe('answers are bounded', () => {
+  it('20 MB answers to every POST: the engine under the production heap stays up and delivers', async () => {
+    const { h, backend, env } = await setup('answers_huge');
+    backend.plan = () => 'huge';
+    const childEnv = {
+      ...testEnv(h.db, h.backend),
+      ...env,
+      PORT: String(await freePort()),
+      LOG_LEVEL: 'warn',
+      // As `npm start` runs it (package.json).
+      NODE_OPTIONS: '--max-old-space-size=96 --max-semi-space-size=4',
+    };
+    const child = spawnListener(childEnv);
+    cleanups.push(async () => void child.proc.kill('SIGKILL'));
+    // A fresh installation starts at the tables' ends: rows count from once the engine listens.
+    await waitFor(
+      'the engine ready',
+      async () => {
+        try {
+          return (await fetch(`http://127.0.0.1:${childEnv.PORT}/readyz`)).status === 200;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+    );
+    const A = h.pumps.A;
+    const tiempos = [
+      '2026-01-01 10:00:00',
+      '2026-01-01 10:01:00',
+      '2026-01-01 10:02:00',
+      '2026-01-01 10:03:00',
+    ];
+    for (const t of tiempos) await insertTimestamp(h.admin, A, t);
+    const alive = () => {
+      if (child.proc.exitCode !== null || child.proc.signalCode !== null) {
+        throw new Error(
+          `the engine exited (${child.proc.exitCode ?? child.proc.signalCode}): ${child.output.slice(-5).join('\n')}`,
+        );
+      }
+    };
+    let last = '';
+    await waitFor(
+      'every vector and post of the four timestamps delivered',
+      async () => {
+        alive();
+        const sent = (await outbox(h, 'A')).filter((r) => r.status === 'sent').length;
+        const { rows } = await h.admin.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM ${ENGINE_SCHEMA}.sensor_posts WHERE pump = 'A'`,
+        );
+        last = `sent ${sent}, posts ${rows[0]?.n}, requests ${backend.requests.length}, complete ${backend.requests.filter((r) => r.complete).length}`;
+        return sent === tiempos.length && rows[0]?.n === tiempos.length * A.sensors.length;
+      },
+      60_000,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (${last}; ${child.output.slice(-5).join(' | ')})`);
+    });
+    alive();
+    // Every answer was cut at the cap: none was read whole.
+    expect(backend.requests.length).toBeGreaterThanOrEqual(tiempos.length * (A.sensors.length + 1));
+    expect(backend.requests.filter((r) => r.complete)).toEqual([]);
+    expect(child.output.join('\n')).not.toMatch(/heap out of memory/i);
+    child.proc.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+  });
+
+  it('a backend that sends one byte every 3 s: the attempt ends at HTTP_TIMEOUT_MS and is retried', async () => {
+    const { h, backend, env } = await setup('answers_drip');
+    const unified = `/sensores${h.pumps.A.unifiedPath}`;
+    let vectors = 0;
+    backend.plan = (path) => (path === unified && vectors++ === 0 ? 'drip' : undefined);
+    // Longer than the drip's gaps, so only a deadline on the whole attempt can end it.
+    await h.startMonitor({ ...env, HTTP_TIMEOUT_MS: '4000', SENSOR_POSTS: 'false' });
+    await insertTimestamp(h.admin, h.pumps.A, '2026-01-01 10:00:00');
+    // The drip takes 30 s; the wait ends well before it would have.
+    await waitFor('the vector sent on a second attempt', async () => {
+      return (await outbox(h, 'A')).some((r) => r.status === 'sent');
+    });
+    const attempts = backend.requests.filter((r) => r.path === unified);
+    expect(attempts.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(attempts.map((r) => r.key)).size).toBe(1);
+    const [first] = attempts;
+    expect(first).toMatchObject({ cut: true, complete: false });
+    expect(first?.bytes).toBeLessThan(DRIP_BYTES);
   });
 });
