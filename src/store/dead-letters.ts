@@ -51,6 +51,24 @@ export async function insertDeadLetters(db: pg.Pool | pg.ClientBase, items: Dead
   );
 }
 
+/**
+ * A dead letter that PostgreSQL refused even sanitised, reduced to what the engine wrote itself (its kind,
+ * pump, channel, status, key and reason) and why the rest is missing: stored instead, so that no letter is
+ * lost to the data it carried.
+ */
+export function bareDeadLetter(d: DeadLetter, err: unknown): DeadLetter {
+  const e = err as { code?: string; message?: string };
+  return {
+    kind: d.kind,
+    pump: d.pump,
+    channel: d.channel,
+    reason: `${d.reason} [payload and answer not stored: ${e.code ?? 'error'} ${e.message ?? ''}]`,
+    responseStatus: d.responseStatus,
+    outboxId: d.outboxId,
+    idempotencyKey: d.idempotencyKey,
+  };
+}
+
 export type DeadLetterStatus = 'open' | 'retried' | 'discarded';
 
 /** A dead letter as stored, with what an operator did about it. */

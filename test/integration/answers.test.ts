@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { buildServer } from '../../src/http/server.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { spawnListener } from '../helpers/child.js';
@@ -299,5 +300,60 @@ describe('answers are bounded', () => {
     const [first] = attempts;
     expect(first).toMatchObject({ cut: true, complete: false });
     expect(first?.bytes).toBeLessThan(DRIP_BYTES);
+  });
+});
+
+describe('a poison item never jams a writer', () => {
+  it('a dead letter the table refuses is stored bare, and the letters behind it go through', async () => {
+    const { h, env } = await setup('answers_poison_letter');
+    // A rule of this installation's own: no payload may say "poison" (SQLSTATE 23514, a data error).
+    await h.admin.query(
+      `ALTER TABLE ${ENGINE_SCHEMA}.dead_letters ADD CONSTRAINT no_poison CHECK (payload NOT LIKE '%poison%')`,
+    );
+    await h.startMonitor(env);
+    const channel = h.pumps.A.sensors[0]?.channel as string;
+    // One burst: the three letters meet in one batch.
+    await h.admin.query(
+      `SELECT pg_notify($1, 'not json 1'), pg_notify($1, 'poison, not json'), pg_notify($1, 'not json 2')`,
+      [channel],
+    );
+    await waitFor('three dead letters', async () => (await letters(h, 'notification')).length === 3);
+    const stored = await letters(h, 'notification');
+    expect(stored.map((l) => l.payload)).toEqual(['not json 1', null, 'not json 2']);
+    expect(stored[1]?.reason).toMatch(/^not_json: .*\[payload and answer not stored: 23514 /);
+    expect(h.monitor.writersRetrying()).toEqual([]);
+  });
+
+  it('a writer retrying shows in /readyz, /status and the metrics, until it writes again', async () => {
+    const { h, env } = await setup('answers_writer_retrying');
+    const m = await h.startMonitor(env);
+    const app = await buildServer(m);
+    cleanups.push(() => app.close());
+    const get = async (url: string) => app.inject({ method: 'GET', url });
+    // A fault no split can fix: the table is away (42P01), so the batch is retried whole.
+    await h.admin.query(`ALTER TABLE ${ENGINE_SCHEMA}.dead_letters RENAME TO dead_letters_away`);
+    await h.admin.query(`SELECT pg_notify($1, 'not json')`, [h.pumps.A.sensors[0]?.channel]);
+    await waitFor('the dead-letter writer failing twice', () =>
+      m.writersRetrying().some((w) => w.writer === 'dead_letters' && w.failures >= 2),
+    );
+    const ready = await get('/readyz');
+    expect(ready.statusCode).toBe(503);
+    expect(ready.json().reason).toMatch(
+      /^dead_letters writer retrying since \S+ \(\d+ failures, 1 queued\): 42P01: /,
+    );
+    const status = (await get('/status')).json() as {
+      writers_retrying: { writer: string; pending: number }[];
+    };
+    expect(status.writers_retrying).toMatchObject([{ writer: 'dead_letters', pending: 1 }]);
+    expect((await get('/metrics')).body).toMatch(
+      /^pump_monitor_writer_retrying\{writer="dead_letters"\} 1$/m,
+    );
+    await h.admin.query(`ALTER TABLE ${ENGINE_SCHEMA}.dead_letters_away RENAME TO dead_letters`);
+    await waitFor('the letter stored', async () => (await letters(h, 'notification')).length === 1);
+    await waitFor('ready again', async () => (await get('/readyz')).statusCode === 200);
+    expect((await get('/status')).json().writers_retrying).toEqual([]);
+    expect((await get('/metrics')).body).toMatch(
+      /^pump_monitor_writer_retrying\{writer="dead_letters"\} 0$/m,
+    );
   });
 });
