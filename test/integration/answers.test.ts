@@ -324,6 +324,31 @@ describe('a poison item never jams a writer', () => {
     expect(h.monitor.writersRetrying()).toEqual([]);
   });
 
+  it("a vector's dead letter the table refuses is stored bare, and the pump's next vectors are sent", async () => {
+    const { h, backend, env } = await setup('answers_poison_vector');
+    await h.admin.query(
+      `ALTER TABLE ${ENGINE_SCHEMA}.dead_letters
+         ADD CONSTRAINT no_poison CHECK (response_body IS NULL OR response_body NOT LIKE '%poison%')`,
+    );
+    const unified = `/sensores${h.pumps.A.unifiedPath}`;
+    let vectors = 0;
+    backend.plan = (path) =>
+      path === unified && vectors++ === 0 ? { status: 400, body: '{"detail":"poison"}' } : undefined;
+    await h.startMonitor({ ...env, SENSOR_POSTS: 'false' });
+    await insertTimestamp(h.admin, h.pumps.A, '2026-01-01 10:00:00');
+    await waitFor('the refused vector on record', async () => (await letters(h, 'vector')).length === 1);
+    await insertTimestamp(h.admin, h.pumps.A, '2026-01-01 10:01:00');
+    await waitFor('the next vector sent', async () =>
+      (await outbox(h, 'A')).some((r) => r.status === 'sent'),
+    );
+    const [letter] = await letters(h, 'vector');
+    expect(letter).toMatchObject({ response_status: 400, response_body: null, payload: null });
+    expect(letter?.reason).toMatch(
+      /^backend answered 400 to the unified POST for tiempo_sensor 2026-01-01 10:00:00 \[payload and answer not stored: 23514 /,
+    );
+    expect((await outbox(h, 'A')).map((r) => r.status)).toEqual(['dead', 'sent']);
+  });
+
   it('a writer retrying shows in /readyz, /status and the metrics, until it writes again', async () => {
     const { h, env } = await setup('answers_writer_retrying');
     const m = await h.startMonitor(env);
