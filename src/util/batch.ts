@@ -138,7 +138,10 @@ export class BatchWriter<T> {
     if (!this.running) void this.drain();
   }
 
-  /** Pushes one item; resolves true once it is written, false if the writer stopped first. */
+  /**
+   * Pushes one item; resolves true once it is written (or, refused by the database on its own, handed to
+   * `onPoison`), false if the writer stopped first.
+   */
   pushAndWait(item: T): Promise<boolean> {
     this.push(item);
     const seq = this.pushed;
