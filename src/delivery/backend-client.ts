@@ -11,10 +11,19 @@ export function classify(status: number): Verdict {
 
 export interface BackendAnswer {
   status: number;
+  /** The body's first `MAX_ANSWER_BYTES` as text (invalid UTF-8 comes out as U+FFFD). */
   body: string;
   /** From a Retry-After header (seconds or an HTTP date), when present. */
   retryAfterMs?: number;
+  /** A 3xx answer's Location header, when present: where the backend says the route moved. */
+  location?: string;
 }
+
+/**
+ * How much of an answer's body is kept. The backend's answers are a few hundred bytes; past this cap the
+ * rest is not read (the connection is closed) and the attempt stands on its status alone.
+ */
+export const MAX_ANSWER_BYTES = 64 * 1024;
 
 /** A retryable failure: connection refused or reset, timeout, 408, 429 or 5xx. */
 export class RetryableError extends Error {
@@ -77,16 +86,16 @@ export class BackendClient {
 
   /**
    * One attempt with a JSON body (already serialised) and its Idempotency-Key. Resolves with any HTTP
-   * answer; throws RetryableError when no answer came (connection failure, per-attempt timeout). Aborting
-   * `signal` cancels the attempt.
+   * answer; throws RetryableError when no answer came (connection failure, or no whole answer within
+   * `timeoutMs`: connecting, the headers and the body all count). Aborting `signal` cancels the attempt.
    */
   post(path: string, json: string, idempotencyKey: string, signal?: AbortSignal): Promise<BackendAnswer> {
     return new Promise<BackendAnswer>((resolve, reject) => {
-      const answer = new Answer(this, path, resolve, reject, signal);
       if (signal?.aborted) {
         reject(signal.reason);
         return;
       }
+      const answer = new Answer(this, path, resolve, reject, signal, this.opts.timeoutMs);
       this.opts.agent.dispatch(
         {
           origin: this.origin,
@@ -101,9 +110,10 @@ export class BackendClient {
             idempotencyKey,
           ],
           body: json,
-          // undici's own timers: cheaper per request than a timeout signal combined with `signal`.
-          headersTimeout: this.opts.timeoutMs,
-          bodyTimeout: this.opts.timeoutMs,
+          // The attempt's own deadline (one plain timer in Answer) bounds the whole exchange; undici's
+          // timers only bound the wait for headers and the gap between chunks, so they are off.
+          headersTimeout: 0,
+          bodyTimeout: 0,
         },
         answer,
       );
@@ -119,20 +129,37 @@ export class BackendClient {
   failure(path: string, err: unknown): RetryableError {
     this.opts.onAnswer?.(path, 0);
     const e = err as { code?: string; message?: string };
-    const timedOut = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
-    const what = timedOut ? `no answer within ${this.opts.timeoutMs} ms` : (e.code ?? e.message ?? 'error');
+    const timedOut =
+      err === DEADLINE || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+    const what = timedOut
+      ? `no whole answer within ${this.opts.timeoutMs} ms`
+      : (e.code ?? e.message ?? 'error');
     return new RetryableError(`POST ${this.opts.baseUrl}${path}: ${what}`);
   }
 }
 
-/** undici's handler for one POST: gathers the status, a Retry-After and the body text. */
+/** Why an attempt was cut short by its deadline (one object: nothing is built per timeout). */
+const DEADLINE = new Error('deadline');
+/** Why the rest of an answer past `MAX_ANSWER_BYTES` is not read. */
+const CAPPED = new Error('answer past the cap');
+
+/**
+ * undici's handler for one POST: gathers the status, a Retry-After, a 3xx's Location and at most
+ * `MAX_ANSWER_BYTES` of the body, within the attempt's deadline. Settles once: the first of the answer's
+ * end, the cap, an error, the deadline or the caller's abort decides.
+ */
 class Answer implements Dispatcher.DispatchHandler {
   private status = 0;
   private retryAfter: string | undefined;
-  /** The body as it came; decoded at the end, so that a character split across chunks stays whole. */
+  private location: string | undefined;
+  /** The body as it came, up to the cap; decoded at the end, so a character split across chunks stays whole. */
   private readonly chunks: Buffer[] = [];
+  private bytes = 0;
+  private settled = false;
   private controller: Dispatcher.DispatchController | undefined;
   private readonly onAbort: (() => void) | undefined;
+  /** One plain timer per attempt: cheaper than a timeout signal, and it covers connect, headers and body. */
+  private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly client: BackendClient,
@@ -140,16 +167,19 @@ class Answer implements Dispatcher.DispatchHandler {
     private readonly resolve: (a: BackendAnswer) => void,
     private readonly reject: (err: unknown) => void,
     private readonly signal: AbortSignal | undefined,
+    timeoutMs: number,
   ) {
-    if (signal && !signal.aborted) {
-      this.onAbort = () => this.controller?.abort(signal.reason);
+    if (signal) {
+      this.onAbort = () => this.cancel(signal.reason as Error, signal.reason);
       signal.addEventListener('abort', this.onAbort, { once: true });
     }
+    this.timer = setTimeout(() => this.cancel(DEADLINE, this.client.failure(this.path, DEADLINE)), timeoutMs);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.signal?.aborted) controller.abort(this.signal.reason);
+    // Cut short before undici started it (waiting for a connection of the pool).
+    if (this.settled) controller.abort(DEADLINE);
   }
 
   onResponseStart(
@@ -160,14 +190,40 @@ class Answer implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     const ra = headers['retry-after'];
     this.retryAfter = Array.isArray(ra) ? ra[0] : ra;
+    if (statusCode >= 300 && statusCode < 400) {
+      const loc = headers.location;
+      this.location = Array.isArray(loc) ? loc[0] : loc;
+    }
   }
 
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk);
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.settled) return;
+    const room = MAX_ANSWER_BYTES - this.bytes;
+    if (chunk.length < room) {
+      this.chunks.push(chunk);
+      this.bytes += chunk.length;
+      return;
+    }
+    // The cap: keep what fits, answer on the status, and read no more of this body.
+    this.chunks.push(chunk.subarray(0, room));
+    this.bytes += room;
+    this.answer();
+    controller.abort(CAPPED);
   }
 
   onResponseEnd(): void {
-    this.done();
+    if (!this.settled) this.answer();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.settled) return;
+    this.finish();
+    if (this.signal?.aborted) this.reject(this.signal.reason);
+    else this.reject(this.client.failure(this.path, err));
+  }
+
+  private answer(): void {
+    this.finish();
     this.client.answered(this.path, this.status);
     const body =
       this.chunks.length === 1
@@ -176,16 +232,21 @@ class Answer implements Dispatcher.DispatchHandler {
     const answer: BackendAnswer = { status: this.status, body };
     const retryAfter = parseRetryAfter(this.retryAfter);
     if (retryAfter !== undefined) answer.retryAfterMs = retryAfter;
+    if (this.location !== undefined) answer.location = this.location;
     this.resolve(answer);
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.done();
-    if (this.signal?.aborted) this.reject(this.signal.reason);
-    else this.reject(this.client.failure(this.path, err));
+  /** Ends the attempt early (its deadline, or the caller's abort): rejects with `err` and closes the request. */
+  private cancel(reason: Error, err: unknown): void {
+    if (this.settled) return;
+    this.finish();
+    this.reject(err);
+    this.controller?.abort(reason);
   }
 
-  private done(): void {
+  private finish(): void {
+    this.settled = true;
+    clearTimeout(this.timer);
     if (this.onAbort) this.signal?.removeEventListener('abort', this.onAbort);
   }
 }

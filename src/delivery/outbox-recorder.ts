@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { describePgError } from '../store/db.js';
-import { insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
+import { insertGroups, markSent, type OutboxGroup, type OutboxRow, vectorKey } from '../store/outbox.js';
 import { BatchWriter } from '../util/batch.js';
 
 /** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
@@ -35,8 +35,10 @@ export class OutboxRecorder {
   private readonly sent: BatchWriter<{ id: number; attempts: number; status: number }>;
 
   constructor(o: OutboxRecorderOptions) {
-    const onError = (what: string) => (err: unknown, n: number) =>
-      o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
+    const onError = (what: string) => (err: unknown, n: number, refused?: boolean) =>
+      refused
+        ? o.logger.error({ err: describePgError(err) }, `${what}: the database refused one item; set aside`)
+        : o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
     this.groups = new BatchWriter(
       async (items) => {
         const { stored, keys } = await insertGroups(
@@ -50,16 +52,33 @@ export class OutboxRecorder {
         }
       },
       {
+        name: 'outbox',
         busyLingerMs: BUSY_LINGER_MS,
         maxBatch: 200,
         retryMs: 500,
         onError: onError('writing the outbox'),
+        // A group the database refuses on its own (its key text is sanitised, its values finite: not seen
+        // so far) would hold every pump's groups behind it: logged with its rows, and not stored.
+        onPoison: (item, err) => {
+          const { group } = item;
+          o.logger.error(
+            {
+              err: describePgError(err),
+              pump: group.pump,
+              tiempo_sensor: group.tiempo,
+              members: group.members,
+            },
+            'the outbox refused a group; its rows are settled without a vector',
+          );
+          item.resolve({ key: vectorKey(group.pump, group.tiempo, group.members), row: undefined });
+        },
         signal: o.signal,
       },
     );
     // Each sender waits for its delivery record before it sends the next vector, so a crash sends at most
     // one vector per pump again. Pumps that finish together share one write.
     this.sent = new BatchWriter((sent) => markSent(o.pool, sent), {
+      name: 'outbox_sent',
       maxBatch: 500,
       retryMs: 500,
       onError: onError('recording delivered vectors'),

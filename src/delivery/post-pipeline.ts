@@ -80,8 +80,10 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   constructor(private readonly o: PostPipelineOptions) {
     super();
-    const onError = (what: string) => (err: unknown, n: number) =>
-      o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
+    const onError = (what: string) => (err: unknown, n: number, refused?: boolean) =>
+      refused
+        ? o.logger.error({ err: describePgError(err) }, `${what}: the database refused one item; set aside`)
+        : o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
     this.poster = new SensorPoster({
       clients: o.backends,
       concurrency: o.concurrency,
@@ -95,6 +97,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         o.logger.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
     });
     this.ledger = new BatchWriter((posts) => recordSettledPosts(o.pool, posts), {
+      name: 'sensor_posts',
       lingerMs: POST_LEDGER_LINGER_MS,
       maxBatch: POST_LEDGER_MAX_BATCH,
       retryMs: 500,
@@ -103,13 +106,28 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       onWritten: () => this.poster.resume(),
     });
     this.defer = new BatchWriter((rs) => this.writeDeferred(rs), {
+      name: 'deferred_posts',
       lingerMs: BOOKKEEPING_LINGER_MS,
       maxBatch: 1_000,
       retryMs: 500,
       onError: onError('deferring per-sensor posts'),
+      // A post the database will not keep for later is a dead letter now, with the reason.
+      onPoison: (r, err) =>
+        o.deadLetter(
+          {
+            kind: 'sensor_post',
+            pump: r.pump,
+            channel: r.sensor.channel,
+            payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+            reason: `not deferred: the database refused it (${describePgError(err)})`,
+            idempotencyKey: readingKey(r),
+          },
+          () => this.settled(r),
+        ),
       signal: o.signal,
     });
     this.drained = new BatchWriter((ids) => deleteDeferred(o.pool, ids), {
+      name: 'deferred_posts_sent',
       lingerMs: POST_LEDGER_LINGER_MS,
       maxBatch: POST_LEDGER_MAX_BATCH,
       retryMs: 500,

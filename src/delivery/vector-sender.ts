@@ -2,8 +2,9 @@ import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
-import { insertDeadLetters } from '../store/dead-letters.js';
+import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { fetchPending, markDelivered, type OutboxRow } from '../store/outbox.js';
+import { isDataError } from '../util/batch.js';
 import { sleep } from '../util/clock.js';
 import type { BackendClient } from './backend-client.js';
 import { deliver } from './policy.js';
@@ -187,27 +188,35 @@ export class VectorSender {
     const dead = result.kind === 'rejected';
     if (dead) {
       // Rare: recorded at once, with its dead letter. Only a shutdown stops the attempts; the row then
-      // stays pending and is sent again (same key) next time.
-      const recorded = await this.persist(signal, async (db) => {
-        await markDelivered(db, row.id, {
-          status: 'dead',
-          attempts,
-          responseStatus: status,
-          responseBody: body.slice(0, 2000),
-        });
-        await insertDeadLetters(db, [
-          {
-            kind: 'vector',
-            pump: pump.id,
-            payload: JSON.stringify(row.body),
-            reason: `backend answered ${status} to the unified POST for tiempo_sensor ${row.tiempo}`,
+      // stays pending and is sent again (same key) next time. A record the database refuses as it is (a
+      // data error: SQLSTATE 22, 23) is written bare instead, without the answer's text, so that this
+      // pump's vectors never wait behind it.
+      const letter: DeadLetter = {
+        kind: 'vector',
+        pump: pump.id,
+        payload: JSON.stringify(row.body),
+        reason: `backend answered ${status} to the unified POST for tiempo_sensor ${row.tiempo}`,
+        responseStatus: status,
+        responseBody: body,
+        outboxId: row.id,
+        idempotencyKey: row.key,
+      };
+      let refused: unknown;
+      const recorded = await this.persist(
+        signal,
+        async (db) => {
+          await markDelivered(db, row.id, {
+            status: 'dead',
+            attempts,
             responseStatus: status,
-            responseBody: body,
-            outboxId: row.id,
-            idempotencyKey: row.key,
-          },
-        ]);
-      });
+            responseBody: refused === undefined ? body.slice(0, 2000) : null,
+          });
+          await insertDeadLetters(db, [refused === undefined ? letter : bareDeadLetter(letter, refused)]);
+        },
+        (err) => {
+          if (refused === undefined && isDataError(err)) refused = err;
+        },
+      );
       if (!recorded) return false;
     } else if (!(await this.o.recordSent({ id: row.id, attempts, status }))) {
       return false;
@@ -242,12 +251,17 @@ export class VectorSender {
     });
   }
 
-  private async persist(signal: AbortSignal, fn: (db: pg.Pool) => Promise<void>): Promise<boolean> {
+  private async persist(
+    signal: AbortSignal,
+    fn: (db: pg.Pool) => Promise<void>,
+    onError?: (err: unknown) => void,
+  ): Promise<boolean> {
     for (let attempt = 1; !signal.aborted; attempt++) {
       try {
         await fn(this.o.pool);
         return true;
       } catch (err) {
+        onError?.(err);
         this.o.logger.warn({ err: (err as Error).message, attempt }, 'recording a delivery failed; retrying');
         await sleep(Math.min(5_000, 100 * 2 ** attempt), signal);
       }

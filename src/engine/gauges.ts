@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { breakerState } from '../delivery/policy.js';
 import { engineTableStats } from '../store/retention.js';
 import { notificationQueueUsage } from '../store/sessions.js';
+import type { WriterHealth } from '../util/batch.js';
 import type { PumpLane } from './pump-lane.js';
 import type { Telemetry } from './telemetry.js';
 
@@ -15,6 +16,7 @@ export interface GaugeSources {
   postsQueued: () => number;
   listening: () => boolean;
   catchUpRunning: () => boolean;
+  writers?: () => WriterHealth[];
 }
 
 type Set = (labels: object, v: number) => void;
@@ -45,6 +47,22 @@ export function registerGauges(t: Telemetry, g: GaugeSources): void {
   });
   t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
     set({}, g.catchUpRunning() ? 1 : 0),
+  );
+  t.gauge(
+    'writer_retrying',
+    '1 while a batch writer retries a failed write as a whole (the database away, a server fault)',
+    ['writer'],
+    (set) => {
+      for (const w of g.writers?.() ?? []) set({ writer: w.name }, w.retryingSince === undefined ? 0 : 1);
+    },
+  );
+  t.gauge(
+    'writer_refused_items',
+    'Items a batch writer set aside since start: the database refused them on their own (a data error)',
+    ['writer'],
+    (set) => {
+      for (const w of g.writers?.() ?? []) set({ writer: w.name }, w.refused);
+    },
   );
   // One query feeds both table gauges of a scrape: the second reads what the first fetched.
   let stats: ReturnType<typeof engineTableStats> | undefined;

@@ -85,11 +85,17 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     for (const s of o.logbook.streams) this.byChannel.set(s.channel, s);
     setMaxListeners(o.concurrency * 4 + 10, this.controller.signal);
     this.records = new BatchWriter((posts) => recordSettledPosts(o.pool, posts), {
+      name: `logbook_posts:${o.logbook.id}`,
       lingerMs: 20,
       maxBatch: 50,
       retryMs: 500,
-      onError: (err, n) =>
-        o.logger.warn({ err: describePgError(err), items: n }, 'recording logbook posts failed; retrying'),
+      onError: (err, n, refused) =>
+        refused
+          ? o.logger.error({ err: describePgError(err) }, 'recording a logbook post: refused by the database')
+          : o.logger.warn(
+              { err: describePgError(err), items: n },
+              'recording logbook posts failed; retrying',
+            ),
       signal: o.signal,
     });
   }

@@ -16,12 +16,12 @@ import { Intake } from '../source/intake.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
 import { RowFetcher } from '../source/row-fetcher.js';
 import { createPool, describePgError } from '../store/db.js';
-import { type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
+import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { missingTables } from '../store/sensor-rows.js';
-import { BatchWriter } from '../util/batch.js';
+import { BatchWriter, writersOf } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
 import { registerGauges } from './gauges.js';
@@ -119,22 +119,33 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       heartbeat: config.heartbeat,
       logger: this.log.child({ stage: 'source' }),
     });
+    const storeLetters = async (items: PendingDeadLetter[], letters: DeadLetter[]) => {
+      await insertDeadLetters(this.pool, letters);
+      for (const i of items) {
+        this.telemetry.deadLetters.inc({ pump: i.letter.pump ?? 'unknown', kind: i.letter.kind });
+        i.settle?.();
+      }
+    };
     this.deadLetters = new BatchWriter(
-      async (items) => {
-        await insertDeadLetters(
-          this.pool,
+      (items) =>
+        storeLetters(
+          items,
           items.map((i) => i.letter),
-        );
-        for (const i of items) {
-          this.telemetry.deadLetters.inc({ pump: i.letter.pump ?? 'unknown', kind: i.letter.kind });
-          i.settle?.();
-        }
-      },
+        ),
       {
+        name: 'dead_letters',
         maxBatch: 200,
         retryMs: 500,
         onError: (err, n) =>
           this.log.warn({ err: describePgError(err), items: n }, 'writing dead letters failed; retrying'),
+        // A letter refused even sanitised: stored without what it carried, rather than lost or in the way.
+        onPoison: (i, err) => {
+          this.log.error(
+            { err: describePgError(err), kind: i.letter.kind, pump: i.letter.pump, reason: i.letter.reason },
+            'a dead letter was refused by the database; storing it without its payload and answer',
+          );
+          return storeLetters([i], [bareDeadLetter(i.letter, err)]);
+        },
         signal,
       },
     );
@@ -311,6 +322,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       postsQueued: () => this.posts.depth,
       listening: () => this.listener.listening,
       catchUpRunning: () => this.catchUp.running,
+      writers: () => writersOf(this.lifetime.signal),
     });
   }
 
@@ -405,11 +417,36 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         reason: `LISTEN connection ${this.listener.state}${this.listener.lastError ? `: ${this.listener.lastError}` : ''}`,
       };
     }
+    const stuck = this.writersRetrying();
+    if (stuck.length > 0) {
+      return {
+        ready: false,
+        reason: stuck
+          .map(
+            (w) =>
+              `${w.writer} writer retrying since ${w.since} (${w.failures} failures, ${w.pending} queued): ${w.error}`,
+          )
+          .join('; '),
+      };
+    }
     const owned = [...this.activation.active];
     return {
       ready: true,
       reason: `listening on ${this.listener.channelCount} channels; owns ${owned.length ? owned.join(', ') : 'no pump (hot standby)'}`,
     };
+  }
+
+  /** The batch writers retrying a failed write (the database away, or a server fault), for /readyz and /status. */
+  writersRetrying() {
+    return writersOf(this.lifetime.signal)
+      .filter((w) => w.retryingSince !== undefined)
+      .map((w) => ({
+        writer: w.name,
+        since: new Date(w.retryingSince as number).toISOString(),
+        failures: w.failures,
+        pending: w.pending,
+        error: w.lastError ?? 'unknown',
+      }));
   }
 
   /** Open groups for display. */
@@ -463,6 +500,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       overloaded: this.posts.deferring,
       db_queries: this.dbQueries,
       checkpoint_saves: this.ledger.saves,
+      writers_retrying: this.writersRetrying(),
       pumps,
       logbooks: Object.fromEntries(
         [...this.logbooks.values()].map((l) => {

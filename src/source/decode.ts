@@ -2,6 +2,7 @@ import type { PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
 import type { Reading } from '../model/reading.js';
 import { MEMBER_ID_LIMIT } from '../store/members.js';
+import { pgText } from '../util/pg-text.js';
 
 export type RejectReason =
   | 'unknown_channel'
@@ -173,7 +174,13 @@ export class Decoder {
       },
     });
     if (!route) return reject('unknown_channel', `no pump listens on channel "${channel}"`);
-    if (typeof tiempo !== 'string' || tiempo.trim() === '' || tiempo.length > MAX_TIEMPO_LENGTH) {
+    if (
+      typeof tiempo !== 'string' ||
+      tiempo.trim() === '' ||
+      tiempo.length > MAX_TIEMPO_LENGTH ||
+      // A NUL or a lone surrogate: no sensor row's text holds one, and the outbox could not store it.
+      pgText(tiempo) !== tiempo
+    ) {
       return reject('bad_tiempo_sensor', `tiempo_sensor ${describe(tiempo)} is not a timestamp text`);
     }
     if (valor === null || valor === undefined) return reject('valor_null', 'valor is null');

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { pgText, pgTextOrNull } from '../util/pg-text.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 /** Payloads are kept truncated: enough to diagnose, never an unbounded row. */
@@ -25,6 +26,11 @@ export function truncate(s: string | undefined, max = DEAD_LETTER_PAYLOAD_CHARS)
   return s.length > max ? `${s.slice(0, max)}…[${s.length} chars]` : s;
 }
 
+/**
+ * Stores dead letters in one statement. Every text is what something outside the engine sent (a payload,
+ * an answer, a reason quoting them): each goes through `pgText` after truncation (which may cut a surrogate
+ * pair), so no NUL or lone surrogate can make the insert fail.
+ */
 export async function insertDeadLetters(db: pg.Pool | pg.ClientBase, items: DeadLetter[]): Promise<void> {
   await db.query(
     `INSERT INTO ${ENGINE_SCHEMA}.dead_letters
@@ -32,18 +38,35 @@ export async function insertDeadLetters(db: pg.Pool | pg.ClientBase, items: Dead
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                           $8::bigint[], $9::text[])`,
     [
-      items.map((d) => d.kind),
-      items.map((d) => d.pump ?? null),
-      items.map((d) => d.channel ?? null),
-      // NUL bytes cannot be stored in text columns.
-      items.map((d) => truncate(d.payload)?.split(String.fromCharCode(0)).join('\\u0000') ?? null),
-      items.map((d) => d.reason),
+      items.map((d) => pgText(d.kind)),
+      items.map((d) => pgTextOrNull(d.pump)),
+      items.map((d) => pgTextOrNull(d.channel)),
+      items.map((d) => pgTextOrNull(truncate(d.payload))),
+      items.map((d) => pgText(d.reason)),
       items.map((d) => d.responseStatus ?? null),
-      items.map((d) => truncate(d.responseBody)),
+      items.map((d) => pgTextOrNull(truncate(d.responseBody))),
       items.map((d) => d.outboxId ?? null),
-      items.map((d) => d.idempotencyKey ?? null),
+      items.map((d) => pgTextOrNull(d.idempotencyKey)),
     ],
   );
+}
+
+/**
+ * A dead letter that PostgreSQL refused even sanitised, reduced to what the engine wrote itself (its kind,
+ * pump, channel, status, key and reason) and why the rest is missing: stored instead, so that no letter is
+ * lost to the data it carried.
+ */
+export function bareDeadLetter(d: DeadLetter, err: unknown): DeadLetter {
+  const e = err as { code?: string; message?: string };
+  return {
+    kind: d.kind,
+    pump: d.pump,
+    channel: d.channel,
+    reason: `${d.reason} [payload and answer not stored: ${e.code ?? 'error'} ${e.message ?? ''}]`,
+    responseStatus: d.responseStatus,
+    outboxId: d.outboxId,
+    idempotencyKey: d.idempotencyKey,
+  };
 }
 
 export type DeadLetterStatus = 'open' | 'retried' | 'discarded';
@@ -191,6 +214,6 @@ export async function markHandled(
   await client.query(
     `UPDATE ${DL} AS d SET status = $1, handled_at = now(), handled_by = $2, handled_note = h.note
        FROM unnest($3::bigint[], $4::text[]) AS h(id, note) WHERE d.id = h.id`,
-    [status, by, handled.map((h) => h.id), handled.map((h) => h.note)],
+    [status, pgText(by), handled.map((h) => h.id), handled.map((h) => pgText(h.note))],
   );
 }

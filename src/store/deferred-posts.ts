@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { pgText } from '../util/pg-text.js';
 import { bigintArray, textArray } from './db.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
@@ -23,7 +24,8 @@ export async function insertDeferred(db: pg.Pool, posts: Omit<DeferredPost, 'id'
     [
       textArray(posts.map((p) => p.pump)),
       textArray(posts.map((p) => p.channel)),
-      textArray(posts.map((p) => p.payload)),
+      // The payload as the notification carried it: outside text.
+      textArray(posts.map((p) => pgText(p.payload))),
     ],
   );
 }
@@ -78,8 +80,8 @@ export async function insertKeyedDeferred(client: pg.ClientBase, posts: KeyedPos
     [
       posts.map((p) => p.pump),
       posts.map((p) => p.channel),
-      posts.map((p) => p.payload),
-      posts.map((p) => p.key),
+      posts.map((p) => pgText(p.payload)),
+      posts.map((p) => pgText(p.key)),
     ],
   );
   return new Set(rows.map((r) => r.key));

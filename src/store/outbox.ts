@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { pgText, pgTextOrNull } from '../util/pg-text.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.outbox`;
@@ -75,7 +76,8 @@ export async function insertGroups(
         groups.map((g, i) => ({
           ord: i,
           pump: g.pump,
-          tiempo: g.tiempo,
+          // A key text is what a notification said: never a NUL or a lone surrogate in a jsonb escape.
+          tiempo: pgText(g.tiempo),
           key: keys[i],
           body: g.body,
           status: g.status,
@@ -154,7 +156,7 @@ export async function markDelivered(
   await db.query(
     `UPDATE ${T} SET status = $2, attempts = $3, response_status = $4, response_body = $5, sent_at = now()
       WHERE id = $1`,
-    [id, outcome.status, outcome.attempts, outcome.responseStatus, outcome.responseBody],
+    [id, outcome.status, outcome.attempts, outcome.responseStatus, pgTextOrNull(outcome.responseBody)],
   );
 }
 
@@ -234,7 +236,7 @@ export async function insertReplayVectors(
       JSON.stringify(
         vectors.map((v) => ({
           pump: v.pump,
-          tiempo: v.tiempo,
+          tiempo: pgText(v.tiempo),
           key: v.key,
           body: v.body,
           filled: v.filled,

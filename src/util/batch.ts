@@ -1,10 +1,24 @@
 import { sleep } from './clock.js';
 
-export interface BatchWriterOptions {
+export interface BatchWriterOptions<T = unknown> {
+  /** Names the writer in logs, /readyz, /status and the metrics. */
+  name?: string;
   maxBatch: number;
   /** Wait between attempts after a failed write. */
   retryMs: number;
-  onError: (err: unknown, items: number) => void;
+  /**
+   * A failed write: `refused` false, it is retried as a whole after `retryMs`; `refused` true, the item
+   * was refused by the database on its own (`onPoison` absent) and is set aside.
+   */
+  onError: (err: unknown, items: number, refused?: boolean) => void;
+  /**
+   * An item the database refuses on its own, with a data error (SQLSTATE class 22 or 23: a value a column
+   * cannot take, a constraint). The writer's owner decides what becomes of it: store it another way,
+   * dead-letter it, log it. It then counts as written, and the items behind it go on. Without it, the item
+   * is reported to `onError` and set aside. A data error thrown by `onPoison` itself is reported the same
+   * way; any other error makes the writer retry, as for a failed write.
+   */
+  onPoison?: (item: T, err: unknown) => void | Promise<void>;
   signal: AbortSignal;
   /**
    * How long items gather before each write. Zero (the default) waits one event-loop turn, for writes
@@ -22,10 +36,52 @@ export interface BatchWriterOptions {
   onWritten?: () => void;
 }
 
+/** A writer's state for /readyz, /status and the metrics. */
+export interface WriterHealth {
+  name: string;
+  /** Since when (epoch ms) the writer retries a failed write, as a whole; undefined while it writes. */
+  retryingSince: number | undefined;
+  /** Failed attempts since the last write that went through. */
+  failures: number;
+  /** The last failure, as SQLSTATE and message. */
+  lastError: string | undefined;
+  /** Items refused by the database on their own and set aside (to `onPoison`) since start. */
+  refused: number;
+  pending: number;
+}
+
+/** Every writer, by the lifetime signal it was given: an engine's writers are those of its signal. */
+const writers = new WeakMap<AbortSignal, Set<BatchWriter<never>>>();
+
+/** The health of every writer built with `signal` (an engine passes its lifetime signal to all of them). */
+export function writersOf(signal: AbortSignal): WriterHealth[] {
+  return [...(writers.get(signal) ?? [])].map((w) => w.health);
+}
+
+/**
+ * SQLSTATE classes 22 (data exception: a NUL in text, a value out of range) and 23 (integrity constraint
+ * violation): the statement's data is at fault, so writing the same batch again fails again.
+ */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.length === 5 && (code.startsWith('22') || code.startsWith('23'));
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const message = String(e?.message ?? err).slice(0, 300);
+  return typeof e?.code === 'string' ? `${e.code}: ${message}` : message;
+}
+
 /**
  * Collects items and writes them in batches, one write at a time, so a burst costs one round trip
- * instead of one per item. A failed write is retried (the database may be restarting) until it
- * succeeds or the signal aborts; items never written stay unsettled and are caught up on the next start.
+ * instead of one per item.
+ *
+ * A batch that fails with a data error (`isDataError`) is split in halves, and each half written on its
+ * own, until the item at fault stands alone: that item goes to `onPoison`, and the rest are written. Any
+ * other failure (the connection, the server) is retried, as a whole, until it succeeds or the signal
+ * aborts; `health` shows it meanwhile. Items never written stay unsettled and are caught up on the next
+ * start. `write` must be one statement (or a transaction), so that a failed write wrote nothing.
  */
 export class BatchWriter<T> {
   private queue: T[] = [];
@@ -41,12 +97,33 @@ export class BatchWriter<T> {
   private hurry = false;
   /** Ends the current linger early. */
   private wake: (() => void) | undefined;
+  private retryingSince: number | undefined;
+  private failures = 0;
+  private lastError: string | undefined;
+  private refused = 0;
 
   constructor(
     private readonly write: (items: T[]) => Promise<void>,
-    private readonly opts: BatchWriterOptions,
+    private readonly opts: BatchWriterOptions<T>,
   ) {
     opts.signal.addEventListener('abort', () => this.wake?.(), { once: true });
+    let mine = writers.get(opts.signal);
+    if (!mine) {
+      mine = new Set();
+      writers.set(opts.signal, mine);
+    }
+    mine.add(this as unknown as BatchWriter<never>);
+  }
+
+  get health(): WriterHealth {
+    return {
+      name: this.opts.name ?? 'writer',
+      retryingSince: this.retryingSince,
+      failures: this.failures,
+      lastError: this.lastError,
+      refused: this.refused,
+      pending: this.queue.length,
+    };
   }
 
   get pending(): number {
@@ -61,7 +138,10 @@ export class BatchWriter<T> {
     if (!this.running) void this.drain();
   }
 
-  /** Pushes one item; resolves true once it is written, false if the writer stopped first. */
+  /**
+   * Pushes one item; resolves true once it is written (or, refused by the database on its own, handed to
+   * `onPoison`), false if the writer stopped first.
+   */
   pushAndWait(item: T): Promise<boolean> {
     this.push(item);
     const seq = this.pushed;
@@ -91,20 +171,16 @@ export class BatchWriter<T> {
       const batch = this.queue.slice(0, this.opts.maxBatch);
       if (this.opts.signal.aborted) break;
       try {
-        await this.write(batch);
+        await this.writeOrSplit(batch);
         this.lastWriteEnd = performance.now();
         this.lastBatchSize = batch.length;
-        this.queue.splice(0, batch.length);
-        this.written += batch.length;
-        this.opts.onWritten?.();
-        while (
-          this.writeWaiters.length > 0 &&
-          (this.writeWaiters[0] as { seq: number }).seq <= this.written
-        ) {
-          this.writeWaiters.shift()?.resolve(true);
-        }
       } catch (err) {
-        this.opts.onError(err, batch.length);
+        // Not the data: the connection or the server. Whatever of the batch is not written yet (all of it,
+        // unless a split was under way) is tried again, as a whole.
+        this.retryingSince ??= Date.now();
+        this.failures += 1;
+        this.lastError = describe(err);
+        this.opts.onError(err, Math.min(batch.length, this.queue.length));
         await sleep(this.opts.retryMs, this.opts.signal);
       }
     }
@@ -112,6 +188,54 @@ export class BatchWriter<T> {
     this.hurry = false;
     if (this.opts.signal.aborted) for (const w of this.writeWaiters.splice(0)) w.resolve(false);
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /**
+   * Writes `items` (the front of the queue); on a data error, each half on its own, down to the one item at
+   * fault, which goes to `onPoison`. Settles what it wrote as it goes, so that a failure of another kind
+   * midway (thrown) leaves only the rest queued.
+   */
+  private async writeOrSplit(items: T[]): Promise<void> {
+    try {
+      await this.write(items);
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      if (items.length > 1) {
+        const half = Math.ceil(items.length / 2);
+        await this.writeOrSplit(items.slice(0, half));
+        await this.writeOrSplit(items.slice(half));
+        return;
+      }
+      await this.setAside(items[0] as T, err);
+    }
+    this.settle(items.length);
+  }
+
+  /** One item the database refused on its own: its owner's to handle, then the writer goes on. */
+  private async setAside(item: T, err: unknown): Promise<void> {
+    this.refused += 1;
+    if (!this.opts.onPoison) {
+      this.opts.onError(err, 1, true);
+      return;
+    }
+    try {
+      await this.opts.onPoison(item, err);
+    } catch (again) {
+      if (!isDataError(again)) throw again;
+      this.opts.onError(again, 1, true);
+    }
+  }
+
+  /** The first `n` queued items are written (or set aside). */
+  private settle(n: number): void {
+    this.queue.splice(0, n);
+    this.written += n;
+    this.retryingSince = undefined;
+    this.failures = 0;
+    this.opts.onWritten?.();
+    while (this.writeWaiters.length > 0 && (this.writeWaiters[0] as { seq: number }).seq <= this.written) {
+      this.writeWaiters.shift()?.resolve(true);
+    }
   }
 
   /** Lets a burst gather before a write: one event-loop turn, or the linger while there is room for more. */

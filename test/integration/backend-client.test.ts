@@ -1,7 +1,12 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackendClient, createAgent } from '../../src/delivery/backend-client.js';
+import {
+  BackendClient,
+  createAgent,
+  MAX_ANSWER_BYTES,
+  RetryableError,
+} from '../../src/delivery/backend-client.js';
 
 /** The client's own undici handler: what it sends, and the answer as it comes, in any number of chunks. */
 
@@ -9,6 +14,10 @@ let server: Server;
 let base: string;
 const seen: { path: string; headers: IncomingMessage['headers']; body: string }[] = [];
 const agent = createAgent(4);
+/** Bytes the /huge and /drip answers got written before the client closed their connection. */
+const written = { huge: 0, drip: 0 };
+const HUGE_BYTES = 20 * 1024 * 1024;
+const DRIP_BYTES = 20;
 
 beforeAll(async () => {
   server = createServer((req, res) => {
@@ -23,6 +32,34 @@ beforeAll(async () => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.write(body.subarray(0, cut));
         setTimeout(() => res.end(body.subarray(cut)), 20);
+      } else if (req.url?.endsWith('/huge')) {
+        // 20 MB in 64 KiB writes, each only once the last one drained: stops when the client goes.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const piece = Buffer.alloc(64 * 1024, 0x61);
+        const next = () => {
+          while (written.huge < HUGE_BYTES && !res.destroyed) {
+            written.huge += piece.length;
+            if (!res.write(piece)) return void res.once('drain', next);
+          }
+          res.end();
+        };
+        next();
+      } else if (req.url?.endsWith('/drip')) {
+        // The headers at once, then one byte of the body every 300 ms: never idle for as long as the timeout.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const timer = setInterval(() => {
+          if (res.destroyed || written.drip >= DRIP_BYTES) {
+            clearInterval(timer);
+            res.end();
+            return;
+          }
+          written.drip += 1;
+          res.write(' ');
+        }, 300);
+        res.on('close', () => clearInterval(timer));
+      } else if (req.url?.endsWith('/moved')) {
+        res.writeHead(301, { location: 'https://elsewhere.example/sensores' });
+        res.end('moved');
       } else if (req.url?.endsWith('/busy')) {
         res.writeHead(503, { 'retry-after': '7' });
         res.end('later');
@@ -64,6 +101,38 @@ describe('BackendClient', () => {
       status: 503,
       body: 'later',
       retryAfterMs: 7_000,
+    });
+  });
+
+  it('keeps at most 64 KiB of a 20 MB answer, reads no further and answers on the status', async () => {
+    const client = new BackendClient({ baseUrl: base, apiKey: 'k', timeoutMs: 30_000, agent });
+    const answer = await client.post('/huge', '{}', 'k-huge');
+    expect(answer.status).toBe(200);
+    expect(answer.body.length).toBe(MAX_ANSWER_BYTES);
+    // The connection was closed at the cap: the server could not write the rest (socket buffers allow a
+    // few MB on loopback, never the 20).
+    await new Promise((r) => setTimeout(r, 200));
+    expect(written.huge).toBeLessThan(HUGE_BYTES / 2);
+  });
+
+  it('ends an attempt at timeoutMs even while the body keeps coming, a byte at a time', async () => {
+    const client = new BackendClient({ baseUrl: base, apiKey: 'k', timeoutMs: 1_000, agent });
+    const err = await client.post('/drip', '{}', 'k-drip').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RetryableError);
+    expect((err as Error).message).toMatch(/no whole answer within 1000 ms/);
+    // Cut long before the 20 bytes (6 s) were all sent.
+    expect(written.drip).toBeLessThan(DRIP_BYTES);
+  });
+
+  it("gives a 3xx answer's Location", async () => {
+    const client = new BackendClient({ baseUrl: base, apiKey: 'k', timeoutMs: 5_000, agent });
+    expect(await client.post('/moved', '{}', 'k-moved')).toEqual({
+      status: 301,
+      body: 'moved',
+      location: 'https://elsewhere.example/sensores',
     });
   });
 });

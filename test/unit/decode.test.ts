@@ -27,6 +27,9 @@ describe('decoder', () => {
     ['{"id_sensor": 1, "valor": 1}', 'bad_tiempo_sensor'],
     ['{"id_sensor": 1, "valor": 1, "tiempo_sensor": ""}', 'bad_tiempo_sensor'],
     ['{"id_sensor": 1, "valor": 1, "tiempo_sensor": 5}', 'bad_tiempo_sensor'],
+    // A NUL or a lone surrogate: no text column holds one (the outbox insert failed with 22P05).
+    ['{"id_sensor": 1, "valor": 1, "tiempo_sensor": "12:00\\u0000"}', 'bad_tiempo_sensor'],
+    ['{"id_sensor": 1, "valor": 1, "tiempo_sensor": "\\ud800"}', 'bad_tiempo_sensor'],
     ['{"id_sensor": 1, "valor": "12", "tiempo_sensor": "t"}', 'valor_not_number'],
     ['{"id_sensor": 1, "valor": null, "tiempo_sensor": "t"}', 'valor_null'],
     ['{"id_sensor": 1, "tiempo_sensor": "t"}', 'valor_null'],
