@@ -74,6 +74,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly config: MonitorOptions['config'];
   private readonly log: Logger;
   private readonly pool: pg.Pool;
+  private readonly rowPool: pg.Pool;
   private readonly lifetime = new AbortController();
   private readonly agent = createAgent();
   private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
@@ -171,7 +172,14 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       );
     }
     const owned = () => [...this.activation.active];
-    this.rows = new RowFetcher({ pool: this.pool, logger: this.log.child({ stage: 'source' }) });
+    // The rows notifications name are read on a connection of their own, kept open: the live path waits
+    // on no writer, catch-up or checkpoint save for a pooled connection.
+    this.rowPool = createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0);
+    this.rowPool.on('acquire', () => {
+      this.dbQueries += 1;
+      queries.inc();
+    });
+    this.rows = new RowFetcher({ pool: this.rowPool, logger: this.log.child({ stage: 'source' }) });
     this.ledger = new CheckpointKeeper({
       pool: this.pool,
       logger: this.log.child({ stage: 'ledger' }),
@@ -405,6 +413,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     await this.leases.close();
     await this.agent.close().catch(() => {});
     await this.pool.end().catch(() => {});
+    await this.rowPool.end().catch(() => {});
     this.log.info('monitor stopped');
   }
 

@@ -24,11 +24,13 @@ export function createPool(
   max = 4,
   /** A query on a silently dead connection would otherwise wait forever. */
   queryTimeoutMs = 15_000,
+  /** An idle connection is closed after this long; 0 keeps it open. */
+  idleTimeoutMs = 30_000,
 ): pg.Pool {
   const pool = new pg.Pool({
     ...clientConfig(db, applicationName),
     max,
-    idleTimeoutMillis: 30_000,
+    idleTimeoutMillis: idleTimeoutMs,
     query_timeout: queryTimeoutMs,
   });
   // An idle client that loses its server emits 'error' on the pool; the next query reconnects.

@@ -502,7 +502,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
       '{',
       '[]',
       '"x"',
-      '{"id_sensor": 1}',
+      '{"id_sensor": 999999999}', // an id no row has
       '{"id_sensor": "a", "valor": 1, "tiempo_sensor": "t"}',
     ];
     const channels = s.config.pumps.flatMap((p) => p.sensors.map((x) => x.channel));
