@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError } from '../config/env.js';
+import { DatabaseUnavailableError, describePgError, isConnectFault } from '../store/db.js';
 import { PrivilegeError } from '../store/schema.js';
 import { parseId, parseSince } from './args.js';
 
@@ -166,6 +167,17 @@ try {
   if (err instanceof ConfigError || err instanceof PrivilegeError) {
     process.stderr.write(`pump-monitor: ${err.message}\n`);
     process.exit(2);
+  }
+  if (err instanceof DatabaseUnavailableError) {
+    process.stderr.write(`pump-monitor: ${err.message}\n`);
+    process.exit(1);
+  }
+  // A command that met the database's refusal later than its first contact: still one line, no stack.
+  if (isConnectFault(err)) {
+    process.stderr.write(
+      `pump-monitor: cannot reach the database: ${describePgError(err).replace(/\s*\n\s*/g, ' ')}\n`,
+    );
+    process.exit(1);
   }
   process.stderr.write(`pump-monitor: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);

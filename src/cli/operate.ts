@@ -9,7 +9,7 @@ import {
   retryDeadLetters,
 } from '../operate/dead-letters.js';
 import { ReplayInputError, type ReplayProgress, replay } from '../operate/replay.js';
-import { createPool, describePgError } from '../store/db.js';
+import { createPool, describePgError, ensureReachable } from '../store/db.js';
 import { type DeadLetterFilter, listDeadLetters, type StoredDeadLetter } from '../store/dead-letters.js';
 import { SCHEMA_VERSION, schemaVersion } from '../store/migrations.js';
 import { resolveDemoTarget } from './demo.js';
@@ -38,6 +38,7 @@ export function operatorName(): string {
 
 async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Promise<T>): Promise<T> {
   const config = operatorConfig();
+  await ensureReachable(config.database, 'pump-monitor-operate');
   const pool: pg.Pool = createPool(config.database, 'pump-monitor-operate', 3, config.dbQueryTimeoutMs);
   try {
     const version = await schemaVersion(pool as unknown as pg.ClientBase);
