@@ -61,7 +61,10 @@ function letterFilters(cmd: Command): Command {
     )
     .option('--reason <text>', 'only letters whose reason contains this text')
     .option('--kind <kind>', 'only this kind: sensor_post, vector or notification')
-    .option('--all', 'also retried and discarded letters');
+    .option(
+      '--all',
+      'list: also retried and discarded letters; retry and discard: with --all-matching, every letter even with no filter',
+    );
 }
 
 letterFilters(
@@ -79,8 +82,11 @@ letterFilters(
     )
     .argument('[ids...]', 'dead letter ids', parseId),
 )
-  .option('--all-matching', 'every letter the filters match')
-  .option('--again', 'also retry letters already retried or discarded')
+  .option('--all-matching', 'every open letter the filters match (no filter: refused unless --all)')
+  .option(
+    '--again',
+    'also retry letters already retried or discarded, and re-post readings whose post is on record as answered',
+  )
   .option('--json', 'print the outcome as JSON')
   .action(async (ids, opts) => (await import('./operate.js')).retryCommand(ids, opts));
 
@@ -90,7 +96,7 @@ letterFilters(
     .description('Mark dead letters as handled; they are kept for the audit until retention deletes them')
     .argument('[ids...]', 'dead letter ids', parseId),
 )
-  .option('--all-matching', 'every letter the filters match')
+  .option('--all-matching', 'every open letter the filters match (no filter: refused unless --all)')
   .option('--note <text>', 'why, kept with each letter')
   .option('--json', 'print the outcome as JSON')
   .action(async (ids, opts) => (await import('./operate.js')).discardCommand(ids, opts));
