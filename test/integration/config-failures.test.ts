@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/tools/free-port.js';
@@ -19,15 +22,18 @@ const KILL_AFTER_MS = 45_000;
 let db: TestDatabase;
 let target: { host: string; port: string; database: string; user: string };
 let nothingListens: number;
+let scratch: string;
 
 beforeAll(async () => {
   db = await createTestDatabase('config_failures');
   const u = new URL(db.url);
   target = { host: u.hostname, port: u.port, database: db.name, user: decodeURIComponent(u.username) };
   nothingListens = await freePort();
+  scratch = mkdtempSync(join(tmpdir(), 'pump-monitor-log-file-'));
 });
 afterAll(async () => {
   await db?.drop();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 interface Run {
@@ -157,4 +163,45 @@ describe('a database that does not exist', () => {
       expect(run.lines[0]).toMatch(/does not exist/);
     },
   );
+});
+
+describe('LOG_FILE that cannot be written', () => {
+  /** The right database, so nothing but the log file can fail. */
+  const goodDb = () => ({ DATABASE_URL: db.url, MAX_INTENTOS_INICIAL: '1' });
+
+  beforeAll(async () => {
+    const migrated = await cli(['migrate'], goodDb());
+    expect(migrated.code, migrated.stderr).toBe(0);
+  });
+
+  it.each([
+    [
+      'its folder is a file',
+      () => {
+        writeFileSync(join(scratch, 'a-file'), '');
+        return join(scratch, 'a-file', 'x.log');
+      },
+    ],
+    ['a path under /proc', () => '/proc/nope/x.log'],
+  ])('%s: listen, start and migrate say so in one line and exit', async (_what, path) => {
+    const file = path();
+    // The commands that log (the operator commands print and write no log).
+    for (const args of [['listen'], ['start'], ['migrate']]) {
+      const run = await cli(args, { ...goodDb(), LOG_FILE: file });
+      expectOneLineFailure(run, args.join(' '));
+      expect(run.lines[0]).toContain(`LOG_FILE: cannot write "${file}"`);
+      expect(run.ms).toBeLessThan(KILL_AFTER_MS);
+    }
+  });
+
+  it('the rotated file it would write is a folder: one line, exit, no unhandled error', async () => {
+    // pino-roll writes x.1.log next to LOG_FILE=x.log; a folder there fails only when the file is opened.
+    mkdirSync(join(scratch, 'rotated.1.log'));
+    const file = join(scratch, 'rotated.log');
+    const run = await cli(['listen'], { ...goodDb(), LOG_FILE: file });
+    expectOneLineFailure(run, 'listen');
+    expect(run.code).toBe(2);
+    expect(run.lines[0]).toContain(`LOG_FILE: cannot write "${file}"`);
+    expect(run.lines[0]).toContain('EISDIR');
+  });
 });
