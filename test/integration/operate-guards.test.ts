@@ -147,4 +147,43 @@ describe('retry of a reading whose post is on record as answered', () => {
     await waitFor('re-posted with --again', () => answered(path, rowId) === 2, 30_000);
     expect((await letterStatuses()).get(second)).toBe('retried');
   });
+
+  it('a notification letter naming a row whose post is on record as answered: skipped; --again re-posts the row', async () => {
+    const A = h.pumps.A;
+    const sensor = A.sensors[1];
+    if (!sensor) throw new Error('pump A has a second sensor');
+    const path = `${A.pathPrefix}${sensor.endpoint}`;
+    h.backend.behaviour = () => undefined;
+    const ids = await insertTimestamp(h.admin, A, '2025-05-01T00:00:03', { value: () => 60 });
+    const rowId = ids[1] as number;
+    await waitFor('the row posted and answered', () => answered(path, rowId) === 1, 30_000);
+    await waitFor('its post on record in the ledger', async () => {
+      const r = await h.admin.query(
+        `SELECT 1 FROM ${S}.sensor_posts WHERE table_name = $1 AND row_id = $2 AND pump = 'A'`,
+        [sensor.table, rowId],
+      );
+      return r.rowCount === 1;
+    });
+    // A garbled notification naming that row: a dead letter of its own.
+    const before = new Set((await letterStatuses()).keys());
+    await h.admin.query('SELECT pg_notify($1, $2)', [
+      sensor.channel,
+      JSON.stringify({ id_sensor: rowId, valor: null, tiempo_sensor: '2025-05-01T00:00:03' }),
+    ]);
+    await waitFor('the notification letter', async () => (await letterStatuses()).size === before.size + 1);
+    const letter = [...(await letterStatuses()).keys()].find((id) => !before.has(id)) as number;
+
+    const skipped = await cli(['dead-letters', 'retry', String(letter)]);
+    expect(skipped.code, skipped.stdout + skipped.stderr).toBe(0);
+    expect(skipped.stdout).toContain('0 retried, 0 refused, 1 skipped');
+    expect(skipped.stdout).toContain(
+      `row ${rowId} of ${sensor.table} has its per-sensor post on record as answered`,
+    );
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(answered(path, rowId)).toBe(1);
+
+    const again = await cli(['dead-letters', 'retry', String(letter), '--again']);
+    expect(again.stdout).toContain('1 retried, 0 refused');
+    await waitFor('the row re-posted with --again', () => answered(path, rowId) === 2, 30_000);
+  });
 });
