@@ -23,6 +23,14 @@ function number(min: number, max = Number.POSITIVE_INFINITY) {
   };
 }
 
+/** A port option: an integer 0..65535 (0: the system picks a free one). */
+function portOption(raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || n > 65_535)
+    throw new InvalidArgumentError('expected a port, an integer 0..65535');
+  return n;
+}
+
 program
   .command('start')
   .description(
@@ -121,7 +129,7 @@ program
 program
   .command('backend')
   .description('Run the reference prediction backend (for development and demos)')
-  .option('-p, --port <port>', 'port to listen on', number(0, 65535), 8000)
+  .option('-p, --port <port>', 'port to listen on', portOption, 8000)
   .option('--host <host>', 'address to bind', '0.0.0.0')
   .action(async (opts) => (await import('./tools.js')).backendCommand(opts));
 

@@ -136,10 +136,7 @@ export function isConnectFault(err: unknown): boolean {
   )
     return true;
   // pg's own words for a connection that closed or never opened in time.
-  return (
-    typeof e?.message === 'string' &&
-    /^(Connection terminated|timeout expired|Connection terminated due to connection timeout)/.test(e.message)
-  );
+  return typeof e?.message === 'string' && /^(Connection terminated|timeout expired)/.test(e.message);
 }
 
 /** The database cannot be reached or refuses the connection: one line, naming the target, never the password. */
