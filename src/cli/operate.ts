@@ -177,7 +177,7 @@ async function selectIds(
   }
   if (o.allMatching && !hasFilter(o) && !o.all) {
     throw new ConfigError(
-      `--all-matching without --pump, --since, --reason or --kind ${verb}s every open dead letter; narrow it with a filter, or add --all to mean every one`,
+      `--all-matching without --pump, --since, --reason or --kind ${verb === 'retry' ? 'retries' : 'discards'} every open dead letter; narrow it with a filter, or add --all to mean every one`,
     );
   }
   if (!o.allMatching) return [...new Set(ids)];

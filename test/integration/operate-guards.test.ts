@@ -75,6 +75,9 @@ describe('--all-matching with no filter', () => {
       expect(run.stdout).toBe('');
       expect(run.stderr.trim().split('\n')).toHaveLength(1);
       expect(run.stderr).toContain('--all-matching without --pump, --since, --reason or --kind');
+      expect(run.stderr).toContain(
+        verb === 'retry' ? 'retries every open dead letter' : 'discards every open dead letter',
+      );
       expect(run.stderr).toContain('add --all');
       expect([...(await letterStatuses()).values()].every((s) => s === 'open')).toBe(true);
     }
