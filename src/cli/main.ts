@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError } from '../config/env.js';
+import { DatabaseUnavailableError, describePgError, isConnectFault } from '../store/db.js';
 import { PrivilegeError } from '../store/schema.js';
 import { parseId, parseSince } from './args.js';
 
@@ -20,6 +21,14 @@ function number(min: number, max = Number.POSITIVE_INFINITY) {
       throw new InvalidArgumentError(`expected a number ${min}..${max}`);
     return n;
   };
+}
+
+/** A port option: an integer 0..65535 (0: the system picks a free one). */
+function portOption(raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || n > 65_535)
+    throw new InvalidArgumentError('expected a port, an integer 0..65535');
+  return n;
 }
 
 program
@@ -60,7 +69,10 @@ function letterFilters(cmd: Command): Command {
     )
     .option('--reason <text>', 'only letters whose reason contains this text')
     .option('--kind <kind>', 'only this kind: sensor_post, vector or notification')
-    .option('--all', 'also retried and discarded letters');
+    .option(
+      '--all',
+      'list: also retried and discarded letters; retry and discard: with --all-matching, every letter even with no filter',
+    );
 }
 
 letterFilters(
@@ -78,8 +90,11 @@ letterFilters(
     )
     .argument('[ids...]', 'dead letter ids', parseId),
 )
-  .option('--all-matching', 'every letter the filters match')
-  .option('--again', 'also retry letters already retried or discarded')
+  .option('--all-matching', 'every open letter the filters match (no filter: refused unless --all)')
+  .option(
+    '--again',
+    'also retry letters already retried or discarded, and re-post readings whose post is on record as answered',
+  )
   .option('--json', 'print the outcome as JSON')
   .action(async (ids, opts) => (await import('./operate.js')).retryCommand(ids, opts));
 
@@ -89,7 +104,7 @@ letterFilters(
     .description('Mark dead letters as handled; they are kept for the audit until retention deletes them')
     .argument('[ids...]', 'dead letter ids', parseId),
 )
-  .option('--all-matching', 'every letter the filters match')
+  .option('--all-matching', 'every open letter the filters match (no filter: refused unless --all)')
   .option('--note <text>', 'why, kept with each letter')
   .option('--json', 'print the outcome as JSON')
   .action(async (ids, opts) => (await import('./operate.js')).discardCommand(ids, opts));
@@ -114,7 +129,7 @@ program
 program
   .command('backend')
   .description('Run the reference prediction backend (for development and demos)')
-  .option('-p, --port <port>', 'port to listen on', number(0, 65535), 8000)
+  .option('-p, --port <port>', 'port to listen on', portOption, 8000)
   .option('--host <host>', 'address to bind', '0.0.0.0')
   .action(async (opts) => (await import('./tools.js')).backendCommand(opts));
 
@@ -166,6 +181,17 @@ try {
   if (err instanceof ConfigError || err instanceof PrivilegeError) {
     process.stderr.write(`pump-monitor: ${err.message}\n`);
     process.exit(2);
+  }
+  if (err instanceof DatabaseUnavailableError) {
+    process.stderr.write(`pump-monitor: ${err.message}\n`);
+    process.exit(1);
+  }
+  // A command that met the database's refusal later than its first contact: still one line, no stack.
+  if (isConnectFault(err)) {
+    process.stderr.write(
+      `pump-monitor: cannot reach the database: ${describePgError(err).replace(/\s*\n\s*/g, ' ')}\n`,
+    );
+    process.exit(1);
   }
   process.stderr.write(`pump-monitor: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);

@@ -9,7 +9,7 @@ import {
   retryDeadLetters,
 } from '../operate/dead-letters.js';
 import { ReplayInputError, type ReplayProgress, replay } from '../operate/replay.js';
-import { createPool, describePgError } from '../store/db.js';
+import { createPool, describePgError, ensureReachable } from '../store/db.js';
 import { type DeadLetterFilter, listDeadLetters, type StoredDeadLetter } from '../store/dead-letters.js';
 import { SCHEMA_VERSION, schemaVersion } from '../store/migrations.js';
 import { resolveDemoTarget } from './demo.js';
@@ -38,6 +38,7 @@ export function operatorName(): string {
 
 async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Promise<T>): Promise<T> {
   const config = operatorConfig();
+  await ensureReachable(config.database, 'pump-monitor-operate');
   const pool: pg.Pool = createPool(config.database, 'pump-monitor-operate', 3, config.dbQueryTimeoutMs);
   try {
     const version = await schemaVersion(pool as unknown as pg.ClientBase);
@@ -159,7 +160,13 @@ export async function listCommand(o: FilterOptions & { json?: boolean; limit: nu
 
 type ActionOptions = FilterOptions & { allMatching?: boolean; json?: boolean };
 
-async function selectIds(ctx: OperatorContext, ids: number[], o: ActionOptions): Promise<number[]> {
+async function selectIds(
+  ctx: OperatorContext,
+  ids: number[],
+  o: ActionOptions,
+  verb: 'retry' | 'discard',
+  again = false,
+): Promise<number[]> {
   if (o.allMatching && ids.length > 0)
     throw new ConfigError('give dead letter ids or --all-matching, not both');
   if (!o.allMatching && ids.length === 0) {
@@ -168,14 +175,23 @@ async function selectIds(ctx: OperatorContext, ids: number[], o: ActionOptions):
   if (!o.allMatching && (hasFilter(o) || o.all)) {
     throw new ConfigError('--pump, --since, --reason, --kind and --all select rows only with --all-matching');
   }
-  return o.allMatching ? allMatching(ctx.pool, filterOf(o)) : [...new Set(ids)];
+  if (o.allMatching && !hasFilter(o) && !o.all) {
+    throw new ConfigError(
+      `--all-matching without --pump, --since, --reason or --kind ${verb === 'retry' ? 'retries' : 'discards'} every open dead letter; narrow it with a filter, or add --all to mean every one`,
+    );
+  }
+  if (!o.allMatching) return [...new Set(ids)];
+  // With --all-matching, --all confirms the selection; the letters are those the action can take: open ones,
+  // and for `retry --again` handled ones too.
+  return allMatching(ctx.pool, { ...filterOf(o), all: verb === 'retry' && again });
 }
 
 function report(verb: 'retried' | 'discarded', outcomes: Outcome[], json: boolean | undefined): void {
   const done = outcomes.filter((x) => x.result === verb).length;
-  const refused = outcomes.length - done;
+  const skipped = outcomes.filter((x) => x.result === 'skipped').length;
+  const refused = outcomes.length - done - skipped;
   if (json) {
-    process.stdout.write(`${JSON.stringify({ [verb]: done, refused, outcomes }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ [verb]: done, skipped, refused, outcomes }, null, 2)}\n`);
   } else {
     const kindWidth = Math.max(4, ...outcomes.map((x) => x.kind.length));
     const idWidth = Math.max(2, ...outcomes.map((x) => String(x.id).length));
@@ -185,7 +201,13 @@ function report(verb: 'retried' | 'discarded', outcomes: Outcome[], json: boolea
       );
     }
     process.stdout.write(
-      outcomes.length === 0 ? 'no dead letters matched\n' : `${done} ${verb}, ${refused} refused\n`,
+      outcomes.length === 0
+        ? 'no dead letters matched\n'
+        : `${done} ${verb}, ${refused} refused${
+            skipped > 0
+              ? `, ${skipped} skipped: their readings' posts are on record as answered (--again re-posts them)`
+              : ''
+          }\n`,
     );
   }
   // A refusal is worth a script's attention.
@@ -197,7 +219,7 @@ export async function retryCommand(
   o: ActionOptions & { again?: boolean },
 ): Promise<void> {
   await withOperator(async (ctx) => {
-    const selected = await selectIds(ctx, ids ?? [], o);
+    const selected = await selectIds(ctx, ids ?? [], o, 'retry', o.again === true);
     report('retried', await retryDeadLetters(ctx, selected, { again: o.again === true }), o.json);
   });
 }
@@ -207,7 +229,7 @@ export async function discardCommand(
   o: ActionOptions & { note?: string },
 ): Promise<void> {
   await withOperator(async (ctx) => {
-    const selected = await selectIds(ctx, ids ?? [], o);
+    const selected = await selectIds(ctx, ids ?? [], o, 'discard');
     report('discarded', await discardDeadLetters(ctx, selected, o.note), o.json);
   });
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../config/env.js';
+import { loadConfig, port } from '../config/env.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
@@ -32,7 +32,9 @@ export async function start(): Promise<void> {
   const apiKey = process.env.API_KEY || randomBytes(12).toString('hex');
   const files = demoFiles(process.env);
   const dataDir = files.dataDir;
-  const pgPort = process.env.PG_PORT ? Number(process.env.PG_PORT) : await freePort();
+  // Checked before anything starts: a bad port is one line, not a half-started demo.
+  const wantedBackendPort = port(process.env, 'BACKEND_PORT', 0);
+  const pgPort = port(process.env, 'PG_PORT', 0) || (await freePort());
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
   const postgres = await startKeptPostgres({ dataDir, port: pgPort });
@@ -49,7 +51,7 @@ export async function start(): Promise<void> {
   };
   try {
     const database = await postgres.database('pump_monitor');
-    const backendPort = process.env.BACKEND_PORT ? Number(process.env.BACKEND_PORT) : await portOr(8000);
+    const backendPort = wantedBackendPort || (await portOr(8000));
     const config = loadConfig({
       ...process.env,
       DATABASE_URL: undefined,

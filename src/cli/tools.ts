@@ -1,5 +1,5 @@
 import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
-import { createPool, describePgError, withClient } from '../store/db.js';
+import { createPool, describePgError, ensureReachable, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
@@ -24,6 +24,7 @@ function withDatabase(operator = false): { config: Config; database: DatabaseCon
 /** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
 export async function migrateCommand(): Promise<void> {
   const { config, database } = withDatabase(true);
+  await ensureReachable(database, 'pump-monitor-migrate');
   const logger = loggerFor(config);
   logDefinitionWarnings(logger, config);
   try {
@@ -84,6 +85,7 @@ export async function simulateCommand(opts: {
     throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
   }
   const { config, database } = withDatabase(true);
+  await ensureReachable(database, 'pump-monitor-simulate');
   const logger = loggerFor(config);
   logDefinitionWarnings(logger, config);
   const pool = createPool(database, 'pump-monitor-simulate', 2);

@@ -100,6 +100,26 @@ function fail(name: string, given: string | undefined, expected: string): never 
   throw new ConfigError(`${name}: got ${shown}, expected ${expected}`);
 }
 
+/**
+ * A URL as it may be shown: its user and password replaced. It works on text that does not parse as a URL
+ * too (the part between `//` and the last `@` before the path is the credentials).
+ */
+export function hideUrlCredentials(raw: string): string {
+  return raw.replace(/(\/\/)[^/?#]*@/, '$1(hidden)@');
+}
+
+/** A port: an integer 1..65535 (0 as well where `allowZero`: the system picks a free one). */
+export function port(env: Env, name: string, fallback: number, allowZero = false): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  const min = allowZero ? 0 : 1;
+  if (!/^\d+$/.test(raw) || !Number.isInteger(n) || n < min || n > 65_535) {
+    fail(name, raw, `a port, an integer ${min}..65535`);
+  }
+  return n;
+}
+
 function read(env: Env, name: string): string | undefined {
   const v = env[name];
   return v === undefined || v.trim() === '' ? undefined : v.trim();
@@ -166,18 +186,32 @@ function statusSurfaceConfig(env: Env): StatusSurfaceConfig {
 }
 
 /**
- * Makes a base URL end with the pump's path prefix. Real `.env` files hold both
- * `http://host:8000` and `http://host:8000/sensores`; both mean the same base.
+ * A backend URL, checked: http(s), no query or fragment, and no user or password. The backend takes its key
+ * in X-API-Key (API_KEY); credentials in the URL would be sent nowhere useful and end up in logs and pages.
+ * Every message shows the URL with its credentials hidden.
  */
-export function normalizeBaseUrl(name: string, raw: string, prefix: string): string {
+function backendUrl(name: string, raw: string, example: string): URL {
+  const shown = hideUrlCredentials(raw);
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    return fail(name, raw, `an http(s) URL such as http://host:8000${prefix}`);
+    return fail(name, shown, example);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, raw, 'an http:// or https:// URL');
-  if (url.search || url.hash) fail(name, raw, 'a URL without ?query or #fragment');
+  if (url.username !== '' || url.password !== '') {
+    fail(name, shown, 'a URL without a user or password (the backend key goes in API_KEY)');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, shown, 'an http:// or https:// URL');
+  if (url.search || url.hash) fail(name, shown, 'a URL without ?query or #fragment');
+  return url;
+}
+
+/**
+ * Makes a base URL end with the pump's path prefix. Real `.env` files hold both
+ * `http://host:8000` and `http://host:8000/sensores`; both mean the same base.
+ */
+export function normalizeBaseUrl(name: string, raw: string, prefix: string): string {
+  const url = backendUrl(name, raw, `an http(s) URL such as http://host:8000${prefix}`);
   let path = url.pathname.replace(/\/+$/, '');
   if (!path.endsWith(prefix)) path += prefix;
   return `${url.origin}${path}`;
@@ -188,14 +222,7 @@ export function normalizeBaseUrl(name: string, raw: string, prefix: string): str
  * logbook listener derives it from BASE_URL (http://host:8000/sensores → http://host:8000).
  */
 export function logbookBaseUrl(name: string, raw: string): string {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    return fail(name, raw, 'an http(s) URL such as http://host:8000/sensores');
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(name, raw, 'an http:// or https:// URL');
-  if (url.search || url.hash) fail(name, raw, 'a URL without ?query or #fragment');
+  const url = backendUrl(name, raw, 'an http(s) URL such as http://host:8000/sensores');
   const path = url.pathname.replace(/\/+$/, '').replace(/\/sensores(_b)?$/, '');
   return `${url.origin}${path}`;
 }
@@ -251,9 +278,13 @@ function databaseConfig(env: Env): DatabaseConfig | undefined {
       if (!parsed.success) fail('DATABASE_URL', url, 'sslmode=disable, require, verify-ca or verify-full');
       mode = parsed.data;
     }
+    // The URL parser refuses ports above 65535; 0 is left to refuse here.
+    const urlPort = u.port ? Number(u.port) : 5432;
+    if (urlPort < 1)
+      fail('DATABASE_URL', url, 'a port 1..65535 in postgres://user:password@host:port/database');
     return {
       host: decodeURIComponent(u.hostname) || 'localhost',
-      port: u.port ? Number(u.port) : 5432,
+      port: urlPort,
       database:
         decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres',
       user: decodeURIComponent(u.username) || 'postgres',
@@ -266,7 +297,7 @@ function databaseConfig(env: Env): DatabaseConfig | undefined {
   if (host === undefined) return undefined;
   return {
     host,
-    port: num(env, 'DB_PORT', 5432, { min: 1, int: true }),
+    port: port(env, 'DB_PORT', 5432),
     database: read(env, 'DB_NAME') ?? fail('DB_NAME', undefined, 'the database name when DB_HOST is set'),
     user: read(env, 'DB_USER') ?? fail('DB_USER', undefined, 'the database user when DB_HOST is set'),
     password: env.DB_PASSWORD,
@@ -372,7 +403,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
     profile,
     warnings: definitions.warnings,
     apiKey: apiKey ?? '',
-    port: num(env, 'PORT', 8080, { min: 0, int: true }),
+    port: port(env, 'PORT', 8080, true),
     host: read(env, 'HOST') ?? '0.0.0.0',
     status: statusSurfaceConfig(env),
     reconnect: {

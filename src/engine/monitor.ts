@@ -15,7 +15,12 @@ import { Decoder } from '../source/decode.js';
 import { Intake } from '../source/intake.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
 import { RowFetcher } from '../source/row-fetcher.js';
-import { createPool, describePgError } from '../store/db.js';
+import {
+  createPool,
+  DatabaseUnavailableError,
+  describePgError,
+  isPermanentConnectFault,
+} from '../store/db.js';
 import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
@@ -578,6 +583,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         ) {
           throw err;
         }
+        // A refused password or a missing database: one line, no retries (issue 19).
+        if (isPermanentConnectFault(err)) throw new DatabaseUnavailableError(this.config.database, err);
         if (attempt >= maxInitialAttempts) {
           throw new Error(
             `gave up connecting to PostgreSQL after ${attempt} attempts (MAX_INTENTOS_INICIAL=${maxInitialAttempts}): ${describePgError(err)}`,

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import helmet from '@fastify/helmet';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { StatusSurfaceConfig } from '../config/env.js';
 import type { Monitor } from '../engine/monitor.js';
@@ -53,7 +54,33 @@ export function pageModel(monitor: Monitor) {
 export interface ServerOptions extends Partial<StatusSurfaceConfig> {
   /** How often /events sends a fresh model; 1 s. */
   eventsTickMs?: number;
+  /** Most open connections at once; past it new ones are closed at once. EVENTS_MAX_CLIENTS + 100. */
+  maxConnections?: number;
+  /** A connection that neither sends nor receives for this long is closed; 30 s (tests shorten it). */
+  idleTimeoutMs?: number;
 }
+
+/**
+ * What the status page may load: its own scripts (uPlot as a classic script, the page's ES modules), its
+ * own styles, the data: favicon, and fetch/EventSource to its own origin. Nothing inline, nothing
+ * framed, no plugins, no forms. Not `upgrade-insecure-requests`: the surface is plain HTTP on a plant
+ * network, and upgrading its own assets to https would break it.
+ */
+export const CONTENT_SECURITY_POLICY = {
+  defaultSrc: ["'self'"],
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'"],
+  imgSrc: ["'self'", 'data:'],
+  connectSrc: ["'self'"],
+  fontSrc: ["'self'"],
+  objectSrc: ["'none'"],
+  baseUri: ["'none'"],
+  formAction: ["'none'"],
+  frameAncestors: ["'none'"],
+};
+
+/** Open connections beyond the /events clients: page loads, polling, probes and scrapes. */
+const CONNECTIONS_BESIDES_EVENTS = 100;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -87,7 +114,24 @@ function loadAssets(): Map<string, { type: string; body: Buffer }> {
  * With `auth`, everything but /healthz and /readyz needs HTTP Basic credentials.
  */
 export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false });
+  const eventsMaxClients = opts.eventsMaxClients ?? 50;
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
+  const app = Fastify({
+    logger: false,
+    // An idle connection is closed: one that sends and receives nothing (an /events stream gets a frame
+    // every second), a kept-alive one after 5 s between requests, a request not received whole in 30 s.
+    connectionTimeout: idleTimeoutMs,
+    keepAliveTimeout: Math.min(5_000, idleTimeoutMs),
+    requestTimeout: 30_000,
+  });
+  app.server.maxConnections = opts.maxConnections ?? eventsMaxClients + CONNECTIONS_BESIDES_EVENTS;
+  // First, so every answer has them: the page, assets, JSON, 401 challenges and 404s.
+  await app.register(helmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: CONTENT_SECURITY_POLICY },
+    frameguard: { action: 'deny' },
+    // Plain HTTP on a plant network: a TLS proxy in front decides HSTS, not this surface.
+    strictTransportSecurity: false,
+  });
   if (opts.auth) await requireBasicAuth(app, opts.auth);
   const page = readFileSync(resolve(publicDir, 'index.html'), 'utf8');
   const assets = loadAssets();
@@ -96,7 +140,7 @@ export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): P
   const uplotCss = readFileSync(vendor.resolve('uplot/dist/uPlot.min.css'));
   const feed = new LiveFeed({
     build: () => pageModel(monitor),
-    maxClients: opts.eventsMaxClients ?? 50,
+    maxClients: eventsMaxClients,
     ...(opts.eventsTickMs === undefined ? {} : { tickMs: opts.eventsTickMs }),
   });
   app.decorate('liveFeed', feed);
@@ -133,6 +177,7 @@ export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): P
         .header('retry-after', '30')
         .send({ error: `too many /events clients (at most ${feed.maxClients})` });
     }
+    // helmet set its headers on the raw response: the hijacked stream carries them too.
     reply.hijack();
     feed.add(reply.raw);
   });

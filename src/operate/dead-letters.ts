@@ -12,6 +12,7 @@ import {
   type StoredDeadLetter,
 } from '../store/dead-letters.js';
 import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js';
+import { ENGINE_SCHEMA } from '../store/migrations.js';
 import { findDeadVector, requeueDead } from '../store/outbox.js';
 import { recordSettledPosts, SENSOR_POSTS } from '../store/sensor-posts.js';
 
@@ -27,7 +28,8 @@ export interface OperatorContext {
 export interface Outcome {
   id: number;
   kind: string;
-  result: 'retried' | 'discarded' | 'refused';
+  /** `skipped`: the reading's post is on record as answered; `retry --again` re-posts it. */
+  result: 'retried' | 'discarded' | 'refused' | 'skipped';
   detail: string;
 }
 
@@ -37,11 +39,74 @@ type Plan =
   | { post: KeyedPost; note: string }
   /** Done already within the transaction (a vector put back in the outbox). */
   | { note: string }
-  | { refuse: string };
+  | { refuse: string }
+  /** Left as it is: the reading's post is on record as answered (without --again). */
+  | { skip: string };
 
 interface RetryScope {
   tx: pg.ClientBase;
   decoder: Decoder;
+  /** `retry --again`: re-post readings on record as answered too. */
+  again: boolean;
+}
+
+/** What the engine's records say about one reading's per-sensor post. */
+interface PostRecord {
+  /** Settled in the ledger: answered, deferred or dead-lettered. */
+  settled: boolean;
+  /** A post of it waits in deferred_posts: queued, not yet sent. */
+  waiting: boolean;
+  /** The newest per-sensor dead letter of the reading, if any. */
+  letter: { id: number; status: string } | undefined;
+  /** Settled, nothing waiting, and every refusal on record was followed by a retry that did not come back. */
+  answered: boolean;
+}
+
+/**
+ * Reads what is on record of a reading's per-sensor post. The ledger (pump_monitor.sensor_posts) records a
+ * post once it is answered, deferred or dead-lettered; a dead letter records a refusal, and a retry that
+ * fails again writes a new one. So a reading's post is on record as answered when its ledger row is there,
+ * no post of it waits in deferred_posts, and it has no per-sensor dead letter, or the latest retry of one is
+ * newer than every one of them. Retention removes ledger rows once the reader's checkpoint has passed them:
+ * what it removed is no longer on record, and is not taken as answered.
+ */
+async function postRecord(
+  tx: pg.ClientBase,
+  r: { pump: string; table: string; channel: string; id: number; key: string },
+): Promise<PostRecord> {
+  const S = ENGINE_SCHEMA;
+  // The engine writes payloads as {"id_sensor":N,...}; PostgreSQL's json_build_object as {"id_sensor" : N, ...}.
+  const names = `"id_sensor"\\s*:\\s*${r.id}([^0-9]|$)`;
+  const { rows } = await tx.query<{
+    settled: boolean;
+    waiting: boolean;
+    letter_id: string | null;
+    status: string | null;
+    retried_last: boolean;
+  }>(
+    `WITH letters AS (
+       SELECT id, status, created_at, handled_at FROM ${S}.dead_letters
+        WHERE kind = 'sensor_post' AND pump = $3 AND channel = $4 AND (idempotency_key = $5 OR payload ~ $6))
+     SELECT EXISTS (SELECT 1 FROM ${SENSOR_POSTS} WHERE table_name = $1 AND row_id = $2 AND pump = $3) AS settled,
+            EXISTS (SELECT 1 FROM ${S}.deferred_posts
+                     WHERE pump = $3 AND (idempotency_key = $5 OR (channel = $4 AND payload ~ $6))) AS waiting,
+            (SELECT id FROM letters ORDER BY id DESC LIMIT 1) AS letter_id,
+            (SELECT status FROM letters ORDER BY id DESC LIMIT 1) AS status,
+            coalesce((SELECT max(handled_at) FROM letters WHERE status = 'retried')
+                       > (SELECT max(created_at) FROM letters), false) AS retried_last`,
+    [r.table, r.id, r.pump, r.channel, r.key, names],
+  );
+  const row = rows[0];
+  const settled = row?.settled === true;
+  const waiting = row?.waiting === true;
+  const letter =
+    row?.letter_id == null ? undefined : { id: Number(row.letter_id), status: row.status ?? 'open' };
+  const refusalsAnswered = letter === undefined || row?.retried_last === true;
+  return { settled, waiting, letter, answered: settled && !waiting && refusalsAnswered };
+}
+
+function answeredNote(table: string, id: number): string {
+  return `row ${id} of ${table} has its per-sensor post on record as answered; not sent again (--again re-posts it; discard closes the letter)`;
 }
 
 type RetryHandler = (letter: StoredDeadLetter, scope: RetryScope) => Promise<Plan>;
@@ -84,7 +149,7 @@ function handlerFor(kind: string): RetryHandler | undefined {
 }
 
 /** A per-sensor post the backend rejected or that ran out of tries: sent again as it was, with its key. */
-async function retrySensorPost(letter: StoredDeadLetter, { decoder }: RetryScope): Promise<Plan> {
+async function retrySensorPost(letter: StoredDeadLetter, { tx, decoder, again }: RetryScope): Promise<Plan> {
   const channel = letter.channel ?? '';
   // A shared table's channel feeds several pumps: the letter names the one it was for.
   const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
@@ -92,6 +157,11 @@ async function retrySensorPost(letter: StoredDeadLetter, { decoder }: RetryScope
   const decoded = decoder.decode(channel, letter.payload ?? '', Date.now(), 'catchup', route.pump);
   if (!decoded.ok) return { refuse: `its payload is not a reading: ${decoded.rejection.detail}` };
   const key = letter.idempotencyKey ?? readingKey(decoded.reading);
+  if (!again) {
+    const table = route.sensor.table;
+    const record = await postRecord(tx, { pump: route.pump, table, channel, id: decoded.reading.id, key });
+    if (record.answered) return { skip: answeredNote(table, decoded.reading.id) };
+  }
   return {
     post: { pump: route.pump, channel, payload: letter.payload ?? '', key },
     note: `per-sensor post queued again (${key})`,
@@ -147,7 +217,10 @@ function namedRow(payload: string | null): number | undefined {
  * table and, if it is a valid reading now (fixed since), its per-sensor post is queued. Its group is not
  * rebuilt: use replay for that.
  */
-async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: RetryScope): Promise<Plan> {
+async function retryNotification(
+  letter: StoredDeadLetter,
+  { tx, decoder, again }: RetryScope,
+): Promise<Plan> {
   const channel = letter.channel ?? '';
   // A shared table's channel feeds several pumps: the letter names the one it was for.
   const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
@@ -166,18 +239,25 @@ async function retryNotification(letter: StoredDeadLetter, { tx, decoder }: Retr
   const decoded = decoder.decode(channel, payload, Date.now(), 'catchup', route.pump);
   if (!decoded.ok)
     return { refuse: `row ${id} of ${table} is still not a valid reading: ${decoded.rejection.detail}` };
-  const { rows: posted } = await tx.query(
-    `SELECT 1 FROM ${SENSOR_POSTS} WHERE table_name = $1 AND row_id = $2 AND pump = $3`,
-    [table, id, route.pump],
-  );
-  if (posted.length > 0) {
-    return {
-      refuse: `row ${id} of ${table} has its per-sensor post on record already (notified again since)`,
-    };
+  const key = readingKey(decoded.reading);
+  if (!again) {
+    // The row was read again since (a later notification, a catch-up): what became of its post decides.
+    const record = await postRecord(tx, { pump: route.pump, table, channel, id, key });
+    if (record.answered) return { skip: answeredNote(table, id) };
+    if (record.waiting) return { refuse: `row ${id} of ${table} has a post queued already, not yet sent` };
+    if (record.letter !== undefined) {
+      return {
+        refuse: `row ${id} of ${table} has its per-sensor post in dead letter ${record.letter.id} (${record.letter.status}): retry that one`,
+      };
+    }
+    if (record.settled) {
+      return {
+        refuse: `row ${id} of ${table} has its per-sensor post on record already (notified again since)`,
+      };
+    }
   }
   // On record as the engine records a deferred post: a catch-up that reads the row again does not post it.
   await recordSettledPosts(tx, [{ pump: route.pump, table, id }]);
-  const key = readingKey(decoded.reading);
   return {
     post: { pump: route.pump, channel, payload, key },
     note: `row ${id} read again; post queued (${key})`,
@@ -231,7 +311,7 @@ export async function retryDeadLetters(
         await tx.query('SAVEPOINT letter');
         let plan: Plan;
         try {
-          plan = await handler(letter, { tx, decoder });
+          plan = await handler(letter, { tx, decoder, again: opts.again === true });
           await tx.query('RELEASE SAVEPOINT letter');
         } catch (err) {
           await tx.query('ROLLBACK TO SAVEPOINT letter');
@@ -239,6 +319,8 @@ export async function retryDeadLetters(
           continue;
         }
         if ('refuse' in plan) refuse(plan.refuse);
+        else if ('skip' in plan)
+          results.push({ id: letter.id, kind: letter.kind, result: 'skipped', detail: plan.skip });
         else if ('post' in plan) posts.push({ letter, post: plan.post, note: plan.note });
         else done.push({ id: letter.id, note: plan.note });
       }

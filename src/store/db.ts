@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { DatabaseConfig } from '../config/env.js';
+import { type DatabaseConfig, describeDatabase } from '../config/env.js';
 
 /** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
 export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
@@ -99,4 +99,81 @@ export function describePgError(err: unknown): string {
   const e = err as { code?: string; message?: string };
   const msg = e?.message ?? String(err);
   return e?.code ? `${msg} (SQLSTATE ${e.code})` : msg;
+}
+
+/**
+ * Connection faults that waiting will not fix: the password or user is refused (28P01, 28000) or the
+ * database does not exist (3D000). A start-up ends on these at once; only the others are retried.
+ */
+const PERMANENT_CONNECT_FAULTS = new Set(['28P01', '28000', '3D000']);
+
+/** Faults of reaching the database at all (socket codes, server starting or shutting down, too many clients). */
+const TRANSIENT_CONNECT_FAULTS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+]);
+
+export function isPermanentConnectFault(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && PERMANENT_CONNECT_FAULTS.has(code);
+}
+
+/** Whether an error says the database could not be reached or refused the connection (not a query's fault). */
+export function isConnectFault(err: unknown): boolean {
+  if (err instanceof DatabaseUnavailableError) return true;
+  const e = err as { code?: unknown; message?: unknown };
+  if (
+    typeof e?.code === 'string' &&
+    (PERMANENT_CONNECT_FAULTS.has(e.code) || TRANSIENT_CONNECT_FAULTS.has(e.code))
+  )
+    return true;
+  // pg's own words for a connection that closed or never opened in time.
+  return typeof e?.message === 'string' && /^(Connection terminated|timeout expired)/.test(e.message);
+}
+
+/** The database cannot be reached or refuses the connection: one line, naming the target, never the password. */
+export class DatabaseUnavailableError extends Error {
+  override name = 'DatabaseUnavailableError';
+  /** A refused password or user, or a missing database: retrying will not help. */
+  readonly permanent: boolean;
+  constructor(db: DatabaseConfig, cause: unknown) {
+    super(`cannot connect to ${describeDatabase(db)}: ${oneLine(describePgError(cause))}${hint(cause)}`);
+    this.permanent = isPermanentConnectFault(cause);
+  }
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+function hint(err: unknown): string {
+  const code = (err as { code?: unknown })?.code;
+  if (code === '28P01' || code === '28000') return '; check DB_USER and DB_PASSWORD (or DATABASE_URL)';
+  if (code === '3D000') return '; check DB_NAME (or DATABASE_URL), or create the database';
+  return '; check DB_HOST and DB_PORT (or DATABASE_URL), and that PostgreSQL accepts connections from here';
+}
+
+/**
+ * Every command's first contact with its database: one connection, `SELECT 1`, closed. A database that is
+ * unreachable or refuses the connection becomes a DatabaseUnavailableError, which the CLI prints as one line
+ * with a non-zero exit, whatever the command.
+ */
+export async function ensureReachable(db: DatabaseConfig, applicationName: string): Promise<void> {
+  try {
+    await withClient(db, applicationName, async (c) => {
+      await c.query('SELECT 1');
+    });
+  } catch (err) {
+    throw new DatabaseUnavailableError(db, err);
+  }
 }

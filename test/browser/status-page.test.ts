@@ -120,8 +120,18 @@ describe('status page', () => {
       if (!req.url().startsWith(baseUrl) && !req.url().startsWith('data:')) external.push(req.url());
     });
 
+    // The page works under its Content-Security-Policy: a blocked script, style or stream would be a
+    // console error ("Refused to load …") and a securitypolicyviolation event.
+    await page.addInitScript(() => {
+      const doc = (globalThis as unknown as { document: EventTarget }).document;
+      doc.addEventListener('securitypolicyviolation', (e) => {
+        const v = e as unknown as { violatedDirective: string; blockedURI: string };
+        console.error(`csp violation: ${v.violatedDirective} ${v.blockedURI}`);
+      });
+    });
     const res = await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
     expect(res?.status()).toBe(200);
+    expect((await res?.allHeaders())?.['content-security-policy']).toContain("script-src 'self'");
     expect(await page.evaluate(() => typeof (globalThis as unknown as { uPlot?: unknown }).uPlot)).toBe(
       'function',
     );

@@ -170,7 +170,12 @@ describe('dead letters', () => {
     ]);
     expect(discarded.code).toBe(0);
     expect(discarded.stdout).toContain('1 discarded, 0 refused');
-    const retried = await cli(['dead-letters', 'retry', '--all-matching']);
+    // No filter: every open letter; said in one line and refused until --all says it is meant.
+    const unfiltered = await cli(['dead-letters', 'retry', '--all-matching']);
+    expect(unfiltered.code).toBe(2);
+    expect(unfiltered.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unfiltered.stderr).toContain('add --all');
+    const retried = await cli(['dead-letters', 'retry', '--all-matching', '--all']);
     expect(retried.stdout).toContain('4 retried, 0 refused');
     expect(retried.code).toBe(0);
 
