@@ -1,11 +1,16 @@
 import { Agent, type Dispatcher } from 'undici';
 
-/** How a backend answer is treated. Only 200 is success, as in the original contract. */
-export type Verdict = 'ok' | 'retry' | 'reject';
+/**
+ * How a backend answer is treated. Only 200 is success, as in the original contract. `hold`: the route
+ * itself is refused (a redirect, 401, 403): a fault of the configuration (URL, API key), not of the item,
+ * so the item waits for the route to be fixed and is never dead-lettered for it.
+ */
+export type Verdict = 'ok' | 'retry' | 'reject' | 'hold';
 
 export function classify(status: number): Verdict {
   if (status === 200) return 'ok';
   if (status === 408 || status === 429 || status >= 500) return 'retry';
+  if ((status >= 300 && status < 400) || status === 401 || status === 403) return 'hold';
   return 'reject';
 }
 
@@ -14,6 +19,8 @@ export interface BackendAnswer {
   body: string;
   /** From a Retry-After header (seconds or an HTTP date), when present. */
   retryAfterMs?: number;
+  /** A 3xx answer's Location header, when present. */
+  location?: string;
 }
 
 /** A retryable failure: connection refused or reset, timeout, 408, 429 or 5xx. */
@@ -129,6 +136,7 @@ export class BackendClient {
 class Answer implements Dispatcher.DispatchHandler {
   private status = 0;
   private retryAfter: string | undefined;
+  private location: string | undefined;
   /** The body as it came; decoded at the end, so that a character split across chunks stays whole. */
   private readonly chunks: Buffer[] = [];
   private controller: Dispatcher.DispatchController | undefined;
@@ -160,6 +168,10 @@ class Answer implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     const ra = headers['retry-after'];
     this.retryAfter = Array.isArray(ra) ? ra[0] : ra;
+    if (statusCode >= 300 && statusCode < 400) {
+      const loc = headers.location;
+      this.location = Array.isArray(loc) ? loc[0] : loc;
+    }
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -176,6 +188,7 @@ class Answer implements Dispatcher.DispatchHandler {
     const answer: BackendAnswer = { status: this.status, body };
     const retryAfter = parseRetryAfter(this.retryAfter);
     if (retryAfter !== undefined) answer.retryAfterMs = retryAfter;
+    if (this.location !== undefined) answer.location = this.location;
     this.resolve(answer);
   }
 
