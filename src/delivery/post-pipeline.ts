@@ -1,17 +1,16 @@
 import { EventEmitter } from 'node:events';
-import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Reading } from '../model/reading.js';
 import type { Decoder } from '../source/decode.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
-import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
+import { deleteDeferred, fetchDeferredEach, insertDeferred } from '../store/deferred-posts.js';
 import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
-import { type BackendClient, RetryableError } from './backend-client.js';
+import { RetryableError } from './backend-client.js';
 import type { DeliveryResult } from './policy.js';
-import { readingKey, SensorPoster } from './sensor-poster.js';
+import { type Backend, readingKey, SensorPoster } from './sensor-poster.js';
 
 /**
  * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
@@ -33,9 +32,12 @@ export interface PostPipelineOptions {
   pool: pg.Pool;
   logger: Logger;
   signal: AbortSignal;
-  backends: Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>;
+  backends: Map<string, Backend>;
   decoder: Decoder;
-  /** Per-sensor posts held in memory; beyond it they wait in pump_monitor.deferred_posts. */
+  /**
+   * Per-sensor posts held in memory; beyond it they wait in pump_monitor.deferred_posts. Each pump may
+   * hold its share, `ceil(maxQueued / pumps)`, so a pump whose backend fails fills its own part only.
+   */
   maxQueued: number;
   concurrency: number;
   maxAttempts: number;
@@ -72,7 +74,10 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private draining = false;
   /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
   private deferrals = 0;
-  private cursor = 0;
+  /** Per pump: the last deferred post read back. */
+  private readonly cursors = new Map<string, number>();
+  /** The most posts one pump may hold in memory. */
+  private readonly perPump: number;
   /** Deferred posts back in the queue and not yet removed from the table. */
   private readonly inFlight = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
@@ -80,6 +85,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   constructor(private readonly o: PostPipelineOptions) {
     super();
+    this.perPump = Math.max(1, Math.ceil(o.maxQueued / Math.max(1, o.backends.size)));
     const onError = (what: string) => (err: unknown, n: number) =>
       o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
     this.poster = new SensorPoster({
@@ -137,9 +143,17 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     }, 5_000);
   }
 
-  /** Queues a reading's post; past the in-memory limit it is deferred to the database. Never waits. */
+  /** One pump's posts queued or in flight in memory. */
+  depthOf(pump: string): number {
+    return this.poster.depthOf(pump);
+  }
+
+  /**
+   * Queues a reading's post; past the in-memory limit (all pumps', or its pump's share) it is deferred to
+   * the database. Never waits.
+   */
   submit(r: Reading): void {
-    if (this.poster.depth < this.o.maxQueued) {
+    if (this.poster.depth < this.o.maxQueued && this.poster.depthOf(r.pump) < this.perPump) {
       this.poster.enqueue(r);
       return;
     }
@@ -153,7 +167,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   /** A pump was taken over: its deferred posts may lie below the cursor used so far. */
   rewind(): void {
-    this.cursor = 0;
+    this.cursors.clear();
     this.mode = 'deferred';
   }
 
@@ -178,7 +192,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   private done(r: Reading, result: DeliveryResult): void {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
-    if (this.mode === 'deferred' && this.poster.depth < this.o.maxQueued / 5) void this.drain();
+    if (this.mode === 'deferred' && this.poster.depthOf(r.pump) < this.perPump / 5) void this.drain();
     if (result.kind === 'ok') {
       this.finish(r);
       this.emit('settled', r, result);
@@ -247,26 +261,47 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     for (const r of readings) this.settled(r);
   }
 
-  /** Moves deferred posts back into the queue while it is under half full. */
+  /**
+   * Moves deferred posts back into the queue while it is under half full: each pump's while its own part
+   * is, each from its own cursor, in one read for all of them.
+   */
   private async drain(): Promise<void> {
-    const room = () => this.o.maxQueued / 2 - this.poster.depth;
-    if (this.mode === 'direct' || this.draining || room() <= 0) return;
+    if (this.mode === 'direct' || this.draining) return;
     this.draining = true;
     try {
       let empty = false;
-      while (!empty && !this.o.signal.aborted && room() > 0) {
-        const batch = Math.max(1, Math.min(2_000, Math.floor(room())));
+      for (let round = 0; !empty && round < 100 && !this.o.signal.aborted; round++) {
+        const room = this.o.maxQueued / 2 - this.poster.depth;
+        if (room < 1) break;
+        const pumps = this.o.owned();
+        const wants: { pump: string; afterId: number; limit: number }[] = [];
+        for (const pump of pumps) {
+          const own = Math.min(room, this.perPump / 2 - this.poster.depthOf(pump));
+          if (own >= 1) {
+            wants.push({
+              pump,
+              afterId: this.cursors.get(pump) ?? 0,
+              limit: Math.min(2_000, Math.floor(own)),
+            });
+          }
+        }
+        if (wants.length === 0) break;
         const deferrals = this.deferrals;
-        const posts = await fetchDeferred(this.o.pool, this.o.owned(), batch, this.cursor);
-        empty = posts.length < batch && deferrals === this.deferrals;
+        const posts = await fetchDeferredEach(this.o.pool, wants);
+        const got = new Map<string, number>();
         for (const d of posts) {
-          this.cursor = Math.max(this.cursor, d.id);
+          got.set(d.pump, (got.get(d.pump) ?? 0) + 1);
+          this.cursors.set(d.pump, Math.max(this.cursors.get(d.pump) ?? 0, d.id));
           if (this.inFlight.has(d.id)) continue;
           this.inFlight.add(d.id);
           const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup', d.pump);
           if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }
+        const more = wants.some((w) => (got.get(w.pump) ?? 0) >= w.limit);
+        // Empty only when every pump was read to its end, and nothing was deferred meanwhile.
+        empty = !more && wants.length === pumps.length && deferrals === this.deferrals;
+        if (!more) break;
       }
       if (empty) {
         this.mode = 'direct';
