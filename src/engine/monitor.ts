@@ -525,13 +525,23 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   /**
-   * Lets catch-up read another batch only when the queues have room. Groups below the threshold are not
+   * Lets catch-up read another batch only when the queues have room (each pump's own post queue). Groups below the threshold are not
    * waited for: only expiry closes them, and the assembler's cap bounds them (waiting would only stall).
    */
   private async capacity(): Promise<void> {
     const openLimit = this.config.assembler.maxOpenGroups / 2;
+    // Per pump, and only pumps whose backend takes posts now: a pump whose backend fails or refuses its
+    // route has its posts deferred to the database past its share, and must not stall the others' catch-up.
+    const postsLimit = this.config.delivery.sensorQueue / Math.max(1, this.backends.size) / 10;
+    const postsFull = () => {
+      for (const [pump, b] of this.backends) {
+        if (b.route?.fault || breakerState(b.breaker) !== 'closed') continue;
+        if (this.posts.depthOf(pump) > postsLimit) return true;
+      }
+      return false;
+    };
     const full = () =>
-      this.posts.depth > this.config.delivery.sensorQueue / 10 ||
+      postsFull() ||
       [...this.lanes.values()].some((l) => l.settlingGroups > openLimit) ||
       this.recorder.backlog > 1_000;
     while (!this.lifetime.signal.aborted && !this.stopping && full()) await sleep(20, this.lifetime.signal);
