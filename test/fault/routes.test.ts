@@ -206,4 +206,42 @@ describe('a backend that refuses its route', () => {
     expect(m2.readiness().ready).toBe(true);
     expect((m2.status().pumps as Record<string, { route_fault: unknown }>).A?.route_fault).toBeNull();
   });
+
+  it('a 403 fixed on the backend side, without a restart, is noticed: everything held is delivered once', async () => {
+    const h = await fresh('route_fixed_live');
+    const { A, B } = h.pumps;
+    h.backend.behaviour = () => ({ status: 403 });
+    const m = await h.startMonitor();
+    const timestamps = 3;
+    for (let i = 0; i < timestamps; i++) {
+      await insertTimestamp(h.admin, A, `2025-03-04T00:00:0${i}`);
+      await insertTimestamp(h.admin, B, `2025-03-04T00:00:0${i}`);
+    }
+    await waitFor(
+      "A's vectors held and its route named",
+      async () =>
+        (await pendingVectors(h, 'A')) === timestamps &&
+        (m.status().pumps as Record<string, { route_fault: { status: number } | null }>).A?.route_fault
+          ?.status === 403 &&
+        h.backend.requests.filter((r) => r.path === `/sensores${A.unifiedPath}`).length >= 2,
+    );
+    expect(m.readiness()).toMatchObject({ ready: false });
+    expect(m.readiness().reason).toContain('pump A: backend answered 403');
+    // B is not held by A's refusal.
+    await waitFor(
+      "B's vectors delivered while A's route is refused",
+      () => answered200(h.backendB, (p) => p === `/sensores_b${B.unifiedPath}`) === timestamps,
+    );
+    expect(m.readiness().reason).toContain('pump A: backend answered 403');
+    expect(await deadLetters(h)).toBe(0);
+    h.backend.behaviour = () => undefined;
+    const c = await h.ledger().settle({ admin: h.admin, monitors: [m] });
+    expectExactlyOnce(c);
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({
+      readings: timestamps * (A.sensors.length + B.sensors.length),
+      vectors: 2 * timestamps,
+    });
+    expect(await deadLetters(h)).toBe(0);
+    expect(m.readiness().ready).toBe(true);
+  });
 });
