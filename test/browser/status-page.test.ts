@@ -235,7 +235,8 @@ describe('status page', () => {
     const context = await b.newContext({ httpCredentials: CREDENTIALS });
     const page = await context.newPage();
     const target = 'https://prediction.example.net/sensores_b';
-    h.backend.behaviour = (r) =>
+    const backend = (h as Harness).backend;
+    backend.behaviour = (r) =>
       r.path.startsWith('/sensores_b/') ? { status: 308, headers: { location: target } } : undefined;
     try {
       await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
@@ -247,7 +248,7 @@ describe('status page', () => {
       expect(text).toContain('BASE_URL');
       expect(await fault('A').isVisible()).toBe(false);
     } finally {
-      h.backend.behaviour = () => undefined;
+      backend.behaviour = () => undefined;
     }
     await page
       .locator('article.pump[data-pump="B"] .route-fault')
