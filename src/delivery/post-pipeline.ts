@@ -53,9 +53,10 @@ export interface PostPipelineOptions {
 
 /**
  * Every per-sensor POST: a bounded in-memory queue in front of the poster and, past it, the database.
- * Two modes: `direct` (nothing waits in the database) and `deferred` (posts that did not fit wait in
- * pump_monitor.deferred_posts and are drained back while the queue is under half full, on a timer and
- * whenever a finished post takes it below a fifth). Owns the poster, its three bookkeeping writers and the
+ * Each pump may hold its share of the queue in memory, so a pump whose backend fails fills its own part
+ * only. Two modes: `direct` (nothing waits in the database) and `deferred` (posts that did not fit wait in
+ * pump_monitor.deferred_posts and are drained back, each pump's while its part is under half full, on a
+ * timer and whenever a finished post takes its pump's part below a fifth). Owns the poster, its three bookkeeping writers and the
  * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
  * again; no new post starts while two batches of those records wait to be written (the database is away),
  * so a crash sends again at most the posts in flight and those two batches. Never blocks the caller.
