@@ -54,9 +54,10 @@ export interface PostPipelineOptions {
 /**
  * Every per-sensor POST: a bounded in-memory queue in front of the poster and, past it, the database.
  * Each pump may hold its share of the queue in memory, so a pump whose backend fails fills its own part
- * only. Two modes: `direct` (nothing waits in the database) and `deferred` (posts that did not fit wait in
- * pump_monitor.deferred_posts and are drained back, each pump's while its part is under half full, on a
- * timer and whenever a finished post takes its pump's part below a fifth). Owns the poster, its three bookkeeping writers and the
+ * only. Posts that did not fit wait in pump_monitor.deferred_posts and are drained back, each pump's while
+ * its part is under half full, on a timer and whenever a finished post takes its pump's part below a
+ * fifth. Only pumps that may have posts waiting there are read (`waiting`): a pump whose backend fails,
+ * its part full, costs the others no read. Owns the poster, its three bookkeeping writers and the
  * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
  * again; no new post starts while two batches of those records wait to be written (the database is away),
  * so a crash sends again at most the posts in flight and those two batches. Never blocks the caller.
@@ -66,10 +67,13 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private readonly ledger: BatchWriter<SettledPost>;
   private readonly defer: BatchWriter<Reading>;
   private readonly drained: BatchWriter<number>;
-  private mode: 'direct' | 'deferred' = 'deferred'; // a previous run may have left posts waiting
+  /** Look for every owned pump's deferred posts on the next drain: a previous run may have left some. */
+  private lookAll = true;
+  /** Pumps whose deferred posts may not all be back in memory yet. */
+  private readonly waiting = new Set<string>();
   /**
-   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. The mode
-   * alone does not say it: `deferred` is also set to look for posts other processes queued.
+   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. `waiting`
+   * alone does not say it: it is also set to look for posts other processes queued.
    */
   private overflowed = false;
   private draining = false;
@@ -140,7 +144,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     this.timer ??= setInterval(() => void this.drain(), 500);
     // Other processes defer posts too (dead-letters retry, replay --posts): look for them now and then.
     this.lookAgain ??= setInterval(() => {
-      this.mode = 'deferred';
+      this.lookAll = true;
     }, 5_000);
   }
 
@@ -162,14 +166,14 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       this.overflowed = true;
       this.emit('deferring', true, this.poster.depth);
     }
-    this.mode = 'deferred';
+    this.waiting.add(r.pump);
     this.defer.push(r);
   }
 
   /** A pump was taken over: its deferred posts may lie below the cursor used so far. */
   rewind(): void {
     this.cursors.clear();
-    this.mode = 'deferred';
+    this.lookAll = true;
   }
 
   /** Resolves when nothing is queued or in flight in memory. */
@@ -193,7 +197,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   private done(r: Reading, result: DeliveryResult): void {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
-    if (this.mode === 'deferred' && this.poster.depthOf(r.pump) < this.perPump / 5) void this.drain();
+    if (this.waiting.has(r.pump) && this.poster.depthOf(r.pump) < this.perPump / 5) void this.drain();
     if (result.kind === 'ok') {
       this.finish(r);
       this.emit('settled', r, result);
@@ -258,7 +262,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       })),
     );
     this.deferrals += 1;
-    this.mode = 'deferred';
+    for (const r of readings) this.waiting.add(r.pump);
     for (const r of readings) this.settled(r);
   }
 
@@ -267,16 +271,22 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
    * is, each from its own cursor, in one read for all of them.
    */
   private async drain(): Promise<void> {
-    if (this.mode === 'direct' || this.draining) return;
+    if (this.draining) return;
+    if (this.lookAll) {
+      this.lookAll = false;
+      for (const pump of this.o.owned()) this.waiting.add(pump);
+    }
+    if (this.waiting.size === 0) return;
     this.draining = true;
     try {
-      let empty = false;
-      for (let round = 0; !empty && round < 100 && !this.o.signal.aborted; round++) {
+      const owned = new Set(this.o.owned());
+      // A pump given up since: its posts are its new owner's to drain.
+      for (const pump of this.waiting) if (!owned.has(pump)) this.waiting.delete(pump);
+      for (let round = 0; round < 100 && !this.o.signal.aborted; round++) {
         const room = this.o.maxQueued / 2 - this.poster.depth;
         if (room < 1) break;
-        const pumps = this.o.owned();
         const wants: { pump: string; afterId: number; limit: number }[] = [];
-        for (const pump of pumps) {
+        for (const pump of this.waiting) {
           const own = Math.min(room, this.perPump / 2 - this.poster.depthOf(pump));
           if (own >= 1) {
             wants.push({
@@ -299,15 +309,17 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
           if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }
-        const more = wants.some((w) => (got.get(w.pump) ?? 0) >= w.limit);
-        // Empty only when every pump was read to its end, and nothing was deferred meanwhile.
-        empty = !more && wants.length === pumps.length && deferrals === this.deferrals;
+        let more = false;
+        for (const w of wants) {
+          if ((got.get(w.pump) ?? 0) >= w.limit) more = true;
+          // Read to its end, and nothing deferred meanwhile: this pump has nothing more waiting.
+          else if (deferrals === this.deferrals) this.waiting.delete(w.pump);
+        }
         if (!more) break;
       }
-      if (empty) {
-        this.mode = 'direct';
-        if (this.overflowed) this.emit('deferring', false, this.poster.depth);
+      if (this.waiting.size === 0 && !this.lookAll && this.overflowed) {
         this.overflowed = false;
+        this.emit('deferring', false, this.poster.depth);
       }
     } catch (err) {
       this.o.logger.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
