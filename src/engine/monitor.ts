@@ -530,15 +530,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
    */
   private async capacity(): Promise<void> {
     const openLimit = this.config.assembler.maxOpenGroups / 2;
-    // Per pump, and only pumps whose backend takes posts now: a pump whose backend fails or refuses its
-    // route has its posts deferred to the database past its share, and must not stall the others' catch-up.
-    const postsLimit = this.config.delivery.sensorQueue / Math.max(1, this.backends.size) / 10;
+    // Only the posts of pumps whose backend takes them now: a pump whose backend fails or refuses its route
+    // has its posts deferred to the database past its share, and must not stall the others' catch-up.
     const postsFull = () => {
+      let depth = 0;
       for (const [pump, b] of this.backends) {
         if (b.route?.fault || breakerState(b.breaker) !== 'closed') continue;
-        if (this.posts.depthOf(pump) > postsLimit) return true;
+        depth += this.posts.depthOf(pump);
       }
-      return false;
+      return depth > this.config.delivery.sensorQueue / 10;
     };
     const full = () =>
       postsFull() ||
