@@ -50,7 +50,7 @@ export function createCard(pump) {
       slot('chart', 'div', 'chart'),
       slot('chartEmpty', 'p', 'chart-empty'),
     ),
-    section('backlog', null, slot('backlog', 'div', 'tiles')),
+    section('backlog', null, slot('route', 'p', 'route-fault status-bad'), slot('backlog', 'div', 'tiles')),
     section('counters', null, slot('counters', 'div', 'counters')),
     section('channels', h('span', { class: 'hint', text: t('channelsHint') }), slot('channels')),
     section(
@@ -90,6 +90,7 @@ export function renderCard(card, pump, model) {
 
   renderConnection(slots.connection, s, model);
   renderChart(card, preds);
+  renderRouteFault(slots.route, s.route_fault);
   renderBacklog(slots.backlog, s);
   renderCounters(slots.counters, s);
   renderChannels(slots.channels, pump.channels ?? []);
@@ -131,6 +132,31 @@ function tile(label, value, cls) {
     { class: `tile ${cls ?? ''}` },
     h('span', { class: 'tile-value', text: value }),
     h('span', { class: 'tile-label', text: label }),
+  );
+}
+
+/**
+ * A backend that refuses the pump's route (a redirect, 401, 403): its deliveries hold until the
+ * configuration is fixed. Says the status, a redirect's target, and what to check.
+ */
+function renderRouteFault(el, fault) {
+  el.hidden = !fault;
+  if (!fault) {
+    el.replaceChildren();
+    return;
+  }
+  const redirect = fault.status >= 300 && fault.status < 400;
+  const what = redirect
+    ? t('routeRedirect', fault.status, fault.location ?? t('routeNoLocation'))
+    : fault.status === 401
+      ? t('routeUnauthorized')
+      : t('routeForbidden', fault.status);
+  el.replaceChildren(
+    h('strong', { text: t('routeFault') }),
+    ' ',
+    what,
+    ' ',
+    t(redirect ? 'routeFixUrl' : 'routeFixKey'),
   );
 }
 

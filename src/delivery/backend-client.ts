@@ -1,11 +1,16 @@
 import { Agent, type Dispatcher } from 'undici';
 
-/** How a backend answer is treated. Only 200 is success, as in the original contract. */
-export type Verdict = 'ok' | 'retry' | 'reject';
+/**
+ * How a backend answer is treated. Only 200 is success, as in the original contract. `hold`: the route
+ * itself is refused (a redirect, 401, 403): a fault of the configuration (URL, API key), not of the item,
+ * so the item waits for the route to be fixed and is never dead-lettered for it.
+ */
+export type Verdict = 'ok' | 'retry' | 'reject' | 'hold';
 
 export function classify(status: number): Verdict {
   if (status === 200) return 'ok';
   if (status === 408 || status === 429 || status >= 500) return 'retry';
+  if ((status >= 300 && status < 400) || status === 401 || status === 403) return 'hold';
   return 'reject';
 }
 

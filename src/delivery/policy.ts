@@ -40,6 +40,62 @@ export function breakerState(b: CircuitBreakerPolicy): 'closed' | 'open' | 'half
   }
 }
 
+/** A backend's route refused: the status it answered, and for a redirect where it pointed. */
+export interface RouteFault {
+  status: number;
+  /** A redirect's target (its Location header), when it gave one. */
+  location?: string;
+  /** When the fault was first seen (ms since the epoch). */
+  since: number;
+  /** Answers refused since then. */
+  refusals: number;
+}
+
+/**
+ * One per backend: whether its route is refused (a redirect, 401 or 403). That is a fault of the
+ * configuration (the base URL, the API key), not of any reading or vector, so deliveries to it hold:
+ * they wait and try again with backoff, nothing is dead-lettered for it, and the first other answer
+ * (a fix on the backend's side) clears it. `onChange` hears it begin, change status, and end.
+ */
+export class RouteGuard {
+  fault: RouteFault | undefined;
+
+  constructor(
+    private readonly onChange?: (fault: RouteFault | undefined, was: RouteFault | undefined) => void,
+  ) {}
+
+  /** The route refused an answer. */
+  refused(answer: BackendAnswer): void {
+    const was = this.fault;
+    if (was && was.status === answer.status && was.location === answer.location) {
+      was.refusals += 1;
+      return;
+    }
+    const fault: RouteFault = { status: answer.status, since: was?.since ?? Date.now(), refusals: 1 };
+    if (answer.location !== undefined) fault.location = answer.location;
+    this.fault = fault;
+    this.onChange?.(fault, was);
+  }
+
+  /** The route answered something else: it is not refused (any more). */
+  answered(): void {
+    if (this.fault === undefined) return;
+    const was = this.fault;
+    this.fault = undefined;
+    this.onChange?.(undefined, was);
+  }
+}
+
+/** One line for an operator: what the route answered, and what to check. */
+export function describeRouteFault(f: RouteFault): string {
+  if (f.status >= 300 && f.status < 400) {
+    return `backend answered ${f.status} (redirect${f.location ? ` to ${f.location}` : ', no Location'}): check the pump's BASE_URL`;
+  }
+  return f.status === 401
+    ? 'backend answered 401 (the API key was refused): check API_KEY'
+    : `backend answered ${f.status} (forbidden): check API_KEY and the backend's access rules`;
+}
+
 export interface DeliveryOptions {
   breaker: CircuitBreakerPolicy;
   /** Attempts that reached the backend (or failed to connect); waits on an open circuit do not count. */
@@ -47,8 +103,12 @@ export interface DeliveryOptions {
   baseMs: number;
   maxMs: number;
   signal: AbortSignal;
+  /** The backend's route state: set by a refusal (3xx, 401, 403), cleared by any other answer. */
+  route?: RouteGuard;
   random?: () => number;
   onRetry?: (err: Error, delayMs: number, attempt: number) => void;
+  /** A refused route: the item holds and is tried again after `delayMs`. */
+  onHold?: (answer: BackendAnswer, delayMs: number, holds: number) => void;
 }
 
 export type DeliveryResult =
@@ -70,12 +130,17 @@ export function backoffDelay(attempt: number, baseMs: number, maxMs: number, ran
  * Sends with retries, circuit breaking and a per-attempt timeout until success, a rejection, or the budget.
  * A plain loop around the shared breaker: it runs for every per-sensor POST, so it allocates no policy of
  * its own, and a first attempt that succeeds costs one breaker call.
+ *
+ * A refused route (3xx, 401, 403: `hold`) is neither a rejection nor a failure of the item: it marks the
+ * route guard, waits with backoff and tries again, for as long as it lasts. Those tries do not count
+ * against the budget, and they do not open the circuit (the backend answers, promptly).
  */
 export async function deliver(
   attempt: (signal: AbortSignal) => Promise<BackendAnswer>,
   opts: DeliveryOptions,
 ): Promise<DeliveryResult> {
   let attempts = 0;
+  let holds = 0;
   const once = ({ signal }: { signal: AbortSignal }) => {
     attempts += 1;
     return attempt(signal).then(failOnRetryStatus);
@@ -84,26 +149,39 @@ export async function deliver(
     let delay: number;
     try {
       const answer = await opts.breaker.execute(once, opts.signal);
-      return classify(answer.status) === 'ok'
-        ? { kind: 'ok', answer, attempts }
-        : { kind: 'rejected', answer, attempts };
+      const verdict = classify(answer.status);
+      if (verdict === 'hold') {
+        holds += 1;
+        opts.route?.refused(answer);
+        delay = backoffDelay(holds, opts.baseMs, opts.maxMs, opts.random ?? Math.random);
+        opts.onHold?.(answer, delay, holds);
+        if (!(await sleep(delay, opts.signal))) return { kind: 'cancelled', attempts: attempts - holds };
+        continue;
+      }
+      opts.route?.answered();
+      return verdict === 'ok'
+        ? { kind: 'ok', answer, attempts: attempts - holds }
+        : { kind: 'rejected', answer, attempts: attempts - holds };
     } catch (err) {
-      if (opts.signal.aborted) return { kind: 'cancelled', attempts };
+      if (opts.signal.aborted) return { kind: 'cancelled', attempts: attempts - holds };
       if (err instanceof BrokenCircuitError) {
         // An open circuit: look again soon; the breaker itself decides when a trial call may pass.
         delay = Math.min(opts.maxMs, Math.max(opts.baseMs, 250));
       } else if (err instanceof RetryableError) {
-        if (attempts >= opts.maxAttempts) return { kind: 'gave_up', error: err, attempts };
+        // An answer, not a refusal of the route: whatever held it is over.
+        if (err.status !== undefined) opts.route?.answered();
+        if (attempts - holds >= opts.maxAttempts)
+          return { kind: 'gave_up', error: err, attempts: attempts - holds };
         delay =
           err.retryAfterMs !== undefined
             ? Math.min(err.retryAfterMs, 300_000)
             : backoffDelay(attempts, opts.baseMs, opts.maxMs, opts.random ?? Math.random);
       } else {
-        return { kind: 'gave_up', error: err as Error, attempts };
+        return { kind: 'gave_up', error: err as Error, attempts: attempts - holds };
       }
-      opts.onRetry?.(err, delay, attempts);
+      opts.onRetry?.(err, delay, attempts - holds);
     }
-    if (!(await sleep(delay, opts.signal))) return { kind: 'cancelled', attempts };
+    if (!(await sleep(delay, opts.signal))) return { kind: 'cancelled', attempts: attempts - holds };
   }
 }
 

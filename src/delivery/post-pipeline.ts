@@ -1,17 +1,16 @@
 import { EventEmitter } from 'node:events';
-import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Reading } from '../model/reading.js';
 import type { Decoder } from '../source/decode.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
-import { deleteDeferred, fetchDeferred, insertDeferred } from '../store/deferred-posts.js';
+import { deleteDeferred, fetchDeferredEach, insertDeferred } from '../store/deferred-posts.js';
 import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
-import { type BackendClient, RetryableError } from './backend-client.js';
+import { RetryableError } from './backend-client.js';
 import type { DeliveryResult } from './policy.js';
-import { readingKey, SensorPoster } from './sensor-poster.js';
+import { type Backend, readingKey, SensorPoster } from './sensor-poster.js';
 
 /**
  * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
@@ -33,9 +32,12 @@ export interface PostPipelineOptions {
   pool: pg.Pool;
   logger: Logger;
   signal: AbortSignal;
-  backends: Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>;
+  backends: Map<string, Backend>;
   decoder: Decoder;
-  /** Per-sensor posts held in memory; beyond it they wait in pump_monitor.deferred_posts. */
+  /**
+   * Per-sensor posts held in memory; beyond it they wait in pump_monitor.deferred_posts. Each pump may
+   * hold its share, `ceil(maxQueued / pumps)`, so a pump whose backend fails fills its own part only.
+   */
   maxQueued: number;
   concurrency: number;
   maxAttempts: number;
@@ -51,9 +53,11 @@ export interface PostPipelineOptions {
 
 /**
  * Every per-sensor POST: a bounded in-memory queue in front of the poster and, past it, the database.
- * Two modes: `direct` (nothing waits in the database) and `deferred` (posts that did not fit wait in
- * pump_monitor.deferred_posts and are drained back while the queue is under half full, on a timer and
- * whenever a finished post takes it below a fifth). Owns the poster, its three bookkeeping writers and the
+ * Each pump may hold its share of the queue in memory, so a pump whose backend fails fills its own part
+ * only. Posts that did not fit wait in pump_monitor.deferred_posts and are drained back, each pump's while
+ * its part is under half full, on a timer and whenever a finished post takes its pump's part below a
+ * fifth. Only pumps that may have posts waiting there are read (`waiting`): a pump whose backend fails,
+ * its part full, costs the others no read. Owns the poster, its three bookkeeping writers and the
  * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
  * again; no new post starts while two batches of those records wait to be written (the database is away),
  * so a crash sends again at most the posts in flight and those two batches. Never blocks the caller.
@@ -63,16 +67,22 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   private readonly ledger: BatchWriter<SettledPost>;
   private readonly defer: BatchWriter<Reading>;
   private readonly drained: BatchWriter<number>;
-  private mode: 'direct' | 'deferred' = 'deferred'; // a previous run may have left posts waiting
+  /** Look for every owned pump's deferred posts on the next drain: a previous run may have left some. */
+  private lookAll = true;
+  /** Pumps whose deferred posts may not all be back in memory yet. */
+  private readonly waiting = new Set<string>();
   /**
-   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. The mode
-   * alone does not say it: `deferred` is also set to look for posts other processes queued.
+   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. `waiting`
+   * alone does not say it: it is also set to look for posts other processes queued.
    */
   private overflowed = false;
   private draining = false;
   /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
   private deferrals = 0;
-  private cursor = 0;
+  /** Per pump: the last deferred post read back. */
+  private readonly cursors = new Map<string, number>();
+  /** The most posts one pump may hold in memory. */
+  private readonly perPump: number;
   /** Deferred posts back in the queue and not yet removed from the table. */
   private readonly inFlight = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
@@ -80,6 +90,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   constructor(private readonly o: PostPipelineOptions) {
     super();
+    this.perPump = Math.max(1, Math.ceil(o.maxQueued / Math.max(1, o.backends.size)));
     const onError = (what: string) => (err: unknown, n: number, refused?: boolean) =>
       refused
         ? o.logger.error({ err: describePgError(err) }, `${what}: the database refused one item; set aside`)
@@ -151,13 +162,21 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     this.timer ??= setInterval(() => void this.drain(), 500);
     // Other processes defer posts too (dead-letters retry, replay --posts): look for them now and then.
     this.lookAgain ??= setInterval(() => {
-      this.mode = 'deferred';
+      this.lookAll = true;
     }, 5_000);
   }
 
-  /** Queues a reading's post; past the in-memory limit it is deferred to the database. Never waits. */
+  /** One pump's posts queued or in flight in memory. */
+  depthOf(pump: string): number {
+    return this.poster.depthOf(pump);
+  }
+
+  /**
+   * Queues a reading's post; past the in-memory limit (all pumps', or its pump's share) it is deferred to
+   * the database. Never waits.
+   */
   submit(r: Reading): void {
-    if (this.poster.depth < this.o.maxQueued) {
+    if (this.poster.depth < this.o.maxQueued && this.poster.depthOf(r.pump) < this.perPump) {
       this.poster.enqueue(r);
       return;
     }
@@ -165,14 +184,14 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       this.overflowed = true;
       this.emit('deferring', true, this.poster.depth);
     }
-    this.mode = 'deferred';
+    this.waiting.add(r.pump);
     this.defer.push(r);
   }
 
   /** A pump was taken over: its deferred posts may lie below the cursor used so far. */
   rewind(): void {
-    this.cursor = 0;
-    this.mode = 'deferred';
+    this.cursors.clear();
+    this.lookAll = true;
   }
 
   /** Resolves when nothing is queued or in flight in memory. */
@@ -196,7 +215,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   private done(r: Reading, result: DeliveryResult): void {
     if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
-    if (this.mode === 'deferred' && this.poster.depth < this.o.maxQueued / 5) void this.drain();
+    if (this.waiting.has(r.pump) && this.poster.depthOf(r.pump) < this.perPump / 5) void this.drain();
     if (result.kind === 'ok') {
       this.finish(r);
       this.emit('settled', r, result);
@@ -261,35 +280,64 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       })),
     );
     this.deferrals += 1;
-    this.mode = 'deferred';
+    for (const r of readings) this.waiting.add(r.pump);
     for (const r of readings) this.settled(r);
   }
 
-  /** Moves deferred posts back into the queue while it is under half full. */
+  /**
+   * Moves deferred posts back into the queue while it is under half full: each pump's while its own part
+   * is, each from its own cursor, in one read for all of them.
+   */
   private async drain(): Promise<void> {
-    const room = () => this.o.maxQueued / 2 - this.poster.depth;
-    if (this.mode === 'direct' || this.draining || room() <= 0) return;
+    if (this.draining) return;
+    if (this.lookAll) {
+      this.lookAll = false;
+      for (const pump of this.o.owned()) this.waiting.add(pump);
+    }
+    if (this.waiting.size === 0) return;
     this.draining = true;
     try {
-      let empty = false;
-      while (!empty && !this.o.signal.aborted && room() > 0) {
-        const batch = Math.max(1, Math.min(2_000, Math.floor(room())));
+      const owned = new Set(this.o.owned());
+      // A pump given up since: its posts are its new owner's to drain.
+      for (const pump of this.waiting) if (!owned.has(pump)) this.waiting.delete(pump);
+      for (let round = 0; round < 100 && !this.o.signal.aborted; round++) {
+        const room = this.o.maxQueued / 2 - this.poster.depth;
+        if (room < 1) break;
+        const wants: { pump: string; afterId: number; limit: number }[] = [];
+        for (const pump of this.waiting) {
+          const own = Math.min(room, this.perPump / 2 - this.poster.depthOf(pump));
+          if (own >= 1) {
+            wants.push({
+              pump,
+              afterId: this.cursors.get(pump) ?? 0,
+              limit: Math.min(2_000, Math.floor(own)),
+            });
+          }
+        }
+        if (wants.length === 0) break;
         const deferrals = this.deferrals;
-        const posts = await fetchDeferred(this.o.pool, this.o.owned(), batch, this.cursor);
-        empty = posts.length < batch && deferrals === this.deferrals;
+        const posts = await fetchDeferredEach(this.o.pool, wants);
+        const got = new Map<string, number>();
         for (const d of posts) {
-          this.cursor = Math.max(this.cursor, d.id);
+          got.set(d.pump, (got.get(d.pump) ?? 0) + 1);
+          this.cursors.set(d.pump, Math.max(this.cursors.get(d.pump) ?? 0, d.id));
           if (this.inFlight.has(d.id)) continue;
           this.inFlight.add(d.id);
           const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup', d.pump);
           if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }
+        let more = false;
+        for (const w of wants) {
+          if ((got.get(w.pump) ?? 0) >= w.limit) more = true;
+          // Read to its end, and nothing deferred meanwhile: this pump has nothing more waiting.
+          else if (deferrals === this.deferrals) this.waiting.delete(w.pump);
+        }
+        if (!more) break;
       }
-      if (empty) {
-        this.mode = 'direct';
-        if (this.overflowed) this.emit('deferring', false, this.poster.depth);
+      if (this.waiting.size === 0 && !this.lookAll && this.overflowed) {
         this.overflowed = false;
+        this.emit('deferring', false, this.poster.depth);
       }
     } catch (err) {
       this.o.logger.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');

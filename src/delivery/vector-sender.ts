@@ -7,13 +7,15 @@ import { fetchPending, markDelivered, type OutboxRow } from '../store/outbox.js'
 import { isDataError } from '../util/batch.js';
 import { sleep } from '../util/clock.js';
 import type { BackendClient } from './backend-client.js';
-import { deliver } from './policy.js';
+import { deliver, type RouteGuard } from './policy.js';
 
 export interface VectorSenderOptions {
   pump: PumpConfig;
   pool: pg.Pool;
   client: BackendClient;
   breaker: CircuitBreakerPolicy;
+  /** The backend's route state: a refused route (3xx, 401, 403) holds the vector pending, never dead. */
+  route?: RouteGuard;
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
@@ -224,9 +226,7 @@ export class VectorSender {
     if (dead) {
       this.o.logger.error(
         { tiempo_sensor: row.tiempo, status, response: body.slice(0, 300) },
-        status === 401
-          ? 'backend rejected the API key (401): check API_KEY; vector kept as a dead letter'
-          : 'backend rejected the vector; kept as a dead letter',
+        'backend rejected the vector; kept as a dead letter',
       );
       this.o.onResult(row, { kind: 'dead', status, body, attempts });
     } else {
@@ -243,6 +243,18 @@ export class VectorSender {
       baseMs: this.o.retryBaseMs,
       maxMs: this.o.retryMaxMs,
       signal,
+      ...(this.o.route ? { route: this.o.route } : {}),
+      onHold: (answer, delay, holds) =>
+        this.o.logger.warn(
+          {
+            tiempo_sensor: row.tiempo,
+            status: answer.status,
+            ...(answer.location !== undefined ? { location: answer.location } : {}),
+            holds,
+            delay_ms: Math.round(delay),
+          },
+          'unified POST refused by the route (redirect, 401 or 403): the vector stays pending; check BASE_URL and API_KEY',
+        ),
       onRetry: (err, delay, attempt) =>
         this.o.logger.warn(
           { tiempo_sensor: row.tiempo, attempt, delay_ms: Math.round(delay), err: err.message },

@@ -1,6 +1,6 @@
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
-import { breakerState } from '../delivery/policy.js';
+import { breakerState, type RouteGuard } from '../delivery/policy.js';
 import { engineTableStats } from '../store/retention.js';
 import { notificationQueueUsage } from '../store/sessions.js';
 import type { WriterHealth } from '../util/batch.js';
@@ -12,7 +12,7 @@ export interface GaugeSources {
   pool: pg.Pool;
   lanes: Map<string, PumpLane>;
   outboxDepth: Map<string, number>;
-  backends: Map<string, { breaker: CircuitBreakerPolicy }>;
+  backends: Map<string, { breaker: CircuitBreakerPolicy; route?: RouteGuard }>;
   postsQueued: () => number;
   listening: () => boolean;
   catchUpRunning: () => boolean;
@@ -45,6 +45,17 @@ export function registerGauges(t: Telemetry, g: GaugeSources): void {
   t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
     for (const [pump, b] of g.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
   });
+  t.gauge(
+    'backend_route_refused',
+    "1 while the pump's backend refuses its route (a redirect, 401 or 403): its deliveries hold; `status` says which",
+    ['pump', 'status'],
+    (set) => {
+      for (const [pump, b] of g.backends) {
+        const fault = b.route?.fault;
+        if (fault) set({ pump, status: String(fault.status) }, 1);
+      }
+    },
+  );
   t.gauge('catchup_running', '1 while catch-up reads missed rows from the tables', [], (set) =>
     set({}, g.catchUpRunning() ? 1 : 0),
   );

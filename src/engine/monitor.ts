@@ -1,14 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
-import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
 import { BackendClient, createAgent } from '../delivery/backend-client.js';
 import { OutboxRecorder } from '../delivery/outbox-recorder.js';
-import { breakerState, createBreaker } from '../delivery/policy.js';
+import {
+  breakerState,
+  createBreaker,
+  describeRouteFault,
+  type RouteFault,
+  RouteGuard,
+} from '../delivery/policy.js';
 import { PostPipeline } from '../delivery/post-pipeline.js';
+import type { Backend } from '../delivery/sensor-poster.js';
 import { CheckpointKeeper, LedgerError } from '../ledger/checkpoint-keeper.js';
 import { CatchUpRunner } from '../source/catch-up.js';
 import { Decoder } from '../source/decode.js';
@@ -82,7 +88,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly rowPool: pg.Pool;
   private readonly lifetime = new AbortController();
   private readonly agent = createAgent();
-  private readonly backends = new Map<string, { client: BackendClient; breaker: CircuitBreakerPolicy }>();
+  private readonly backends = new Map<string, Backend>();
   private readonly ledger: CheckpointKeeper;
   private readonly deadLetters: BatchWriter<PendingDeadLetter>;
   private readonly recorder: OutboxRecorder;
@@ -169,12 +175,25 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       client: new BackendClient({ baseUrl, apiKey: config.apiKey, timeoutMs, agent: this.agent, onAnswer }),
     });
     for (const p of config.pumps) {
-      this.backends.set(
-        p.id,
-        backend(p.baseUrl, config.delivery.timeoutMs, (path, status) =>
-          this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
-        ),
+      const b: Backend = backend(p.baseUrl, config.delivery.timeoutMs, (path, status) =>
+        this.telemetry.backendAnswer(p.id, path === p.unifiedPath, status),
       );
+      // A refused route (redirect, 401, 403) holds the pump's deliveries: said once as it begins and ends.
+      const routeLog = this.log.child({ stage: 'delivery', pump: p.id });
+      b.route = new RouteGuard((fault, was) => {
+        if (fault) {
+          routeLog.error(
+            { status: fault.status, ...(fault.location !== undefined ? { location: fault.location } : {}) },
+            `backend route refused: ${describeRouteFault(fault)}; vectors stay pending and per-sensor posts queued or deferred, none dead-lettered`,
+          );
+        } else if (was) {
+          routeLog.warn(
+            { status: was.status, refusals: was.refusals },
+            'backend route answers again; delivery resumes',
+          );
+        }
+      });
+      this.backends.set(p.id, b);
     }
     const owned = () => [...this.activation.active];
     // The rows notifications name are read on a connection of their own, kept open: the live path waits
@@ -207,7 +226,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           pool: this.pool,
           recorder: this.recorder,
           ledger: this.ledger,
-          backend: this.backends.get(p.id) as { client: BackendClient; breaker: CircuitBreakerPolicy },
+          backend: this.backends.get(p.id) as Backend,
           retryBaseMs: config.delivery.retryBaseMs,
           retryMaxMs: config.delivery.retryMaxMs,
           logger: this.log.child({ stage: 'delivery', pump: p.id }),
@@ -444,6 +463,13 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       };
     }
     const owned = [...this.activation.active];
+    const refused = this.routeFaults(owned);
+    if (refused.length > 0) {
+      return {
+        ready: false,
+        reason: `backend route refused: ${refused.map(([pump, f]) => `pump ${pump}: ${describeRouteFault(f)}`).join('; ')}`,
+      };
+    }
     return {
       ready: true,
       reason: `listening on ${this.listener.channelCount} channels; owns ${owned.length ? owned.join(', ') : 'no pump (hot standby)'}`,
@@ -461,6 +487,16 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         pending: w.pending,
         error: w.lastError ?? 'unknown',
       }));
+  }
+
+  /** The owned pumps whose backend route is refused now (a redirect, 401 or 403). */
+  private routeFaults(pumps: string[]): [string, RouteFault][] {
+    const out: [string, RouteFault][] = [];
+    for (const pump of pumps) {
+      const fault = this.backends.get(pump)?.route?.fault;
+      if (fault) out.push([pump, fault]);
+    }
+    return out;
   }
 
   /** Open groups for display. */
@@ -495,6 +531,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         open_groups: this.lanes.get(p.id)?.openGroups ?? 0,
         outbox_pending: this.outboxDepth.get(p.id) ?? 0,
         breaker: backend ? breakerState(backend.breaker) : 'closed',
+        route_fault: routeFaultView(backend?.route?.fault),
+        sensor_posts_queued: this.posts.depthOf(p.id),
         min_fields: p.minFields,
         last_prediction: s.last_prediction,
       };
@@ -547,13 +585,23 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   /**
-   * Lets catch-up read another batch only when the queues have room. Groups below the threshold are not
+   * Lets catch-up read another batch only when the queues have room (each pump's own post queue). Groups below the threshold are not
    * waited for: only expiry closes them, and the assembler's cap bounds them (waiting would only stall).
    */
   private async capacity(): Promise<void> {
     const openLimit = this.config.assembler.maxOpenGroups / 2;
+    // Only the posts of pumps whose backend takes them now: a pump whose backend fails or refuses its route
+    // has its posts deferred to the database past its share, and must not stall the others' catch-up.
+    const postsFull = () => {
+      let depth = 0;
+      for (const [pump, b] of this.backends) {
+        if (b.route?.fault || breakerState(b.breaker) !== 'closed') continue;
+        depth += this.posts.depthOf(pump);
+      }
+      return depth > this.config.delivery.sensorQueue / 10;
+    };
     const full = () =>
-      this.posts.depth > this.config.delivery.sensorQueue / 10 ||
+      postsFull() ||
       [...this.lanes.values()].some((l) => l.settlingGroups > openLimit) ||
       this.recorder.backlog > 1_000;
     while (!this.lifetime.signal.aborted && !this.stopping && full()) await sleep(20, this.lifetime.signal);
@@ -608,6 +656,18 @@ async function checkTables(client: pg.PoolClient, tables: string[]): Promise<voi
       `sensor tables missing: ${missing.join(', ')}; run pump-monitor migrate, or check DB_NAME and PUMPS`,
     );
   }
+}
+
+/** A refused route for /status and the page: its status, a redirect's target, since when, and the fix. */
+function routeFaultView(f: RouteFault | undefined) {
+  if (!f) return null;
+  return {
+    status: f.status,
+    location: f.location ?? null,
+    since: new Date(f.since).toISOString(),
+    refusals: f.refusals,
+    reason: describeRouteFault(f),
+  };
 }
 
 /** A start-up problem that retrying will not fix. */

@@ -6,6 +6,7 @@ import { type AddResult, Assembler, type AssemblerOptions } from '../assembler/a
 import type { PumpConfig } from '../config/env.js';
 import type { BackendClient } from '../delivery/backend-client.js';
 import type { OutboxRecorder } from '../delivery/outbox-recorder.js';
+import type { RouteGuard } from '../delivery/policy.js';
 import { type SendResult, VectorSender } from '../delivery/vector-sender.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import type { DroppedGroup, Vector } from '../model/groups.js';
@@ -29,7 +30,7 @@ export interface PumpLaneOptions {
   pool: pg.Pool;
   recorder: OutboxRecorder;
   ledger: CheckpointKeeper;
-  backend: { client: BackendClient; breaker: CircuitBreakerPolicy };
+  backend: { client: BackendClient; breaker: CircuitBreakerPolicy; route?: RouteGuard };
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
@@ -92,6 +93,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
       pool: o.pool,
       client: o.backend.client,
       breaker: o.backend.breaker,
+      ...(o.backend.route ? { route: o.backend.route } : {}),
       retryBaseMs: o.retryBaseMs,
       retryMaxMs: o.retryMaxMs,
       logger: o.logger,

@@ -461,6 +461,7 @@ async function backendCheck(
   const started = performance.now();
   const signal = AbortSignal.timeout(timeoutMs);
   let status: number;
+  let location: string | undefined;
   try {
     const res = await request(url, {
       method: 'POST',
@@ -472,6 +473,8 @@ async function backendCheck(
       bodyTimeout: timeoutMs,
     });
     status = res.statusCode;
+    const loc = res.headers.location;
+    location = Array.isArray(loc) ? loc[0] : loc;
     await res.body.dump().catch(() => {});
   } catch (err) {
     const e = err as { code?: string; message?: string; cause?: { code?: string } };
@@ -504,12 +507,24 @@ async function backendCheck(
       ms,
     };
   }
+  // A refused route: the listener holds this pump's deliveries (nothing dead-lettered) until it is fixed.
+  const held =
+    "while it lasts, the listener holds this pump's vectors and per-sensor posts (none dead-lettered)";
   if (status === 401 || status === 403) {
     return {
       name,
       ok: false,
-      detail: `${head}: the backend rejected the API key${apiKey === '' ? ' (API_KEY is empty)' : ''}`,
-      hint: "check API_KEY: it must equal the backend's INTERNAL_API_KEY",
+      detail: `${head}: the backend rejected the API key${apiKey === '' ? ' (API_KEY is empty)' : ''}; ${held}`,
+      hint: "check API_KEY: it must equal the backend's INTERNAL_API_KEY; then restart the listener, which delivers what it held",
+      ms,
+    };
+  }
+  if (status >= 300 && status < 400) {
+    return {
+      name,
+      ok: false,
+      detail: `${head}: a redirect${location ? ` to ${location}` : ' (no Location)'}, which the listener does not follow; ${held}`,
+      hint: `set ${pump.baseUrlEnv} to the backend's current address${location ? ` (the redirect's target, ${location}, without ${pump.unifiedPath})` : ''}; then restart the listener, which delivers what it held`,
       ms,
     };
   }

@@ -51,6 +51,33 @@ export async function fetchDeferred(
   return rows.map((r) => ({ ...r, id: Number(r.id), key: r.key ?? undefined }));
 }
 
+/**
+ * The oldest deferred posts of each given pump after that pump's own cursor, at most its own limit: one
+ * round trip, so that a pump whose queue is full (its backend failing) does not hold back another's.
+ */
+export async function fetchDeferredEach(
+  db: pg.Pool,
+  wants: { pump: string; afterId: number; limit: number }[],
+): Promise<DeferredPost[]> {
+  const { rows } = await db.query<{
+    id: string;
+    pump: string;
+    channel: string;
+    payload: string;
+    key: string | null;
+  }>(
+    `SELECT d.id, d.pump, d.channel, d.payload, d.key
+       FROM unnest($1::text[], $2::bigint[], $3::int[]) AS w(pump, after_id, lim)
+       CROSS JOIN LATERAL (
+         SELECT id, pump, channel, payload, idempotency_key AS key FROM ${T}
+          WHERE pump = w.pump AND id > w.after_id ORDER BY id LIMIT w.lim
+       ) d
+      ORDER BY d.id`,
+    [wants.map((w) => w.pump), wants.map((w) => w.afterId), wants.map((w) => w.limit)],
+  );
+  return rows.map((r) => ({ ...r, id: Number(r.id), key: r.key ?? undefined }));
+}
+
 export async function deleteDeferred(db: pg.Pool, ids: number[]): Promise<void> {
   await db.query(`DELETE FROM ${T} WHERE id = ANY($1::bigint[])`, [bigintArray(ids)]);
 }

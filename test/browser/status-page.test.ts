@@ -240,6 +240,32 @@ describe('status page', () => {
     expect(external).toEqual([]);
   }, 240_000);
 
+  it("names a refused route on the pump's card, with its status and target, and clears it when it answers again", async () => {
+    const b = requireChromium();
+    const context = await b.newContext({ httpCredentials: CREDENTIALS });
+    const page = await context.newPage();
+    const target = 'https://prediction.example.net/sensores_b';
+    const backend = (h as Harness).backend;
+    backend.behaviour = (r) =>
+      r.path.startsWith('/sensores_b/') ? { status: 308, headers: { location: target } } : undefined;
+    try {
+      await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
+      const fault = (pump: string) => page.locator(`article.pump[data-pump="${pump}"] .route-fault`);
+      await fault('B').waitFor({ state: 'visible', timeout: SLOW });
+      const text = (await fault('B').textContent()) ?? '';
+      expect(text).toContain('308');
+      expect(text).toContain(target);
+      expect(text).toContain('BASE_URL');
+      expect(await fault('A').isVisible()).toBe(false);
+    } finally {
+      backend.behaviour = () => undefined;
+    }
+    await page
+      .locator('article.pump[data-pump="B"] .route-fault')
+      .waitFor({ state: 'hidden', timeout: SLOW });
+    await context.close();
+  }, 120_000);
+
   it('asks for credentials: without them the page and its modules answer 401 with a Basic challenge', async () => {
     const context = await requireChromium().newContext({ viewport: { width: 800, height: 600 } });
     const page = await context.newPage();

@@ -224,6 +224,18 @@ describe('diagnose reports what was broken on purpose', () => {
     expect(allOutput(checks)).not.toContain(h.db.config.password as string);
   });
 
+  it('a backend that redirects fails its check with the status, the target and the fix', async () => {
+    const target = 'https://prediction.example.net/v2/sensores/predecir-bomba';
+    h.backend.behaviour = () => ({ status: 301, headers: { location: target } });
+    const checks = await runDiagnostics(h.config);
+    expect(failures(checks)).toEqual(['backend A', 'backend B']);
+    const a = byName(checks, 'backend A');
+    expect(a.detail).toContain('answered 301');
+    expect(a.detail).toContain(target);
+    expect(a.detail).toContain('none dead-lettered');
+    expect(a.hint).toContain(h.pumps.A.baseUrlEnv);
+  });
+
   it('a backend that never answers fails within the timeout', async () => {
     h.backend.behaviour = () => 'hang';
     const before = h.backend.requests.length;

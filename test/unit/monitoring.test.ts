@@ -62,6 +62,7 @@ describe('deploy/monitoring', () => {
     expect(alerts).toEqual(
       expect.arrayContaining([
         'PumpMonitorBreakerOpen',
+        'PumpMonitorBackendRouteRefused',
         'PumpMonitorOutboxBacklogGrowing',
         'PumpMonitorDeadLettersRising',
         'PumpMonitorNotReady',

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { type BackendAnswer, RetryableError } from '../../src/delivery/backend-client.js';
-import { breakerState, createBreaker, type DeliveryOptions, deliver } from '../../src/delivery/policy.js';
+import { type BackendAnswer, classify, RetryableError } from '../../src/delivery/backend-client.js';
+import {
+  breakerState,
+  createBreaker,
+  type DeliveryOptions,
+  deliver,
+  RouteGuard,
+} from '../../src/delivery/policy.js';
 
 function options(over: Partial<DeliveryOptions> = {}): DeliveryOptions {
   return {
@@ -21,12 +27,65 @@ function scripted(...script: (number | string)[]) {
     const next = script[Math.min(calls.length, script.length - 1)] as number | string;
     calls.push(Date.now());
     if (typeof next === 'string') throw new RetryableError(next);
-    return { status: next, body: '{}', ...(next === 429 ? { retryAfterMs: 120 } : {}) };
+    return {
+      status: next,
+      body: '{}',
+      ...(next === 429 ? { retryAfterMs: 120 } : {}),
+      ...(next === 301 ? { location: 'https://moved.example/api' } : {}),
+    };
   };
   return { fn, calls };
 }
 
+describe('classify', () => {
+  it('a redirect, 401 and 403 hold; 400, 404 and 422 are the item rejected; 408, 429 and 5xx retried', () => {
+    expect([301, 302, 307, 308, 401, 403].map(classify)).toEqual(Array(6).fill('hold'));
+    expect([400, 404, 409, 422].map(classify)).toEqual(Array(4).fill('reject'));
+    expect([408, 429, 500, 503].map(classify)).toEqual(Array(4).fill('retry'));
+    expect(classify(200)).toBe('ok');
+  });
+});
+
 describe('deliver', () => {
+  it('holds on a refused route without spending the budget, marks the guard, and clears it on the next answer', async () => {
+    const changes: (number | undefined)[] = [];
+    const route = new RouteGuard((fault) => changes.push(fault?.status));
+    const { fn, calls } = scripted(301, 301, 401, 401, 401, 401, 200);
+    const seen: (number | undefined)[] = [];
+    const r = await deliver(
+      async () => {
+        const a = await fn();
+        seen.push(route.fault?.status);
+        return a;
+      },
+      options({ maxAttempts: 1, route }),
+    );
+    // Six refusals and a budget of one attempt: the refusals did not count.
+    expect(r).toMatchObject({ kind: 'ok', attempts: 1 });
+    expect(calls).toHaveLength(7);
+    // Before the 3rd call the guard held the 301 with its target; the change to 401 and the end were heard.
+    expect(seen[2]).toBe(301);
+    expect(changes).toEqual([301, 401, undefined]);
+    expect(route.fault).toBeUndefined();
+  });
+
+  it('a refused route records the redirect target; a rejection of the item still ends the delivery', async () => {
+    const route = new RouteGuard();
+    const { fn } = scripted(301, 422);
+    const r = await deliver(fn, options({ route }));
+    expect(r).toMatchObject({ kind: 'rejected', answer: { status: 422 }, attempts: 1 });
+    expect(route.fault).toBeUndefined();
+    const held = new RouteGuard();
+    const { fn: moved } = scripted(301);
+    const controller = new AbortController();
+    const pending = deliver(moved, options({ route: held, signal: controller.signal }));
+    await new Promise((res) => setTimeout(res, 30));
+    expect(held.fault).toMatchObject({ status: 301, location: 'https://moved.example/api' });
+    expect(held.fault?.refusals).toBeGreaterThan(1);
+    controller.abort();
+    expect(await pending).toMatchObject({ kind: 'cancelled' });
+  });
+
   it('returns ok on the first 200, after one attempt', async () => {
     const { fn, calls } = scripted(200);
     expect(await deliver(fn, options())).toMatchObject({ kind: 'ok', attempts: 1 });
