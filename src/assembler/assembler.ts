@@ -145,8 +145,12 @@ export class Assembler {
     return replaced ? 'replaced' : 'added';
   }
 
-  /** Resolves groups whose settle time or expiry has passed. Call it periodically. */
-  tick(): void {
+  /**
+   * Resolves groups whose settle time or expiry has passed. Call it periodically. `missing`: rows of the
+   * pump may still be unread (notifications were lost and a catch-up has not finished): a group at the
+   * threshold waits for them rather than going out with fills; expiry still closes it.
+   */
+  tick(missing = false): void {
     const now = this.clock.now();
     // Closed keys are kept in closing order: forget those past the late window.
     for (const [tiempo, { at }] of this.closed) {
@@ -155,7 +159,7 @@ export class Assembler {
     }
     for (const g of this.groups.values()) {
       const expired = now - g.firstAt >= this.opts.expiryMs;
-      const settled = g.count >= this.pump.minFields && now - g.lastAt >= this.opts.settleMs;
+      const settled = !missing && g.count >= this.pump.minFields && now - g.lastAt >= this.opts.settleMs;
       if (!expired && !settled) continue;
       const fills = g.count >= this.pump.minFields ? this.fillsFor(g, now) : undefined;
       if (fills) this.emit(g, fills);

@@ -21,6 +21,7 @@ import { Decoder } from '../source/decode.js';
 import { Intake } from '../source/intake.js';
 import { backoffSchedule, Listener } from '../source/listener.js';
 import { RowFetcher } from '../source/row-fetcher.js';
+import type { Reader } from '../store/checkpoints.js';
 import {
   createPool,
   DatabaseUnavailableError,
@@ -100,6 +101,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly catchUp: CatchUpRunner;
   private readonly activation: Activation;
   private readonly outboxDepth = new Map<string, number>();
+  /** Each pump's readers (pump, table). */
+  private readonly readersOf = new Map<string, Reader[]>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   /** Checkouts of the pool: about one per query, since almost every query is a pool.query. */
@@ -196,6 +199,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       this.backends.set(p.id, b);
     }
     const owned = () => [...this.activation.active];
+    for (const p of config.pumps)
+      this.readersOf.set(
+        p.id,
+        p.sensors.map((s) => ({ pump: p.id, table: s.table })),
+      );
     // The rows notifications name are read on a connection of their own, kept open: the live path waits
     // on no writer, catch-up or checkpoint save for a pooled connection.
     this.rowPool = createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0);
@@ -581,7 +589,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   }
 
   private tick(): void {
-    for (const lane of this.lanes.values()) lane.tick();
+    for (const [pump, lane] of this.lanes) lane.tick(this.ledger.held(this.readersOf.get(pump) ?? []));
   }
 
   /**

@@ -75,8 +75,9 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     return this.assembler.add(r);
   }
 
-  tick(): void {
-    this.assembler.tick();
+  /** `missing`: rows of the pump may still be unread (a catch-up is due): no group closes early. */
+  tick(missing = false): void {
+    this.assembler.tick(missing);
   }
 
   /** Forgets open groups: another replica owned the pump meanwhile, so its checkpoints are the truth. */

@@ -117,6 +117,12 @@ export class CheckpointKeeper {
     for (const r of readers) this.progress.get(readerKey(r.pump, r.table))?.p.holdFromLatest();
   }
 
+  /** Whether any of these readers is held: rows of them may not have been read yet. */
+  held(readers: Reader[]): boolean {
+    for (const r of readers) if (this.progress.get(readerKey(r.pump, r.table))?.p.held) return true;
+    return false;
+  }
+
   start(): void {
     this.timer ??= setInterval(
       () => void this.save(this.o.ownedReaders(), this.o.maxPerSave ?? MAX_READERS_PER_SAVE),

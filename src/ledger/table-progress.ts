@@ -50,6 +50,11 @@ export class TableProgress {
     return true;
   }
 
+  /** Rows may have been missed and a catch-up has not yet read the table to its end. */
+  get held(): boolean {
+    return this.holdAt !== Number.POSITIVE_INFINITY;
+  }
+
   /** Whether `id` is at or below the saved checkpoint: settled, so a notification naming it repeats one. */
   passed(id: number): boolean {
     return id <= this.persisted;

@@ -185,6 +185,25 @@ describe('assembler', () => {
     expect(a.openGroups).toBe(1);
   });
 
+  it('holds a group at the threshold while rows may be unread, and closes it at expiry all the same', () => {
+    const { a, add, clock, vectors } = setup(pumpA);
+    add('t0', 20); // a last value for every field, for fills
+    add('t1', 19);
+    clock.advance(opts.settleMs);
+    a.tick(true); // a catch-up is due: the 20th reading may be among the rows not read yet
+    expect(vectors).toHaveLength(1);
+    expect(a.openGroups).toBe(1);
+    a.tick(false); // read to the end: the settle rule applies again
+    expect(vectors.map((v) => [v.tiempo, v.filled.length])).toEqual([
+      ['t0', 0],
+      ['t1', 1],
+    ]);
+    add('t2', 19);
+    clock.advance(opts.expiryMs);
+    a.tick(true); // still missing at expiry: resolved as always
+    expect(vectors.map((v) => v.tiempo)).toEqual(['t0', 't1', 't2']);
+  });
+
   it('caps open groups and resolves the oldest by arrival', () => {
     const { dropped, add, a } = setup(pumpA, { ...opts, maxOpenGroups: 3 });
     for (const t of ['t1', 't2', 't3', 't4', 't5']) add(t, 2);
