@@ -73,13 +73,15 @@ export async function readRowsById(
     const cols = shape === 'sensor' ? `valor_sensor::float8, ${TIEMPO}` : 'NULL::float8, bitacora::text';
     return `SELECT ${k} AS k, id, ${cols} FROM ${quoteIdent(table)} WHERE id = ANY($${k + 1}::bigint[])`;
   });
-  const { rows } = await db.query<{ k: number; id: string; v: number | null; t: string | null }>({
-    text: `SELECT k, id, v, t FROM (${parts.join('\nUNION ALL\n')}) AS r(k, id, v, t)`,
+  // Rows as arrays: no object per row to build and drop (a notification's row is read once).
+  const { rows } = await db.query<[number, string, number | null, string | null]>({
+    text: parts.join('\nUNION ALL\n'),
     values: params,
+    rowMode: 'array',
   });
-  for (const r of rows) {
-    const id = Number(r.id);
-    out[r.k]?.set(id, { id, valor: r.v, text: r.t });
+  for (const [k, rawId, valor, text] of rows) {
+    const id = Number(rawId);
+    out[k]?.set(id, { id, valor, text });
   }
   return out;
 }
