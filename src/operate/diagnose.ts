@@ -4,8 +4,10 @@ import pg from 'pg';
 import { Agent, request } from 'undici';
 import { type Config, type DatabaseConfig, describeDatabase, type PumpConfig } from '../config/env.js';
 import type { SensorDefinition } from '../config/pumps.js';
+import { passedCheckpoints } from '../store/checkpoints.js';
 import { clientConfig, describePgError, quoteIdent } from '../store/db.js';
 import { engineTableStats } from '../store/retention.js';
+import { missingTables } from '../store/sensor-rows.js';
 
 /** One line of the diagnosis. */
 export interface Check {
@@ -338,6 +340,12 @@ async function databaseChecks(config: DiagnoseConfig, timeoutMs: number): Promis
       checks.push(schema.table, schema.trigger, notifyCheck(ch, replica, notified, timeoutMs));
     });
     checks.push(await engineTablesCheck(client));
+    checks.push(
+      await checkpointsCheck(
+        client,
+        channels.map((c) => c.sensor.table),
+      ),
+    );
   } catch (err) {
     checks.push({
       name: 'database',
@@ -601,6 +609,42 @@ export function toJson(checks: Check[]): DiagnosisJson {
 
 export function formatJson(checks: Check[]): string {
   return `${JSON.stringify(toJson(checks), null, 2)}\n`;
+}
+
+/**
+ * No reader's checkpoint is past its table's last row: only a notification's id, trusted by versions
+ * before the row was the truth, could put it there, and every row written since would be skipped.
+ */
+async function checkpointsCheck(client: pg.Client, tables: string[]): Promise<Check> {
+  const { rows } = await client.query<{ t: string | null }>(
+    "SELECT to_regclass('pump_monitor.checkpoints')::text AS t",
+  );
+  if (rows[0]?.t === null || rows[0]?.t === undefined) {
+    return { name: 'checkpoints', ok: true, detail: 'no checkpoints yet (listen creates them)' };
+  }
+  try {
+    // A missing table has its own failed check.
+    const missing = new Set(await missingTables(client, [...new Set(tables)]));
+    const passed = await passedCheckpoints(
+      client,
+      tables.filter((t) => !missing.has(t)),
+    );
+    if (passed.length === 0)
+      return { name: 'checkpoints', ok: true, detail: 'every checkpoint is within its table' };
+    return {
+      name: 'checkpoints',
+      ok: false,
+      detail: `past the table's last row: ${passed.map((p) => `${p.table} (${p.pump}) at ${p.lastId}, last row ${p.lastRow}`).join('; ')}`,
+      hint: 'start pump-monitor listen: it brings each back to the last row on record as delivered and reads the rows above it',
+    };
+  } catch (err) {
+    return {
+      name: 'checkpoints',
+      ok: false,
+      detail: `could not compare the checkpoints with their tables: ${describePgError(err)}`,
+      hint: 'the database user needs to read pump_monitor.checkpoints and the sensor tables',
+    };
+  }
 }
 
 /** The engine schema's tables with their rows and sizes: what retention keeps bounded. */

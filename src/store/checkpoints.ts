@@ -103,51 +103,72 @@ export interface RepairedCheckpoint {
  * members), or to the table's last row when none is: rows above are read again, and the post ledger and
  * the outbox's members recognise any that were delivered before.
  */
-export async function repairPassedCheckpoints(
+/** Readers of these tables whose saved checkpoint is past the table's last row (0 for an empty table). */
+export async function passedCheckpoints(
   db: pg.Pool | pg.ClientBase,
-  readers: Reader[],
-): Promise<RepairedCheckpoint[]> {
-  const tables = [...new Set(readers.map((r) => r.table))];
-  if (tables.length === 0) return [];
-  const parts = tables.map(
+  tables: string[],
+): Promise<{ pump: string; table: string; lastId: number; lastRow: number; tableNo: number }[]> {
+  const distinct = [...new Set(tables)];
+  if (distinct.length === 0) return [];
+  const parts = distinct.map(
     (t, i) => `SELECT $${i + 1}::text AS t, (SELECT max(id) FROM ${quoteIdent(t)}) AS m`,
   );
-  const { rows: tops } = await db.query<{ t: string; m: string | null }>(parts.join('\nUNION ALL\n'), tables);
-  const lastRow = new Map(tops.map((r) => [r.t, r.m === null ? 0 : Number(r.m)]));
-  const { rows: passed } = await db.query<{
+  const { rows: tops } = await db.query<{ t: string; m: string | null }>(
+    parts.join('\nUNION ALL\n'),
+    distinct,
+  );
+  const { rows } = await db.query<{
     table_name: string;
     pump: string;
     last_id: string;
     table_no: number;
+    top: string;
   }>(
-    `SELECT c.table_name, c.pump, c.last_id, c.table_no FROM ${T} c
+    `SELECT c.table_name, c.pump, c.last_id, c.table_no, m.top FROM ${T} c
        JOIN unnest($1::text[], $2::bigint[]) AS m(t, top) ON c.table_name = m.t
       WHERE c.last_id > m.top`,
-    [[...lastRow.keys()], [...lastRow.values()]],
+    [tops.map((r) => r.t), tops.map((r) => (r.m === null ? 0 : Number(r.m)))],
+  );
+  return rows.map((r) => ({
+    pump: r.pump,
+    table: r.table_name,
+    lastId: Number(r.last_id),
+    lastRow: Number(r.top),
+    tableNo: r.table_no,
+  }));
+}
+
+export async function repairPassedCheckpoints(
+  db: pg.Pool | pg.ClientBase,
+  readers: Reader[],
+): Promise<RepairedCheckpoint[]> {
+  const passed = await passedCheckpoints(
+    db,
+    readers.map((r) => r.table),
   );
   const wanted = new Set(readers.map((r) => readerKey(r.pump, r.table)));
   const out: RepairedCheckpoint[] = [];
   for (const c of passed) {
-    if (!wanted.has(readerKey(c.pump, c.table_name))) continue;
-    const top = lastRow.get(c.table_name) ?? 0;
+    if (!wanted.has(readerKey(c.pump, c.table))) continue;
+    const top = c.lastRow;
     const { rows } = await db.query<{ n: string | null }>(
       `SELECT greatest(
          (SELECT max(row_id) FROM ${SENSOR_POSTS} WHERE table_name = $1 AND pump = $2 AND row_id <= $4),
          (SELECT max(m & ${MEMBER_BITS_MASK}::bigint) FROM ${ENGINE_SCHEMA}.outbox o, unnest(o.members) m
            WHERE o.pump = $2 AND (m >> ${MEMBER_SHIFT}) = $3 AND (m & ${MEMBER_BITS_MASK}::bigint) <= $4)) AS n`,
-      [c.table_name, c.pump, c.table_no, top],
+      [c.table, c.pump, c.tableNo, top],
     );
     const recorded = rows[0]?.n;
     const now = recorded === null || recorded === undefined ? top : Number(recorded);
     await db.query(`UPDATE ${T} SET last_id = $3, updated_at = now() WHERE table_name = $1 AND pump = $2`, [
-      c.table_name,
+      c.table,
       c.pump,
       now,
     ]);
     out.push({
       pump: c.pump,
-      table: c.table_name,
-      was: Number(c.last_id),
+      table: c.table,
+      was: c.lastId,
       lastRow: top,
       now,
       recorded: recorded !== null && recorded !== undefined,

@@ -86,8 +86,8 @@ describe('diagnose against a healthy setup', () => {
     }
     expect(new Map([...seen].sort())).toEqual(new Map(sensors.map((s) => [s.channel, 1] as const).sort()));
     expect(failures(checks)).toEqual([]);
-    // connection, listen, queue, three per channel, the engine tables, one per backend.
-    expect(checks).toHaveLength(3 + sensors.length * 3 + 1 + 2);
+    // connection, listen, queue, three per channel, the engine tables, the checkpoints, one per backend.
+    expect(checks).toHaveLength(3 + sensors.length * 3 + 1 + 1 + 2);
     // The harness migrated the engine schema: its tables are listed with their rows and sizes.
     expect(byName(checks, 'engine tables').detail).toMatch(/outbox \d+ rows \d+\.\d MB/);
     expect(byName(checks, 'engine tables').detail).toContain('sensor_posts');

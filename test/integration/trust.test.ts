@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PumpConfig } from '../../src/config/env.js';
+import { runDiagnostics } from '../../src/operate/diagnose.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
@@ -132,8 +133,9 @@ describe('the row is the truth: forged notifications on the default wiring', () 
     await notify(h, channel, { id_sensor: id, valor: 70.5, tiempo_sensor: '2026-03-01T10:00:00' });
     await waitFor('posted', () => postsOf(h, `rd-${table}-${id}`).length === 1);
     expect(postsOf(h, `rd-${table}-${id}`)[0]?.body).toMatchObject({ id_sensor: id, valor: 7.5 });
-    const letters = await deadLetters(h, 'payload_mismatch');
-    expect(letters.some((l) => JSON.parse(l.payload).valor === 70.5)).toBe(true);
+    await waitFor('the mismatch on record', async () =>
+      (await deadLetters(h, 'payload_mismatch')).some((l) => JSON.parse(l.payload).valor === 70.5),
+    );
   });
 
   it('brings back a checkpoint an earlier version left past its table, with one line, and reads what it skipped', async () => {
@@ -145,6 +147,10 @@ describe('the row is the truth: forged notifications on the default wiring', () 
       [table, 'A', FORGED_BIG],
     );
     const ids = await insertTimestamp(h.admin, A, '2026-03-01T11:00:00', { value: () => 3.75 });
+    // diagnose names it before the engine starts.
+    const before = (await runDiagnostics(h.config)).find((c) => c.name === 'checkpoints');
+    expect(before).toMatchObject({ ok: false });
+    expect(before?.detail).toContain(`${table} (A) at ${FORGED_BIG}`);
     warnings.length = 0;
     await h.startMonitor({}, { logger: logger() });
     const repaired = warnings.filter((w) => String(w.msg).includes("past the table's last row"));
@@ -153,6 +159,8 @@ describe('the row is the truth: forged notifications on the default wiring', () 
     expectExactlyOnce(await h.ledger().settle({ admin: h.admin, monitors: [h.monitor], timeoutMs: 30_000 }));
     expect(postsOf(h, `rd-${table}-${ids[0]}`)).toHaveLength(1);
     expect(await checkpoint(h, 'A', table)).toBeLessThanOrEqual(await lastId(h, table));
+    const after = (await runDiagnostics(h.config)).find((c) => c.name === 'checkpoints');
+    expect(after).toMatchObject({ ok: true });
   });
 
   it('holds the checkpoint for a garbled notification on a known channel, and catches up the row behind it', async () => {
