@@ -2,6 +2,7 @@ import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
+import { inTransaction } from '../store/db.js';
 import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { fetchPending, markDelivered, type OutboxRow } from '../store/outbox.js';
 import { isDataError } from '../util/batch.js';
@@ -206,15 +207,17 @@ export class VectorSender {
       let refused: unknown;
       const recorded = await this.persist(
         signal,
-        async (db) => {
-          await markDelivered(db, row.id, {
-            status: 'dead',
-            attempts,
-            responseStatus: status,
-            responseBody: refused === undefined ? body.slice(0, 2000) : null,
-          });
-          await insertDeadLetters(db, [refused === undefined ? letter : bareDeadLetter(letter, refused)]);
-        },
+        // One transaction: a crash between the two left the vector dead with no letter to retry it by.
+        (db) =>
+          inTransaction(db, async (tx) => {
+            await markDelivered(tx, row.id, {
+              status: 'dead',
+              attempts,
+              responseStatus: status,
+              responseBody: refused === undefined ? body.slice(0, 2000) : null,
+            });
+            await insertDeadLetters(tx, [refused === undefined ? letter : bareDeadLetter(letter, refused)]);
+          }),
         (err) => {
           if (refused === undefined && isDataError(err)) refused = err;
         },

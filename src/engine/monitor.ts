@@ -588,8 +588,16 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     };
   }
 
+  /**
+   * Resolves the pumps' groups in time. A group waits past its settle time while rows of its pump may be
+   * unread: its readers are held for a catch-up, or a row a notification named has waited for its read
+   * more than a quarter of the settle time (the database or the connection stalls).
+   */
   private tick(): void {
-    for (const [pump, lane] of this.lanes) lane.tick(this.ledger.held(this.readersOf.get(pump) ?? []));
+    const stalled = this.rows.waitingMs() > this.config.assembler.settleMs / 4;
+    for (const [pump, lane] of this.lanes) {
+      lane.tick(stalled || this.ledger.held(this.readersOf.get(pump) ?? []));
+    }
   }
 
   /**

@@ -12,6 +12,8 @@ export interface RowRequest {
   found: (row: RowById | undefined) => void;
   /** The read failed: the row may exist and must be read another way (a hold and a catch-up). */
   failed: (err: unknown) => void;
+  /** When it was asked for (set by fetch). */
+  at?: number;
 }
 
 export interface RowFetcherOptions {
@@ -34,6 +36,8 @@ export class RowFetcher {
   private queue: RowRequest[] = [];
   private running: Promise<void> | undefined;
   private scheduled = false;
+  /** When the oldest request of the read under way was asked for. */
+  private readingSince: number | undefined;
   /** Reads done, and requests they answered (for the bench and tests). */
   reads = 0;
   rows = 0;
@@ -45,7 +49,14 @@ export class RowFetcher {
     return this.queue.length;
   }
 
+  /** How long the oldest request not yet answered has waited (0 when none waits). */
+  waitingMs(now = Date.now()): number {
+    const oldest = this.readingSince ?? this.queue[0]?.at;
+    return oldest === undefined ? 0 : now - oldest;
+  }
+
   fetch(req: RowRequest): void {
+    req.at = Date.now();
     this.queue.push(req);
     if (this.running || this.scheduled) return;
     // Let the rest of this socket read's notifications join the batch.
@@ -83,9 +94,11 @@ export class RowFetcher {
       }
       const groups = [...byTable.values()];
       let found: Map<number, RowById>[];
+      this.readingSince = batch[0]?.at;
       try {
         found = await readRowsById(this.o.pool, groups);
       } catch (err) {
+        this.readingSince = undefined;
         this.o.logger.warn(
           { err: describePgError(err), rows: batch.length },
           'reading notified rows failed; those tables are held and caught up',
@@ -93,6 +106,7 @@ export class RowFetcher {
         for (const r of batch) this.answer(() => r.failed(err));
         continue;
       }
+      this.readingSince = undefined;
       this.reads += 1;
       this.rows += batch.length;
       for (const r of batch) {

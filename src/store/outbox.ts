@@ -144,7 +144,7 @@ export async function countPending(db: pg.Pool): Promise<Map<string, number>> {
 }
 
 export async function markDelivered(
-  db: pg.Pool,
+  db: pg.Pool | pg.ClientBase,
   id: number,
   outcome: {
     status: 'sent' | 'dead';
