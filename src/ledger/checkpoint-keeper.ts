@@ -54,6 +54,8 @@ export class LedgerError extends Error {
  */
 export class CheckpointKeeper {
   private readonly progress = new Map<string, { reader: Reader; p: TableProgress }>();
+  /** The same, by pump then table: looked up per reading without building a key. */
+  private readonly byPump = new Map<string, Map<string, { reader: Reader; p: TableProgress }>>();
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;
   /** Where the next capped write starts among the readers. */
@@ -87,13 +89,20 @@ export class CheckpointKeeper {
       }
       const p = new TableProgress(r.table, cp.lastId, cp.no);
       p.holdFromLatest();
-      this.progress.set(readerKey(r.pump, r.table), { reader: r, p });
+      const entry = { reader: r, p };
+      this.progress.set(readerKey(r.pump, r.table), entry);
+      let tables = this.byPump.get(r.pump);
+      if (!tables) {
+        tables = new Map();
+        this.byPump.set(r.pump, tables);
+      }
+      tables.set(r.table, entry);
     }
   }
 
   /** One reader's progress. */
   reader(pump: string, table: string): TableProgress {
-    const e = this.progress.get(readerKey(pump, table));
+    const e = this.byPump.get(pump)?.get(table);
     if (!e) throw new Error(`no progress for table ${table} read by ${pump}`);
     return e.p;
   }
@@ -104,7 +113,7 @@ export class CheckpointKeeper {
   }
 
   settle(pump: string, table: string, id: number): void {
-    this.progress.get(readerKey(pump, table))?.p.settle(id);
+    this.byPump.get(pump)?.get(table)?.p.settle(id);
   }
 
   /** A row's member number for this reader, as the outbox records it. */

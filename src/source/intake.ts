@@ -123,9 +123,10 @@ export class Intake extends EventEmitter<IntakeEvents> {
     }
     const table = (routes[0] as (typeof routes)[number]).sensor.table;
     const id = claim.id;
-    for (const x of routes) o.reader(x.pump, x.sensor.table).claim(id);
+    const readers = routes.map((x) => o.reader(x.pump, x.sensor.table));
+    for (const p of readers) p.claim(id);
     const release = () => {
-      for (const x of routes) o.reader(x.pump, x.sensor.table).unclaim(id);
+      for (const p of readers) p.unclaim(id);
     };
     o.rows.fetch({
       table,
@@ -161,7 +162,7 @@ export class Intake extends EventEmitter<IntakeEvents> {
       },
       failed: () => {
         // Not read: held from this id until a catch-up has read the table.
-        for (const x of routes) o.reader(x.pump, x.sensor.table).holdFrom(id);
+        for (const p of readers) p.holdFrom(id);
         release();
         o.missed();
       },

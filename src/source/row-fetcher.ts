@@ -82,13 +82,13 @@ export class RowFetcher {
     while (this.queue.length > 0) {
       const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max);
       this.queue = this.queue.length <= max ? [] : this.queue.slice(max);
+      // By table: a sensor table and a logbook table never share a name.
       const byTable = new Map<string, { table: string; shape: RowShape; ids: number[]; k: number }>();
       for (const r of batch) {
-        const key = `${r.shape}\u0000${r.table}`;
-        let g = byTable.get(key);
+        let g = byTable.get(r.table);
         if (!g) {
           g = { table: r.table, shape: r.shape, ids: [], k: byTable.size };
-          byTable.set(key, g);
+          byTable.set(r.table, g);
         }
         g.ids.push(r.id);
       }
@@ -110,7 +110,7 @@ export class RowFetcher {
       this.reads += 1;
       this.rows += batch.length;
       for (const r of batch) {
-        const g = byTable.get(`${r.shape}\u0000${r.table}`) as { k: number };
+        const g = byTable.get(r.table) as { k: number };
         this.answer(() => r.found(found[g.k]?.get(r.id)));
       }
     }
