@@ -295,7 +295,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     if (!this.owned || this.readingRetries || this.queue.length > this.o.batch) return;
     this.readingRetries = true;
     try {
-      const rows = await fetchDeferred(this.o.pool, [this.id], 20, this.retryCursor);
+      const rows = await fetchDeferred(this.o.pool, this.id, 20, this.retryCursor);
       const stale: number[] = [];
       for (const d of rows) {
         this.retryCursor = Math.max(this.retryCursor, d.id);

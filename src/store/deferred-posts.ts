@@ -30,27 +30,6 @@ export async function insertDeferred(db: pg.Pool, posts: Omit<DeferredPost, 'id'
   );
 }
 
-/** The oldest deferred posts of the given pumps after `afterId`. */
-export async function fetchDeferred(
-  db: pg.Pool,
-  pumps: string[],
-  limit: number,
-  afterId: number,
-): Promise<DeferredPost[]> {
-  const { rows } = await db.query<{
-    id: string;
-    pump: string;
-    channel: string;
-    payload: string;
-    key: string | null;
-  }>(
-    `SELECT id, pump, channel, payload, idempotency_key AS key FROM ${T}
-      WHERE pump = ANY($1) AND id > $3 ORDER BY id LIMIT $2`,
-    [pumps, limit, afterId],
-  );
-  return rows.map((r) => ({ ...r, id: Number(r.id), key: r.key ?? undefined }));
-}
-
 /**
  * The oldest deferred posts of each given pump after that pump's own cursor, at most its own limit: one
  * round trip, so that a pump whose queue is full (its backend failing) does not hold back another's.
@@ -76,6 +55,16 @@ export async function fetchDeferredEach(
     [wants.map((w) => w.pump), wants.map((w) => w.afterId), wants.map((w) => w.limit)],
   );
   return rows.map((r) => ({ ...r, id: Number(r.id), key: r.key ?? undefined }));
+}
+
+/** The oldest deferred posts of one pump (or logbook) after `afterId`. */
+export function fetchDeferred(
+  db: pg.Pool,
+  pump: string,
+  limit: number,
+  afterId: number,
+): Promise<DeferredPost[]> {
+  return fetchDeferredEach(db, [{ pump, afterId, limit }]);
 }
 
 export async function deleteDeferred(db: pg.Pool, ids: number[]): Promise<void> {

@@ -29,3 +29,40 @@ export function spawnListener(env: Record<string, string>): ChildListener {
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   return { proc, output, exited };
 }
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Milliseconds from start to exit. */
+  ms: number;
+}
+
+/**
+ * `pump-monitor …` as a child process, from the sources (through tsx), with only PATH, HOME and `env` in
+ * its environment. Killed with SIGKILL past `killAfterMs`, so a command that hangs fails its test.
+ */
+export function runCli(args: string[], env: Record<string, string>, killAfterMs = 60_000): Promise<CliRun> {
+  const started = Date.now();
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString('utf8');
+  });
+  proc.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString('utf8');
+  });
+  const kill = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
+  return new Promise((resolve) =>
+    proc.once('exit', (code, signal) => {
+      clearTimeout(kill);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    }),
+  );
+}

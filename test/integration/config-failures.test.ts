@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/tools/free-port.js';
+import { runCli } from '../helpers/child.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 /**
@@ -13,7 +12,6 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
  * one line with a non-zero exit, names no secret and prints no stack.
  */
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const WRONG_PASSWORD = 'wrong-pw-Zq81x';
 const API_KEY = 'api-key-never-shown-93'; // a secret too: it must not appear either
 /** Long enough for a slow, shared machine; a hang (the old DB_PORT=99999 listen) is killed at it. */
@@ -46,13 +44,10 @@ interface Run {
   ms: number;
 }
 
-function cli(args: string[], env: Record<string, string>): Promise<Run> {
-  const started = Date.now();
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: root,
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
+async function cli(args: string[], env: Record<string, string>): Promise<Run> {
+  const run = await runCli(
+    args,
+    {
       LOG_FORMAT: 'json',
       HOST: '127.0.0.1',
       PORT: '0',
@@ -62,24 +57,10 @@ function cli(args: string[], env: Record<string, string>): Promise<Run> {
       LOG_LEVEL: 'warn',
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (c: Buffer) => {
-    stdout += c.toString('utf8');
-  });
-  proc.stderr.on('data', (c: Buffer) => {
-    stderr += c.toString('utf8');
-  });
-  const kill = setTimeout(() => proc.kill('SIGKILL'), KILL_AFTER_MS);
-  return new Promise((resolve) =>
-    proc.once('exit', (code, signal) => {
-      clearTimeout(kill);
-      const lines = `${stdout}\n${stderr}`.split('\n').filter((l) => l.trim() !== '');
-      resolve({ code, signal, stdout, stderr, lines, ms: Date.now() - started });
-    }),
+    KILL_AFTER_MS,
   );
+  const lines = `${run.stdout}\n${run.stderr}`.split('\n').filter((l) => l.trim() !== '');
+  return { ...run, lines };
 }
 
 /** The database variables of the test server, with changes. */

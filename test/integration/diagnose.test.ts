@@ -1,13 +1,10 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/operate/diagnose.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
+import { type CliRun, runCli } from '../helpers/child.js';
 import { API_KEY, type Harness, harness, testEnv } from '../helpers/engine.js';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
 
 let h: Harness;
 
@@ -277,36 +274,15 @@ describe('diagnose reports what was broken on purpose', () => {
   });
 });
 
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: process.env.HOME ?? '',
-    ...testEnv(h.db, h.backend),
-  };
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: root,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString('utf8');
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CliRun> {
+  return runCli(args, testEnv(h.db, h.backend));
 }
 
 describe('pump-monitor diagnose (the CLI as a child process)', () => {
   it('exits 0 when healthy and 1 when broken, prints valid JSON and never the password', async () => {
     const secrets = [h.db.config.password as string, API_KEY];
 
-    const healthy = await runCli(['diagnose', '--json']);
+    const healthy = await cli(['diagnose', '--json']);
     expect(healthy.stderr).toBe('');
     expect(healthy.code).toBe(0);
     const good = JSON.parse(healthy.stdout) as { ok: boolean; failed: number; checks: Check[] };
@@ -318,14 +294,14 @@ describe('pump-monitor diagnose (the CLI as a child process)', () => {
     if (!s) throw new Error('pump A has sensors');
     await h.admin.query(`DROP TRIGGER ${TRIGGER_NAME} ON ${quoteIdent(s.table)}`);
 
-    const broken = await runCli(['diagnose', '--json']);
+    const broken = await cli(['diagnose', '--json']);
     expect(broken.code).toBe(1);
     const bad = JSON.parse(broken.stdout) as { ok: boolean; failed: number; checks: Check[] };
     expect(bad.ok).toBe(false);
     expect(bad.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual([`trigger A/${s.channel}`]);
     for (const secret of secrets) expect(broken.stdout + broken.stderr).not.toContain(secret);
 
-    const table = await runCli(['diagnose']);
+    const table = await cli(['diagnose']);
     expect(table.code).toBe(1);
     expect(table.stdout).toMatch(new RegExp(`^FAIL {2}trigger A/${s.channel} .*-> fix: `, 'm'));
     expect(table.stdout).toMatch(/1 of \d+ checks failed/);

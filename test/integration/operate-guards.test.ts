@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import { type CliRun, runCli } from '../helpers/child.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -11,7 +10,6 @@ import { waitFor } from '../helpers/wait.js';
  */
 
 const S = ENGINE_SCHEMA;
-const root = fileURLToPath(new URL('../..', import.meta.url));
 let h: Harness;
 
 beforeAll(async () => {
@@ -23,27 +21,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...testEnv(h.db, h.backend) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (c: Buffer) => {
-    stdout += c.toString('utf8');
-  });
-  proc.stderr.on('data', (c: Buffer) => {
-    stderr += c.toString('utf8');
-  });
-  const kill = setTimeout(() => proc.kill('SIGKILL'), 60_000);
-  return new Promise((resolve) =>
-    proc.once('exit', (code) => {
-      clearTimeout(kill);
-      resolve({ code, stdout, stderr });
-    }),
-  );
+function cli(args: string[]): Promise<CliRun> {
+  return runCli(args, testEnv(h.db, h.backend));
 }
 
 async function letterStatuses(): Promise<Map<number, string>> {

@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
 import { userInfo } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retryDeadLetters } from '../../src/operate/dead-letters.js';
 import { replay } from '../../src/operate/replay.js';
@@ -8,6 +6,7 @@ import { createPool, quoteIdent } from '../../src/store/db.js';
 import { listDeadLetters } from '../../src/store/dead-letters.js';
 import { insertReplayVectors } from '../../src/store/outbox.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import { type CliRun, runCli } from '../helpers/child.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import type { RecordedRequest } from '../helpers/fake-backend.js';
 import { waitFor } from '../helpers/wait.js';
@@ -15,7 +14,6 @@ import { waitFor } from '../helpers/wait.js';
 /** The operator commands against a running engine: dead letters listed, retried and discarded; replays. */
 
 const S = ENGINE_SCHEMA;
-const root = fileURLToPath(new URL('../..', import.meta.url));
 let h: Harness;
 let pool: ReturnType<typeof createPool>;
 
@@ -30,21 +28,8 @@ afterAll(async () => {
 });
 
 /** `pump-monitor …` as a child process, from the sources, against the test database and backend. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...testEnv(h.db, h.backend) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (c: Buffer) => {
-    stdout += c.toString('utf8');
-  });
-  proc.stderr.on('data', (c: Buffer) => {
-    stderr += c.toString('utf8');
-  });
-  return new Promise((resolve) => proc.once('exit', (code) => resolve({ code, stdout, stderr })));
+function cli(args: string[]): Promise<CliRun> {
+  return runCli(args, testEnv(h.db, h.backend));
 }
 
 const ctx = () => ({ pool, pumps: h.config.pumps, by: 'test-operator' });
