@@ -59,14 +59,15 @@ export interface Harness {
 
 /**
  * A fresh database with the sensor tables, a fake backend (two with `ownBackendB`: pump B's apart), and
- * (when started) a monitor.
+ * (when started) a monitor. The database is on the shared test server, or on `server` (an admin URL, a
+ * file's private server: see private-server.ts).
  */
 export async function harness(
   prefix: string,
   env: Record<string, string> = {},
-  opts: { ownBackendB?: boolean } = {},
+  opts: { ownBackendB?: boolean; server?: string } = {},
 ): Promise<Harness> {
-  const db = await createTestDatabase(prefix);
+  const db = await createTestDatabase(prefix, opts.server);
   const defaults = loadConfig(env).pumps;
   const key = env.API_KEY ?? API_KEY;
   const backend = await new FakeBackend(
