@@ -8,6 +8,7 @@ import type { Clock } from '../../src/util/clock.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { FakeBackend } from './fake-backend.js';
 import { Ledger, type LedgerOptions } from './ledger.js';
+import { specPumpFor } from './spec-oracle.js';
 
 export const API_KEY = 'test-key-7f3a9c';
 
@@ -84,6 +85,13 @@ export async function harness(
     requireDatabase: true,
     requireBackend: true,
   });
+  // The built-in wirings are the specification's, table for table and field for field (a test's own
+  // PUMPS_DIR is not): otherwise the backends and the ledger would not hold the engine to the spec's paths.
+  if (!env.PUMPS_DIR) {
+    const unknown = config.pumps.filter((p) => !specPumpFor(p)).map((p) => p.id);
+    if (unknown.length > 0)
+      throw new Error(`pumps ${unknown.join(', ')} are not wired as ../shared/spec says`);
+  }
   const client = await admin.connect();
   // The whole wiring: a profile with logbooks gets their tables too.
   await migrate(client, config);
