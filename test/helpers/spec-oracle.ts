@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
  * `../shared/spec/pumps.json` (the default wiring) and `../shared/spec/plant-2026-03.json` (the March-2026
  * profile), never through the product's loader (src/config/): a wiring mistake in pumps/ or in the loader
  * must not agree with itself. A fresh clone without ../shared/spec reads the frozen copies in
- * test/fixtures/spec/ (the same files).
+ * test/fixtures/spec/ (the same data, formatted as the repository formats JSON).
  */
 
 const here = path.dirname(fileURLToPath(import.meta.url));
