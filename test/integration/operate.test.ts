@@ -9,8 +9,8 @@ import { listDeadLetters } from '../../src/store/dead-letters.js';
 import { insertReplayVectors } from '../../src/store/outbox.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
-import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import type { RecordedRequest } from '../helpers/fake-backend.js';
+import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** The operator commands against a running engine: dead letters listed, retried and discarded; replays. */
