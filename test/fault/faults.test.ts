@@ -237,7 +237,8 @@ describe('fault injection', { timeout: 180_000 }, () => {
       await untilTicks(st, i * 35);
       await waitFor('listening again', () => m.listener.listening);
       const { rows } = await s.admin.query(
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name LIKE 'pm-listen:%' AND datname = current_database()",
+        'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()',
+        [`pm-listen:${m.replicaId}`],
       );
       expect(rows).toEqual([{ ok: true }]);
       st.landed(`termination ${i}`);

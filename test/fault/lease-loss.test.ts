@@ -1,12 +1,13 @@
 import pg from 'pg';
 import pino from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PumpConfig } from '../../src/config/env.js';
 import type { Monitor } from '../../src/engine/monitor.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
 import { expectExactlyOnce } from '../helpers/ledger.js';
+import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import { pause, waitFor } from '../helpers/wait.js';
 
 /**
@@ -37,7 +38,20 @@ import { pause, waitFor } from '../helpers/wait.js';
  * The saved checkpoints are checked right there (none may pass a row ignored while the pump was not
  * owned), and, once the stream has ended, the strict ledger: every reading and every vector delivered
  * exactly once. No process dies, so no excess is allowed.
+ *
+ * The file runs on a PostgreSQL server of its own: the checkpoints it checks are held below the server's
+ * oldest running transaction, so on the shared server another file's open transaction would keep them
+ * low and the check would pass with the bug it targets; and the reconnect count it asserts must not see
+ * another file ending sessions.
  */
+
+let server: PrivateServer | undefined;
+beforeAll(async () => {
+  server = await startPrivateServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
 
 interface Writer {
   /** Pump timestamps written for both pumps so far (each pump's in a transaction of its own). */
@@ -110,7 +124,7 @@ afterEach(async () => {
 
 describe('lease session lost, LISTEN connection up', { timeout: 180_000 }, () => {
   it("a resumed pump's checkpoints stay below the rows it ignored until its catch-up has read them", async () => {
-    h = await harness('fault_lease_loss', {}, { ownBackendB: true });
+    h = await harness('fault_lease_loss', {}, { ownBackendB: true, server: server?.url });
     const x = h;
     const pumps = [x.pumps.A, x.pumps.B];
     // The engine's log, to see each acquire and whether it was a resumed one.
@@ -169,7 +183,9 @@ describe('lease session lost, LISTEN connection up', { timeout: 180_000 }, () =>
     // 2. The lease session dies mid-stream; the LISTEN connection stays up.
     const reconnects = m.listener.reconnects;
     const { rows: killed } = await x.admin.query(
-      "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name LIKE 'pm-lease:%' AND datname = current_database()",
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE application_name LIKE 'pm-lease:%' AND application_name LIKE '%:' || $1 AND datname = current_database()`,
+      [m.replicaId],
     );
     expect(killed).toEqual([{ ok: true }]);
     const ticksAtKill = w.ticks();

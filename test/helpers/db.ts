@@ -18,9 +18,9 @@ export function databaseConfigFromUrl(url: string): DatabaseConfig {
   return database;
 }
 
-/** Runs one statement on the admin database of the test server. */
-async function runAsAdmin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: inject('databaseUrl') });
+/** Runs one statement on the admin database of the test server (or of `server`, an admin URL). */
+async function runAsAdmin(sql: string, server: string = inject('databaseUrl')): Promise<void> {
+  const client = new pg.Client({ connectionString: server });
   client.on('error', () => {});
   await client.connect();
   try {
@@ -38,16 +38,22 @@ function uniqueName(prefix: string): string {
   return `${safePrefix}_${randomBytes(6).toString('hex')}`;
 }
 
-/** A fresh, empty database on the test server, so test files never see each other's data. */
-export async function createTestDatabase(prefix = 't'): Promise<TestDatabase> {
+/**
+ * A fresh, empty database on the test server, so test files never see each other's data; on `server` (an
+ * admin URL, e.g. a file's private server) when given.
+ */
+export async function createTestDatabase(
+  prefix = 't',
+  server: string = inject('databaseUrl'),
+): Promise<TestDatabase> {
   const name = uniqueName(prefix);
-  await runAsAdmin(`CREATE DATABASE ${quoteIdent(name)}`);
-  const url = new URL(inject('databaseUrl'));
+  await runAsAdmin(`CREATE DATABASE ${quoteIdent(name)}`, server);
+  const url = new URL(server);
   url.pathname = `/${encodeURIComponent(name)}`;
   return {
     name,
     url: url.toString(),
     config: databaseConfigFromUrl(url.toString()),
-    drop: () => runAsAdmin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`),
+    drop: () => runAsAdmin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`, server),
   };
 }

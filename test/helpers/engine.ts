@@ -8,6 +8,7 @@ import type { Clock } from '../../src/util/clock.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { FakeBackend } from './fake-backend.js';
 import { Ledger, type LedgerOptions } from './ledger.js';
+import { specPumpFor } from './spec-oracle.js';
 
 export const API_KEY = 'test-key-7f3a9c';
 
@@ -59,14 +60,15 @@ export interface Harness {
 
 /**
  * A fresh database with the sensor tables, a fake backend (two with `ownBackendB`: pump B's apart), and
- * (when started) a monitor.
+ * (when started) a monitor. The database is on the shared test server, or on `server` (an admin URL, a
+ * file's private server: see private-server.ts).
  */
 export async function harness(
   prefix: string,
   env: Record<string, string> = {},
-  opts: { ownBackendB?: boolean } = {},
+  opts: { ownBackendB?: boolean; server?: string } = {},
 ): Promise<Harness> {
-  const db = await createTestDatabase(prefix);
+  const db = await createTestDatabase(prefix, opts.server);
   const defaults = loadConfig(env).pumps;
   const key = env.API_KEY ?? API_KEY;
   const backend = await new FakeBackend(
@@ -83,6 +85,13 @@ export async function harness(
     requireDatabase: true,
     requireBackend: true,
   });
+  // The built-in wirings are the specification's, table for table and field for field (a test's own
+  // PUMPS_DIR is not): otherwise the backends and the ledger would not hold the engine to the spec's paths.
+  if (!env.PUMPS_DIR) {
+    const unknown = config.pumps.filter((p) => !specPumpFor(p)).map((p) => p.id);
+    if (unknown.length > 0)
+      throw new Error(`pumps ${unknown.join(', ')} are not wired as ../shared/spec says`);
+  }
   const client = await admin.connect();
   // The whole wiring: a profile with logbooks gets their tables too.
   await migrate(client, config);

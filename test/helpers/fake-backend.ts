@@ -1,6 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { loadPumpDefinitions, type PumpDefinition } from '../../src/config/pumps.js';
+import {
+  JSON_CONTENT_TYPE,
+  LOGBOOK_PATH,
+  specPumpFor,
+  specSensorPath,
+  specUnifiedPath,
+} from './spec-oracle.js';
 
 export interface RecordedRequest {
   /** Arrival order at this backend, from 1. */
@@ -9,6 +16,8 @@ export interface RecordedRequest {
   path: string;
   apiKey: string | undefined;
   idempotencyKey: string | undefined;
+  /** The Content-Type header; anything but application/json is answered 415. */
+  contentType: string | undefined;
   /** The raw request body. */
   raw: string;
   /** The body parsed as a JSON object; {} when it was not one (see `json`). */
@@ -72,20 +81,26 @@ export class FakeBackend {
 
   /** Which pumps' paths this backend answers, and with which key. */
   serve(opts: ServeOptions): this {
+    // A pump of the default or the plant-2026-03 wiring is served at the paths the specification gives
+    // (spec-oracle.ts), not at those the product's loader gave the caller: a wiring mistake gets 404.
     this.routes = new Map();
     for (const p of opts.pumps) {
       const optional = Object.keys(p.optionalFields ?? {});
-      this.routes.set(`${p.pathPrefix}${p.unifiedPath}`, {
+      const spec = specPumpFor(p);
+      this.routes.set(spec ? specUnifiedPath(spec) : `${p.pathPrefix}${p.unifiedPath}`, {
         pump: p.id,
         kind: 'unified',
         required: (p.vectorFields ?? p.sensors.map((s) => s.field)).filter((f) => !optional.includes(f)),
         optional,
       });
       for (const s of p.sensors)
-        this.routes.set(`${p.pathPrefix}${s.endpoint}`, { pump: p.id, kind: 'sensor' });
+        this.routes.set(spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`, {
+          pump: p.id,
+          kind: 'sensor',
+        });
     }
     // The logbook classifier sits at the backend's root, beside the pumps' prefixes.
-    this.routes.set('/gm-bitacoras/clasificar', { pump: '', kind: 'logbook' });
+    this.routes.set(LOGBOOK_PATH, { pump: '', kind: 'logbook' });
     this.apiKey = opts.apiKey;
     return this;
   }
@@ -141,6 +156,8 @@ export class FakeBackend {
     const route = this.routes.get(rec.path);
     if (!route) return 404;
     if (this.apiKey !== undefined && rec.apiKey !== this.apiKey) return 401;
+    // Every request of the engine is a JSON body: one without the header is refused, not guessed at.
+    if (!JSON_CONTENT_TYPE.test(rec.contentType ?? '')) return 415;
     if (route.kind === 'sensor') {
       if (!rec.json || !Number.isInteger(rec.body.id_sensor)) return 400;
       return isNumber(rec.body.valor) ? 200 : 422;
@@ -168,6 +185,7 @@ export class FakeBackend {
       path: req.url ?? '',
       apiKey: header(req, 'x-api-key'),
       idempotencyKey: header(req, 'idempotency-key'),
+      contentType: header(req, 'content-type'),
       raw: '',
       body: {},
       json: false,
@@ -197,7 +215,7 @@ export class FakeBackend {
         ? { detail: `fake backend: ${status}` }
         : isUnified
           ? { prediccion: 12.5, status: 'success' }
-          : rec.path.includes('gm-bitacoras')
+          : rec.path === LOGBOOK_PATH
             ? { id: rec.body.id, clasificacion: 'Rutina', alerta_aviso: null, procesado: true }
             : {
                 id_registro: rec.body.id_sensor,

@@ -5,6 +5,14 @@ import type { PumpDefinition } from '../../src/config/pumps.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import type { FakeBackend, RecordedRequest } from './fake-backend.js';
+import {
+  readingKeyPattern,
+  sharedTables,
+  specPumpFor,
+  specSensorPath,
+  specUnifiedPath,
+  vectorKeyPattern,
+} from './spec-oracle.js';
 import { pause } from './wait.js';
 
 /**
@@ -18,7 +26,12 @@ import { pause } from './wait.js';
  *   pump's backend at `pathPrefix + unifiedPath`, with one field per sensor holding that row's value;
  * - a 200 that matches nothing expected (a wrong path, a wrong pump's backend, a wrong body) is
  *   `unexpected`;
- * - each item's 200s carry one Idempotency-Key, present, not shared with another item (`keyProblems`).
+ * - each item's 200s carry one Idempotency-Key, present, not shared with another item, and of the form
+ *   the specification gives (`rd-<table>-<id>`, `rd-<pump>-<table>-<id>` for a table several configured
+ *   pumps read, `vec-<pump>-<hash>`) (`keyProblems`).
+ *
+ * The paths of the default and plant-2026-03 wirings are the specification's (spec-oracle.ts, read from
+ * ../shared/spec), not the product loader's.
  *
  * Each expected item is counted: 0 answers is `lost`, every answer past the first is `excess`.
  */
@@ -56,6 +69,8 @@ interface Item {
   required: boolean;
   answers: number;
   keys: Set<string | undefined>;
+  /** The form its Idempotency-Key must have (spec-oracle.ts). */
+  keyPattern: RegExp;
 }
 
 interface VectorItem extends Item {
@@ -128,8 +143,10 @@ export class Ledger {
   async expected(db: pg.Pool): Promise<Expected> {
     const readings = new Map<string, Item>();
     const vectors: VectorItem[] = [];
+    const shared = sharedTables(this.o.pumps);
     for (const p of this.o.pumps) {
       const backend = this.backendOf(p.id);
+      const spec = specPumpFor(p);
       const byTiempo = new Map<string, Map<string, Set<number>>>();
       const everyValue = new Map<string, Set<number>>();
       for (const s of p.sensors) {
@@ -143,7 +160,7 @@ export class Ledger {
           if (r.valor_sensor === null || !Number.isFinite(r.valor_sensor)) continue;
           // So is a row with no timestamp text: it names no vector.
           if (r.tiempo_sensor === null || r.tiempo_sensor.trim() === '') continue;
-          const path = `${p.pathPrefix}${s.endpoint}`;
+          const path = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
           if (!this.o.excludeReading?.(s.table, r.id)) {
             readings.set(readingId(backend, path, r.id, r.valor_sensor), {
               kind: 'reading',
@@ -154,6 +171,7 @@ export class Ledger {
               required: true,
               answers: 0,
               keys: new Set(),
+              keyPattern: readingKeyPattern(p.id, s.table, r.id, shared.has(s.table)),
             });
           }
           values.add(r.valor_sensor);
@@ -182,11 +200,12 @@ export class Ledger {
           kind: 'vector',
           pump: p.id,
           backend,
-          path: `${p.pathPrefix}${p.unifiedPath}`,
+          path: spec ? specUnifiedPath(spec) : `${p.pathPrefix}${p.unifiedPath}`,
           label: `${p.id} vector ${tiempo}${full ? '' : ` (${group.size} of ${fields.length})`}`,
           required: full || (this.o.partial ?? 'expected') === 'expected',
           answers: 0,
           keys: new Set(),
+          keyPattern: vectorKeyPattern(p.id),
           fields,
           present: group,
           fills,
@@ -272,6 +291,10 @@ export class Ledger {
       }
       for (const k of it.keys) {
         if (k === undefined) continue;
+        if (!it.keyPattern.test(k)) {
+          c.keyProblems += 1;
+          note(`Idempotency-Key ${k} is not of the form ${it.keyPattern.source}: ${it.label}`);
+        }
         const other = owners.get(k);
         if (other && other !== it) {
           c.keyProblems += 1;

@@ -4,6 +4,7 @@ import { CheckpointKeeper } from '../../src/ledger/checkpoint-keeper.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type Harness, harness } from '../helpers/engine.js';
+import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -12,11 +13,16 @@ import { waitFor } from '../helpers/wait.js';
  */
 
 let h: Harness;
+// A server of this file's own: the test keeps a transaction with an id open, which on the shared server
+// would hold every other file's checkpoints below it.
+let server: PrivateServer | undefined;
 beforeAll(async () => {
-  h = await harness('checkpoint_keeper');
+  server = await startPrivateServer();
+  h = await harness('checkpoint_keeper', {}, { server: server.url });
 });
 afterAll(async () => {
   await h?.close();
+  await server?.stop();
 });
 
 async function saved(tables: string[]): Promise<Map<string, number>> {
@@ -44,8 +50,7 @@ async function oneRowEach(keeper: CheckpointKeeper, tables: string[]): Promise<M
 
 describe('checkpoint keeper', () => {
   it('writes at most maxPerSave checkpoints per timed write, every reader in turn; flush writes all', async () => {
-    // A transaction with an id stays open meanwhile, as other test files' may: the turns must not depend
-    // on it.
+    // A transaction with an id stays open meanwhile: the turns must not depend on it.
     const other = await h.admin.connect();
     await other.query('BEGIN');
     await other.query('SELECT pg_current_xact_id()');
@@ -59,7 +64,7 @@ describe('checkpoint keeper', () => {
       ownedReaders: () => readers,
       maxPerSave: 3,
       // No LISTEN session here, and this test is about the turns, not the late-commit bound: the next
-      // transaction id as the horizon, so that other test files' open transactions hold nothing back.
+      // transaction id as the horizon, so that the open transaction above holds nothing back.
       horizon: async () => {
         const { rows } = await h.admin.query<{ x: string }>(
           'SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296 AS x',

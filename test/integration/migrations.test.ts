@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,7 +12,11 @@ import { testEnv } from '../helpers/engine.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 import { waitFor } from '../helpers/wait.js';
 
-/** An installation of today's engine schema (version 1, before migrations were numbered) is upgraded in place. */
+/**
+ * Installations of earlier engine schemas are upgraded in place. Each earlier version is a frozen DDL
+ * snapshot in test/fixtures/ (engine-schema-v<N>.sql), written once from the migrations as they were, so a
+ * later edit of an old migration in src/ cannot move the starting point along with it.
+ */
 
 const S = ENGINE_SCHEMA;
 const cleanups: (() => Promise<void>)[] = [];
@@ -36,21 +41,48 @@ async function setup(prefix: string) {
   return { db, admin, backend, config };
 }
 
-/** Today's schema as installations have it: version 1's DDL, no version table, and the sensor tables. */
-async function installVersion1(admin: pg.Pool, config: Config) {
+/** The frozen DDL of engine schema version `n` (1, 2 or 3). */
+function frozenSchema(n: 1 | 2 | 3): string {
+  return readFileSync(new URL(`../fixtures/engine-schema-v${n}.sql`, import.meta.url), 'utf8');
+}
+
+/**
+ * An installation of engine schema version `n` as it was: its frozen DDL (version 1 has no version table)
+ * and the sensor tables.
+ */
+async function installVersion(admin: pg.Pool, config: Config, n: 1 | 2 | 3) {
   const client = await admin.connect();
   try {
-    await client.query((MIGRATIONS[0] as { sql: string }).sql);
+    await client.query(frozenSchema(n));
     await installSensorTables(client, config.pumps);
   } finally {
     client.release();
   }
 }
 
+/** The engine schema's tables, columns, indexes and constraints, in a comparable form. */
+async function catalog(admin: pg.Pool) {
+  const columns = await admin.query(
+    `SELECT table_name, column_name, data_type, is_nullable, column_default
+       FROM information_schema.columns WHERE table_schema = $1 ORDER BY table_name, column_name`,
+    [S],
+  );
+  const indexes = await admin.query(
+    'SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY tablename, indexname',
+    [S],
+  );
+  const constraints = await admin.query(
+    `SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def
+       FROM pg_constraint WHERE connamespace = $1::regnamespace ORDER BY 1, 2`,
+    [S],
+  );
+  return { columns: columns.rows, indexes: indexes.rows, constraints: constraints.rows };
+}
+
 describe('engine schema migrations', () => {
   it('upgrades a version-1 installation and delivers its pending vectors, deferred posts and keeps its dead letters', async () => {
     const { admin, backend, config } = await setup('migrate_v1');
-    await installVersion1(admin, config);
+    await installVersion(admin, config, 1);
     const A = config.pumps.find((p) => p.id === 'A');
     if (!A) throw new Error('no pump A');
     const sensor = A.sensors[0];
@@ -133,9 +165,62 @@ describe('engine schema migrations', () => {
     expect(readers[0]).toEqual({ legacy: 0, n: 35 });
   });
 
+  for (const n of [1, 2, 3] as const) {
+    it(`migrates a version-${n} installation to the current version: the schema a fresh installation gets, and the engine delivers on it`, async () => {
+      const { db, admin, config, backend } = await setup(`migrate_from_v${n}`);
+      await installVersion(admin, config, n);
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      try {
+        expect(await schemaVersion(client)).toBe(n === 1 ? 0 : n);
+        // Version 1 recorded no version: every migration runs, the first one over its own tables.
+        expect(await runMigrations(client)).toEqual(
+          MIGRATIONS.map((m) => m.version).filter((v) => v > (n === 1 ? 0 : n)),
+        );
+        expect(await schemaVersion(client)).toBe(SCHEMA_VERSION);
+        expect(await runMigrations(client)).toEqual([]);
+      } finally {
+        await client.end();
+      }
+      // The same tables, columns, indexes and constraints as a database migrated from nothing.
+      const fresh = await setup(`migrate_fresh_v${n}`);
+      const c2 = new pg.Client({ connectionString: fresh.db.url });
+      await c2.connect();
+      try {
+        await runMigrations(c2);
+      } finally {
+        await c2.end();
+      }
+      expect(await catalog(admin)).toEqual(await catalog(fresh.admin));
+
+      // The engine starts on the migrated schema and delivers a whole timestamp of each pump.
+      const m = new Monitor({ config, logger: pino({ level: 'silent' }) });
+      cleanups.push(() => m.stop(1_000));
+      await m.start();
+      for (const p of config.pumps) {
+        const c = await admin.connect();
+        try {
+          await c.query('BEGIN');
+          for (const [i, s] of p.sensors.entries()) {
+            await c.query(
+              `INSERT INTO ${quoteIdent(s.table)} (tiempo_sensor, valor_sensor) VALUES ('2025-06-01T00:00:00', $1)`,
+              [10 + i],
+            );
+          }
+          await c.query('COMMIT');
+        } finally {
+          c.release();
+        }
+      }
+      await waitFor('a vector of each pump delivered', () =>
+        config.pumps.every((p) => backend.answered(`${p.pathPrefix}${p.unifiedPath}`).length === 1),
+      );
+    });
+  }
+
   it('two replicas upgrading together apply each migration once', async () => {
     const { db, admin, config } = await setup('migrate_race');
-    await installVersion1(admin, config);
+    await installVersion(admin, config, 1);
     const clients = await Promise.all([0, 1, 2].map(() => new pg.Client({ connectionString: db.url })));
     for (const c of clients) await c.connect();
     try {

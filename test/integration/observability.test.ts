@@ -148,9 +148,13 @@ describe('secrets', () => {
     h.backend.behaviour = () => ({ status: 401 });
     await insertTimestamp(h.admin, h.pumps.B, '2025-03-01T00:00:01');
     await waitFor('the 401 logged', () => logLines.some((l) => l.includes('401')));
-    await h.admin.query(
-      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pm-listen:%'",
+    // Only this file's own LISTEN session: its database, its replica's session name.
+    const { rows: ended } = await h.admin.query(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = $1`,
+      [`pm-listen:${monitor.replicaId}`],
     );
+    expect(ended).toEqual([{ ok: true }]);
     await waitFor('reconnected', () => monitor.listener.reconnects >= 1 && monitor.listener.listening);
     h.backend.behaviour = () => undefined;
 

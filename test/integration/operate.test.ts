@@ -9,6 +9,7 @@ import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type CliRun, runCli } from '../helpers/child.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import type { RecordedRequest } from '../helpers/fake-backend.js';
+import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** The operator commands against a running engine: dead letters listed, retried and discarded; replays. */
@@ -16,15 +17,20 @@ import { waitFor } from '../helpers/wait.js';
 const S = ENGINE_SCHEMA;
 let h: Harness;
 let pool: ReturnType<typeof createPool>;
+// A server of this file's own: the replay's settled rows are judged against the server's oldest running
+// transaction, and one test keeps a transaction open on purpose, which would hold other files' checkpoints.
+let server: PrivateServer | undefined;
 
 beforeAll(async () => {
-  h = await harness('operate');
+  server = await startPrivateServer();
+  h = await harness('operate', {}, { server: server.url });
   await h.startMonitor();
   pool = createPool(h.config.database, 'operate-test', 3);
 });
 afterAll(async () => {
   await pool?.end();
   await h?.close();
+  await server?.stop();
 });
 
 /** `pump-monitor …` as a child process, from the sources, against the test database and backend. */

@@ -395,7 +395,7 @@ describe('runSimulator against PostgreSQL', { timeout: 30_000 }, () => {
       await new Promise((resolve) => setTimeout(resolve, delay));
       await killer.query(
         `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE application_name = $1 AND pid <> $2 AND state = 'active'`,
+          WHERE datname = current_database() AND application_name = $1 AND pid <> $2 AND state = 'active'`,
         [APP_NAME, me[0]?.pid],
       );
     }
