@@ -70,6 +70,20 @@ async function expectExactlyOnce(timestamps: number): Promise<void> {
     },
     60_000,
   );
+  // Counted once the backend has been quiet for a second and a half: a late resend counts too.
+  let seen = h.backend.requests.length;
+  let quietSince = Date.now();
+  await waitFor(
+    'a quiet backend',
+    () => {
+      if (h.backend.requests.length !== seen) {
+        seen = h.backend.requests.length;
+        quietSince = Date.now();
+      }
+      return Date.now() - quietSince >= 1_500 && h.backend.inFlight === 0;
+    },
+    30_000,
+  );
   const d = delivered();
   let lost = 0;
   let duplicated = 0;
@@ -125,7 +139,16 @@ describe('plant-2026-03 with two replicas', () => {
       count: 30,
       startTime: new Date('2026-03-02T01:00:00Z'),
     });
-    await new Promise((r) => setTimeout(r, 1_200));
+    let finished = false;
+    void run.then(() => {
+      finished = true;
+    });
+    // The stop lands mid-stream: after some of this run's vectors, before its last timestamp is written.
+    const second = () =>
+      h.backend.requests.filter((r) => r.path.includes('predecir') && r.status === 200).length;
+    const before = second();
+    await waitFor('five vectors of the second run', () => second() >= before + 5, 30_000);
+    expect(finished, 'the stop must land while the simulator still writes').toBe(false);
     await m1.stop();
     await run;
     await waitFor('the other replica owns both', () => m2.status().owned_pumps.length === 2, 30_000);
