@@ -113,6 +113,11 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     return this.queue.length + this.active;
   }
 
+  /** Its catch-up loop is reading the tables. */
+  get catchingUp(): boolean {
+    return this.catchUpLoop !== undefined;
+  }
+
   get isOwned(): boolean {
     return this.owned;
   }

@@ -561,6 +561,15 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       db_queries: this.dbQueries,
       checkpoint_saves: this.ledger.saves,
       writers_retrying: this.writersRetrying(),
+      // Work under way that is not a queue of posts or an open group: for a caller (a test, an operator)
+      // that must know the engine has settled everything it was given.
+      work: {
+        catch_up_running: this.catchUp.running || [...this.logbooks.values()].some((l) => l.catchingUp),
+        rows_being_read: this.rows.depth + (this.rows.waitingMs() > 0 ? 1 : 0),
+        readers_held: this.ledger.heldCount(this.activation.ownedReaders()),
+        // Records waiting for their batch write (the outbox, its delivery records, the post ledger, …).
+        records_queued: writersOf(this.lifetime.signal).reduce((n, w) => n + w.pending, 0),
+      },
       pumps,
       logbooks: Object.fromEntries(
         [...this.logbooks.values()].map((l) => {

@@ -126,6 +126,13 @@ export class CheckpointKeeper {
     for (const r of readers) this.progress.get(readerKey(r.pump, r.table))?.p.holdFromLatest();
   }
 
+  /** How many of these readers are held. */
+  heldCount(readers: Reader[]): number {
+    let n = 0;
+    for (const r of readers) if (this.progress.get(readerKey(r.pump, r.table))?.p.held) n += 1;
+    return n;
+  }
+
   /** Whether any of these readers is held: rows of them may not have been read yet. */
   held(readers: Reader[]): boolean {
     for (const r of readers) if (this.progress.get(readerKey(r.pump, r.table))?.p.held) return true;

@@ -115,11 +115,20 @@ export interface LedgerCount {
   examples: string[];
 }
 
+/** What quiescence reads of an engine's `/status`. */
+interface EngineStatus {
+  sensor_posts_queued: number;
+  owned_pumps: string[];
+  pumps: Record<string, unknown>;
+  logbooks?: Record<string, { queued: number }>;
+  work?: { catch_up_running: boolean; rows_being_read: number; readers_held: number; records_queued: number };
+}
+
 export interface SettleOptions {
   /** A pool straight to the database (not through a test's proxy). */
   admin: pg.Pool;
   /** In-process engines whose status to read. */
-  monitors?: { status(): { sensor_posts_queued: number; pumps: Record<string, unknown> } }[];
+  monitors?: { status(): EngineStatus }[];
   /** Child processes' status servers: `http://127.0.0.1:<port>`, read at `/status`. */
   statusUrls?: string[];
   /** How long to wait for the expected deliveries, and then separately for quiescence. */
@@ -336,7 +345,7 @@ export class Ledger {
               (SELECT count(*)::int FROM ${ENGINE_SCHEMA}.deferred_posts) AS deferred`,
     );
     if (rows[0]?.pending !== 0 || rows[0]?.deferred !== 0) return false;
-    const statuses: { sensor_posts_queued: number; pumps: Record<string, unknown> }[] = [];
+    const statuses: EngineStatus[] = [];
     for (const m of o.monitors ?? []) statuses.push(m.status());
     for (const url of o.statusUrls ?? []) {
       try {
@@ -347,10 +356,26 @@ export class Ledger {
         return false;
       }
     }
+    // Ownership has settled: every pump is served by one replica and no more (with several replicas a
+    // take-over may still be moving, and its catch-up still to come).
+    if (statuses.length > 1) {
+      const owners = new Map<string, number>();
+      for (const s of statuses) for (const p of s.owned_pumps) owners.set(p, (owners.get(p) ?? 0) + 1);
+      const pumps = new Set(statuses.flatMap((s) => Object.keys(s.pumps)));
+      if ([...pumps].some((p) => owners.get(p) !== 1)) return false;
+    }
     return statuses.every(
       (s) =>
         s.sensor_posts_queued === 0 &&
-        Object.values(s.pumps).every((p) => (p as { open_groups: number }).open_groups === 0),
+        Object.values(s.pumps).every((p) => (p as { open_groups: number }).open_groups === 0) &&
+        Object.values(s.logbooks ?? {}).every((l) => l.queued === 0) &&
+        // No catch-up running, no notified row being read, no reader waiting for a catch-up, no record
+        // waiting for its write (the post ledger's included).
+        (s.work === undefined ||
+          (!s.work.catch_up_running &&
+            s.work.rows_being_read === 0 &&
+            s.work.readers_held === 0 &&
+            s.work.records_queued === 0)),
     );
   }
 
