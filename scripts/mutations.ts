@@ -5,7 +5,10 @@
  * in the baseline fails under the mutation.
  *
  *   npm run test:mutations [-- --only dup-post,fresh-key] [--files test/fault/faults.test.ts,...]
- *                          [--no-baseline] [--timeout-min 30]
+ *                          [--no-baseline] [--timeout-min 30] [--every N]
+ *
+ * `--every N` mutates every N-th eligible request of each process instead of the injector's default
+ * (every 25th per-sensor post, every 10th vector); the runs are then labelled `<mutation>-every<N>`.
  *
  * Each run is `vitest run --config vitest.mutations.config.ts --reporter=json`; its JSON, its output and
  * the injector's log of every mutation applied are kept under test-artifacts/mutations/, and the table is
@@ -37,6 +40,8 @@ for (const m of only)
   if (!(MUTATIONS as readonly string[]).includes(m)) throw new Error(`unknown mutation ${m}`);
 const baseline = !process.argv.includes('--no-baseline');
 const timeoutMs = Number(arg('timeout-min') ?? 30) * 60_000;
+const every = arg('every');
+if (every !== undefined && !/^[1-9]\d*$/.test(every)) throw new Error('--every: a positive integer');
 
 interface Assertion {
   fullName: string;
@@ -70,6 +75,7 @@ async function run(label: string, mutation: string | undefined): Promise<Run> {
   if (mutation) {
     env.PUMP_MONITOR_MUTATION = mutation;
     env.PUMP_MONITOR_MUTATION_LOG = log;
+    if (every !== undefined) env.PUMP_MONITOR_MUTATION_EVERY = every;
   }
   const started = Date.now();
   const child = spawn(
@@ -136,7 +142,7 @@ if (baseline) {
   console.log(`baseline: ${base.seconds} s`);
 }
 for (const m of only) {
-  const r = await run(m, m);
+  const r = await run(every === undefined ? m : `${m}-every${every}`, m);
   runs.push(r);
   console.log(
     `${m}: ${r.seconds} s, ${[...r.applied.values()].reduce((a, b) => a + b, 0)} mutations applied`,
