@@ -62,8 +62,19 @@ export interface BackendClientOptions {
   onAnswer?: (path: string, status: number) => void;
 }
 
+/**
+ * A test seam, and the only one: a function stored on `globalThis` under this symbol is handed each new
+ * agent and may wrap its `dispatch` (the suite's mutation runner, `test/mutations/inject.ts`, injects
+ * delivery faults below the engine through it). Nothing in the product sets it; unset, it costs one lookup
+ * per agent.
+ */
+export const AGENT_HOOK = Symbol.for('pump-monitor.test.agent-hook');
+
 export function createAgent(connectionsPerOrigin = 32): Agent {
-  return new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: 30_000, pipelining: 1 });
+  const agent = new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: 30_000, pipelining: 1 });
+  const hook = (globalThis as { [AGENT_HOOK]?: (a: Agent) => void })[AGENT_HOOK];
+  hook?.(agent);
+  return agent;
 }
 
 /**

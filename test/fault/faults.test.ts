@@ -11,7 +11,13 @@ import { migrate } from '../../src/store/schema.js';
 import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
-import { crashReplayBound } from '../helpers/bounds.js';
+import {
+  crashReplayBound,
+  expectResendsOnlyUnrecorded,
+  factsAtKill,
+  reportResends,
+  resendsAfterKill,
+} from '../helpers/bounds.js';
 import { spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
@@ -203,6 +209,14 @@ function matchesStream(c: { readings: number; vectors: number }, result: Simulat
     readings: result.rows,
     vectors: result.timestamps,
   });
+}
+
+/** SENSOR_POST_CONCURRENCY of the tests whose process dies: the crash bound is written from it. */
+const CONCURRENCY = 16;
+
+/** What `factsAtKill` reads: the direct pool, the pumps and each pump's backend. */
+function killed(s: Setup) {
+  return { admin: s.admin, pumps: s.config.pumps, backends: { A: s.backend, B: s.backendB } };
 }
 
 /** Waits until a child listener answers /readyz with 200. */
@@ -472,7 +486,12 @@ describe('fault injection', { timeout: 180_000 }, () => {
 
   it('the process is SIGKILLed mid-stream and restarted', async () => {
     const s = await setup('fault_sigkill');
-    const env = { ...s.env, PORT: String(await freePort()), LOG_LEVEL: 'warn' };
+    const env = {
+      ...s.env,
+      PORT: String(await freePort()),
+      LOG_LEVEL: 'warn',
+      SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
+    };
     const first = spawnListener(env);
     cleanups.push(async () => void first.proc.kill('SIGKILL'));
     await ready(env.PORT);
@@ -485,17 +504,21 @@ describe('fault injection', { timeout: 180_000 }, () => {
     first.proc.kill('SIGKILL');
     await first.exited;
     st.landed('SIGKILL');
+    const facts = await factsAtKill({ ...killed(s), victims: ['A', 'B'] });
     const second = spawnListener(env);
     cleanups.push(async () => void second.proc.kill('SIGKILL'));
     await ready(env.PORT);
     const result = await finished(st);
     const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
-    const bound = crashReplayBound(s.config);
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
     s.ledger.report('sigkill-and-restart', bound);
+    const resends = resendsAfterKill(facts);
+    reportResends('sigkill-and-restart', resends);
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
     matchesStream(c, result);
     expectWithinBound(c, bound);
+    expectResendsOnlyUnrecorded(resends, bound);
   });
 
   it('a burst of malformed notifications among good ones', async () => {
@@ -546,6 +569,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
       PORT: String(await freePort()),
       LOG_LEVEL: 'warn',
       MAX_RECONEXIONES: '3',
+      SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
       // Its drain cannot reach the database: give up on it soon, so the restart lands mid-stream too.
       SHUTDOWN_TIMEOUT_MS: '2000',
     };
@@ -562,6 +586,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     st.landed('network gone');
     const code = await first.exited;
     st.landed('first process exited');
+    const facts = await factsAtKill({ ...killed(s), victims: ['A', 'B'] });
     expect(code).toBe(1);
     const last = first.output.filter((l) => l.startsWith('{')).at(-1) ?? '';
     expect(last).toContain('MAX_RECONEXIONES=3');
@@ -582,11 +607,14 @@ describe('fault injection', { timeout: 180_000 }, () => {
     await ready(env.PORT);
     const result = await finished(st);
     const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
-    const bound = crashReplayBound(s.config);
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
     s.ledger.report('network-gone-past-limit', bound);
+    const resends = resendsAfterKill(facts);
+    reportResends('network-gone-past-limit', resends);
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
     matchesStream(c, result);
     expectWithinBound(c, bound);
+    expectResendsOnlyUnrecorded(resends, bound);
   });
 });

@@ -8,7 +8,13 @@ import { migrate } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { generatePumps, writePumpDefinitions } from '../../src/tools/generate-pumps.js';
 import { runSimulator } from '../../src/tools/simulator.js';
-import { crashReplayBound } from '../helpers/bounds.js';
+import {
+  crashReplayBound,
+  expectResendsOnlyUnrecorded,
+  factsAtKill,
+  reportResends,
+  resendsAfterKill,
+} from '../helpers/bounds.js';
 import { type ChildListener, spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
@@ -31,6 +37,8 @@ const FAST = {
   HEARTBEAT_TIMEOUT_MS: '1000',
   LEASE_INTERVAL_MS: '500',
   SENSOR_POST_MAX_ATTEMPTS: '40',
+  // The crash bound of the failover is written from it (the scale test sets its own).
+  SENSOR_POST_CONCURRENCY: '16',
   LOG_LEVEL: 'warn',
   API_KEY: 'replica-key',
 };
@@ -152,6 +160,12 @@ describe('replicas', () => {
     const killedAt = Date.now();
     await victim.child.exited;
     const ticksAtKill = ticks;
+    const facts = await factsAtKill({
+      admin: s.admin,
+      pumps: s.config.pumps,
+      backends: { A: s.backend, B: s.backendB },
+      victims: before.get(victim) ?? [],
+    });
     const others = replicas.filter((r) => r !== victim);
     await waitFor(
       'another replica takes pump A',
@@ -169,10 +183,14 @@ describe('replicas', () => {
       admin: s.admin,
       statusUrls: live.map((r) => `http://127.0.0.1:${r.port}`),
     });
-    const bound = crashReplayBound(s.config);
+    // One process died, owning pump A: its unrecorded posts and its one vector may come again.
+    const bound = crashReplayBound({ sensorPostConcurrency: Number(FAST.SENSOR_POST_CONCURRENCY), pumps: 1 });
     s.ledger.report('failover-sigkill-owner', bound);
+    const resends = resendsAfterKill(facts);
+    reportResends('failover-sigkill-owner', resends);
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: result.rows, vectors: 400 });
     expectWithinBound(c, bound);
+    expectResendsOnlyUnrecorded(resends, bound);
     // Each pump ends with exactly one owner once the restarted replica has joined.
     await waitFor('each pump owned by exactly one live replica', async () => {
       const all = [...(await owners(live)).values()].flat().sort();

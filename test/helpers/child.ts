@@ -11,13 +11,19 @@ export interface ChildListener {
 
 /** Runs `pump-monitor listen` as a real child process (from the sources, through tsx), on loopback. */
 export function spawnListener(env: Record<string, string>): ChildListener {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'listen'], {
+  // Under `npm run test:mutations` only: the child loads the same delivery-fault injector as the test.
+  const mutation = Object.fromEntries(
+    Object.entries(process.env).filter(([k, v]) => k.startsWith('PUMP_MONITOR_MUTATION') && v !== undefined),
+  ) as Record<string, string>;
+  const inject = mutation.PUMP_MONITOR_MUTATION ? ['--import', './test/mutations/inject.ts'] : [];
+  const proc = spawn(process.execPath, ['--import', 'tsx', ...inject, 'src/cli/main.ts', 'listen'], {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
       LOG_FORMAT: 'json',
       HOST: '127.0.0.1',
+      ...mutation,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
