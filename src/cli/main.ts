@@ -46,7 +46,11 @@ program
 program
   .command('migrate')
   .description('Create missing sensor tables, the engine schema and the notifying triggers (idempotent)')
-  .action(async () => (await import('./tools.js')).migrateCommand());
+  .option(
+    '--grant-to <role>',
+    'also grant this database user what listen needs (the engine schema, and reading the sensor tables)',
+  )
+  .action(async (opts: { grantTo?: string }) => (await import('./tools.js')).migrateCommand(opts));
 
 program
   .command('diagnose')

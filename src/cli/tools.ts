@@ -1,6 +1,6 @@
 import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
 import { createPool, describePgError, ensureReachable, withClient } from '../store/db.js';
-import { migrate } from '../store/schema.js';
+import { grantEngineSchema, migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
 import { resolveDemoTarget } from './demo.js';
@@ -22,17 +22,25 @@ function withDatabase(operator = false): { config: Config; database: DatabaseCon
 }
 
 /** Creates missing tables, the engine schema and the triggers; prints progress on a terminal. */
-export async function migrateCommand(): Promise<void> {
+export async function migrateCommand(opts: { grantTo?: string } = {}): Promise<void> {
   const { config, database } = withDatabase(true);
   await ensureReachable(database, 'pump-monitor-migrate');
   const logger = loggerFor(config);
   logDefinitionWarnings(logger, config);
   try {
-    const result = await withClient(database, 'pump-monitor-migrate', (client) =>
-      migrate(client, config, (done, total, table) =>
+    const result = await withClient(database, 'pump-monitor-migrate', async (client) => {
+      const r = await migrate(client, config, (done, total, table) =>
         terminal() ? progressLine(`migrating ${done}/${total} ${table}`) : undefined,
-      ),
-    );
+      );
+      if (opts.grantTo) {
+        const tables = [
+          ...config.pumps.flatMap((p) => p.sensors.map((s) => s.table)),
+          ...config.logbooks.flatMap((l) => l.streams.map((s) => s.table)),
+        ];
+        await grantEngineSchema(client, opts.grantTo, [...new Set(tables)]);
+      }
+      return r;
+    });
     if (terminal()) progressLine(undefined);
     logger.info(
       {
@@ -41,6 +49,7 @@ export async function migrateCommand(): Promise<void> {
         logbook_tables: result.logbookTables,
         pumps: config.pumps.map((p) => p.id),
         logbooks: config.logbooks.map((l) => l.id),
+        ...(opts.grantTo ? { granted_to: opts.grantTo } : {}),
       },
       'migrated: tables, triggers and engine schema are in place',
     );

@@ -32,11 +32,19 @@ export async function ensureEngineSchema(client: pg.ClientBase): Promise<number[
     return await runMigrations(client);
   } catch (err) {
     if ((err as { code?: string }).code === '42501') {
-      const { rows: who } = await client.query<{ u: string; d: string }>(
-        'SELECT current_user AS u, current_database() AS d',
+      const { rows: who } = await client.query<{ u: string; d: string; exists: boolean }>(
+        'SELECT current_user AS u, current_database() AS d, EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS exists',
+        [ENGINE_SCHEMA],
       );
       const u = who[0]?.u ?? 'this user';
       const d = who[0]?.d ?? 'this database';
+      if (who[0]?.exists) {
+        // Another user (an owner running migrate) created it, and granted this one nothing.
+        throw new PrivilegeError(
+          `database user "${u}" may not use schema ${ENGINE_SCHEMA}, which another user created; have its owner run ` +
+            `pump-monitor migrate --grant-to ${u}, or run ${engineGrants(u).slice(0, 3).join('; ')}`,
+        );
+      }
       throw new PrivilegeError(
         `database user "${u}" lacks the CREATE privilege on database "${d}", needed to create or upgrade schema ` +
           `${ENGINE_SCHEMA}; run GRANT CREATE ON DATABASE ${quoteIdent(d)} TO ${quoteIdent(u)}, or have an owner run pump-monitor migrate`,
@@ -44,6 +52,33 @@ export async function ensureEngineSchema(client: pg.ClientBase): Promise<number[
     }
     throw err;
   }
+}
+
+/**
+ * What a database user that did not create the engine schema needs to run `listen`: the schema, its
+ * tables and sequences (also those a later migration adds), and reading the sensor and logbook tables.
+ */
+export function engineGrants(role: string, tables: string[] = []): string[] {
+  const r = quoteIdent(role);
+  return [
+    `GRANT USAGE ON SCHEMA ${ENGINE_SCHEMA} TO ${r}`,
+    `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${ENGINE_SCHEMA} TO ${r}`,
+    `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${ENGINE_SCHEMA} TO ${r}`,
+    `ALTER DEFAULT PRIVILEGES IN SCHEMA ${ENGINE_SCHEMA} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${r}`,
+    `ALTER DEFAULT PRIVILEGES IN SCHEMA ${ENGINE_SCHEMA} GRANT USAGE, SELECT ON SEQUENCES TO ${r}`,
+    ...tables.map((t) => `GRANT SELECT ON ${quoteIdent(t)} TO ${r}`),
+  ];
+}
+
+/** Grants `role` what `engineGrants` lists, in one transaction. */
+export async function grantEngineSchema(
+  client: pg.ClientBase,
+  role: string,
+  tables: string[],
+): Promise<void> {
+  await inLockedTransaction(client, async () => {
+    for (const sql of engineGrants(role, tables)) await client.query(sql);
+  });
 }
 
 /** The DDL of one sensor table as the original system created it. */

@@ -9,7 +9,7 @@ import { buildServer } from '../../src/http/server.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA, sensorTableDdl } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
-import { spawnListener } from '../helpers/child.js';
+import { runCli, spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { API_KEY, type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import type { RecordedRequest } from '../helpers/fake-backend.js';
@@ -316,6 +316,68 @@ describe('start-up', () => {
     // Not retried: one privilege error is not a connection problem.
     expect(lines.filter((l) => l.msg === 'database not ready')).toEqual([]);
     expect(child.output.join('\n')).not.toContain(password);
+  });
+
+  it('a database user without the CREATE privilege, after an owner ran migrate: told how to be granted, then served', async () => {
+    const db = await createTestDatabase('promise_granted');
+    const role = `plant_app_${db.name.slice(-12)}`;
+    const password = 'app-pw-3c9d';
+    cleanups.push(() => db.drop());
+    const admin = new pg.Pool({ connectionString: db.url, max: 2 });
+    admin.on('error', () => {});
+    cleanups.push(async () => {
+      await admin.query(`DROP OWNED BY ${quoteIdent(role)}; DROP ROLE IF EXISTS ${quoteIdent(role)}`);
+      await admin.end();
+    });
+    await admin.query(`CREATE ROLE ${quoteIdent(role)} LOGIN PASSWORD '${password}'`);
+    await admin.query(`REVOKE CREATE ON DATABASE ${quoteIdent(db.name)} FROM PUBLIC`);
+    const ownerEnv = { DATABASE_URL: db.url, BASE_URL: 'http://127.0.0.1:9', API_KEY, LOG_LEVEL: 'warn' };
+    // The owner migrates, granting nothing: the user cannot use the engine schema, and is told how.
+    expect((await runCli(['migrate'], ownerEnv)).code).toBe(0);
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = password;
+    const env = {
+      DATABASE_URL: url.toString(),
+      BASE_URL: 'http://127.0.0.1:9',
+      BASE_URL_B: 'http://127.0.0.1:9',
+      API_KEY,
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      TIEMPO_ESPERA_BASE: '0.05',
+    };
+    const refused = spawnListener({ ...env, PORT: String(await freePort()) });
+    cleanups.push(async () => void refused.proc.kill('SIGKILL'));
+    expect(await refused.exited).toBe(1);
+    const fatal = refused.output
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string })
+      .filter((l) => l.level >= 50)
+      .map((l) => l.msg);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toContain(`may not use schema ${ENGINE_SCHEMA}, which another user created`);
+    expect(fatal[0]).toContain(`pump-monitor migrate --grant-to ${role}`);
+    expect(refused.output.join('\n')).not.toContain(password);
+
+    // The owner grants it; the user's listener then runs and stores what it reads.
+    expect((await runCli(['migrate', '--grant-to', role], ownerEnv)).code).toBe(0);
+    const port = String(await freePort());
+    const served = spawnListener({ ...env, PORT: port });
+    cleanups.push(async () => void served.proc.kill('SIGKILL'));
+    await waitFor(
+      'ready',
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200,
+      30_000,
+    );
+    const pumpA = loadConfig({}).pumps.find((p) => p.id === 'A');
+    if (!pumpA) throw new Error('pump A is defined');
+    await insertTimestamp(admin, pumpA, '2026-03-05T10:00:00');
+    await waitFor('the vector stored by the granted user', async () => {
+      const { rows } = await admin.query(`SELECT 1 FROM ${ENGINE_SCHEMA}.outbox WHERE pump = 'A'`);
+      return rows.length === 1;
+    });
+    served.proc.kill('SIGTERM');
+    expect(await served.exited).toBe(0);
   });
 
   it('MAX_INTENTOS_INICIAL and the backoff schedule are followed', async () => {
