@@ -421,6 +421,60 @@ describe('start-up', () => {
 });
 
 describe('SIGTERM', () => {
+  it('a drain that runs past SHUTDOWN_TIMEOUT_MS: exits 0, leaves the rest pending, and the next start delivers it once', async () => {
+    const h = await fresh('promise_sigterm_deadline');
+    const port = String(await freePort());
+    const child = spawnListener(
+      testEnv(
+        h.db,
+        h.backend,
+        {
+          PORT: port,
+          HOST: '127.0.0.1',
+          LOG_LEVEL: 'warn',
+          HTTP_TIMEOUT_MS: '60000',
+          SHUTDOWN_TIMEOUT_MS: '1500',
+        },
+        h.backendB,
+      ),
+    );
+    cleanups.push(async () => void child.proc.kill('SIGKILL'));
+    await waitFor(
+      'the listener ready',
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200,
+      30_000,
+    );
+    // Both backends never answer: the drain cannot finish within its deadline.
+    h.backend.behaviour = () => 'hang';
+    h.backendB.behaviour = () => 'hang';
+    await insertTimestamp(h.admin, h.pumps.A, '2025-02-06T00:00:00');
+    await insertTimestamp(h.admin, h.pumps.B, '2025-02-06T00:00:00');
+    await waitFor(
+      'both vectors in flight',
+      () =>
+        h.backend.requests.some((r) => r.path === '/sensores/predecir-bomba') &&
+        h.backendB.requests.some((r) => r.path === '/sensores_b/predecir-bomba-b'),
+    );
+    child.proc.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    expect([...h.backend.requests, ...h.backendB.requests].filter((r) => r.status !== 0)).toEqual([]);
+    // What was cut short stays unsettled: the vectors pending, nothing dead-lettered.
+    const { rows } = await h.admin.query(`SELECT pump, status FROM ${ENGINE_SCHEMA}.outbox ORDER BY pump`);
+    expect(rows).toEqual([
+      { pump: 'A', status: 'pending' },
+      { pump: 'B', status: 'pending' },
+    ]);
+    expect(await deadLetters(h, 'vector')).toEqual([]);
+    expect(await deadLetters(h, 'sensor_post')).toEqual([]);
+    // The backends answer again: a new engine delivers every reading and both vectors, once.
+    h.backend.behaviour = () => undefined;
+    h.backendB.behaviour = () => undefined;
+    const m = await h.startMonitor();
+    const c = await h.ledger().settle({ admin: h.admin, monitors: [m] });
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 35, vectors: 2 });
+    expectExactlyOnce(c);
+  });
+
   it('drains what is in flight, records it, exits 0, and the next start sends nothing again', async () => {
     const h = await fresh('promise_sigterm');
     const port = String(await freePort());
