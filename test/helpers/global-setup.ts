@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
