@@ -30,6 +30,8 @@ export interface DemoState {
 
 /** Which definitions `npm start` runs: a built-in profile, a folder, or (neither) the default pumps/. */
 export interface DemoWiring {
+  /** In words: "profile plant-2026-03", "folder /srv/pumps" or "default (pumps/a.json, pumps/b.json)". */
+  name: string;
   /** PUMPS_PROFILE. */
   profile?: string;
   /** PUMPS_DIR, absolute. */

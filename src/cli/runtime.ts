@@ -123,7 +123,7 @@ export function handleSignals(
       },
     );
   };
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, onSignal);
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => onSignal(signal));
   watchParent((parent) => onSignal('SIGHUP', `npm (pid ${parent}), which started this process, has exited`));
   monitor?.on('fatal', (err) => {
     logger.fatal(err.message);

@@ -144,7 +144,7 @@ export async function start(): Promise<void> {
           config.logbooks.length > 0 ? `; logbooks at ${config.logbooks.map((l) => l.url).join(', ')}` : ''
         })`,
         `  PostgreSQL         ${database.host}:${database.port}/${database.database}, data in ${postgres.dataDir}${temporary}`,
-        `  wiring             ${config.profile ? `profile ${config.profile}` : (process.env.PUMPS_DIR ?? 'pumps/a.json, pumps/b.json')}`,
+        `  wiring             ${wiringOf(config).name}`,
         `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump${
           config.logbooks.length > 0
             ? `, a logbook entry every ${process.env.SIMULATE_LOGBOOK_EVERY ?? 180} s per stream`
@@ -198,6 +198,7 @@ export async function start(): Promise<void> {
   }
 }
 
+const DEFAULT_WIRING = 'pumps/a.json, pumps/b.json';
 const SETTLE_LIMIT_MS = 120_000;
 const SETTLE_POLL_MS = 1_000;
 
@@ -220,7 +221,13 @@ function wiringOf(config: {
 }): DemoWiring {
   const folder = process.env.PUMPS_DIR?.trim();
   const selection = process.env.PUMPS?.trim();
+  const name = config.profile
+    ? `profile ${config.profile}`
+    : folder
+      ? `folder ${path.resolve(folder)}`
+      : `default (${DEFAULT_WIRING})`;
   return {
+    name,
     ...(config.profile ? { profile: config.profile } : {}),
     ...(!config.profile && folder ? { folder: path.resolve(folder) } : {}),
     ...(selection ? { selection } : {}),

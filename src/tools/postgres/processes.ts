@@ -169,7 +169,7 @@ const REMOVAL_WAIT_S = 60;
  * exiting process cannot wait for it. Gives up waiting after a minute (an unreaped process) and removes
  * it all the same.
  */
-function removeWhenGone(dir: string, pid: number): void {
+export function removeWhenGone(dir: string, pid: number): void {
   const script = `i=0; while kill -0 "$1" 2>/dev/null && [ "$i" -lt ${REMOVAL_WAIT_S * 5} ]; do sleep 0.2; i=$((i+1)); done; rm -rf -- "$2"`;
   try {
     spawn('/bin/sh', ['-c', script, 'pump-monitor-pg-cleanup', String(pid), dir], {
