@@ -275,9 +275,11 @@ in_image() {
   fi
 }
 
-image_node=$(in_image version node --version 2>&1) || die "node --version failed in the image: $image_node"
+# stdout only: podman may say on stderr that it has no systemd for healthcheck timers.
+image_node=$(in_image version node --version 2>>"$work/podman.log") || die "node --version failed in the image"
 [ "${image_node%%.*}" = "v$NODE_MAJOR" ] || die "the image runs node $image_node, not the Dockerfile's major $NODE_MAJOR"
-image_version=$(in_image version node dist/cli/main.js --version 2>&1) || die "pump-monitor --version failed: $image_version"
+image_version=$(in_image version node dist/cli/main.js --version 2>>"$work/podman.log") ||
+  die "pump-monitor --version failed in the image"
 [ "$image_version" = "$(node -p 'require("./package.json").version')" ] ||
   die "pump-monitor --version in the image says '$image_version', not package.json's version"
 phase "the image runs node $image_node; pump-monitor --version says $image_version"

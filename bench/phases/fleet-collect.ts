@@ -97,6 +97,20 @@ function inserterOf(a: Arrivals, s: Schedule): FleetRun['inserter'] {
   };
 }
 
+/** What a run's report says of its plan, whether it ran or not. */
+function planned(plan: RunPlan) {
+  const n = plan.pumps.length;
+  return {
+    pumps: n,
+    sensors: SENSORS,
+    readingsPerS: n * SENSORS,
+    warmupSeconds: plan.warmupSeconds,
+    seconds: plan.seconds,
+    tablesCreated: plan.tables.created,
+    tablesMs: round(plan.tables.ms, 0),
+  };
+}
+
 /** Sums a run up into its report, verdict included. */
 export function collect(m: Measured): FleetRun {
   const { plan, arrivals: a, schedule, drained, cpu: c, postgresBySession: ps } = m;
@@ -158,14 +172,8 @@ export function collect(m: Measured): FleetRun {
     reason = `p99 lag ${p99} ms (vectors ${lag.vector.p99Ms}, posts ${lag.post.p99Ms})`;
   }
   return {
-    pumps: n,
-    sensors: SENSORS,
-    readingsPerS: n * SENSORS,
-    warmupSeconds: plan.warmupSeconds,
-    seconds: plan.seconds,
+    ...planned(plan),
     connections: m.connections,
-    tablesCreated: plan.tables.created,
-    tablesMs: round(plan.tables.ms, 0),
     engineStartMs: round(m.engineStartMs, 0),
     engineCatchUpMs: round(m.engineCatchUpMs, 0),
     rows: schedule.rows,
@@ -194,16 +202,9 @@ export function collect(m: Measured): FleetRun {
 /** A run whose engine did not start: nothing was inserted. */
 export function notStarted(plan: RunPlan, reason: string): FleetRun {
   const none = spread([]);
-  const n = plan.pumps.length;
   return {
-    pumps: n,
-    sensors: SENSORS,
-    readingsPerS: n * SENSORS,
-    warmupSeconds: plan.warmupSeconds,
-    seconds: plan.seconds,
+    ...planned(plan),
     connections: 0,
-    tablesCreated: plan.tables.created,
-    tablesMs: round(plan.tables.ms, 0),
     engineStartMs: Number.NaN,
     engineCatchUpMs: Number.NaN,
     rows: 0,
