@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/tools/free-port.js';
 import { isProcessRunning } from '../../src/tools/postgres/processes.js';
+import { runCli } from '../helpers/child.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -64,6 +65,20 @@ function descendants(root: number): number[] {
   };
   walk(root);
   return found;
+}
+
+/** The IPv4 addresses with a socket listening on `port`, from /proc/net/tcp (hex, little-endian). */
+function listeningAddresses(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A')
+    .map((f) => {
+      const hex = (f[1] as string).split(':')[0] as string;
+      return [3, 2, 1, 0].map((k) => Number.parseInt(hex.slice(k * 2, k * 2 + 2), 16)).join('.');
+    });
 }
 
 function commandOf(pid: number): string {
@@ -130,6 +145,17 @@ describe('npm start stops like a service', () => {
       // As root, the mode-700 directory sends the cluster to a temporary directory.
       expect(temporary !== undefined).toBe(runsAsRoot);
 
+      // With HOST unset, the demo's status page listens on loopback only.
+      expect(listeningAddresses(Number(env.PORT))).toEqual(['127.0.0.1']);
+      if (signal === 'SIGTERM') {
+        // Once every pump has sent a vector, the banner is said again below start-up's log lines.
+        await waitFor(
+          'the banner again',
+          () => output.includes('pump-monitor is running (start-up settled):'),
+          120_000,
+        );
+      }
+
       process.kill(npmPid, signal);
       await waitFor(
         'every process npm start started gone',
@@ -153,6 +179,16 @@ describe('npm start stops like a service', () => {
       expect(output).not.toContain('ERR_IPC_DISCONNECTED');
     }, 300_000);
   }
+});
+
+describe('pump-monitor --version', () => {
+  it("prints package.json's version", async () => {
+    const run = await runCli(['--version'], {});
+    const { version } = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    expect(run).toMatchObject({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
 });
 
 describe('the test suite interrupted', () => {
