@@ -34,6 +34,10 @@ export interface ChannelStats {
   field: string;
   unit: string;
   description: string;
+  /** Whether the sensor's field joins the pump's vector (false: it is only posted on its own). */
+  inVector: boolean;
+  /** The other pumps that read this sensor's table (a shared table): empty for most. */
+  sharedWith: string[];
   readings: number;
   lastSeenAt: number | null;
   lastValue: number | null;
@@ -116,6 +120,8 @@ export interface PumpStats {
   predictions: PredictionPoint[];
   /** The latest dropped groups, newest last (at most RECENT_DROPPED). */
   recent_dropped: DroppedPoint[];
+  /** The vector's fields, in the order the assembler keeps them (the page's completeness columns). */
+  vector_fields: string[];
   channels: Map<string, ChannelStats>;
 }
 
@@ -215,6 +221,9 @@ export class Telemetry {
         last_prediction: null,
         predictions: [],
         recent_dropped: [],
+        vector_fields: p.vectorFields ?? [
+          ...new Set(p.sensors.filter((s) => s.inVector !== false).map((s) => s.field)),
+        ],
         channels: new Map(
           p.sensors.map((s) => [
             s.channel,
@@ -224,6 +233,10 @@ export class Telemetry {
               field: s.field,
               unit: s.unit,
               description: s.description,
+              inVector: s.inVector !== false,
+              sharedWith: pumps
+                .filter((o) => o.id !== p.id && o.sensors.some((x) => x.table === s.table))
+                .map((o) => o.id),
               readings: 0,
               lastSeenAt: null,
               lastValue: null,
