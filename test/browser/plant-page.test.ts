@@ -218,6 +218,8 @@ for (const w of wirings) {
         await expect.poll(() => overflows(page), { timeout: 10_000 }).toEqual([]);
       }
       await page.setViewportSize({ width: 1400, height: 900 });
+      // The charts follow the width through a ResizeObserver: wait for the page to fit again.
+      await expect.poll(() => overflows(page), { timeout: 10_000 }).toEqual([]);
       await page.screenshot({ path: resolve(SHOTS, `status-page-${w.shot}-1400.png`), fullPage: true });
       await page.setViewportSize(PHONE);
       await expect.poll(() => overflows(page), { timeout: 10_000 }).toEqual([]);
