@@ -151,3 +151,67 @@ describe("the definitions' warnings at start", () => {
     expect(own.lines.map((l) => [l.level, l.msg])).toEqual(plant.warnings.map((w) => [40, w]));
   });
 });
+
+describe('a flood of one warning', () => {
+  it('a backend answering 503 for a while: each warning written once, its repeats counted and said once', async () => {
+    h = await harness('quietflood');
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk, _e, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l));
+        done();
+      },
+    });
+    let now = Date.now();
+    const limiter = new RepeatLimiter(60_000, () => now);
+    // A breaker that does not open: every retry reaches the backend and logs its warning.
+    const monitor = await h.startMonitor(
+      { BREAKER_THRESHOLD: '100000' },
+      { logger: pino(loggerOptions('info', [], limiter), sink) },
+    );
+    const backend = h.backend;
+    let refused = 0;
+    // Pump A's vectors (its base URL ends in /sensores) are refused; its per-sensor posts go through.
+    const unified = `/sensores${h.pumps.A.unifiedPath}`;
+    backend.behaviour = (r) => {
+      if (r.path !== unified) return undefined;
+      refused += 1;
+      return { status: 503 };
+    };
+    const pool = createPool(h.config.database, 'quiet-flood-simulator', 2);
+    pool.on('error', () => {});
+    try {
+      await runSimulator({ pool, pumps: [h.pumps.A], rate: 20, count: 10, random: seeded(7) });
+    } finally {
+      await pool.end();
+    }
+    // Each vector of A is retried against the 503s: dozens of retries, one warning line per kind.
+    await waitFor('many refused vectors', () => refused >= 40, 60_000);
+    backend.behaviour = () => undefined;
+    await waitFor(
+      'every vector sent after the backend heals',
+      () => monitor.telemetry.pump('A').vectors_sent >= 10,
+      60_000,
+    );
+    const warned = lines.filter((l) => l.level === 40);
+    const kinds = new Map<string, number>();
+    for (const w of warned) {
+      const k = String(w.msg).replace(/\d+/g, '#');
+      kinds.set(k, (kinds.get(k) ?? 0) + 1);
+    }
+    expect(
+      [...kinds.values()].every((n) => n === 1),
+      JSON.stringify([...kinds]),
+    ).toBe(true);
+    expect(warned.length).toBeLessThanOrEqual(3);
+    expect(limiter.suppressedTotal).toBeGreaterThan(20);
+    // The minute passes: one line per kind says how many were not written, and they add up.
+    now += 60_000;
+    limiter.sweep();
+    const said = lines.filter((l) => l.repeated !== undefined);
+    expect(said.length).toBeGreaterThan(0);
+    expect(said.reduce((n, l) => n + Number(l.repeated), 0)).toBe(limiter.suppressedTotal);
+    for (const l of said)
+      expect(String(l.msg)).toMatch(/\[repeated \d+ more times? within 60 s; not written each time\]$/);
+  }, 120_000);
+});
