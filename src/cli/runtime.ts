@@ -31,10 +31,21 @@ export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
 }
 
 /**
- * Logs the definitions linter's warnings, one line each: what the folder describes is allowed but worth an
- * operator's look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md.
+ * Logs the definitions linter's warnings: what the folder describes is allowed but worth an operator's
+ * look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md. A folder of the
+ * operator's own (PUMPS_DIR) gets one warning each. A built-in profile's are facts of the plant's wiring,
+ * reviewed in docs/pumps.md and nothing an operator can act on: one info line says them all.
  */
 export function logDefinitionWarnings(logger: Logger, config: Pick<Config, 'warnings' | 'profile'>): void {
+  if (config.profile !== undefined) {
+    if (config.warnings.length > 0) {
+      logger.info(
+        { profile: config.profile, facts: config.warnings },
+        `profile ${config.profile}: ${config.warnings.length} known facts of the plant's wiring (endpoints fed by two tables, channels posted only; see docs/pumps.md)`,
+      );
+    }
+    return;
+  }
   for (const warning of config.warnings) logger.warn({ profile: config.profile }, warning);
 }
 

@@ -51,6 +51,8 @@ export interface MonitorOptions {
   /** How often open groups are checked for settle time and expiry. */
   tickMs?: number;
   checkpointEveryMs?: number;
+  /** How often each pump's summary line is logged at info; 60 s. */
+  summaryEveryMs?: number;
   /** Shows a long catch-up's progress (a terminal line); without it, only the final log line says it. */
   progress?: (text: string | undefined) => void;
 }
@@ -353,6 +355,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       posts: this.posts,
       listener: this.listener,
       log: this.log,
+      signal,
+      ...(o.summaryEveryMs !== undefined ? { summaryEveryMs: o.summaryEveryMs } : {}),
     });
     registerGauges(this.telemetry, {
       pool: this.pool,
