@@ -81,9 +81,10 @@ export interface LedgerOptions {
    * depends on when rows arrived (a catch-up reads far behind the commits, a restart forgets last values),
    * so this is as exact as the facts allow in general. 'exact', for a test that makes arrival order known
    * (one engine saw every row, live, and nothing of the field's tables was committed while the vector
-   * waited): the fill must be the policy's own pick, the newest row of that field's tables committed
-   * before the vector was recorded, else the default, else the field left out where optional. A row
-   * committed within `fillAmbiguityMs` before the record may or may not have arrived first: both values
+   * waited): the fill must be the policy's own pick, the newest row of that field's tables known to have
+   * reached the engine before the vector was recorded (a member of a group recorded earlier, or committed
+   * `fillAmbiguityMs` before), else the default, else the field left out where optional. A newer row of the
+   * field committed before the record but not known to have arrived first may be the pick too: both values
    * are accepted and counted in `ambiguousFills`, which such a test asserts is 0.
    */
   fills?: 'exact' | 'recorded';
@@ -204,6 +205,8 @@ export interface SettleOptions {
 
 export class Ledger {
   private last: LedgerCount | undefined;
+  /** `pump|table:id` → when the first outbox row holding that row as a member was recorded (refresh). */
+  private recordedWith = new Map<string, number>();
 
   constructor(private readonly o: LedgerOptions) {}
 
@@ -348,6 +351,13 @@ export class Ledger {
         },
       ]),
     );
+    this.recordedWith = new Map();
+    for (const [, rec] of exp.outbox)
+      for (const m of rec.members) {
+        const k = `${rec.pump}|${m}`;
+        if (rec.recordedAt < (this.recordedWith.get(k) ?? Number.POSITIVE_INFINITY))
+          this.recordedWith.set(k, rec.recordedAt);
+      }
   }
 
   /** Matches every 200 the backends answered against `exp`. Pure: it can be called again and again. */
@@ -557,13 +567,27 @@ export class Ledger {
       if (claim === undefined) return { values: orDefault(), ambiguous: false };
       return { values: new Set(rows.map((r) => r.valor)), ambiguous: false };
     }
+    // A row is known to have reached the engine before this vector was resolved when a group holding it
+    // was recorded before (the engine built it from that row), or when it was committed long before.
     const margin = this.o.fillAmbiguityMs ?? 1_000;
-    const settled = newest(rows.filter((r) => r.at <= rec.recordedAt - margin));
-    const close = rows.filter((r) => r.at > rec.recordedAt - margin);
-    const out = settled ? new Set([settled.valor]) : orDefault();
-    for (const r of close) out.add(r.valor);
-    return { values: out, ambiguous: close.length > 0 };
+    const known = (r: VectorRow) =>
+      r.at <= rec.recordedAt - margin ||
+      (this.recordedWith.get(`${v.pump}|${r.table}:${r.id}`) ?? Number.POSITIVE_INFINITY) < rec.recordedAt;
+    const last = newest(rows.filter(known));
+    // Rows of the field newer than that one, not known to have arrived first: either may be the pick.
+    const unsure = rows.filter(
+      (r) => !known(r) && (!last || r.at > last.at || (r.at === last.at && r.id > last.id)),
+    );
+    const out = last
+      ? new Set([last.valor])
+      : unsure.length > 0 && fallback !== undefined
+        ? new Set([fallback])
+        : orDefault();
+    if (!last && unsure.length > 0) out.delete(Number.NaN);
+    for (const r of unsure) out.add(r.valor);
+    return { values: out, ambiguous: unsure.length > 0 };
   }
+
   /** Whether the engines have nothing left to do: no pending outbox row or deferred post, nothing queued. */
   async quiescent(o: SettleOptions): Promise<boolean> {
     const { rows } = await o.admin.query<{ pending: number; deferred: number }>(
