@@ -143,6 +143,8 @@ interface OutboxRecord {
 
 export interface Expected {
   readings: Map<string, Item>;
+  /** The tables whose posts go to each backend and path. */
+  readingTables: Map<string, { pump: string; table: string; shared: boolean }[]>;
   vectors: VectorItem[];
   /** The vectors by backend and path, and the pump that path belongs to. */
   byPath: Map<string, { pump: string; items: VectorItem[] }>;
@@ -219,6 +221,7 @@ export class Ledger {
   /** What must be delivered, read from the sensor tables. */
   async expected(db: pg.Pool): Promise<Expected> {
     const readings = new Map<string, Item>();
+    const readingTables = new Map<string, { pump: string; table: string; shared: boolean }[]>();
     const vectors: VectorItem[] = [];
     const byRow = new Map<string, VectorItem>();
     const shared = sharedTables(this.o.pumps);
@@ -234,6 +237,12 @@ export class Ledger {
       const byOccurrence = new Map<string, { tiempo: string; rows: VectorRow[] }>();
       const fieldRows = new Map<string, VectorRow[]>(fields.map((f) => [f, []]));
       for (const s of p.sensors) {
+        const sensorPath = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
+        const at = `${backend.port}|${sensorPath}`;
+        readingTables.set(at, [
+          ...(readingTables.get(at) ?? []),
+          { pump: p.id, table: s.table, shared: shared.has(s.table) },
+        ]);
         const { rows } = await db.query<{
           id: number;
           tiempo_sensor: string;
@@ -251,7 +260,7 @@ export class Ledger {
           if (r.tiempo_sensor === null || r.tiempo_sensor.trim() === '') continue;
           const path = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
           if (!this.o.excludeReading?.(s.table, r.id)) {
-            readings.set(readingId(backend, path, r.id, r.valor_sensor), {
+            readings.set(readingId(backend, path, s.table, r.id, r.valor_sensor), {
               kind: 'reading',
               pump: p.id,
               backend,
@@ -310,7 +319,7 @@ export class Ledger {
       e.items.push(v);
       byPath.set(k, e);
     }
-    return { readings, vectors, byPath, byRow, outbox: new Map() };
+    return { readings, readingTables, vectors, byPath, byRow, outbox: new Map() };
   }
 
   /**
@@ -463,7 +472,17 @@ export class Ledger {
       const id = r.body.id_sensor;
       const valor = r.body.valor;
       if (typeof id !== 'number' || typeof valor !== 'number') return undefined;
-      return exp.readings.get(readingId(backend, r.path, id, valor));
+      // Two tables of a pump may post to one path (plant-2026-03): the key tells them apart, where it
+      // has the specification's form; otherwise the first table whose row this is.
+      const tables = exp.readingTables.get(`${backend.port}|${r.path}`) ?? [];
+      const byKey = tables.find((t) =>
+        readingKeyPattern(t.pump, t.table, id, t.shared).test(r.idempotencyKey ?? ''),
+      );
+      for (const t of byKey ? [byKey] : tables) {
+        const item = exp.readings.get(readingId(backend, r.path, t.table, id, valor));
+        if (item) return item;
+      }
+      return undefined;
     }
     const route = exp.byPath.get(`${backend.port}|${r.path}`);
     if (!route) return undefined;
@@ -685,8 +704,8 @@ export class Ledger {
   }
 }
 
-function readingId(backend: FakeBackend, path: string, id: number, valor: number): string {
-  return `${backend.port}|${path}|${id}|${valor}`;
+function readingId(backend: FakeBackend, path: string, table: string, id: number, valor: number): string {
+  return `${backend.port}|${path}|${table}|${id}|${valor}`;
 }
 
 function describe(r: RecordedRequest): string {
