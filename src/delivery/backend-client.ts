@@ -189,7 +189,16 @@ class Answer implements Dispatcher.DispatchHandler {
       this.onAbort = () => this.cancel(signal.reason as Error, signal.reason);
       signal.addEventListener('abort', this.onAbort, { once: true });
     }
-    this.timer = setTimeout(() => this.cancel(DEADLINE, this.client.failure(this.path, DEADLINE)), timeoutMs);
+    // The deadline decides only after this turn's I/O: when the event loop was held up past it (a GC
+    // pause, a loaded machine), the timer and the answer are both due, and Node runs timers first. An
+    // answer the backend has sent is taken, not dropped for a retry that would reach it a second time.
+    this.timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (!this.settled) this.cancel(DEADLINE, this.client.failure(this.path, DEADLINE));
+        }),
+      timeoutMs,
+    );
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {

@@ -85,9 +85,23 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
     for (const [pump, own] of byPump) {
       const horizon = horizonOf(own);
       let handed = 0;
+      // A table hands over one row per key text a round. A second row of a table under a key text it
+      // handed this round is that key coming back (`HH:MM` the next day, a clock reset), or a correction:
+      // it waits for the next round, after the group it would join has had its other tables' rows, as a
+      // live engine would have seen it. Handed together, two days of `HH:MM` rows made one group.
+      const keys = new Set<string>();
       for (const c of own) {
         let n = 0;
-        while (n < c.buffer.length && (horizon === undefined || (c.buffer[n] as SensorRow).t <= horizon)) n++;
+        while (n < c.buffer.length) {
+          const r = c.buffer[n] as SensorRow;
+          if (horizon !== undefined && r.t > horizon) break;
+          if (r.t !== '') {
+            const key = `${c.table}\u0000${r.t}`;
+            if (keys.has(key)) break;
+            keys.add(key);
+          }
+          n++;
+        }
         for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r, r.posted, c.pump);
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {

@@ -3,6 +3,13 @@ import type pg from 'pg';
 import { expect } from 'vitest';
 import type { PumpDefinition } from '../../src/config/pumps.js';
 import type { FakeBackend } from './fake-backend.js';
+import {
+  readingKeyPattern,
+  sharedTables,
+  specPumpFor,
+  specSensorPath,
+  specUnifiedPath,
+} from './spec-oracle.js';
 import { pause } from './wait.js';
 
 /**
@@ -49,7 +56,7 @@ export interface KillFacts {
   cut: Map<FakeBackend, number>;
   /** `pump|table|row id` of every post in `sensor_posts` settled before the kill. */
   recordedPosts: Set<string>;
-  /** `pump|body` of every vector whose outbox row was `sent` before the kill. */
+  /** `pump|Idempotency-Key` of every vector whose outbox row was `sent` before the kill. */
   recordedVectors: Set<string>;
 }
 
@@ -74,8 +81,9 @@ export async function factsAtKill(o: {
       WHERE settled_at <= $1::timestamptz`,
     [killedAt],
   );
-  const { rows: vectors } = await o.admin.query<{ pump: string; body: Record<string, number> }>(
-    `SELECT pump, body FROM pump_monitor.outbox WHERE status = 'sent' AND sent_at <= $1::timestamptz`,
+  const { rows: vectors } = await o.admin.query<{ k: string }>(
+    `SELECT pump || '|' || idempotency_key AS k FROM pump_monitor.outbox
+      WHERE status = 'sent' AND sent_at <= $1::timestamptz`,
     [killedAt],
   );
   const backends = [...new Set(Object.values(o.backends))];
@@ -89,7 +97,7 @@ export async function factsAtKill(o: {
     killedMs,
     cut: new Map(backends.map((b) => [b, b.requests.length])),
     recordedPosts: new Set(posts.map((r) => r.k)),
-    recordedVectors: new Set(vectors.map((r) => `${r.pump}|${canonical(r.body)}`)),
+    recordedVectors: new Set(vectors.map((r) => r.k)),
   };
 }
 
@@ -118,8 +126,10 @@ interface Seen {
 
 /**
  * Sorts every 200 the backends answered into before and after the kill, per expected item (a post by its
- * pump's path, row id and value; a vector by its pump's path and body), and sets each item answered more
- * than once against the facts. Requests that match no pump's path are the delivery ledger's `unexpected`.
+ * pump's path, table, row id and value; a vector by its pump's path and Idempotency-Key, which the delivery
+ * ledger ties to the vector's rows, so a resend under another key is a vector of its own there), and sets
+ * each item answered more than once against the facts. Requests that match no pump's path are the
+ * delivery ledger's `unexpected`.
  */
 export function resendsAfterKill(f: KillFacts): Resends {
   const seen = new Map<string, Seen>();
@@ -128,15 +138,26 @@ export function resendsAfterKill(f: KillFacts): Resends {
     const backend = f.backends[p.id];
     if (!backend) continue;
     const cut = f.cut.get(backend) ?? 0;
-    const tables = new Map(p.sensors.map((s) => [`${p.pathPrefix}${s.endpoint}`, s.table]));
-    const unified = `${p.pathPrefix}${p.unifiedPath}`;
+    const spec = specPumpFor(p);
+    const shared = sharedTables(f.pumps);
+    // Two tables of a pump may post to one path (plant-2026-03): the key's table tells them apart.
+    const tables = new Map<string, string[]>();
+    for (const s of p.sensors) {
+      const path = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
+      tables.set(path, [...(tables.get(path) ?? []), s.table]);
+    }
+    const unified = spec ? specUnifiedPath(spec) : `${p.pathPrefix}${p.unifiedPath}`;
     backend.requests.forEach((r, i) => {
       if (r.status !== 200 || !r.json) return;
       let key: string;
       let item: Omit<Seen, 'before' | 'after' | 'answers'>;
-      const table = tables.get(r.path);
-      if (table !== undefined) {
+      const candidates = tables.get(r.path);
+      if (candidates !== undefined) {
         const { id_sensor: id, valor } = r.body;
+        const table =
+          candidates.find((t) =>
+            readingKeyPattern(p.id, t, Number(id), shared.has(t)).test(r.idempotencyKey ?? ''),
+          ) ?? (candidates[0] as string);
         key = `${p.id}|${table}|${id}`;
         item = {
           label: `${p.id} ${table} id ${id} valor ${valor}`,
@@ -146,9 +167,9 @@ export function resendsAfterKill(f: KillFacts): Resends {
         };
         key += `|${valor}`;
       } else if (r.path === unified) {
-        key = `${p.id}|${canonical(r.body)}`;
+        key = `${p.id}|${r.idempotencyKey}`;
         item = {
-          label: `${p.id} vector ${r.raw.slice(0, 60)}…`,
+          label: `${p.id} vector ${r.idempotencyKey} ${r.raw.slice(0, 60)}…`,
           pump: p.id,
           kind: 'vector',
           recorded: f.recordedVectors.has(key),
@@ -213,11 +234,4 @@ export function reportResends(name: string, r: Resends): void {
   console.log(line);
   mkdirSync('test-artifacts', { recursive: true });
   appendFileSync('test-artifacts/reliability.txt', `${line}\n`);
-}
-
-/** A JSON object's text with its keys sorted, so two spellings of one body compare equal. */
-function canonical(o: Record<string, unknown>): string {
-  return JSON.stringify(
-    Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
-  );
 }

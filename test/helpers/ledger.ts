@@ -15,6 +15,9 @@ import {
 } from './spec-oracle.js';
 import { pause } from './wait.js';
 
+/** How the outbox stores a member row: `table_no * 2^40 + id` (engine schema version 2, frozen in test/fixtures). */
+const MEMBER_BITS = 40n;
+
 /**
  * The strict delivery ledger. Expectations come from the inputs only: the rows in the sensor tables and
  * the pump definitions, never from the code under test (no key formula). Every request a test backend
@@ -22,8 +25,15 @@ import { pause } from './wait.js';
  *
  * - a reading (a row with a finite valor) must reach its pump's backend at `pathPrefix + endpoint`, with
  *   the body exactly `{"id_sensor": <row id>, "valor": <valor_sensor>}`;
- * - a vector (a pump timestamp whose rows cover every sensor; see `partial` for the others) must reach its
- *   pump's backend at `pathPrefix + unifiedPath`, with one field per sensor holding that row's value;
+ * - a vector (a pump timestamp whose rows cover every vector field; see `partial` for the others) must reach
+ *   its pump's backend at `pathPrefix + unifiedPath`. It is identified by its rows, not by its body: the
+ *   request's Idempotency-Key names an outbox row, whose `members` (the engine's record of the rows it built
+ *   the vector from) must be exactly the rows the test inserted for that timestamp (one occurrence of a key
+ *   text: see `occurrence`). The body must then be exactly what those rows give: each field the value of its
+ *   row (where two tables feed one field, the first row to arrive wins, and a second row of that table is a
+ *   correction; arrival order is the members' order), each missing field the value the fill policy must pick
+ *   (see `fills`). A wrong value is `wrongValues`; a key the outbox does not hold, or members that are not
+ *   one expected vector's rows, is `unexpected`;
  * - a 200 that matches nothing expected (a wrong path, a wrong pump's backend, a wrong body) is
  *   `unexpected`;
  * - each item's 200s carry one Idempotency-Key, present, not shared with another item, and of the form
@@ -57,6 +67,29 @@ export interface LedgerOptions {
   excludeReading?: (table: string, id: number) => boolean;
   /** Timestamps to leave out of the expected vectors (e.g. one a test makes the backend reject). */
   excludeVector?: (pump: string, tiempo: string) => boolean;
+  /**
+   * Which occurrence of its key text a row belongs to, when a key text comes back (`HH:MM` on two days, a
+   * clock reset): rows of one pump with the same key text and the same occurrence form one expected vector.
+   * Default: one occurrence per key text.
+   */
+  occurrence?: (pump: string, table: string, id: number, tiempo: string) => string;
+  /**
+   * How a missing field's fill is checked. 'recorded' (default): the outbox records each fill's source; a
+   * fill recorded as `field:default` must be exactly the pump's default, one recorded as `field:last` a
+   * value of that field's own tables committed before the vector was recorded, and a field left out must be
+   * one the backend makes optional and the pump has no default for. Which row was the engine's last value
+   * depends on when rows arrived (a catch-up reads far behind the commits, a restart forgets last values),
+   * so this is as exact as the facts allow in general. 'exact', for a test that makes arrival order known
+   * (one engine saw every row, live, and nothing of the field's tables was committed while the vector
+   * waited): the fill must be the policy's own pick, the newest row of that field's tables known to have
+   * reached the engine before the vector was recorded (a member of a group recorded earlier, or committed
+   * `fillAmbiguityMs` before), else the default, else the field left out where optional. A newer row of the
+   * field committed before the record but not known to have arrived first may be the pick too: both values
+   * are accepted and counted in `ambiguousFills`, which such a test asserts is 0.
+   */
+  fills?: 'exact' | 'recorded';
+  /** See `fills`; default 1000 ms. */
+  fillAmbiguityMs?: number;
 }
 
 interface Item {
@@ -73,21 +106,52 @@ interface Item {
   keyPattern: RegExp;
 }
 
+/** A row of a vector field, as the test inserted it. */
+interface VectorRow {
+  table: string;
+  id: number;
+  field: string;
+  valor: number;
+  /** `tiempo_ejecucion` in ms: when its transaction began (the tests commit one statement at a time). */
+  at: number;
+}
+
 interface VectorItem extends Item {
   kind: 'vector';
+  tiempo: string;
+  /** The pump's vector fields, in the specification's order. */
   fields: string[];
-  /** Per field: the values its rows of this timestamp hold. */
-  present: Map<string, Set<number>>;
-  /** Per missing field: the values it may be filled with. */
-  fills: Map<string, Set<number>>;
+  /** Its rows, by `table:id`. */
+  rows: Map<string, VectorRow>;
+  /** The pump's rows of each vector field, for the fill policy's last value. */
+  fieldRows: Map<string, VectorRow[]>;
+  defaults: Record<string, number>;
   optional: Set<string>;
+}
+
+/** An outbox row as the engine recorded it: which rows a vector was built from, and how it was filled. */
+interface OutboxRecord {
+  pump: string;
+  tiempo: string;
+  /** `table:id` of each member, in the order the engine recorded them (the order they arrived). */
+  members: string[];
+  /** `field:last` / `field:default` per filled field. */
+  filled: string[];
+  /** When the engine recorded it (database clock, ms). */
+  recordedAt: number;
 }
 
 export interface Expected {
   readings: Map<string, Item>;
+  /** The tables whose posts go to each backend and path. */
+  readingTables: Map<string, { pump: string; table: string; shared: boolean }[]>;
   vectors: VectorItem[];
-  /** The vectors by backend and path. */
-  byPath: Map<string, VectorItem[]>;
+  /** The vectors by backend and path, and the pump that path belongs to. */
+  byPath: Map<string, { pump: string; items: VectorItem[] }>;
+  /** Each expected vector by `pump|table:id` of each of its rows. */
+  byRow: Map<string, VectorItem>;
+  /** The engine's outbox by Idempotency-Key (refreshed by `refresh`). */
+  outbox: Map<string, OutboxRecord>;
 }
 
 export interface LedgerCount {
@@ -107,6 +171,10 @@ export interface LedgerCount {
   unexpected: number;
   /** An item answered without an Idempotency-Key, with two keys, or with another item's key. */
   keyProblems: number;
+  /** Vector 200s whose body is not exactly what its rows and the fill policy give. */
+  wrongValues: number;
+  /** Fills of a row committed so close to the vector's record that either value is the policy's (see `fills`). */
+  ambiguousFills: number;
   /** 200 answers to a request without the right X-API-Key. */
   wrongApiKey: number;
   /** Whether the engine was seen quiescent (and then quiet) before counting. */
@@ -139,6 +207,8 @@ export interface SettleOptions {
 
 export class Ledger {
   private last: LedgerCount | undefined;
+  /** `pump|table:id` → when the first outbox row holding that row as a member was recorded (refresh). */
+  private recordedWith = new Map<string, number>();
 
   constructor(private readonly o: LedgerOptions) {}
 
@@ -151,19 +221,38 @@ export class Ledger {
   /** What must be delivered, read from the sensor tables. */
   async expected(db: pg.Pool): Promise<Expected> {
     const readings = new Map<string, Item>();
+    const readingTables = new Map<string, { pump: string; table: string; shared: boolean }[]>();
     const vectors: VectorItem[] = [];
+    const byRow = new Map<string, VectorItem>();
     const shared = sharedTables(this.o.pumps);
     for (const p of this.o.pumps) {
       const backend = this.backendOf(p.id);
       const spec = specPumpFor(p);
-      const byTiempo = new Map<string, Map<string, Set<number>>>();
-      const everyValue = new Map<string, Set<number>>();
+      // The vector's fields: the specification's where the pump is a specified one (a sensor with
+      // inVector false feeds only its own endpoint; two tables may feed one field), else the test's own.
+      const vectorSensors = (spec?.sensors ?? p.sensors).filter((s) => s.inVector !== false);
+      const fields = [...new Set(vectorSensors.map((s) => s.field))];
+      const fieldOf = new Map(vectorSensors.map((s) => [s.table, s.field]));
+      /** Occurrence (`tiempo` + tag) → its rows. */
+      const byOccurrence = new Map<string, { tiempo: string; rows: VectorRow[] }>();
+      const fieldRows = new Map<string, VectorRow[]>(fields.map((f) => [f, []]));
       for (const s of p.sensors) {
-        const { rows } = await db.query<{ id: number; tiempo_sensor: string; valor_sensor: number | null }>(
-          `SELECT id, tiempo_sensor, valor_sensor FROM ${quoteIdent(s.table)}`,
+        const sensorPath = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
+        const at = `${backend.port}|${sensorPath}`;
+        readingTables.set(at, [
+          ...(readingTables.get(at) ?? []),
+          { pump: p.id, table: s.table, shared: shared.has(s.table) },
+        ]);
+        const { rows } = await db.query<{
+          id: number;
+          tiempo_sensor: string;
+          valor_sensor: number | null;
+          at: number;
+        }>(
+          `SELECT id, tiempo_sensor, valor_sensor, (extract(epoch FROM tiempo_ejecucion) * 1000)::float8 AS at
+             FROM ${quoteIdent(s.table)} ORDER BY id`,
         );
-        const values = new Set<number>();
-        everyValue.set(s.field, values);
+        const field = fieldOf.get(s.table);
         for (const r of rows) {
           // A null or non-finite valor is bad input: dead-lettered, never posted, no part of a vector.
           if (r.valor_sensor === null || !Number.isFinite(r.valor_sensor)) continue;
@@ -171,7 +260,7 @@ export class Ledger {
           if (r.tiempo_sensor === null || r.tiempo_sensor.trim() === '') continue;
           const path = spec ? specSensorPath(spec, s.table) : `${p.pathPrefix}${s.endpoint}`;
           if (!this.o.excludeReading?.(s.table, r.id)) {
-            readings.set(readingId(backend, path, r.id, r.valor_sensor), {
+            readings.set(readingId(backend, path, s.table, r.id, r.valor_sensor), {
               kind: 'reading',
               pump: p.id,
               backend,
@@ -183,52 +272,101 @@ export class Ledger {
               keyPattern: readingKeyPattern(p.id, s.table, r.id, shared.has(s.table)),
             });
           }
-          values.add(r.valor_sensor);
-          const group = byTiempo.get(r.tiempo_sensor) ?? new Map<string, Set<number>>();
-          byTiempo.set(r.tiempo_sensor, group);
-          const set = group.get(s.field) ?? new Set<number>();
-          set.add(r.valor_sensor);
-          group.set(s.field, set);
+          if (field === undefined) continue;
+          const row: VectorRow = { table: s.table, id: r.id, field, valor: r.valor_sensor, at: r.at };
+          fieldRows.get(field)?.push(row);
+          const tag = this.o.occurrence?.(p.id, s.table, r.id, r.tiempo_sensor) ?? '';
+          const k = `${r.tiempo_sensor}\u0000${tag}`;
+          const occ = byOccurrence.get(k) ?? { tiempo: r.tiempo_sensor, rows: [] };
+          occ.rows.push(row);
+          byOccurrence.set(k, occ);
         }
       }
-      const fields = p.sensors.map((s) => s.field);
       const optional = new Set(Object.keys(p.optionalFields ?? {}));
-      for (const [tiempo, group] of byTiempo) {
-        const full = group.size === fields.length;
-        if (!full && group.size < p.minFields) continue;
+      for (const { tiempo, rows } of byOccurrence.values()) {
+        const present = new Set(rows.map((r) => r.field)).size;
+        const full = present === fields.length;
+        if (!full && present < p.minFields) continue;
         if (this.o.excludeVector?.(p.id, tiempo)) continue;
-        const fills = new Map<string, Set<number>>();
-        for (const f of fields) {
-          if (group.has(f)) continue;
-          const allowed = new Set(everyValue.get(f));
-          const fallback = p.defaults?.[f];
-          if (fallback !== undefined) allowed.add(fallback);
-          fills.set(f, allowed);
-        }
         const v: VectorItem = {
           kind: 'vector',
           pump: p.id,
           backend,
           path: spec ? specUnifiedPath(spec) : `${p.pathPrefix}${p.unifiedPath}`,
-          label: `${p.id} vector ${tiempo}${full ? '' : ` (${group.size} of ${fields.length})`}`,
+          label: `${p.id} vector ${tiempo} (rows ${rows
+            .slice(0, 3)
+            .map((r) => `${r.table}:${r.id}`)
+            .join(', ')}${rows.length > 3 ? ', …' : ''})${full ? '' : ` (${present} of ${fields.length})`}`,
           required: full || (this.o.partial ?? 'expected') === 'expected',
           answers: 0,
           keys: new Set(),
           keyPattern: vectorKeyPattern(p.id),
+          tiempo,
           fields,
-          present: group,
-          fills,
+          rows: new Map(rows.map((r) => [`${r.table}:${r.id}`, r])),
+          fieldRows,
+          defaults: p.defaults ?? {},
           optional,
         };
         vectors.push(v);
+        for (const r of rows) byRow.set(`${p.id}|${r.table}:${r.id}`, v);
       }
     }
-    const byPath = new Map<string, VectorItem[]>();
+    const byPath = new Map<string, { pump: string; items: VectorItem[] }>();
     for (const v of vectors) {
       const k = `${v.backend.port}|${v.path}`;
-      byPath.set(k, [...(byPath.get(k) ?? []), v]);
+      const e = byPath.get(k) ?? { pump: v.pump, items: [] };
+      e.items.push(v);
+      byPath.set(k, e);
     }
-    return { readings, vectors, byPath };
+    return { readings, readingTables, vectors, byPath, byRow, outbox: new Map() };
+  }
+
+  /**
+   * Reads the engine's outbox into `exp`: each vector's Idempotency-Key, its member rows (decoded through
+   * the checkpoints' table numbers, per reader) and its fills. Call it before `count`.
+   */
+  async refresh(db: pg.Pool, exp: Expected): Promise<void> {
+    const { rows: tables } = await db.query<{ table_name: string; pump: string; table_no: number }>(
+      `SELECT table_name, pump, table_no FROM ${ENGINE_SCHEMA}.checkpoints`,
+    );
+    const tableOf = new Map(tables.map((t) => [t.table_no, t.table_name]));
+    const { rows } = await db.query<{
+      idempotency_key: string;
+      pump: string;
+      tiempo_sensor: string;
+      members: string[];
+      filled: string[] | null;
+      at: number;
+    }>(
+      `SELECT idempotency_key, pump, tiempo_sensor, members::text[] AS members, filled,
+              (extract(epoch FROM created_at) * 1000)::float8 AS at
+         FROM ${ENGINE_SCHEMA}.outbox`,
+    );
+    exp.outbox = new Map(
+      rows.map((r) => [
+        r.idempotency_key,
+        {
+          pump: r.pump,
+          tiempo: r.tiempo_sensor,
+          members: r.members.map((m) => {
+            const n = BigInt(m);
+            const no = Number(n >> MEMBER_BITS);
+            const id = n & ((1n << MEMBER_BITS) - 1n);
+            return `${tableOf.get(no) ?? `table#${no}`}:${id}`;
+          }),
+          filled: r.filled ?? [],
+          recordedAt: r.at,
+        },
+      ]),
+    );
+    this.recordedWith = new Map();
+    for (const [, rec] of exp.outbox)
+      for (const m of rec.members) {
+        const k = `${rec.pump}|${m}`;
+        if (rec.recordedAt < (this.recordedWith.get(k) ?? Number.POSITIVE_INFINITY))
+          this.recordedWith.set(k, rec.recordedAt);
+      }
   }
 
   /** Matches every 200 the backends answered against `exp`. Pure: it can be called again and again. */
@@ -244,7 +382,7 @@ export class Ledger {
     };
     let unexpected = 0;
     let wrongApiKey = 0;
-    const byKey = new Map<string, Item>();
+    const values = { wrong: 0, ambiguous: 0 };
     const backends = [...new Set(Object.values(this.o.backends))];
     for (const backend of backends) {
       for (const r of backend.requests) {
@@ -253,7 +391,7 @@ export class Ledger {
           wrongApiKey += 1;
           note(`200 without the right X-API-Key: ${describe(r)}`);
         }
-        const item = this.match(exp, backend, r, byKey);
+        const item = this.match(exp, backend, r, note, values);
         if (!item) {
           unexpected += 1;
           note(`unexpected 200: ${describe(r)}`);
@@ -261,7 +399,6 @@ export class Ledger {
         }
         item.answers += 1;
         item.keys.add(r.idempotencyKey);
-        if (r.idempotencyKey !== undefined && !byKey.has(r.idempotencyKey)) byKey.set(r.idempotencyKey, item);
       }
     }
     const c: LedgerCount = {
@@ -274,6 +411,8 @@ export class Ledger {
       excessVectors: 0,
       unexpected,
       keyProblems: 0,
+      wrongValues: values.wrong,
+      ambiguousFills: values.ambiguous,
       wrongApiKey,
       quiescent: this.last?.quiescent ?? false,
       examples,
@@ -317,25 +456,155 @@ export class Ledger {
 
   /**
    * The expected item a 200 delivered. A reading is identified by its path, row id and value. A vector by
-   * its path and body; where several expected vectors fit one body (timestamps written with the same
-   * values), a request under an Idempotency-Key already seen goes to the item that key delivered (it is a
-   * second delivery of that request), and any other to a fitting item not delivered yet.
+   * its rows: the outbox row its Idempotency-Key names must be this path's pump's, and its members exactly
+   * one expected vector's rows; its body is then checked value by value (`wrongValues`).
    */
-  private match(exp: Expected, backend: FakeBackend, r: RecordedRequest, byKey: Map<string, Item>) {
+  private match(
+    exp: Expected,
+    backend: FakeBackend,
+    r: RecordedRequest,
+    note: (s: string) => void,
+    values: { wrong: number; ambiguous: number },
+  ): Item | undefined {
     if (!r.json) return undefined;
     const keys = Object.keys(r.body);
     if (keys.length === 2 && 'id_sensor' in r.body && 'valor' in r.body) {
       const id = r.body.id_sensor;
       const valor = r.body.valor;
       if (typeof id !== 'number' || typeof valor !== 'number') return undefined;
-      return exp.readings.get(readingId(backend, r.path, id, valor));
+      // Two tables of a pump may post to one path (plant-2026-03): the key tells them apart, where it
+      // has the specification's form; otherwise the first table whose row this is.
+      const tables = exp.readingTables.get(`${backend.port}|${r.path}`) ?? [];
+      const byKey = tables.find((t) =>
+        readingKeyPattern(t.pump, t.table, id, t.shared).test(r.idempotencyKey ?? ''),
+      );
+      for (const t of byKey ? [byKey] : tables) {
+        const item = exp.readings.get(readingId(backend, r.path, t.table, id, valor));
+        if (item) return item;
+      }
+      return undefined;
     }
-    if (!Object.values(r.body).every((v) => typeof v === 'number')) return undefined;
-    const body = r.body as Record<string, number>;
-    const fitting = (exp.byPath.get(`${backend.port}|${r.path}`) ?? []).filter((v) => fits(v, body));
-    const seen = r.idempotencyKey === undefined ? undefined : byKey.get(r.idempotencyKey);
-    if (seen && fitting.includes(seen as VectorItem)) return seen;
-    return fitting.find((v) => v.answers === 0) ?? fitting[0];
+    const route = exp.byPath.get(`${backend.port}|${r.path}`);
+    if (!route) return undefined;
+    const rec = r.idempotencyKey === undefined ? undefined : exp.outbox.get(r.idempotencyKey);
+    if (!rec) {
+      note(`a vector under a key the outbox does not hold: ${r.idempotencyKey} ${describe(r)}`);
+      return undefined;
+    }
+    if (rec.pump !== route.pump) {
+      note(`pump ${rec.pump}'s vector ${rec.tiempo} at pump ${route.pump}'s path: ${describe(r)}`);
+      return undefined;
+    }
+    const item = exp.byRow.get(`${rec.pump}|${rec.members[0]}`);
+    const members = new Set(rec.members);
+    if (
+      !item ||
+      item.tiempo !== rec.tiempo ||
+      members.size !== item.rows.size ||
+      ![...members].every((m) => item.rows.has(m))
+    ) {
+      note(
+        `vector ${rec.pump} ${rec.tiempo} of rows ${rec.members.slice(0, 4).join(', ')}${rec.members.length > 4 ? ', …' : ''} ` +
+          `is not one expected vector's rows${item ? ` (${item.label} has ${item.rows.size})` : ''}`,
+      );
+      return undefined;
+    }
+    const problems = this.checkBody(item, rec, r.body, values);
+    if (problems.length > 0) {
+      values.wrong += 1;
+      note(`${item.label}: ${problems.slice(0, 3).join('; ')}`);
+    }
+    return item;
+  }
+
+  /**
+   * What is wrong with a vector's body, given its rows (arrival order from the members) and the fill policy.
+   * Present fields: the first table to deliver a field keeps it; a later row of that same table replaces
+   * its value (a correction). Missing fields: see `fills`.
+   */
+  private checkBody(
+    v: VectorItem,
+    rec: OutboxRecord,
+    body: Record<string, unknown>,
+    values: { ambiguous: number },
+  ): string[] {
+    const problems: string[] = [];
+    const want = new Map<string, { table: string; valor: number }>();
+    for (const m of rec.members) {
+      const row = v.rows.get(m) as VectorRow;
+      const held = want.get(row.field);
+      if (!held || held.table === row.table) want.set(row.field, { table: row.table, valor: row.valor });
+    }
+    for (const k of Object.keys(body))
+      if (!v.fields.includes(k)) problems.push(`field ${k} is no vector field`);
+    const claims = new Map(
+      rec.filled.map((f) => {
+        const i = f.lastIndexOf(':');
+        return [f.slice(0, i), f.slice(i + 1)];
+      }),
+    );
+    for (const f of v.fields) {
+      const got = body[f];
+      const present = want.get(f);
+      if (present) {
+        if (got !== present.valor)
+          problems.push(`${f} = ${String(got)}, its row ${present.table} holds ${present.valor}`);
+        continue;
+      }
+      const allowed = this.fillFor(v, f, rec, claims.get(f));
+      if (allowed.ambiguous) values.ambiguous += 1;
+      if (allowed.values.has(Number.NaN)) {
+        problems.push(`${f} has no row, no fresh last value, no default, and is required: not sendable`);
+      } else if (allowed.values.size === 0) {
+        if (got !== undefined) problems.push(`${f} = ${String(got)}, the policy leaves it out`);
+      } else if (typeof got !== 'number' || !allowed.values.has(got)) {
+        problems.push(
+          `${f} filled with ${String(got)}, the policy picks ${[...allowed.values].join(' or ')}`,
+        );
+      }
+    }
+    return problems;
+  }
+
+  /** The values the fill policy may pick for a missing field (none: the field is left out). */
+  private fillFor(
+    v: VectorItem,
+    field: string,
+    rec: OutboxRecord,
+    claim: string | undefined,
+  ): { values: Set<number>; ambiguous: boolean } {
+    const fallback = v.defaults[field];
+    const orDefault = () => new Set(fallback !== undefined ? [fallback] : v.optional.has(field) ? [] : [NaN]);
+    const rows = (v.fieldRows.get(field) ?? []).filter((r) => r.at <= rec.recordedAt);
+    const newest = (rs: VectorRow[]) =>
+      rs.reduce<VectorRow | undefined>(
+        (a, r) => (!a || r.at > a.at || (r.at === a.at && r.id > a.id) ? r : a),
+        undefined,
+      );
+    if ((this.o.fills ?? 'recorded') === 'recorded') {
+      if (claim === 'default') return { values: new Set([fallback ?? Number.NaN]), ambiguous: false };
+      if (claim === undefined) return { values: orDefault(), ambiguous: false };
+      return { values: new Set(rows.map((r) => r.valor)), ambiguous: false };
+    }
+    // A row is known to have reached the engine before this vector was resolved when a group holding it
+    // was recorded before (the engine built it from that row), or when it was committed long before.
+    const margin = this.o.fillAmbiguityMs ?? 1_000;
+    const known = (r: VectorRow) =>
+      r.at <= rec.recordedAt - margin ||
+      (this.recordedWith.get(`${v.pump}|${r.table}:${r.id}`) ?? Number.POSITIVE_INFINITY) < rec.recordedAt;
+    const last = newest(rows.filter(known));
+    // Rows of the field newer than that one, not known to have arrived first: either may be the pick.
+    const unsure = rows.filter(
+      (r) => !known(r) && (!last || r.at > last.at || (r.at === last.at && r.id > last.id)),
+    );
+    const out = last
+      ? new Set([last.valor])
+      : unsure.length > 0 && fallback !== undefined
+        ? new Set([fallback])
+        : orDefault();
+    if (!last && unsure.length > 0) out.delete(Number.NaN);
+    for (const r of unsure) out.add(r.valor);
+    return { values: out, ambiguous: unsure.length > 0 };
   }
 
   /** Whether the engines have nothing left to do: no pending outbox row or deferred post, nothing queued. */
@@ -394,7 +663,11 @@ export class Ledger {
     const exp = await this.expected(o.admin);
     this.last = undefined;
     let deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline && this.count(exp).lost > 0) await pause(200);
+    const lost = async () => {
+      await this.refresh(o.admin, exp);
+      return this.count(exp).lost > 0;
+    };
+    while (Date.now() < deadline && (await lost())) await pause(200);
     deadline = Date.now() + timeoutMs;
     let quiescent = false;
     while (!quiescent && Date.now() < deadline) {
@@ -406,6 +679,7 @@ export class Ledger {
       await pause(quietMs);
       quiescent = this.arrivals() === before && (await this.quiescent(o));
     }
+    await this.refresh(o.admin, exp);
     this.last = { ...this.count(exp), quiescent };
     return this.last;
   }
@@ -419,7 +693,8 @@ export class Ledger {
       `fault ${name}: readings ${c.readings} expected, ${c.readingsDelivered} delivered; ` +
       `vectors ${c.vectors} expected, ${c.vectorsDelivered} delivered; lost ${c.lost}; ` +
       `excess posts ${c.excessPosts}, excess vectors ${c.excessVectors} (${limits}); ` +
-      `unexpected ${c.unexpected}; key problems ${c.keyProblems}; wrong API key ${c.wrongApiKey}; ` +
+      `unexpected ${c.unexpected}; key problems ${c.keyProblems}; wrong values ${c.wrongValues}` +
+      `${c.ambiguousFills > 0 ? ` (${c.ambiguousFills} fills either of two)` : ''}; wrong API key ${c.wrongApiKey}; ` +
       `quiescent ${c.quiescent ? 'yes' : 'no'}` +
       (c.examples.length > 0 ? ` (e.g. ${c.examples.slice(0, 3).join('; ')})` : '');
     console.log(line);
@@ -429,21 +704,8 @@ export class Ledger {
   }
 }
 
-function readingId(backend: FakeBackend, path: string, id: number, valor: number): string {
-  return `${backend.port}|${path}|${id}|${valor}`;
-}
-
-function fits(v: VectorItem, body: Record<string, number>): boolean {
-  for (const k of Object.keys(body)) if (!v.fields.includes(k)) return false;
-  for (const f of v.fields) {
-    const present = v.present.get(f);
-    if (present) {
-      if (!(f in body) || !present.has(body[f] as number)) return false;
-    } else if (f in body) {
-      if (!v.fills.get(f)?.has(body[f] as number)) return false;
-    } else if (!v.optional.has(f)) return false;
-  }
-  return true;
+function readingId(backend: FakeBackend, path: string, table: string, id: number, valor: number): string {
+  return `${backend.port}|${path}|${table}|${id}|${valor}`;
 }
 
 function describe(r: RecordedRequest): string {
@@ -459,6 +721,7 @@ export function expectExactlyOnce(c: LedgerCount): void {
       excessVectors: c.excessVectors,
       unexpected: c.unexpected,
       keyProblems: c.keyProblems,
+      wrongValues: c.wrongValues,
       wrongApiKey: c.wrongApiKey,
       quiescent: c.quiescent,
     },
@@ -469,6 +732,7 @@ export function expectExactlyOnce(c: LedgerCount): void {
     excessVectors: 0,
     unexpected: 0,
     keyProblems: 0,
+    wrongValues: 0,
     wrongApiKey: 0,
     quiescent: true,
   });
@@ -481,11 +745,12 @@ export function expectWithinBound(c: LedgerCount, bound: { posts: number; vector
       lost: c.lost,
       unexpected: c.unexpected,
       keyProblems: c.keyProblems,
+      wrongValues: c.wrongValues,
       wrongApiKey: c.wrongApiKey,
       quiescent: c.quiescent,
     },
     c.examples.join('\n'),
-  ).toEqual({ lost: 0, unexpected: 0, keyProblems: 0, wrongApiKey: 0, quiescent: true });
+  ).toEqual({ lost: 0, unexpected: 0, keyProblems: 0, wrongValues: 0, wrongApiKey: 0, quiescent: true });
   expect(c.excessPosts, c.examples.join('\n')).toBeLessThanOrEqual(bound.posts);
   expect(c.excessVectors, c.examples.join('\n')).toBeLessThanOrEqual(bound.vectors);
 }
