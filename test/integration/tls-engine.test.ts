@@ -191,7 +191,7 @@ describe('the engine over TLS verify-full', { timeout: 150_000 }, () => {
           expect(run.code, context).not.toBe(0);
           expect(all, context).toMatch(why);
           // diagnose gives its own advice per check (src/operate/diagnose.ts), naming DB_SSLMODE.
-        expect(all, context).toMatch(args[0] === 'diagnose' ? /DB_SSLMODE/ : fix);
+          expect(all, context).toMatch(args[0] === 'diagnose' ? /DB_SSLMODE/ : fix);
           expect(all, context).not.toContain('database not ready');
           expect(all, context).not.toMatch(/\n\s+at /);
           expect(all, context).not.toContain(tls.password);
