@@ -284,7 +284,8 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
           counts.invalid += 1;
           continue;
         }
-        if (assembler.add(decoded.reading) === 'late') counts.late += 1;
+        // A sensor outside the vector (inVector false) is only posted, as the engine does.
+        if (sensor.inVector !== false && assembler.add(decoded.reading) === 'late') counts.late += 1;
         if (o.posts) {
           counts.posts += 1;
           posts.push({
