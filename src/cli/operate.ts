@@ -277,6 +277,7 @@ export async function replayCommand(o: {
       const r = await replay({
         pool: ctx.pool,
         pump,
+        wiring: config.pumps,
         assembler: config.assembler,
         from: o.from,
         to: o.to,

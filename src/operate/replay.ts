@@ -15,6 +15,11 @@ import { ManualClock, sleep } from '../util/clock.js';
 export interface ReplayOptions {
   pool: pg.Pool;
   pump: PumpConfig;
+  /**
+   * Every pump of the wiring (default: `pump` alone). A table several of them read is shared: its readings'
+   * post keys name the pump (rd-<pump>-<table>-<id>), as the engine's do.
+   */
+  wiring?: PumpConfig[];
   /** The grouping rules, as the engine runs them (SETTLE_MS, GROUP_EXPIRY_MS, FILL_MAX_AGE_MS, …). */
   assembler: AssemblerOptions;
   /** The range on the rows' tiempo_ejecucion, in PostgreSQL's timestamp syntax: from inclusive, to exclusive. */
@@ -232,7 +237,7 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
     }
   };
 
-  const decoder = new Decoder([pump]);
+  const decoder = new Decoder(o.wiring ?? [pump]);
   // Only rows at or below their table's checkpoint: the engine has dealt with those (their groups are
   // stored). A row above it is still the engine's to group and send; a replay building a group from it
   // would share its members with the group the engine is about to store, and the engine would take its
@@ -279,12 +284,13 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
         } else advanceTo(r.at);
         counts.rows += 1;
         const sensor = pump.sensors[r.s] as PumpConfig['sensors'][number];
-        const decoded = decoder.decode(sensor.channel, r.payload, clock.now(), 'catchup');
+        const decoded = decoder.decode(sensor.channel, r.payload, clock.now(), 'catchup', pump.id);
         if (!decoded.ok) {
           counts.invalid += 1;
           continue;
         }
-        if (assembler.add(decoded.reading) === 'late') counts.late += 1;
+        // A sensor outside the vector (inVector false) is only posted, as the engine does.
+        if (sensor.inVector !== false && assembler.add(decoded.reading) === 'late') counts.late += 1;
         if (o.posts) {
           counts.posts += 1;
           posts.push({

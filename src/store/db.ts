@@ -102,10 +102,27 @@ export function describePgError(err: unknown): string {
 }
 
 /**
- * Connection faults that waiting will not fix: the password or user is refused (28P01, 28000) or the
- * database does not exist (3D000). A start-up ends on these at once; only the others are retried.
+ * The server's certificate does not verify (DB_SSLMODE verify-ca or verify-full): not signed by the CA in
+ * DB_SSLROOTCERT, expired, or not naming DB_HOST. Node's TLS codes, not SQLSTATEs.
  */
-const PERMANENT_CONNECT_FAULTS = new Set(['28P01', '28000', '3D000']);
+const CERTIFICATE_FAULTS = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Connection faults that waiting will not fix: the password or user is refused (28P01, 28000), the
+ * database does not exist (3D000), or the server's certificate does not verify. A start-up ends on these at
+ * once; only the others are retried.
+ */
+const PERMANENT_CONNECT_FAULTS = new Set(['28P01', '28000', '3D000', ...CERTIFICATE_FAULTS]);
 
 /** Faults of reaching the database at all (socket codes, server starting or shutting down, too many clients). */
 const TRANSIENT_CONNECT_FAULTS = new Set([
@@ -144,7 +161,7 @@ export function isConnectFault(err: unknown): boolean {
 /** The database cannot be reached or refuses the connection: one line, naming the target, never the password. */
 export class DatabaseUnavailableError extends Error {
   override name = 'DatabaseUnavailableError';
-  /** A refused password or user, or a missing database: retrying will not help. */
+  /** A refused password or user, a missing database or a certificate that does not verify: retrying will not help. */
   readonly permanent: boolean;
   constructor(db: DatabaseConfig, cause: unknown) {
     super(`cannot connect to ${describeDatabase(db)}: ${oneLine(describePgError(cause))}${hint(cause)}`);
@@ -160,6 +177,10 @@ function hint(err: unknown): string {
   const code = (err as { code?: unknown })?.code;
   if (code === '28P01' || code === '28000') return '; check DB_USER and DB_PASSWORD (or DATABASE_URL)';
   if (code === '3D000') return '; check DB_NAME (or DATABASE_URL), or create the database';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return "; DB_HOST must be a name the server's certificate holds (verify-full checks it)";
+  if (typeof code === 'string' && CERTIFICATE_FAULTS.has(code))
+    return "; check that DB_SSLROOTCERT holds the CA that signed the server's certificate";
   return '; check DB_HOST and DB_PORT (or DATABASE_URL), and that PostgreSQL accepts connections from here';
 }
 

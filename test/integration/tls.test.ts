@@ -1,160 +1,33 @@
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/env.js';
 import { clientConfig } from '../../src/store/db.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
+import type { EmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
+import { startTlsServer, type TestCertificates, type TlsServer } from '../helpers/tls-certs.js';
 
 /**
- * A real PostgreSQL with TLS on, its server certificate (CN and SAN `localhost`) signed by a CA this test
- * makes with openssl, and a second, unrelated CA. The client settings come from the same variables an
- * operator sets (DB_SSLMODE, DB_SSLROOTCERT) through loadConfig.
+ * A real PostgreSQL with TLS on, its server certificate (CN and SAN `localhost`) signed by a CA made with
+ * openssl (test/helpers/tls-certs.ts), and a second, unrelated CA. The client settings come from the same
+ * variables an operator sets (DB_SSLMODE, DB_SSLROOTCERT) through loadConfig.
  */
 
-const execFileAsync = promisify(execFile);
-const PASSWORD = randomBytes(12).toString('hex');
 const SSL_QUERY = 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()';
 
 let root: string;
-let certs: { ca: string; wrongCa: string; serverCert: string; serverKey: string };
+let certs: TestCertificates;
 let server: EmbeddedPostgres | undefined;
-
-const CONFIG = `[req]
-distinguished_name = dn
-prompt = no
-
-[dn]
-CN = placeholder
-
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-
-[v3_server]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-`;
-
-async function openssl(cwd: string, args: string[]): Promise<void> {
-  await execFileAsync('openssl', args, { cwd });
-}
-
-/** A self-signed CA certificate and key named `<name>.crt` and `<name>.key` in `dir`. */
-async function makeCa(dir: string, name: string, commonName: string): Promise<void> {
-  await openssl(dir, [
-    'req',
-    '-x509',
-    '-new',
-    '-nodes',
-    '-newkey',
-    'rsa:2048',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${commonName}`,
-    '-config',
-    'openssl.cnf',
-    '-extensions',
-    'v3_ca',
-  ]);
-}
-
-async function makeCertificates(dir: string): Promise<typeof certs> {
-  await writeFile(path.join(dir, 'openssl.cnf'), CONFIG);
-  await makeCa(dir, 'ca', 'pump-monitor test CA');
-  await makeCa(dir, 'wrong-ca', 'unrelated test CA');
-  await openssl(dir, [
-    'req',
-    '-new',
-    '-nodes',
-    '-newkey',
-    'rsa:2048',
-    '-keyout',
-    'server.key',
-    '-out',
-    'server.csr',
-    '-subj',
-    '/CN=localhost',
-    '-config',
-    'openssl.cnf',
-  ]);
-  await openssl(dir, [
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.crt',
-    '-CAkey',
-    'ca.key',
-    '-set_serial',
-    `0x${randomBytes(8).toString('hex')}`,
-    '-days',
-    '2',
-    '-out',
-    'server.crt',
-    '-extfile',
-    'openssl.cnf',
-    '-extensions',
-    'v3_server',
-  ]);
-  const serverKey = path.join(dir, 'server.key');
-  // PostgreSQL refuses a key file that others can read; it must belong to the user the server runs as.
-  await chmod(serverKey, 0o600);
-  if (process.getuid?.() === 0) {
-    const [uid, gid] = await Promise.all([
-      execFileAsync('id', ['-u', 'postgres']),
-      execFileAsync('id', ['-g', 'postgres']),
-    ]);
-    await chown(serverKey, Number(uid.stdout.trim()), Number(gid.stdout.trim()));
-  }
-  return {
-    ca: path.join(dir, 'ca.crt'),
-    wrongCa: path.join(dir, 'wrong-ca.crt'),
-    serverCert: path.join(dir, 'server.crt'),
-    serverKey,
-  };
-}
+let tls: TlsServer;
 
 beforeAll(async () => {
-  root = await mkdtemp(path.join(tmpdir(), 'pump-monitor-tls-'));
-  // As root the server runs as the `postgres` user, which must be able to enter these directories.
-  await chmod(root, 0o755);
-  const certDir = path.join(root, 'certs');
-  await mkdir(certDir, { mode: 0o755 });
-  await chmod(certDir, 0o755);
-  certs = await makeCertificates(certDir);
-  server = await startEmbeddedPostgres({
-    dataDir: path.join(root, 'data'),
-    password: PASSWORD,
-    postgresFlags: [
-      '-c',
-      'ssl=on',
-      '-c',
-      `ssl_cert_file=${certs.serverCert}`,
-      '-c',
-      `ssl_key_file=${certs.serverKey}`,
-    ],
-  });
+  tls = await startTlsServer();
+  ({ server, certs } = tls);
+  root = path.dirname(path.dirname(certs.ca));
 });
 
 afterAll(async () => {
-  await server?.stop();
-  if (root) await rm(root, { recursive: true, force: true });
+  await tls?.stop();
 });
 
 function configFor(env: Record<string, string>) {
@@ -164,7 +37,7 @@ function configFor(env: Record<string, string>) {
       DB_PORT: String(server?.port),
       DB_NAME: 'postgres',
       DB_USER: 'postgres',
-      DB_PASSWORD: PASSWORD,
+      DB_PASSWORD: tls.password,
       ...env,
     },
     { requireDatabase: true },
