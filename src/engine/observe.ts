@@ -42,6 +42,7 @@ export function observe(t: Telemetry, u: Observed): void {
     t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: rej.reason });
     t.error(stats ? (pump as string) : null, `invalid notification on ${rej.channel}: ${rej.detail}`);
   });
+  u.intake.on('probe', (channel) => t.probes.inc({ channel }));
   u.intake.on('failed', (channel, pump, err) => {
     t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: 'internal_error' });
     t.error(pump ?? null, `internal error on ${channel}: ${err.message}`);
@@ -83,6 +84,7 @@ export function observe(t: Telemetry, u: Observed): void {
   }
   for (const [id, lane] of u.logbooks) {
     const stats = t.logbook(id);
+    lane.on('probe', (channel) => t.probes.inc({ channel }));
     lane.on('entry', (outcome, stream, rowId, text) => {
       t.logbookEvents.inc({ logbook: id, outcome });
       if (outcome === 'received') stats.received += 1;

@@ -122,6 +122,11 @@ export class Telemetry {
     'pump',
     'reason',
   ]);
+  readonly probes = this.counter(
+    'probes_total',
+    'Test notifications of pump-monitor diagnose received (not readings, never dead-lettered), by channel',
+    ['channel'],
+  );
   readonly readingsDuplicate = this.counter('readings_duplicate_total', 'Duplicate readings dropped', [
     'pump',
   ]);

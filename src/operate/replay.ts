@@ -1,20 +1,29 @@
 import type pg from 'pg';
 import { Assembler, type AssemblerOptions } from '../assembler/assembler.js';
-import type { PumpConfig } from '../config/env.js';
+import type { LogbookConfig, PumpConfig } from '../config/env.js';
 import { readingKey } from '../delivery/sensor-poster.js';
 import type { Member } from '../model/reading.js';
 import { Decoder } from '../source/decode.js';
-import { describePgError, inTransaction, quoteIdent } from '../store/db.js';
+import { describePgError, inTransaction } from '../store/db.js';
 import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js';
 import { member } from '../store/members.js';
-import { ENGINE_SCHEMA } from '../store/migrations.js';
 import { insertReplayVectors, type ReplayVector, vectorKey } from '../store/outbox.js';
+import {
+  asTimestamp,
+  isBefore,
+  RangeReader,
+  type RangeRow,
+  type RangeTable,
+  readerCheckpoints,
+} from '../store/replay-rows.js';
 import { finishReplay, type ReplayCounts, startReplay } from '../store/replays.js';
 import { ManualClock, sleep } from '../util/clock.js';
 
 export interface ReplayOptions {
   pool: pg.Pool;
   pump: PumpConfig;
+  /** Every pump of the wiring (default: `pump` alone): a table it shares with another is keyed with the pump. */
+  pumps?: PumpConfig[];
   /** The grouping rules, as the engine runs them (SETTLE_MS, GROUP_EXPIRY_MS, FILL_MAX_AGE_MS, …). */
   assembler: AssemblerOptions;
   /** The range on the rows' tiempo_ejecucion, in PostgreSQL's timestamp syntax: from inclusive, to exclusive. */
@@ -65,43 +74,33 @@ export function replaySuffix(id: number): string {
 }
 
 async function parseRange(pool: pg.Pool, from: string, to: string): Promise<{ from: string; to: string }> {
-  const asTimestamp = async (flag: string, value: string) => {
+  const read = async (flag: string, value: string) => {
     try {
-      const { rows } = await pool.query<{ t: string }>('SELECT $1::timestamp::text AS t', [value]);
-      return rows[0]?.t as string;
+      return await asTimestamp(pool, value);
     } catch (err) {
       throw new ReplayInputError(
         `${flag}: got ${JSON.stringify(value)}, expected a timestamp such as 2025-01-31 08:00 (${describePgError(err)})`,
       );
     }
   };
-  const f = await asTimestamp('--from', from);
-  const t = await asTimestamp('--to', to);
-  const { rows } = await pool.query<{ ok: boolean }>('SELECT $1::timestamp < $2::timestamp AS ok', [f, t]);
-  if (!rows[0]?.ok) throw new ReplayInputError(`--from ${f} is not before --to ${t}`);
+  const f = await read('--from', from);
+  const t = await read('--to', to);
+  if (!(await isBefore(pool, f, t))) throw new ReplayInputError(`--from ${f} is not before --to ${t}`);
   return { from: f, to: t };
 }
 
-/**
- * Each table's number (for members) and saved checkpoint for this pump, its reader: every row at or below
- * it is settled. A table's row from before per-reader checkpoints (pump '') stands in until the engine has
- * started with the upgrade.
- */
+/** Each table's number and checkpoint for this reader; every table must have one. */
 async function checkpointsOf(
   pool: pg.Pool,
-  pump: PumpConfig,
+  reader: string,
+  what: string,
+  tables: string[],
 ): Promise<Map<string, { no: number; lastId: number }>> {
-  const tables = pump.sensors.map((s) => s.table);
-  const { rows } = await pool.query<{ table_name: string; table_no: number; last_id: string }>(
-    `SELECT DISTINCT ON (table_name) table_name, table_no, last_id FROM ${ENGINE_SCHEMA}.checkpoints
-      WHERE table_name = ANY($1) AND pump IN ($2, '') ORDER BY table_name, pump = $2 DESC`,
-    [tables, pump.id],
-  );
-  const out = new Map(rows.map((r) => [r.table_name, { no: r.table_no, lastId: Number(r.last_id) }]));
+  const out = await readerCheckpoints(pool, reader, tables);
   const missing = tables.filter((t) => !out.has(t));
   if (missing.length > 0) {
     throw new ReplayInputError(
-      `pump ${pump.id} has never been served by pump-monitor listen (no checkpoint for ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); start it once first`,
+      `${what} has never been served by pump-monitor listen (no checkpoint for ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); start it once first`,
     );
   }
   return out;
@@ -153,17 +152,15 @@ async function withRetries<T>(fn: () => Promise<T>, signal?: AbortSignal): Promi
 export async function replay(o: ReplayOptions): Promise<ReplayResult> {
   const { pool, pump } = o;
   const range = await parseRange(pool, o.from, o.to);
-  const checkpoints = await checkpointsOf(pool, pump);
-  const counts: ReplayCounts = {
-    rows: 0,
-    vectors: 0,
-    filled: 0,
-    dropped: 0,
-    late: 0,
-    invalid: 0,
-    posts: 0,
-    unsettled: 0,
-  };
+  // Posted-only sensors (inVector false) never join a vector: read only for their posts.
+  const sensors = pump.sensors.filter((s) => s.inVector || o.posts);
+  const checkpoints = await checkpointsOf(
+    pool,
+    pump.id,
+    `pump ${pump.id}`,
+    sensors.map((s) => s.table),
+  );
+  const counts = emptyCounts();
   const inserted = { vectors: 0, posts: 0 };
   const id = o.dryRun
     ? undefined
@@ -222,95 +219,207 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
       await pacer.take(chunk.length, o.signal);
       inserted.vectors += await withRetries(() => insertReplayVectors(pool, chunk), o.signal);
     }
-    while (posts.length > 0) {
-      const chunk = posts.splice(0, pacer.chunk);
-      await pacer.take(chunk.length, o.signal);
-      inserted.posts += await withRetries(
-        () => inTransaction(pool, (tx) => insertKeyedDeferred(tx, chunk)),
-        o.signal,
-      ).then((keys) => keys.size);
-    }
+    inserted.posts += await queuePosts(pool, posts, pacer, o.signal);
   };
 
-  const decoder = new Decoder([pump]);
+  // Every pump of the wiring: a shared table's reading is keyed with its pump, as the engine keys it.
+  const decoder = new Decoder(o.pumps ?? [pump]);
   // Only rows at or below their table's checkpoint: the engine has dealt with those (their groups are
   // stored). A row above it is still the engine's to group and send; a replay building a group from it
   // would share its members with the group the engine is about to store, and the engine would take its
   // own, perhaps fuller, group for a rebuild of the replay's and not send it.
-  const branches = (settled: boolean) =>
-    pump.sensors.map((s, k) => {
-      const cp = checkpoints.get(s.table)?.lastId ?? 0;
-      return `SELECT ${k} AS s, id, tiempo_ejecucion AS te,
-              json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text AS payload
-         FROM ${quoteIdent(s.table)} WHERE tiempo_ejecucion >= $1::timestamp AND tiempo_ejecucion < $2::timestamp
-          AND id ${settled ? '<=' : '>'} ${cp}`;
-    });
-  const rowsSql = `(${branches(true).join('\nUNION ALL\n')})`;
-  // One snapshot for the count and every batch; read-only, so it holds no transaction id and no checkpoint back.
-  const reader = await pool.connect();
+  const tables = sensors.map((s) => ({
+    table: s.table,
+    checkpoint: checkpoints.get(s.table)?.lastId ?? 0,
+    shape: 'sensor' as const,
+  }));
+  let started = false;
+  await readRange(
+    pool,
+    tables,
+    range,
+    counts,
+    o,
+    async (r) => {
+      if (!started) {
+        clock.advance(r.at - clock.now());
+        started = true;
+      } else advanceTo(r.at);
+      const sensor = sensors[r.s] as PumpConfig['sensors'][number];
+      const decoded = decoder.decode(sensor.channel, r.payload, clock.now(), 'catchup', pump.id);
+      if (!decoded.ok) {
+        counts.invalid += 1;
+        return;
+      }
+      if (sensor.inVector && assembler.add(decoded.reading) === 'late') counts.late += 1;
+      if (o.posts) {
+        counts.posts += 1;
+        posts.push({
+          pump: pump.id,
+          channel: sensor.channel,
+          payload: r.payload,
+          key: `${readingKey(decoded.reading)}${suffix}`,
+        });
+      }
+    },
+    flush,
+    async () => {
+      // Resolve whatever is still open: past expiry every group is either sent (with fills) or dropped.
+      advanceTo(clock.now() + o.assembler.expiryMs + o.assembler.settleMs + TICK_MS);
+      await flush();
+    },
+    id,
+  );
+  return { id, pump: pump.id, from: range.from, to: range.to, counts, inserted };
+}
+
+function emptyCounts(): ReplayCounts {
+  return { rows: 0, vectors: 0, filled: 0, dropped: 0, late: 0, invalid: 0, posts: 0, unsettled: 0 };
+}
+
+/** Inserts queued posts in paced chunks, each retried after a lost answer (idempotent by key). */
+async function queuePosts(
+  pool: pg.Pool,
+  posts: KeyedPost[],
+  pacer: Pacer,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  let inserted = 0;
+  while (posts.length > 0) {
+    const chunk = posts.splice(0, pacer.chunk);
+    await pacer.take(chunk.length, signal);
+    inserted += await withRetries(
+      () => inTransaction(pool, (tx) => insertKeyedDeferred(tx, chunk)),
+      signal,
+    ).then((keys) => keys.size);
+  }
+  return inserted;
+}
+
+/**
+ * Reads a range's settled rows in one snapshot, handing each to `each` and flushing after every batch;
+ * `finish` runs after the last. The audit row (`id`) is closed with the counts, or the error.
+ */
+async function readRange(
+  pool: pg.Pool,
+  tables: RangeTable[],
+  range: { from: string; to: string },
+  counts: ReplayCounts,
+  o: Pick<ReplayOptions, 'onProgress' | 'signal'>,
+  each: (r: RangeRow) => Promise<void> | void,
+  flush: () => Promise<void>,
+  finish: () => Promise<void>,
+  id: number | undefined,
+): Promise<void> {
+  const reader = await RangeReader.open(pool, tables, range.from, range.to);
   let error: string | undefined;
+  let ok = false;
   try {
-    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const { rows: total } = await reader.query<{ n: string }>(`SELECT count(*) AS n FROM ${rowsSql} r`, [
-      range.from,
-      range.to,
-    ]);
-    const totalRows = Number(total[0]?.n ?? 0);
-    const { rows: above } = await reader.query<{ n: string }>(
-      `SELECT count(*) AS n FROM (${branches(false).join('\nUNION ALL\n')}) r`,
-      [range.from, range.to],
-    );
-    counts.unsettled = Number(above[0]?.n ?? 0);
-    await reader.query(
-      `DECLARE replay_rows NO SCROLL CURSOR FOR
-         SELECT s, id, (extract(epoch FROM te) * 1000)::float8 AS at, payload FROM ${rowsSql} r ORDER BY te, s, id`,
-      [range.from, range.to],
-    );
-    let started = false;
+    const { settled: totalRows, unsettled } = await reader.counts();
+    counts.unsettled = unsettled;
     for (;;) {
       if (o.signal?.aborted) throw new Error(`interrupted after ${counts.rows} of ${totalRows} rows`);
-      const { rows } = await reader.query<{ s: number; id: string | number; at: number; payload: string }>(
-        `FETCH ${FETCH_ROWS} FROM replay_rows`,
-      );
+      const rows = await reader.fetch(FETCH_ROWS);
       for (const r of rows) {
-        if (!started) {
-          clock.advance(r.at - clock.now());
-          started = true;
-        } else advanceTo(r.at);
         counts.rows += 1;
-        const sensor = pump.sensors[r.s] as PumpConfig['sensors'][number];
-        const decoded = decoder.decode(sensor.channel, r.payload, clock.now(), 'catchup');
-        if (!decoded.ok) {
-          counts.invalid += 1;
-          continue;
-        }
-        if (assembler.add(decoded.reading) === 'late') counts.late += 1;
-        if (o.posts) {
-          counts.posts += 1;
-          posts.push({
-            pump: pump.id,
-            channel: sensor.channel,
-            payload: r.payload,
-            key: `${readingKey(decoded.reading)}${suffix}`,
-          });
-        }
+        await each(r);
       }
       await flush();
       o.onProgress?.({ read: counts.rows, total: totalRows, counts });
       if (rows.length < FETCH_ROWS) break;
     }
-    await reader.query('COMMIT');
-    // Resolve whatever is still open: past expiry every group is either sent (with fills) or dropped.
-    advanceTo(clock.now() + o.assembler.expiryMs + o.assembler.settleMs + TICK_MS);
-    await flush();
+    await reader.close(true);
+    ok = true;
+    await finish();
     o.onProgress?.({ read: counts.rows, total: totalRows, counts });
   } catch (err) {
     error = describePgError(err);
-    await reader.query('ROLLBACK').catch(() => {});
+    if (!ok) await reader.close(false).catch(() => {});
     throw err;
   } finally {
-    reader.release();
     if (id !== undefined) await finishReplay(pool, id, counts, error).catch(() => {});
   }
-  return { id, pump: pump.id, from: range.from, to: range.to, counts, inserted };
+}
+
+/** A logbook's replay: what the operator asked for. */
+export interface LogbookReplayOptions
+  extends Pick<
+    ReplayOptions,
+    'pool' | 'from' | 'to' | 'dryRun' | 'rate' | 'runBy' | 'onProgress' | 'signal'
+  > {
+  logbook: LogbookConfig;
+}
+
+/**
+ * Queues a logbook's entries of a range of tiempo_ejecucion again: each settled row of its streams' tables
+ * (at or below the logbook's checkpoint) becomes a queued post (deferred_posts, pump = the logbook id)
+ * under its key plus `-replay-<id>`, which the replica holding the logbook's lease sends, reading the
+ * entry's text from the row. Rows without a tiempo_ejecucion are outside every range.
+ */
+export async function replayLogbook(o: LogbookReplayOptions): Promise<ReplayResult> {
+  const { pool, logbook } = o;
+  const range = await parseRange(pool, o.from, o.to);
+  const streams = logbook.streams;
+  const checkpoints = await checkpointsOf(
+    pool,
+    logbook.id,
+    `logbook ${logbook.id}`,
+    streams.map((s) => s.table),
+  );
+  const counts = emptyCounts();
+  const id = o.dryRun
+    ? undefined
+    : await startReplay(pool, {
+        runBy: o.runBy,
+        pump: logbook.id,
+        from: range.from,
+        to: range.to,
+        options: { logbook: true, rate: o.rate ?? null },
+      });
+  const suffix = id === undefined ? '' : replaySuffix(id);
+  const posts: KeyedPost[] = [];
+  const pacer = new Pacer(o.rate);
+  let inserted = 0;
+  const flush = async () => {
+    if (o.dryRun) posts.length = 0;
+    else inserted += await queuePosts(pool, posts, pacer, o.signal);
+  };
+  const tables = streams.map((s) => ({
+    table: s.table,
+    checkpoint: checkpoints.get(s.table)?.lastId ?? 0,
+    shape: 'logbook' as const,
+  }));
+  await readRange(
+    pool,
+    tables,
+    range,
+    counts,
+    o,
+    (r) => {
+      const stream = streams[r.s] as LogbookConfig['streams'][number];
+      counts.posts += 1;
+      posts.push({
+        pump: logbook.id,
+        channel: stream.channel,
+        payload: JSON.stringify({ id: r.id }),
+        key: `${logbookEntryKey(stream.table, r.id)}${suffix}`,
+      });
+    },
+    flush,
+    flush,
+    id,
+  );
+  return {
+    id,
+    pump: logbook.id,
+    from: range.from,
+    to: range.to,
+    counts,
+    inserted: { vectors: 0, posts: inserted },
+  };
+}
+
+/** A logbook entry's Idempotency-Key, as the logbook lane sends it: lb-<table>-<id>. */
+export function logbookEntryKey(table: string, id: number): string {
+  return `lb-${table}-${id}`;
 }
