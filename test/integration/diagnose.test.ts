@@ -1,6 +1,12 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/operate/diagnose/index.js';
+import {
+  type Check,
+  formatJson,
+  formatTable,
+  runDiagnostics,
+  toJson,
+} from '../../src/operate/diagnose/index.js';
 import { isProbe } from '../../src/source/probe.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
