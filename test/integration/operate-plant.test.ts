@@ -374,4 +374,42 @@ describe('dead-letters on the plant', () => {
       h.backend.requests.some((x) => x.idempotencyKey === `lb-gm_bitacoras_b-${ahead}` && x.status === 200),
     );
   });
+  it("retries a shared table's refused post for the pump it was for, under that pump's key", async () => {
+    const B = h.pumps.B;
+    const sensor = B.sensors.find((x) => x.table === 'voltaje_barra') as PumpConfig['sensors'][number];
+    const path = `/sensores_b${sensor.endpoint}`;
+    h.backend.behaviour = (r) => (r.path === path ? { status: 404 } : undefined);
+    let id = 0;
+    try {
+      const { rows } = await h.admin.query<{ id: number }>(
+        "INSERT INTO voltaje_barra (tiempo_sensor, valor_sensor) VALUES ('2025-09-01T00:00:00', 6600) RETURNING id",
+      );
+      id = rows[0]?.id as number;
+      await waitFor(
+        'the refusal kept as a dead letter of B',
+        async () =>
+          (await count(
+            `${S}.dead_letters WHERE kind = 'sensor_post' AND pump = 'B' AND idempotency_key = $1`,
+            [`rd-B-voltaje_barra-${id}`],
+          )) === 1,
+      );
+    } finally {
+      h.backend.behaviour = () => undefined;
+    }
+    const { rows: letter } = await h.admin.query<{ id: number }>(
+      `SELECT id FROM ${S}.dead_letters WHERE idempotency_key = $1`,
+      [`rd-B-voltaje_barra-${id}`],
+    );
+    const r = await cli(['dead-letters', 'retry', String(letter[0]?.id)]);
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.stdout).toContain(`per-sensor post queued again (rd-B-voltaje_barra-${id})`);
+    await waitFor('posted to B once the backend takes it', () =>
+      h.backend.requests.some((x) => x.path === path && x.status === 200 && x.body.id_sensor === id),
+    );
+    expect(
+      h.backend.requests
+        .filter((x) => x.path === path && x.status === 200 && x.body.id_sensor === id)
+        .map((x) => x.idempotencyKey),
+    ).toEqual([`rd-B-voltaje_barra-${id}`]);
+  });
 });
