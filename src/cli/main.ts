@@ -129,7 +129,7 @@ program
   .option('--dry-run', 'count only; write nothing')
   .option('--rate <n>', 'insert at most this many rows (vectors and posts) per second', number(0.1))
   .option('--json', 'print the result as JSON')
-  .action(async (opts) => (await import('./operate.js')).replayCommand(opts));
+  .action(async (opts) => (await import('./replay.js')).replayCommand(opts));
 
 program
   .command('backend')

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { type Config, type DatabaseConfig, describeDatabase } from '../../config/env.js';
+import { selectingEnv } from '../../config/wiring.js';
 import { findTable, relationExists, serverFacts, type TriggerRow, triggersOf } from '../../store/catalog.js';
 import { passedCheckpoints } from '../../store/checkpoints.js';
 import { clientConfig, describePgError, quoteIdent } from '../../store/db.js';
@@ -190,6 +191,7 @@ export async function databaseChecks(config: DiagnoseConfig, timeoutMs: number):
       await checkpointsCheck(
         client,
         channels.map((c) => c.table),
+        `${selectingEnv(config.wiring)}pump-monitor listen`,
       ),
     );
   } catch (err) {
@@ -209,7 +211,7 @@ export async function databaseChecks(config: DiagnoseConfig, timeoutMs: number):
  * No reader's checkpoint is past its table's last row: only a notification's id, trusted by versions
  * before the row was the truth, could put it there, and every row written since would be skipped.
  */
-async function checkpointsCheck(client: pg.ClientBase, tables: string[]): Promise<Check> {
+async function checkpointsCheck(client: pg.ClientBase, tables: string[], listen: string): Promise<Check> {
   if (!(await relationExists(client, `${ENGINE_SCHEMA}.checkpoints`))) {
     return { name: 'checkpoints', ok: true, detail: 'no checkpoints yet (listen creates them)' };
   }
@@ -226,7 +228,7 @@ async function checkpointsCheck(client: pg.ClientBase, tables: string[]): Promis
       name: 'checkpoints',
       ok: false,
       detail: `past the table's last row: ${passed.map((p) => `${p.table} (${p.pump}) at ${p.lastId}, last row ${p.lastRow}`).join('; ')}`,
-      hint: 'start pump-monitor listen: it brings each back to the last row on record as delivered and reads the rows above it',
+      hint: `start ${listen}: it brings each back to the last row on record as delivered and reads the rows above it`,
     };
   } catch (err) {
     return {
