@@ -8,20 +8,12 @@ import {
   type Outcome,
   retryDeadLetters,
 } from '../operate/dead-letters.js';
-import {
-  ReplayInputError,
-  type ReplayProgress,
-  type ReplayResult,
-  replay,
-  replayLogbook,
-} from '../operate/replay.js';
 import { chooseWiring } from '../operate/wiring.js';
-import { createPool, describePgError, ensureReachable } from '../store/db.js';
+import { createPool, ensureReachable } from '../store/db.js';
 import { type DeadLetterFilter, listDeadLetters, type StoredDeadLetter } from '../store/dead-letters.js';
 import { SCHEMA_VERSION, schemaVersion } from '../store/migrations.js';
 import { recordedWirings } from '../store/wiring.js';
 import { resolveDemoTarget } from './demo.js';
-import { progressLine } from './runtime.js';
 
 /**
  * The configuration the operator commands work with, found the way `diagnose` finds its own: the

@@ -231,13 +231,23 @@ async function checkpointsCheck(client: pg.ClientBase, tables: string[], listen:
       hint: `start ${listen}: it brings each back to the last row on record as delivered and reads the rows above it`,
     };
   } catch (err) {
-    return {
-      name: 'checkpoints',
-      ok: false,
-      detail: `could not compare the checkpoints with their tables: ${describePgError(err)}`,
-      hint: 'the database user needs to read pump_monitor.checkpoints and the sensor tables',
-    };
+    return unreadable(
+      'checkpoints',
+      'compare the checkpoints with their tables',
+      err,
+      'pump_monitor.checkpoints and the sensor tables',
+    );
   }
+}
+
+/** A check that could not read what it needs: what it tried, PostgreSQL's error, and what to grant. */
+function unreadable(name: string, tried: string, err: unknown, needs: string): Check {
+  return {
+    name,
+    ok: false,
+    detail: `could not ${tried}: ${describePgError(err)}`,
+    hint: `the database user needs to read ${needs}`,
+  };
 }
 
 /** The engine schema's tables with their rows and sizes: what retention keeps bounded. */
@@ -258,11 +268,11 @@ async function engineTablesCheck(client: pg.ClientBase): Promise<Check> {
       detail: stats.map((t) => `${t.table} ${t.rows} rows ${mb(t.bytes)}`).join('; '),
     };
   } catch (err) {
-    return {
-      name: 'engine tables',
-      ok: false,
-      detail: `could not read the sizes of schema pump_monitor: ${describePgError(err)}`,
-      hint: 'the database user needs to read pg_class and pg_stat_user_tables',
-    };
+    return unreadable(
+      'engine tables',
+      'read the sizes of schema pump_monitor',
+      err,
+      'pg_class and pg_stat_user_tables',
+    );
   }
 }
