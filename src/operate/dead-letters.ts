@@ -3,7 +3,7 @@ import type { LogbookConfig, PumpConfig } from '../config/env.js';
 import type { LogbookStream } from '../config/pumps.js';
 import { readingKey } from '../delivery/sensor-poster.js';
 import { Decoder } from '../source/decode.js';
-import { inTransaction } from '../store/db.js';
+import { inSavepoint, inTransaction } from '../store/db.js';
 import {
   type DeadLetterFilter,
   type DeadLetterKind,
@@ -298,13 +298,12 @@ export async function retryDeadLetters(
           refuse(`this version of pump-monitor cannot retry a dead letter of kind "${letter.kind}"`);
           continue;
         }
-        await tx.query('SAVEPOINT letter');
         let plan: Plan;
         try {
-          plan = await handler(letter, { tx, decoder, logbookOf, again: opts.again === true });
-          await tx.query('RELEASE SAVEPOINT letter');
+          plan = await inSavepoint(tx, () =>
+            handler(letter, { tx, decoder, logbookOf, again: opts.again === true }),
+          );
         } catch (err) {
-          await tx.query('ROLLBACK TO SAVEPOINT letter');
           refuse(`failed: ${(err as Error).message}`);
           continue;
         }
