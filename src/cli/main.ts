@@ -80,7 +80,7 @@ function letterFilters(cmd: Command): Command {
       parseSince(raw),
     )
     .option('--reason <text>', 'only letters whose reason contains this text')
-    .option('--kind <kind>', 'only this kind: sensor_post, vector or notification')
+    .option('--kind <kind>', 'only this kind: sensor_post, vector, notification or logbook')
     .option(
       '--all',
       'list: also retried and discarded letters; retry and discard: with --all-matching, every letter even with no filter',
@@ -124,9 +124,10 @@ letterFilters(
 program
   .command('replay')
   .description(
-    "Rebuild a pump's vectors (and with --posts its per-sensor posts) for a range of tiempo_ejecucion, and send them again under replay keys",
+    "Rebuild a pump's vectors (and with --posts its per-sensor posts), or a logbook's entries, for a range of tiempo_ejecucion, and send them again under replay keys",
   )
-  .requiredOption('--pump <id>', 'the pump')
+  .option('--pump <id>', 'the pump (or --logbook)')
+  .option('--logbook <id>', 'the logbook: queue its entries of the range again (or --pump)')
   .requiredOption(
     '--from <timestamp>',
     'start of the range on tiempo_ejecucion (included), e.g. "2025-01-31 08:00"',
@@ -136,7 +137,7 @@ program
   .option('--dry-run', 'count only; write nothing')
   .option('--rate <n>', 'insert at most this many rows (vectors and posts) per second', number(0.1))
   .option('--json', 'print the result as JSON')
-  .action(async (opts) => (await import('./operate.js')).replayCommand(opts));
+  .action(async (opts) => (await import('./replay.js')).replayCommand(opts));
 
 program
   .command('backend')

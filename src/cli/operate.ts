@@ -1,6 +1,6 @@
 import { userInfo } from 'node:os';
 import type pg from 'pg';
-import { type Config, ConfigError, type DatabaseConfig, loadConfig } from '../config/env.js';
+import { type Config, ConfigError, type DatabaseConfig, type Env, loadConfig } from '../config/env.js';
 import {
   allMatching,
   discardDeadLetters,
@@ -8,22 +8,23 @@ import {
   type Outcome,
   retryDeadLetters,
 } from '../operate/dead-letters.js';
-import { ReplayInputError, type ReplayProgress, replay } from '../operate/replay.js';
-import { createPool, describePgError, ensureReachable } from '../store/db.js';
+import { chooseWiring } from '../operate/wiring.js';
+import { createPool, ensureReachable } from '../store/db.js';
 import { type DeadLetterFilter, listDeadLetters, type StoredDeadLetter } from '../store/dead-letters.js';
 import { SCHEMA_VERSION, schemaVersion } from '../store/migrations.js';
+import { recordedWirings } from '../store/wiring.js';
 import { resolveDemoTarget } from './demo.js';
-import { progressLine } from './runtime.js';
 
 /**
  * The configuration the operator commands work with, found the way `diagnose` finds its own: the
  * environment and .env, a database required. Keep the two in step.
  */
-export function operatorConfig(): Config & { database: DatabaseConfig } {
+export function operatorConfig(): { env: Env; config: Config & { database: DatabaseConfig } } {
   // With nothing configured: the database of the `npm start` running from here.
-  const config = loadConfig(resolveDemoTarget(process.env).env, { requireDatabase: true });
+  const { env } = resolveDemoTarget(process.env);
+  const config = loadConfig(env, { requireDatabase: true });
   if (!config.database) throw new Error('unreachable: requireDatabase');
-  return config as Config & { database: DatabaseConfig };
+  return { env, config: config as Config & { database: DatabaseConfig } };
 }
 
 /** Who runs the command, for the audit: the OS user. */
@@ -36,10 +37,17 @@ export function operatorName(): string {
   }
 }
 
-async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Promise<T>): Promise<T> {
-  const config = operatorConfig();
-  await ensureReachable(config.database, 'pump-monitor-operate');
-  const pool: pg.Pool = createPool(config.database, 'pump-monitor-operate', 3, config.dbQueryTimeoutMs);
+/**
+ * Runs an operator command: the database reached, the engine schema at this version, and the wiring chosen
+ * (configured, or as listen recorded it); its warnings go to stderr. Each command's output starts with the
+ * wiring line (JSON: its `wiring`).
+ */
+export async function withOperator<T>(
+  fn: (ctx: OperatorContext, config: Config, wiring: string) => Promise<T>,
+): Promise<T> {
+  const { env, config: base } = operatorConfig();
+  await ensureReachable(base.database, 'pump-monitor-operate');
+  const pool: pg.Pool = createPool(base.database, 'pump-monitor-operate', 3, base.dbQueryTimeoutMs);
   try {
     const version = await schemaVersion(pool as unknown as pg.ClientBase);
     if (version !== SCHEMA_VERSION) {
@@ -49,7 +57,14 @@ async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Pro
           : `the engine schema is at version ${version}, newer than this pump-monitor knows (${SCHEMA_VERSION}); use the newer pump-monitor`,
       );
     }
-    return await fn({ pool, pumps: config.pumps, by: operatorName() }, config);
+    const chosen = chooseWiring(env, await recordedWirings(pool), { requireDatabase: true });
+    for (const w of chosen.warnings) process.stderr.write(`warning: ${w}\n`);
+    const config = chosen.config;
+    return await fn(
+      { pool, pumps: config.pumps, logbooks: config.logbooks, by: operatorName() },
+      config,
+      chosen.line,
+    );
   } finally {
     await pool.end().catch(() => {});
   }
@@ -146,12 +161,12 @@ function letterJson(l: StoredDeadLetter) {
 }
 
 export async function listCommand(o: FilterOptions & { json?: boolean; limit: number }): Promise<void> {
-  await withOperator(async ({ pool }) => {
+  await withOperator(async ({ pool }, _config, wiring) => {
     const { rows, total } = await listDeadLetters(pool, filterOf(o), o.limit);
     process.stdout.write(
       o.json
-        ? `${JSON.stringify({ total, shown: rows.length, dead_letters: rows.map(letterJson) }, null, 2)}\n`
-        : formatLetters(rows, total, o.all === true),
+        ? `${JSON.stringify({ wiring, total, shown: rows.length, dead_letters: rows.map(letterJson) }, null, 2)}\n`
+        : `${wiring}\n${formatLetters(rows, total, o.all === true)}`,
     );
   });
 }
@@ -186,13 +201,21 @@ async function selectIds(
   return allMatching(ctx.pool, { ...filterOf(o), all: verb === 'retry' && again });
 }
 
-function report(verb: 'retried' | 'discarded', outcomes: Outcome[], json: boolean | undefined): void {
+function report(
+  verb: 'retried' | 'discarded',
+  outcomes: Outcome[],
+  json: boolean | undefined,
+  wiring: string,
+): void {
   const done = outcomes.filter((x) => x.result === verb).length;
   const skipped = outcomes.filter((x) => x.result === 'skipped').length;
   const refused = outcomes.length - done - skipped;
   if (json) {
-    process.stdout.write(`${JSON.stringify({ [verb]: done, skipped, refused, outcomes }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ wiring, [verb]: done, skipped, refused, outcomes }, null, 2)}\n`,
+    );
   } else {
+    process.stdout.write(`${wiring}\n`);
     const kindWidth = Math.max(4, ...outcomes.map((x) => x.kind.length));
     const idWidth = Math.max(2, ...outcomes.map((x) => String(x.id).length));
     for (const x of outcomes) {
@@ -218,9 +241,9 @@ export async function retryCommand(
   ids: number[] | undefined,
   o: ActionOptions & { again?: boolean },
 ): Promise<void> {
-  await withOperator(async (ctx) => {
+  await withOperator(async (ctx, _config, wiring) => {
     const selected = await selectIds(ctx, ids ?? [], o, 'retry', o.again === true);
-    report('retried', await retryDeadLetters(ctx, selected, { again: o.again === true }), o.json);
+    report('retried', await retryDeadLetters(ctx, selected, { again: o.again === true }), o.json, wiring);
   });
 }
 
@@ -228,109 +251,8 @@ export async function discardCommand(
   ids: number[] | undefined,
   o: ActionOptions & { note?: string },
 ): Promise<void> {
-  await withOperator(async (ctx) => {
+  await withOperator(async (ctx, _config, wiring) => {
     const selected = await selectIds(ctx, ids ?? [], o, 'discard');
-    report('discarded', await discardDeadLetters(ctx, selected, o.note), o.json);
-  });
-}
-
-// ---- replay ----
-
-function progressBar(pump: string): ((p: ReplayProgress) => void) | undefined {
-  if (process.stderr.isTTY !== true) return undefined;
-  let last = 0;
-  return (p) => {
-    const now = Date.now();
-    if (now - last < 100 && p.read < p.total) return;
-    last = now;
-    const share = p.total === 0 ? 1 : p.read / p.total;
-    const filled = Math.round(share * 24);
-    progressLine(
-      `replay ${pump} [${'#'.repeat(filled)}${'.'.repeat(24 - filled)}] ${Math.floor(share * 100)}%  ` +
-        `${p.read}/${p.total} rows, ${p.counts.vectors} vectors, ${p.counts.dropped} dropped`,
-    );
-  };
-}
-
-export async function replayCommand(o: {
-  pump: string;
-  from: string;
-  to: string;
-  posts?: boolean;
-  dryRun?: boolean;
-  rate?: number;
-  json?: boolean;
-}): Promise<void> {
-  await withOperator(async (ctx, config) => {
-    const pump = config.pumps.find((p) => p.id.toLowerCase() === o.pump.toLowerCase());
-    if (!pump) {
-      throw new ConfigError(
-        `--pump: got "${o.pump}", expected one of ${config.pumps.map((p) => p.id).join(', ')}`,
-      );
-    }
-    const controller = new AbortController();
-    const stop = () => controller.abort();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    const bar = progressBar(pump.id);
-    try {
-      const r = await replay({
-        pool: ctx.pool,
-        pump,
-        wiring: config.pumps,
-        assembler: config.assembler,
-        from: o.from,
-        to: o.to,
-        posts: o.posts === true,
-        dryRun: o.dryRun === true,
-        rate: o.rate,
-        runBy: ctx.by,
-        ...(bar ? { onProgress: bar } : {}),
-        signal: controller.signal,
-      });
-      if (bar) progressLine(undefined);
-      if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify({ ...r, id: r.id ?? null, dry_run: o.dryRun === true }, null, 2)}\n`,
-        );
-        return;
-      }
-      const c = r.counts;
-      const head =
-        r.id === undefined
-          ? `dry run for pump ${r.pump}: nothing was written`
-          : `replay ${r.id} of pump ${r.pump}, by ${ctx.by}`;
-      const queued = r.id === undefined ? 'would be queued' : 'queued as pending in the outbox';
-      process.stdout.write(
-        [
-          head,
-          `  range             tiempo_ejecucion from ${r.from} (included) to ${r.to} (excluded)`,
-          `  rows read         ${c.rows}${c.invalid ? ` (${c.invalid} not valid readings, skipped)` : ''}`,
-          `  vectors           ${c.vectors}, ${c.filled} of them with fills: ${queued}`,
-          `  dropped           ${c.dropped} (groups below the threshold: counted, not sent)`,
-          `  late readings     ${c.late}`,
-          ...(c.unsettled
-            ? [
-                `  left to the engine ${c.unsettled} rows above its checkpoints, not dealt with yet: not replayed`,
-              ]
-            : []),
-          `  per-sensor posts  ${o.posts ? `${c.posts}: ${r.id === undefined ? 'would be queued' : 'queued'}` : 'not replayed (--posts)'}`,
-          ...(r.id === undefined
-            ? []
-            : [
-                `  keys              the rebuilt group's own key + -replay-${r.id}; the replica owning pump ${r.pump} sends them`,
-              ]),
-          '',
-        ].join('\n'),
-      );
-    } catch (err) {
-      if (bar) progressLine(undefined);
-      if (err instanceof ReplayInputError) throw new ConfigError(err.message);
-      process.stderr.write(`pump-monitor replay: failed: ${describePgError(err)}\n`);
-      process.exitCode = 1;
-    } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-    }
+    report('discarded', await discardDeadLetters(ctx, selected, o.note), o.json, wiring);
   });
 }

@@ -4,11 +4,14 @@ import { z } from 'zod';
 import {
   type Definitions,
   type LogbookDefinition,
+  lintDefinitions,
   loadDefinitions,
   type PumpDefinition,
+  parseDefinition,
   profileDir,
   selectDefinitions,
 } from './pumps.js';
+import { type Wiring, wiringOf } from './wiring.js';
 
 /** A start-up configuration problem: the message is one line naming the variable, never a secret's value. */
 export class ConfigError extends Error {
@@ -51,6 +54,8 @@ export interface Config {
   logbooks: LogbookConfig[];
   /** The built-in profile chosen with PUMPS_PROFILE, undefined for PUMPS_DIR or the default folder. */
   profile: string | undefined;
+  /** Where the definitions came from, all of them (served or not), and their digest. */
+  wiring: Wiring;
   /** The definitions linter's warnings, one line each naming the file; the commands log them at start. */
   warnings: string[];
   apiKey: string;
@@ -311,17 +316,49 @@ export interface LoadOptions {
   requireDatabase?: boolean;
   /** Fail when the backend variables are missing (listen). */
   requireBackend?: boolean;
+  /**
+   * The definitions as `listen` recorded them (pump_monitor.wiring), used instead of PUMPS_PROFILE and
+   * PUMPS_DIR: checked again as a folder's would be.
+   */
+  recorded?: { profile: string | undefined; folder: string | undefined; definitions: unknown[] };
 }
 
 /**
  * The definitions folder: PUMPS_PROFILE names a built-in one, PUMPS_DIR any folder (not both); by default
  * the top of the built-in pumps/ folder (a.json, b.json).
  */
-function readDefinitions(env: Env): {
+function readDefinitions(
+  env: Env,
+  recorded: LoadOptions['recorded'],
+): {
   definitions: Definitions;
   source: string;
   profile: string | undefined;
+  folder: string | undefined;
 } {
+  if (recorded !== undefined) {
+    const source = 'the wiring recorded by listen';
+    try {
+      const located = recorded.definitions.map((raw) => ({
+        definition: parseDefinition(raw, source),
+        source,
+      }));
+      const warnings = lintDefinitions(located);
+      const all = located.map((l) => l.definition);
+      return {
+        definitions: {
+          pumps: all.filter((d): d is PumpDefinition => d.kind === 'pump'),
+          logbooks: all.filter((d): d is LogbookDefinition => d.kind === 'logbook'),
+          warnings,
+        },
+        source,
+        profile: recorded.profile,
+        folder: recorded.folder,
+      };
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  }
   const dir = read(env, 'PUMPS_DIR');
   const profile = read(env, 'PUMPS_PROFILE');
   if (dir !== undefined && profile !== undefined) {
@@ -338,6 +375,7 @@ function readDefinitions(env: Env): {
       definitions: loadDefinitions(folder),
       source: folder ?? 'the built-in pumps/',
       profile,
+      folder: profile === undefined ? dir : undefined,
     };
   } catch (err) {
     throw new ConfigError(`${variable}: ${(err as Error).message}`);
@@ -350,7 +388,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
   if (opts.requireDatabase && !database) {
     fail('DB_HOST', undefined, 'a database host (or DATABASE_URL=postgres://user:password@host:port/db)');
   }
-  const { definitions, source, profile } = readDefinitions(env);
+  const { definitions, source, profile, folder } = readDefinitions(env, opts.recorded);
   const ids = (
     read(env, 'PUMPS') ?? [...definitions.pumps, ...definitions.logbooks].map((d) => d.id).join(',')
   )
@@ -401,6 +439,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
     pumps,
     logbooks,
     profile,
+    wiring: wiringOf(profile, folder, { pumps: definitions.pumps, logbooks: definitions.logbooks }),
     warnings: definitions.warnings,
     apiKey: apiKey ?? '',
     port: port(env, 'PORT', 8080, true),

@@ -7,6 +7,7 @@ import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
 import { type DeliveryResult, deliver } from '../delivery/policy.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
+import { isProbe } from '../source/probe.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
@@ -31,6 +32,8 @@ export interface LogbookLaneEvents {
     text: string | undefined,
     bitacora?: string | null,
   ];
+  /** A diagnose probe (source/probe.ts): no row, no dead letter. */
+  probe: [channel: string];
 }
 
 export interface LogbookLaneOptions {
@@ -196,7 +199,9 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     const id = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).id : undefined;
     const progress = this.o.ledger.reader(this.id, stream.table);
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-      this.invalid(channel, payload, stream, 'bad_id: not a logbook row id');
+      // A diagnose probe names no row: counted as a probe, not as invalid; held for catch-up like the rest.
+      if (isProbe(payload)) this.emit('probe', channel);
+      else this.invalid(channel, payload, stream, 'bad_id: not a logbook row id');
       // A row may stand behind it (a truncated payload): nothing above the saved checkpoint is passed
       // until the table has been read again.
       progress.holdFrom(progress.persisted + 1);

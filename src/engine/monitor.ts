@@ -33,6 +33,7 @@ import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { missingTables } from '../store/sensor-rows.js';
+import { recordWiring } from '../store/wiring.js';
 import { BatchWriter, writersOf } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
@@ -381,6 +382,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       const client = await this.pool.connect();
       try {
         await ensureEngineSchema(client);
+        // For the operator commands: the wiring served here (a failure to record it only warns).
+        const served = [...this.config.pumps, ...this.config.logbooks].map((d) => d.id);
+        await recordWiring(client, this.config.wiring, served).catch((err) =>
+          this.log.warn({ err: describePgError(err) }, 'could not record the wiring in the engine schema'),
+        );
         await checkTables(client, tables);
         await this.ledger.load(client, readers);
       } finally {

@@ -58,6 +58,7 @@ export function observe(t: Telemetry, u: Observed): void {
       },
     );
   });
+  u.intake.on('probe', (channel) => t.probes.inc({ channel }));
   u.intake.on('failed', (channel, pump, err) => {
     t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: 'internal_error' });
     t.error(pump ?? null, `internal error on ${channel}: ${err.message}`, 'internal', {
@@ -113,6 +114,7 @@ export function observe(t: Telemetry, u: Observed): void {
   }
   for (const [id, lane] of u.logbooks) {
     const stats = t.logbook(id);
+    lane.on('probe', (channel) => t.probes.inc({ channel }));
     lane.on('entry', (outcome, stream, rowId, text, bitacora) => {
       listEntry(t, id, outcome, stream, rowId, text, bitacora);
       t.logbookEvents.inc({ logbook: id, outcome });

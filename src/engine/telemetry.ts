@@ -158,6 +158,7 @@ export class Telemetry {
     'pump',
     'reason',
   ]);
+  readonly probes = this.counter('probes_total', 'Probes of pump-monitor diagnose, by channel', ['channel']);
   readonly readingsDuplicate = this.counter('readings_duplicate_total', 'Duplicate readings dropped', [
     'pump',
   ]);

@@ -1,8 +1,9 @@
 import type pg from 'pg';
-import type { PumpConfig } from '../config/env.js';
+import type { LogbookConfig, PumpConfig } from '../config/env.js';
+import type { LogbookStream } from '../config/pumps.js';
 import { readingKey } from '../delivery/sensor-poster.js';
 import { Decoder } from '../source/decode.js';
-import { inTransaction, quoteIdent } from '../store/db.js';
+import { inSavepoint, inTransaction } from '../store/db.js';
 import {
   type DeadLetterFilter,
   type DeadLetterKind,
@@ -12,14 +13,17 @@ import {
   type StoredDeadLetter,
 } from '../store/dead-letters.js';
 import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js';
-import { ENGINE_SCHEMA } from '../store/migrations.js';
 import { findDeadVector, requeueDead } from '../store/outbox.js';
-import { recordSettledPosts, SENSOR_POSTS } from '../store/sensor-posts.js';
+import { logbookRowExists, postRecord, sensorRowPayload } from '../store/post-records.js';
+import { recordSettledPosts } from '../store/sensor-posts.js';
+import { logbookEntryKey } from './replay.js';
 
 /** What an operator command works with: the database, the configured pumps, and who is running it. */
 export interface OperatorContext {
   pool: pg.Pool;
   pumps: PumpConfig[];
+  /** The logbooks of the wiring: their letters are retried too. */
+  logbooks?: LogbookConfig[];
   /** Recorded as the handler of each letter (the OS user). */
   by: string;
 }
@@ -46,63 +50,10 @@ type Plan =
 interface RetryScope {
   tx: pg.ClientBase;
   decoder: Decoder;
+  /** The logbooks of the wiring, by channel: a notification on one names an entry, not a reading. */
+  logbookOf: Map<string, { logbook: LogbookConfig; stream: LogbookStream }>;
   /** `retry --again`: re-post readings on record as answered too. */
   again: boolean;
-}
-
-/** What the engine's records say about one reading's per-sensor post. */
-interface PostRecord {
-  /** Settled in the ledger: answered, deferred or dead-lettered. */
-  settled: boolean;
-  /** A post of it waits in deferred_posts: queued, not yet sent. */
-  waiting: boolean;
-  /** The newest per-sensor dead letter of the reading, if any. */
-  letter: { id: number; status: string } | undefined;
-  /** Settled, nothing waiting, and every refusal on record was followed by a retry that did not come back. */
-  answered: boolean;
-}
-
-/**
- * Reads what is on record of a reading's per-sensor post. The ledger (pump_monitor.sensor_posts) records a
- * post once it is answered, deferred or dead-lettered; a dead letter records a refusal, and a retry that
- * fails again writes a new one. So a reading's post is on record as answered when its ledger row is there,
- * no post of it waits in deferred_posts, and it has no per-sensor dead letter, or the latest retry of one is
- * newer than every one of them. Retention removes ledger rows once the reader's checkpoint has passed them:
- * what it removed is no longer on record, and is not taken as answered.
- */
-async function postRecord(
-  tx: pg.ClientBase,
-  r: { pump: string; table: string; channel: string; id: number; key: string },
-): Promise<PostRecord> {
-  const S = ENGINE_SCHEMA;
-  // The engine writes payloads as {"id_sensor":N,...}; PostgreSQL's json_build_object as {"id_sensor" : N, ...}.
-  const names = `"id_sensor"\\s*:\\s*${r.id}([^0-9]|$)`;
-  const { rows } = await tx.query<{
-    settled: boolean;
-    waiting: boolean;
-    letter_id: string | null;
-    status: string | null;
-    retried_last: boolean;
-  }>(
-    `WITH letters AS (
-       SELECT id, status, created_at, handled_at FROM ${S}.dead_letters
-        WHERE kind = 'sensor_post' AND pump = $3 AND channel = $4 AND (idempotency_key = $5 OR payload ~ $6))
-     SELECT EXISTS (SELECT 1 FROM ${SENSOR_POSTS} WHERE table_name = $1 AND row_id = $2 AND pump = $3) AS settled,
-            EXISTS (SELECT 1 FROM ${S}.deferred_posts
-                     WHERE pump = $3 AND (idempotency_key = $5 OR (channel = $4 AND payload ~ $6))) AS waiting,
-            (SELECT id FROM letters ORDER BY id DESC LIMIT 1) AS letter_id,
-            (SELECT status FROM letters ORDER BY id DESC LIMIT 1) AS status,
-            coalesce((SELECT max(handled_at) FROM letters WHERE status = 'retried')
-                       > (SELECT max(created_at) FROM letters), false) AS retried_last`,
-    [r.table, r.id, r.pump, r.channel, r.key, names],
-  );
-  const row = rows[0];
-  const settled = row?.settled === true;
-  const waiting = row?.waiting === true;
-  const letter =
-    row?.letter_id == null ? undefined : { id: Number(row.letter_id), status: row.status ?? 'open' };
-  const refusalsAnswered = letter === undefined || row?.retried_last === true;
-  return { settled, waiting, letter, answered: settled && !waiting && refusalsAnswered };
 }
 
 function answeredNote(table: string, id: number): string {
@@ -217,24 +168,18 @@ function namedRow(payload: string | null): number | undefined {
  * table and, if it is a valid reading now (fixed since), its per-sensor post is queued. Its group is not
  * rebuilt: use replay for that.
  */
-async function retryNotification(
-  letter: StoredDeadLetter,
-  { tx, decoder, again }: RetryScope,
-): Promise<Plan> {
+async function retryNotification(letter: StoredDeadLetter, scope: RetryScope): Promise<Plan> {
+  const { tx, decoder, again } = scope;
   const channel = letter.channel ?? '';
+  const logbook = scope.logbookOf.get(channel);
+  if (logbook) return retryLogbookNotification(letter, logbook, scope);
   // A shared table's channel feeds several pumps: the letter names the one it was for.
   const route = decoder.routesOf(channel).find((x) => x.pump === letter.pump) ?? decoder.route(channel);
   if (!route) return { refuse: `channel "${channel}" belongs to none of the configured pumps (PUMPS)` };
   const id = namedRow(letter.payload);
   if (id === undefined) return { refuse: 'its payload names no row, so there is nothing to read again' };
   const table = route.sensor.table;
-  const { rows } = await tx.query<{ payload: string }>(
-    `SELECT json_build_object('id_sensor', id, 'valor', valor_sensor, 'tiempo_sensor', tiempo_sensor)::text
-            AS payload
-       FROM ${quoteIdent(table)} WHERE id = $1`,
-    [id],
-  );
-  const payload = rows[0]?.payload;
+  const payload = await sensorRowPayload(tx, table, id);
   if (payload === undefined) return { refuse: `row ${id} is not in table ${table}` };
   const decoded = decoder.decode(channel, payload, Date.now(), 'catchup', route.pump);
   if (!decoded.ok)
@@ -264,6 +209,46 @@ async function retryNotification(
   };
 }
 
+/**
+ * A logbook notification that could not be taken as it was (no such row then, a text that differed):
+ * when its payload names an entry the table holds now, the entry is queued for the replica holding the
+ * logbook's lease, which reads its text from the row. An entry on record as handled is skipped unless
+ * --again.
+ */
+async function retryLogbookNotification(
+  letter: StoredDeadLetter,
+  { logbook, stream }: { logbook: LogbookConfig; stream: LogbookStream },
+  { tx, again }: RetryScope,
+): Promise<Plan> {
+  let id: unknown;
+  try {
+    id = (JSON.parse(letter.payload ?? '') as Record<string, unknown>).id;
+  } catch {
+    id = undefined;
+  }
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+    return { refuse: 'its payload names no logbook entry, so there is nothing to read again' };
+  }
+  const table = stream.table;
+  if (!(await logbookRowExists(tx, table, id))) return { refuse: `row ${id} is not in table ${table}` };
+  const key = logbookEntryKey(table, id);
+  if (!again) {
+    const record = await postRecord(tx, { pump: logbook.id, table, channel: stream.channel, id, key });
+    if (record.waiting) return { refuse: `entry ${id} of ${table} is queued already, not yet sent` };
+    if (record.settled) {
+      return {
+        skip: `entry ${id} of ${table} is on record as handled by logbook ${logbook.id}; not sent again (--again sends it; discard closes the letter)`,
+      };
+    }
+  }
+  // On record as the logbook lane records a queued entry: a catch-up that reads the row again skips it.
+  await recordSettledPosts(tx, [{ pump: logbook.id, table, id }]);
+  return {
+    post: { pump: logbook.id, channel: stream.channel, payload: JSON.stringify({ id }), key },
+    note: `entry ${id} of ${table} read again; queued for logbook ${logbook.id} (${key})`,
+  };
+}
+
 /** Letters per transaction: short transactions, few locks. */
 const PAGE = 200;
 
@@ -285,6 +270,11 @@ export async function retryDeadLetters(
   opts: { again?: boolean } = {},
 ): Promise<Outcome[]> {
   const decoder = new Decoder(ctx.pumps);
+  const logbookOf = new Map(
+    (ctx.logbooks ?? []).flatMap((logbook) =>
+      logbook.streams.map((stream) => [stream.channel, { logbook, stream }] as const),
+    ),
+  );
   const out: Outcome[] = [];
   for (let i = 0; i < ids.length; i += PAGE) {
     const page = ids.slice(i, i + PAGE);
@@ -308,13 +298,12 @@ export async function retryDeadLetters(
           refuse(`this version of pump-monitor cannot retry a dead letter of kind "${letter.kind}"`);
           continue;
         }
-        await tx.query('SAVEPOINT letter');
         let plan: Plan;
         try {
-          plan = await handler(letter, { tx, decoder, again: opts.again === true });
-          await tx.query('RELEASE SAVEPOINT letter');
+          plan = await inSavepoint(tx, () =>
+            handler(letter, { tx, decoder, logbookOf, again: opts.again === true }),
+          );
         } catch (err) {
-          await tx.query('ROLLBACK TO SAVEPOINT letter');
           refuse(`failed: ${(err as Error).message}`);
           continue;
         }

@@ -5,6 +5,7 @@ import type { Reading } from '../model/reading.js';
 import type { DeadLetter } from '../store/dead-letters.js';
 import type { Clock } from '../util/clock.js';
 import { claimMatches, type Decoder, type Rejection, type RowFields } from './decode.js';
+import { isProbe } from './probe.js';
 import type { RowFetcher } from './row-fetcher.js';
 
 export interface IntakeEvents {
@@ -14,6 +15,8 @@ export interface IntakeEvents {
    */
   reading: [r: Reading, added: AddResult | 'posted'];
   duplicate: [r: Reading];
+  /** A diagnose probe (source/probe.ts): no row, no dead letter. */
+  probe: [channel: string];
   /** A payload that is not a reading: counted, logged and kept as a dead letter. */
   rejected: [rej: Rejection, pump: string | undefined];
   /** An unexpected error handling one payload; the loop goes on. */
@@ -111,7 +114,9 @@ export class Intake extends EventEmitter<IntakeEvents> {
     if (routes.length === 0 && o.decoder.routesOf(channel).length > 0) return;
     const claim = o.decoder.claim(channel, payload);
     if (!claim.ok) {
-      this.rejected(claim.rejection, routes[0]?.pump);
+      // A diagnose probe names no row: counted as a probe, not as invalid; held for catch-up like the rest.
+      if (isProbe(payload)) this.emit('probe', channel);
+      else this.rejected(claim.rejection, routes[0]?.pump);
       // It names no row we can read, yet a row may stand behind it (a truncated payload): nothing above the
       // saved checkpoint is passed until a catch-up has read the table.
       for (const x of routes) {

@@ -55,6 +55,22 @@ export async function withClient<T>(
 }
 
 /** Runs `fn` in one transaction on a client of the pool: committed if it returns, rolled back if it throws. */
+/**
+ * Runs `fn` inside a savepoint of an open transaction: its statements are undone when it throws, and the
+ * transaction goes on.
+ */
+export async function inSavepoint<T>(tx: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await tx.query('SAVEPOINT step');
+  try {
+    const out = await fn();
+    await tx.query('RELEASE SAVEPOINT step');
+    return out;
+  } catch (err) {
+    await tx.query('ROLLBACK TO SAVEPOINT step');
+    throw err;
+  }
+}
+
 export async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
   const tx = await pool.connect();
   try {

@@ -152,6 +152,25 @@ ALTER TABLE ${S}.checkpoints DROP CONSTRAINT IF EXISTS checkpoints_pkey;
 ALTER TABLE ${S}.checkpoints ADD PRIMARY KEY (table_name, pump);
 `;
 
+/**
+ * Version 6: the wiring `listen` serves, recorded at its start, so that the operator commands run
+ * elsewhere (diagnose, dead-letters, replay) know it without being told: where the definitions came from
+ * (a profile or a folder), every definition of that source, and which of them were served. One row per
+ * digest of the definitions; `served` collects the ids of every process that served them.
+ * (Version 5 is left to another change.)
+ */
+const V6 = `
+CREATE TABLE IF NOT EXISTS ${S}.wiring (
+  digest text PRIMARY KEY,
+  profile text,
+  folder text,
+  definitions jsonb NOT NULL,
+  served text[] NOT NULL DEFAULT '{}',
+  first_recorded_at timestamptz NOT NULL DEFAULT now(),
+  recorded_at timestamptz NOT NULL DEFAULT now()
+);
+`;
+
 export interface Migration {
   version: number;
   name: string;
@@ -164,6 +183,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
   { version: 3, name: 'dead-letter handling, keyed deferred posts, replay audit', sql: V3 },
   { version: 4, name: 'checkpoints per reader (table, pump)', sql: V4 },
+  { version: 6, name: 'the wiring listen serves', sql: V6 },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -1,6 +1,13 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Check, formatJson, formatTable, runDiagnostics, toJson } from '../../src/operate/diagnose.js';
+import {
+  type Check,
+  formatJson,
+  formatTable,
+  runDiagnostics,
+  toJson,
+} from '../../src/operate/diagnose/index.js';
+import { isProbe } from '../../src/source/probe.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
 import { type CliRun, runCli } from '../helpers/child.js';
@@ -65,8 +72,7 @@ describe('diagnose against a healthy setup', () => {
     await watcher.connect();
     const seen = new Map<string, number>();
     watcher.on('notification', (msg) => {
-      const body = JSON.parse(msg.payload ?? '{}') as { diagnostic?: boolean };
-      if (body.diagnostic === true) seen.set(msg.channel, (seen.get(msg.channel) ?? 0) + 1);
+      if (isProbe(msg.payload ?? '')) seen.set(msg.channel, (seen.get(msg.channel) ?? 0) + 1);
     });
     for (const s of sensors) await watcher.query(`LISTEN ${quoteIdent(s.channel)}`);
     let checks: Check[];
@@ -91,7 +97,7 @@ describe('diagnose against a healthy setup', () => {
     expect(byName(checks, 'connection').detail).toMatch(/^PostgreSQL \d+/);
     expect(byName(checks, 'connection').detail).toContain('TLS off');
     expect(byName(checks, 'listen').detail).toContain(`${sensors.length} of ${sensors.length}`);
-    expect(byName(checks, 'listen').detail).toContain('invalid reading');
+    expect(byName(checks, 'listen').detail).toContain('as a probe (pump_monitor_probes_total)');
     expect(byName(checks, 'notification queue').ok).toBe(true);
     for (const [pump, list] of [
       ['A', h.pumps.A.sensors],
@@ -105,7 +111,7 @@ describe('diagnose against a healthy setup', () => {
         // Received on its own channel, and its round trip is the one reported.
         expect(Number.isFinite(notify.ms)).toBe(true);
         expect(notify.detail).toBe(
-          `diagnostic notification on ${s.channel} received, round trip ${notify.ms} ms (counted as invalid by running listeners)`,
+          `test notification on ${s.channel} received, round trip ${notify.ms} ms (a probe to running listeners)`,
         );
       }
     }

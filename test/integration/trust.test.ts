@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PumpConfig } from '../../src/config/env.js';
-import { runDiagnostics } from '../../src/operate/diagnose.js';
+import { runDiagnostics } from '../../src/operate/diagnose/index.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
