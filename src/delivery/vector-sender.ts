@@ -20,6 +20,8 @@ export interface VectorSenderOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
+  /** Told of the dead letter a rejected vector leaves, once it is on record (written here, with its row). */
+  deadLetters: { stored(letter: DeadLetter): void };
   /** Called after each vector leaves the outbox. */
   onResult: (row: OutboxRow, result: SendResult) => void;
   /**
@@ -205,6 +207,7 @@ export class VectorSender {
         idempotencyKey: row.key,
       };
       let refused: unknown;
+      let written: DeadLetter = letter;
       const recorded = await this.persist(
         signal,
         // One transaction: a crash between the two left the vector dead with no letter to retry it by.
@@ -216,13 +219,15 @@ export class VectorSender {
               responseStatus: status,
               responseBody: refused === undefined ? body.slice(0, 2000) : null,
             });
-            await insertDeadLetters(tx, [refused === undefined ? letter : bareDeadLetter(letter, refused)]);
+            written = refused === undefined ? letter : bareDeadLetter(letter, refused);
+            await insertDeadLetters(tx, [written]);
           }),
         (err) => {
           if (refused === undefined && isDataError(err)) refused = err;
         },
       );
       if (!recorded) return false;
+      this.o.deadLetters.stored(written);
     } else if (!(await this.o.recordSent({ id: row.id, attempts, status }))) {
       return false;
     }

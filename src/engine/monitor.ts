@@ -5,6 +5,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
 import { BackendClient, createAgent } from '../delivery/backend-client.js';
+import { DeadLetterSink } from '../delivery/dead-letter-sink.js';
 import { OutboxRecorder } from '../delivery/outbox-recorder.js';
 import {
   breakerState,
@@ -28,12 +29,11 @@ import {
   describePgError,
   isPermanentConnectFault,
 } from '../store/db.js';
-import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { SchemaVersionError } from '../store/migrations.js';
 import { countPending } from '../store/outbox.js';
 import { ensureEngineSchema, PrivilegeError } from '../store/schema.js';
 import { missingTables } from '../store/sensor-rows.js';
-import { BatchWriter, writersOf } from '../util/batch.js';
+import { writersOf } from '../util/batch.js';
 import { type Clock, sleep, systemClock } from '../util/clock.js';
 import { Activation } from './activation.js';
 import { registerGauges } from './gauges.js';
@@ -57,11 +57,6 @@ export interface MonitorOptions {
 
 export interface MonitorEvents {
   fatal: [error: Error];
-}
-
-interface PendingDeadLetter {
-  letter: DeadLetter;
-  settle?: () => void;
 }
 
 /**
@@ -91,7 +86,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly agent = createAgent();
   private readonly backends = new Map<string, Backend>();
   private readonly ledger: CheckpointKeeper;
-  private readonly deadLetters: BatchWriter<PendingDeadLetter>;
+  private readonly deadLetters: DeadLetterSink;
   private readonly recorder: OutboxRecorder;
   private readonly lanes = new Map<string, PumpLane>();
   private readonly logbooks = new Map<string, LogbookLane>();
@@ -134,36 +129,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       heartbeat: config.heartbeat,
       logger: this.log.child({ stage: 'source' }),
     });
-    const storeLetters = async (items: PendingDeadLetter[], letters: DeadLetter[]) => {
-      await insertDeadLetters(this.pool, letters);
-      for (const i of items) {
-        this.telemetry.deadLetters.inc({ pump: i.letter.pump ?? 'unknown', kind: i.letter.kind });
-        i.settle?.();
-      }
-    };
-    this.deadLetters = new BatchWriter(
-      (items) =>
-        storeLetters(
-          items,
-          items.map((i) => i.letter),
-        ),
-      {
-        name: 'dead_letters',
-        maxBatch: 200,
-        retryMs: 500,
-        onError: (err, n) =>
-          this.log.warn({ err: describePgError(err), items: n }, 'writing dead letters failed; retrying'),
-        // A letter refused even sanitised: stored without what it carried, rather than lost or in the way.
-        onPoison: (i, err) => {
-          this.log.error(
-            { err: describePgError(err), kind: i.letter.kind, pump: i.letter.pump, reason: i.letter.reason },
-            'a dead letter was refused by the database; storing it without its payload and answer',
-          );
-          return storeLetters([i], [bareDeadLetter(i.letter, err)]);
-        },
-        signal,
-      },
-    );
+    this.deadLetters = new DeadLetterSink({
+      pool: this.pool,
+      logger: this.log.child({ stage: 'dead-letters' }),
+      signal,
+    });
     /** A backend: its client on the shared connection pool, and a circuit breaker of its own. */
     const backend = (
       baseUrl: string,
@@ -237,6 +207,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           backend: this.backends.get(p.id) as Backend,
           retryBaseMs: config.delivery.retryBaseMs,
           retryMaxMs: config.delivery.retryMaxMs,
+          deadLetters: this.deadLetters,
           logger: this.log.child({ stage: 'delivery', pump: p.id }),
         }),
       );
@@ -259,7 +230,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           retryMaxMs: config.delivery.retryMaxMs,
           batch: config.catchUpBatch,
           rows: this.rows,
-          deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
+          deadLetter: (letter, settle) => this.deadLetters.push(letter, settle),
           signal,
           logger: this.log.child({ stage: 'logbook', logbook: l.id }),
         }),
@@ -277,7 +248,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       retryBaseMs: config.delivery.retryBaseMs,
       retryMaxMs: config.delivery.retryMaxMs,
       settle: (r) => this.ledger.settle(r.pump, r.sensor.table, r.id),
-      deadLetter: (letter, settle) => this.deadLetters.push({ letter, settle }),
+      deadLetter: (letter, settle) => this.deadLetters.push(letter, settle),
       // A logbook's queued retries are its lane's to read.
       owned: () => owned().filter((id) => !this.logbooks.has(id)),
     });
@@ -312,7 +283,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       settle: (pump, table, id) => this.ledger.settle(pump, table, id),
       lane: (pump) => this.lanes.get(pump) as PumpLane,
       posts: config.delivery.sensorPosts ? this.posts : undefined,
-      deadLetter: (letter, settle) => this.deadLetters.push({ letter, ...(settle ? { settle } : {}) }),
+      deadLetter: (letter, settle) => this.deadLetters.push(letter, settle),
     });
     this.catchUp = new CatchUpRunner({
       pool: this.pool,
@@ -351,6 +322,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       lanes: this.lanes,
       logbooks: this.logbooks,
       posts: this.posts,
+      deadLetters: this.deadLetters,
       listener: this.listener,
       log: this.log,
     });

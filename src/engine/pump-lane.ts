@@ -11,6 +11,7 @@ import { type SendResult, VectorSender } from '../delivery/vector-sender.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import type { DroppedGroup, Vector } from '../model/groups.js';
 import type { Member, Reading } from '../model/reading.js';
+import type { DeadLetter } from '../store/dead-letters.js';
 import type { OutboxGroup, OutboxRow } from '../store/outbox.js';
 import type { Clock } from '../util/clock.js';
 
@@ -33,6 +34,8 @@ export interface PumpLaneOptions {
   backend: { client: BackendClient; breaker: CircuitBreakerPolicy; route?: RouteGuard };
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Where a rejected vector's dead letter is announced. */
+  deadLetters: { stored(letter: DeadLetter): void };
   logger: Logger;
 }
 
@@ -98,6 +101,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
       retryBaseMs: o.retryBaseMs,
       retryMaxMs: o.retryMaxMs,
       logger: o.logger,
+      deadLetters: o.deadLetters,
       onResult: (row, result) => this.answered(row, result),
       recordSent: (sent) => o.recorder.recordSent(sent),
     });
