@@ -49,7 +49,7 @@ async function withOperator<T>(fn: (ctx: OperatorContext, config: Config) => Pro
           : `the engine schema is at version ${version}, newer than this pump-monitor knows (${SCHEMA_VERSION}); use the newer pump-monitor`,
       );
     }
-    return await fn({ pool, pumps: config.pumps, by: operatorName() }, config);
+    return await fn({ pool, pumps: config.pumps, logbooks: config.logbooks, by: operatorName() }, config);
   } finally {
     await pool.end().catch(() => {});
   }

@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { vectorKey } from '../model/keys.js';
 import { describePgError } from '../store/db.js';
-import { insertGroups, markSent, type OutboxGroup, type OutboxRow, vectorKey } from '../store/outbox.js';
+import { insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
 import { BatchWriter } from '../util/batch.js';
 
 /** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */

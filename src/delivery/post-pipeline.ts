@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { readingKey } from '../model/keys.js';
+import { notificationPayload } from '../model/payload.js';
 import type { Reading } from '../model/reading.js';
 import type { Decoder } from '../source/decode.js';
 import { describePgError } from '../store/db.js';
@@ -10,7 +12,7 @@ import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { RetryableError } from './backend-client.js';
 import type { DeliveryResult } from './policy.js';
-import { type Backend, readingKey, SensorPoster } from './sensor-poster.js';
+import { type Backend, SensorPoster } from './sensor-poster.js';
 
 /**
  * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
@@ -129,7 +131,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
             kind: 'sensor_post',
             pump: r.pump,
             channel: r.sensor.channel,
-            payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+            payload: notificationPayload(r),
             reason: `not deferred: the database refused it (${describePgError(err)})`,
             idempotencyKey: readingKey(r),
           },
@@ -239,7 +241,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         kind: 'sensor_post',
         pump: r.pump,
         channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        payload: notificationPayload(r),
         reason,
         responseStatus: last?.status,
         responseBody: last?.body,
@@ -276,7 +278,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       readings.map((r) => ({
         pump: r.pump,
         channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        payload: notificationPayload(r),
       })),
     );
     this.deferrals += 1;

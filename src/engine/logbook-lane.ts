@@ -7,6 +7,8 @@ import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
 import { type DeliveryResult, deliver } from '../delivery/policy.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
+import { logbookKey } from '../model/keys.js';
+import { logbookEntryId, logbookEntryPayload, logbookPostBody } from '../model/payload.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
@@ -306,13 +308,8 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         this.retryCursor = Math.max(this.retryCursor, d.id);
         if (this.retrying.has(d.id)) continue;
         const stream = this.byChannel.get(d.channel);
-        let id: unknown;
-        try {
-          id = (JSON.parse(d.payload) as Record<string, unknown>).id;
-        } catch {
-          id = undefined;
-        }
-        if (!stream || typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+        const id = logbookEntryId(d.payload);
+        if (!stream || id === undefined) {
           this.o.logger.warn(
             { deferred: d.id, channel: d.channel },
             'queued logbook retry names no entry; removed',
@@ -383,7 +380,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       this.dead(e, 'the row has no bitacora text');
       return;
     }
-    const json = JSON.stringify({ id: e.id, bitacora: text, tabla: e.stream.tabla });
+    const json = logbookPostBody(e.id, text, e.stream.tabla);
     const key = keyOf(e);
     const result: DeliveryResult = await deliver(
       (signal) => o.backend.client.post(o.logbook.endpoint, json, key, signal),
@@ -426,7 +423,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         kind: 'logbook',
         pump: this.id,
         channel: e.stream.channel,
-        payload: JSON.stringify({ id: e.id, tabla: e.stream.tabla }),
+        payload: logbookEntryPayload(e.id, e.stream.tabla),
         reason,
         responseStatus: status,
         responseBody,
@@ -469,7 +466,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
 /** The entry's Idempotency-Key: lb-<table>-<id>, unless an operator's retry carries its own. */
 function keyOf(e: Entry): string {
-  return e.key ?? `lb-${e.stream.table}-${e.id}`;
+  return e.key ?? logbookKey(e.stream.table, e.id);
 }
 
 /** The backend's `clasificacion`, when its answer has one. */

@@ -1,6 +1,7 @@
 import type pg from 'pg';
-import type { PumpConfig } from '../config/env.js';
-import { readingKey } from '../delivery/sensor-poster.js';
+import type { LogbookConfig, PumpConfig } from '../config/env.js';
+import { logbookKey, readingKey } from '../model/keys.js';
+import { logbookEntryId, logbookEntryPayload } from '../model/payload.js';
 import { Decoder } from '../source/decode.js';
 import { inTransaction, quoteIdent } from '../store/db.js';
 import {
@@ -20,6 +21,8 @@ import { recordSettledPosts, SENSOR_POSTS } from '../store/sensor-posts.js';
 export interface OperatorContext {
   pool: pg.Pool;
   pumps: PumpConfig[];
+  /** The configured logbooks: a logbook letter kept without its key is retried under its table's. */
+  logbooks?: LogbookConfig[];
   /** Recorded as the handler of each letter (the OS user). */
   by: string;
 }
@@ -46,6 +49,7 @@ type Plan =
 interface RetryScope {
   tx: pg.ClientBase;
   decoder: Decoder;
+  logbooks: LogbookConfig[];
   /** `retry --again`: re-post readings on record as answered too. */
   again: boolean;
 }
@@ -127,19 +131,25 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
  * replica holding the logbook's lease, which reads the entry's text from its row and POSTs it under the
  * same key. A row gone since comes back as a new dead letter.
  */
-async function retryLogbook(letter: StoredDeadLetter): Promise<Plan> {
-  let id: unknown;
-  try {
-    id = (JSON.parse(letter.payload ?? '') as Record<string, unknown>).id;
-  } catch {
-    id = undefined;
-  }
-  if (!letter.pump || !letter.channel || typeof id !== 'number' || !Number.isSafeInteger(id)) {
+async function retryLogbook(letter: StoredDeadLetter, { logbooks }: RetryScope): Promise<Plan> {
+  const id = logbookEntryId(letter.payload);
+  if (!letter.pump || !letter.channel || id === undefined) {
     return { refuse: 'it names no logbook entry (logbook, channel and row id are needed)' };
   }
-  const key = letter.idempotencyKey ?? `lb-${letter.channel}-${id}`;
+  const channel = letter.channel;
+  let key = letter.idempotencyKey;
+  if (key === null) {
+    // Kept without its key: the lane's key names the stream's table, which the channel is not.
+    const stream = logbooks.find((l) => l.id === letter.pump)?.streams.find((s) => s.channel === channel);
+    if (!stream) {
+      return {
+        refuse: `its key was not kept and channel "${channel}" belongs to no stream of logbook ${letter.pump} (PUMPS)`,
+      };
+    }
+    key = logbookKey(stream.table, id);
+  }
   return {
-    post: { pump: letter.pump, channel: letter.channel, payload: JSON.stringify({ id }), key },
+    post: { pump: letter.pump, channel, payload: logbookEntryPayload(id), key },
     note: `logbook entry ${id} queued again (${key})`,
   };
 }
@@ -311,7 +321,12 @@ export async function retryDeadLetters(
         await tx.query('SAVEPOINT letter');
         let plan: Plan;
         try {
-          plan = await handler(letter, { tx, decoder, again: opts.again === true });
+          plan = await handler(letter, {
+            tx,
+            decoder,
+            logbooks: ctx.logbooks ?? [],
+            again: opts.again === true,
+          });
           await tx.query('RELEASE SAVEPOINT letter');
         } catch (err) {
           await tx.query('ROLLBACK TO SAVEPOINT letter');

@@ -1,14 +1,14 @@
 import type pg from 'pg';
 import { Assembler, type AssemblerOptions } from '../assembler/assembler.js';
 import type { PumpConfig } from '../config/env.js';
-import { readingKey } from '../delivery/sensor-poster.js';
+import { readingKey, replaySuffix, vectorKey } from '../model/keys.js';
 import type { Member } from '../model/reading.js';
 import { Decoder } from '../source/decode.js';
 import { describePgError, inTransaction, quoteIdent } from '../store/db.js';
 import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js';
 import { member } from '../store/members.js';
 import { ENGINE_SCHEMA } from '../store/migrations.js';
-import { insertReplayVectors, type ReplayVector, vectorKey } from '../store/outbox.js';
+import { insertReplayVectors, type ReplayVector } from '../store/outbox.js';
 import { finishReplay, type ReplayCounts, startReplay } from '../store/replays.js';
 import { ManualClock, sleep } from '../util/clock.js';
 
@@ -58,11 +58,6 @@ export class ReplayInputError extends Error {
 /** The engine's tick: how often open groups are looked at for settle time and expiry. */
 const TICK_MS = 100;
 const FETCH_ROWS = 1_000;
-
-/** The Idempotency-Key suffix that marks a replay's requests: new for each run, the same within one. */
-export function replaySuffix(id: number): string {
-  return `-replay-${id}`;
-}
 
 async function parseRange(pool: pg.Pool, from: string, to: string): Promise<{ from: string; to: string }> {
   const asTimestamp = async (flag: string, value: string) => {

@@ -1,21 +1,9 @@
-import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { vectorKey } from '../model/keys.js';
 import { pgText, pgTextOrNull } from '../util/pg-text.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.outbox`;
-
-/**
- * The Idempotency-Key of one vector: derived from its pump, its key text and its first member row, so that
- * a timestamp that comes back (HH:MM the next day, a clock reset) gets a key of its own, while the same
- * rows always give the same key: on a restart, in a catch-up overlap and on another replica.
- */
-export function vectorKey(pump: string, tiempo: string, members: readonly number[]): string {
-  let first = Number.POSITIVE_INFINITY;
-  for (const m of members) if (m < first) first = m;
-  const anchor = Number.isFinite(first) ? String(first) : '';
-  return `vec-${pump}-${createHash('sha256').update(`${pump}\n${tiempo}\n${anchor}`).digest('hex').slice(0, 32)}`;
-}
 
 export interface OutboxRow {
   id: number;
