@@ -87,7 +87,12 @@ export class OutboxRecorder {
     });
   }
 
-  /** Groups waiting to be written: catch-up waits while this is large. */
+  /** Backpressure for catch-up: above 1 when more than 1,000 groups wait for their write. */
+  load(): number {
+    return this.backlog / 1_000;
+  }
+
+  /** Groups waiting to be written. */
   get backlog(): number {
     return this.groups.pending;
   }

@@ -32,7 +32,6 @@ export interface RetentionRound {
 export class Housekeeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<RetentionRound> | undefined;
-  readonly totals: RetentionRound = { posts: 0, outbox: 0, deadLetters: 0 };
 
   constructor(private readonly o: HousekeeperOptions) {}
 
@@ -67,9 +66,6 @@ export class Housekeeper {
     } catch (err) {
       logger.warn({ err: describePgError(err) }, 'retention round failed; the next one tries again');
     }
-    this.totals.posts += done.posts;
-    this.totals.outbox += done.outbox;
-    this.totals.deadLetters += done.deadLetters;
     if (done.outbox > 0 || done.deadLetters > 0) {
       logger.info(
         { outbox: done.outbox, dead_letters: done.deadLetters },

@@ -9,6 +9,7 @@ import { type DeliveryResult, deliver } from '../delivery/policy.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import { logbookKey } from '../model/keys.js';
 import { logbookEntryId, logbookEntryPayload, logbookPostBody } from '../model/payload.js';
+import type { Ticket } from '../model/reading.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
@@ -54,6 +55,8 @@ interface Entry {
   /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
   deferredId?: number;
   key?: string;
+  /** Its row in the ledger (none for an operator's retry). */
+  ticket?: Ticket;
 }
 
 /**
@@ -120,16 +123,8 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     return this.catchUpLoop !== undefined;
   }
 
-  get isOwned(): boolean {
-    return this.owned;
-  }
-
   readers(): Reader[] {
     return this.o.logbook.streams.map((s) => ({ pump: this.id, table: s.table }));
-  }
-
-  handles(channel: string): boolean {
-    return this.byChannel.has(channel);
   }
 
   /** This replica owns the logbook now: accept its notifications and catch up. */
@@ -177,7 +172,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
    * A notification on one of the logbook's channels, {id, bitacora} or {id} alone for a long entry: a
    * claim that the table holds that row. The row is read and its text sent, never the payload's.
    */
-  accept(channel: string, payload: string): void {
+  notified(channel: string, payload: string): void {
     const stream = this.byChannel.get(channel);
     if (!stream || !this.owned) return;
     let body: unknown;
@@ -187,28 +182,29 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       body = undefined;
     }
     const id = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).id : undefined;
-    const progress = this.o.ledger.reader(this.id, stream.table);
+    const { ledger } = this.o;
+    const table = stream.table;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       this.invalid(channel, payload, stream, 'bad_id: not a logbook row id');
       // A row may stand behind it (a truncated payload): nothing above the saved checkpoint is passed
       // until the table has been read again.
-      progress.holdFrom(progress.persisted + 1);
+      ledger.holdAfterSaved(this.id, table);
       this.catchUp();
       return;
     }
-    if (progress.passed(id)) {
+    if (ledger.passed(this.id, table, id)) {
       // At or below the saved checkpoint: a settled entry, named again.
       this.emit('entry', 'duplicate', stream, id, undefined);
       return;
     }
     const claimed = (body as Record<string, unknown>).bitacora;
-    progress.claim(id);
+    ledger.claim(this.id, table, id);
     this.o.rows.fetch({
       table: stream.table,
       shape: 'logbook',
       id,
       found: (row) => {
-        progress.unclaim(id);
+        ledger.unclaim(this.id, table, id);
         if (!row) {
           this.invalid(
             channel,
@@ -229,8 +225,8 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         if (this.owned) this.offer({ stream, id, bitacora: row.text });
       },
       failed: () => {
-        progress.holdFrom(id);
-        progress.unclaim(id);
+        ledger.holdFrom(this.id, table, id);
+        ledger.unclaim(this.id, table, id);
         this.catchUp();
       },
     });
@@ -268,9 +264,8 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
   private async readBacklog(): Promise<void> {
     for (const stream of this.o.logbook.streams) {
-      const progress = this.o.ledger.reader(this.id, stream.table);
-      const token = progress.catchUpToken();
-      let after = progress.persisted;
+      const round = this.o.ledger.beginCatchUp(this.id, stream.table);
+      let after = round.from;
       for (;;) {
         if (!this.owned || this.o.signal.aborted) return;
         // Backpressure: the queue stays small, the table is the backlog.
@@ -280,14 +275,14 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
           after = r.id;
           if (r.posted) {
             // On record before a restart: only its place in the ledger is rebuilt.
-            if (progress.begin(r.id, 1)) progress.settle(r.id);
+            this.o.ledger.begin(this.id, stream.table, r.id, []);
             continue;
           }
           this.offer({ stream, id: r.id, bitacora: r.bitacora });
         }
         if (rows.length < this.o.batch) break;
       }
-      progress.release(token);
+      round.finish();
     }
   }
 
@@ -337,10 +332,12 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
   }
 
   private offer(e: Entry): void {
-    if (!this.o.ledger.begin(this.id, e.stream.table, e.id, 1)) {
+    const ticket = this.o.ledger.begin(this.id, e.stream.table, e.id, ['post']);
+    if (!ticket) {
       this.emit('entry', 'duplicate', e.stream, e.id, undefined);
       return;
     }
+    e.ticket = ticket;
     this.emit('entry', 'received', e.stream, e.id, undefined);
     this.queue.push(e);
     this.work();
@@ -439,7 +436,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.records.push({ pump: this.id, table: e.stream.table, id: e.id });
     const deferred = e.deferredId;
     if (deferred === undefined) {
-      this.o.ledger.settle(this.id, e.stream.table, e.id);
+      e.ticket?.settle('post');
       return;
     }
     void deleteDeferred(this.o.pool, [deferred])

@@ -39,7 +39,7 @@ export function observe(t: Telemetry, u: Observed): void {
     t.readingsDuplicate.inc({ pump: r.pump });
   });
   u.intake.on('rejected', (rej, pump) => {
-    const stats = pump === undefined ? undefined : t.pumps.get(pump);
+    const stats = pump === undefined ? undefined : t.knownPump(pump);
     if (stats) stats.readings_invalid += 1;
     t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: rej.reason });
     t.error(stats ? (pump as string) : null, `invalid notification on ${rej.channel}: ${rej.detail}`);

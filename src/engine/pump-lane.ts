@@ -70,6 +70,14 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     return this.assembler.settlingGroups;
   }
 
+  /**
+   * Backpressure for catch-up: above 1 when more than half of MAX_OPEN_GROUPS are settling. Groups below
+   * the threshold do not count: only expiry closes them, and the assembler's cap bounds them.
+   */
+  load(): number {
+    return this.assembler.settlingGroups / (this.o.assembler.maxOpenGroups / 2);
+  }
+
   view(limit: number) {
     return this.assembler.view(limit);
   }
@@ -206,7 +214,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
   }
 
   private settle(members: Member[]): void {
-    for (const m of members) this.o.ledger.settle(this.o.pump.id, m.table, m.id);
+    for (const m of members) m.ticket?.settle('group');
   }
 
   private answered(row: OutboxRow, result: SendResult): void {

@@ -12,7 +12,6 @@ export interface OutboxRow {
   key: string;
   body: Record<string, number>;
   attempts: number;
-  createdAt: Date;
 }
 
 /** A resolved group as the outbox stores it: a vector to send (`pending`), or a group `dropped` below the threshold. */
@@ -79,7 +78,7 @@ export async function insertGroups(
   return { stored: rows.map((r) => ({ ...toRow(r), status: r.status })).sort((a, b) => a.id - b.id), keys };
 }
 
-const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts, created_at';
+const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts';
 
 interface RawRow {
   id: string;
@@ -88,7 +87,6 @@ interface RawRow {
   idempotency_key: string;
   body: Record<string, number>;
   attempts: number;
-  created_at: Date;
 }
 
 function toRow(r: RawRow): OutboxRow {
@@ -99,7 +97,6 @@ function toRow(r: RawRow): OutboxRow {
     key: r.idempotency_key,
     body: r.body,
     attempts: r.attempts,
-    createdAt: r.created_at,
   };
 }
 
