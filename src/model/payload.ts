@@ -34,3 +34,13 @@ export function logbookEntryId(payload: string | null | undefined): number | und
   }
   return typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 ? id : undefined;
 }
+
+/** The classification a logbook backend's answer carries (`clasificacion`), when it has one. */
+export function logbookClassification(body: string): string | undefined {
+  try {
+    const v = (JSON.parse(body) as Record<string, unknown>).clasificacion;
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
