@@ -52,66 +52,23 @@ export interface ListenerEvents {
   heartbeat: [latencyMs: number];
 }
 
-interface ListenerCounters {
-  state: ListenerState;
-  intentosConexion: number;
-  reconexionesConsecutivas: number;
-  reconnects: number;
-  connectedSince: number | undefined;
-  lastHeartbeatAt: number | undefined;
-  lastHeartbeatMs: number | undefined;
-  lastError: string | undefined;
-  heartbeatsSent: number;
-}
-
 /**
  * One dedicated LISTEN connection, supervised: it LISTENs on every channel, checks with a heartbeat that the
  * session is alive and still listening, and reconnects with the original's counters and backoff.
  */
 export class Listener extends EventEmitter<ListenerEvents> {
-  /** Its state and the original's counters: written here only, read through the getters below. */
-  private readonly c: ListenerCounters = {
-    state: 'idle',
-    intentosConexion: 0,
-    reconexionesConsecutivas: 0,
-    reconnects: 0,
-    connectedSince: undefined,
-    lastHeartbeatAt: undefined,
-    lastHeartbeatMs: undefined,
-    lastError: undefined,
-    heartbeatsSent: 0,
-  };
-
-  get state(): ListenerState {
-    return this.c.state;
-  }
+  state: ListenerState = 'idle';
   /** `intentos_conexion`: failed tries in the current attempt to connect. */
-  get intentosConexion(): number {
-    return this.c.intentosConexion;
-  }
+  intentosConexion = 0;
   /** `reconexiones_consecutivas`: consecutive failures since the last good connection. */
-  get reconexionesConsecutivas(): number {
-    return this.c.reconexionesConsecutivas;
-  }
-  get reconnects(): number {
-    return this.c.reconnects;
-  }
-  get connectedSince(): number | undefined {
-    return this.c.connectedSince;
-  }
-  get lastHeartbeatAt(): number | undefined {
-    return this.c.lastHeartbeatAt;
-  }
-  get lastHeartbeatMs(): number | undefined {
-    return this.c.lastHeartbeatMs;
-  }
-  get lastError(): string | undefined {
-    return this.c.lastError;
-  }
+  reconexionesConsecutivas = 0;
+  reconnects = 0;
+  connectedSince: number | undefined;
+  lastHeartbeatAt: number | undefined;
+  lastHeartbeatMs: number | undefined;
+  lastError: string | undefined;
   /** Heartbeats sent so far, over every connection (answered or not). */
-  get heartbeatsSent(): number {
-    return this.c.heartbeatsSent;
-  }
+  heartbeatsSent = 0;
 
   private client: pg.Client | undefined;
   private everConnected = false;
@@ -127,7 +84,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 
   get listening(): boolean {
-    return this.c.state === 'listening';
+    return this.state === 'listening';
   }
 
   /** Resolves once listening for the first time; rejects when the start-up attempts are exhausted. */
@@ -160,42 +117,42 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.client = undefined;
     if (c) await endQuietly(c);
     await this.supervisor;
-    if (this.c.state !== 'failed') this.c.state = 'closed';
+    if (this.state !== 'failed') this.state = 'closed';
   }
 
   private async supervise(): Promise<void> {
     const { reconnect, logger } = this.o;
     while (!this.closing.signal.aborted) {
-      this.c.state = 'connecting';
+      this.state = 'connecting';
       try {
         await this.connectAndListen();
       } catch (err) {
         if (this.closing.signal.aborted) return;
-        this.c.lastError = describePgError(err);
-        this.c.intentosConexion += 1;
-        if (this.everConnected) this.c.reconexionesConsecutivas += 1;
+        this.lastError = describePgError(err);
+        this.intentosConexion += 1;
+        if (this.everConnected) this.reconexionesConsecutivas += 1;
         const limit = this.everConnected ? reconnect.maxReconnects : reconnect.maxInitialAttempts;
-        const count = this.everConnected ? this.c.reconexionesConsecutivas : this.c.intentosConexion;
+        const count = this.everConnected ? this.reconexionesConsecutivas : this.intentosConexion;
         if (count >= limit) {
-          this.c.state = 'failed';
+          this.state = 'failed';
           const what = this.everConnected ? 'MAX_RECONEXIONES' : 'MAX_INTENTOS_INICIAL';
           const fatal = new Error(
-            `gave up connecting to PostgreSQL after ${count} consecutive failures (${what}=${limit}): ${this.c.lastError}`,
+            `gave up connecting to PostgreSQL after ${count} consecutive failures (${what}=${limit}): ${this.lastError}`,
           );
           this.emit('fatal', fatal);
           return;
         }
-        const delay = backoffSchedule(this.c.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
+        const delay = backoffSchedule(this.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
         logger.warn(
           {
-            intentos_conexion: this.c.intentosConexion,
-            reconexiones_consecutivas: this.c.reconexionesConsecutivas,
+            intentos_conexion: this.intentosConexion,
+            reconexiones_consecutivas: this.reconexionesConsecutivas,
             delay_ms: delay,
-            err: this.c.lastError,
+            err: this.lastError,
           },
           'connection to PostgreSQL failed; retrying',
         );
-        this.c.state = 'backoff';
+        this.state = 'backoff';
         await this.sleep(delay, this.closing.signal);
         continue;
       }
@@ -205,11 +162,11 @@ export class Listener extends EventEmitter<ListenerEvents> {
       });
       this.lost = undefined;
       this.stopHeartbeat();
-      this.c.connectedSince = undefined;
+      this.connectedSince = undefined;
       if (this.closing.signal.aborted) return;
-      this.c.reconnects += 1;
-      this.emit('disconnected', this.c.lastError ?? 'connection lost');
-      logger.warn({ err: this.c.lastError }, 'LISTEN connection lost; reconnecting');
+      this.reconnects += 1;
+      this.emit('disconnected', this.lastError ?? 'connection lost');
+      logger.warn({ err: this.lastError }, 'LISTEN connection lost; reconnecting');
     }
   }
 
@@ -218,8 +175,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
     const onGone = (reason: string) => {
       if (this.client !== client) return;
       this.client = undefined;
-      this.c.lastError = reason;
-      if (this.c.state === 'listening') this.c.state = 'connecting';
+      this.lastError = reason;
+      if (this.state === 'listening') this.state = 'connecting';
       client.removeAllListeners('notification');
       destroySession(client);
       this.lost?.();
@@ -248,10 +205,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.client = client;
     const reconnect = this.everConnected;
     this.everConnected = true;
-    this.c.intentosConexion = 0;
-    this.c.reconexionesConsecutivas = 0;
-    this.c.connectedSince = Date.now();
-    this.c.state = 'listening';
+    this.intentosConexion = 0;
+    this.reconexionesConsecutivas = 0;
+    this.connectedSince = Date.now();
+    this.state = 'listening';
     this.startHeartbeat(client);
     this.o.logger.info({ channels: this.o.channels.length, reconnect }, 'listening');
     this.emit('listening', { reconnect });
@@ -292,7 +249,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   /** Checks that the session answers within the timeout and still listens on every channel. */
   private async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
     if (!client || this.client !== client) return false;
-    this.c.heartbeatsSent += 1;
+    this.heartbeatsSent += 1;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -305,9 +262,9 @@ export class Listener extends EventEmitter<ListenerEvents> {
       const listening = await Promise.race([listeningChannels(client), timeout]);
       const missing = this.o.channels.filter((c) => !listening.has(c));
       if (missing.length > 0) throw new Error(`no longer listening on ${missing.join(', ')}`);
-      this.c.lastHeartbeatMs = performance.now() - started;
-      this.c.lastHeartbeatAt = Date.now();
-      this.emit('heartbeat', this.c.lastHeartbeatMs);
+      this.lastHeartbeatMs = performance.now() - started;
+      this.lastHeartbeatAt = Date.now();
+      this.emit('heartbeat', this.lastHeartbeatMs);
       return true;
     } catch (err) {
       if (this.client !== client) return false;
