@@ -93,25 +93,22 @@ export function wireUnits(o: WiringOptions) {
     ownedReaders: () => activation?.ownedReaders() ?? [],
   });
   const recorder = new OutboxRecorder({ pool, logger: log.child({ stage: 'outbox' }), signal });
-  const lanes = new Map<string, PumpLane>();
-  for (const p of config.pumps) {
-    lanes.set(
-      p.id,
-      new PumpLane({
-        pump: p,
-        assembler: config.assembler,
-        clock: o.clock,
-        pool,
-        recorder,
-        ledger,
-        backend: backends.pumps.get(p.id) as Backend,
-        retryBaseMs: config.delivery.retryBaseMs,
-        retryMaxMs: config.delivery.retryMaxMs,
-        deadLetters,
-        logger: log.child({ stage: 'delivery', pump: p.id }),
-      }),
-    );
-  }
+  /** One pump's lane: its assembler, and its sender while owned, on the pump's own backend. */
+  const laneOf = (p: Config['pumps'][number]) =>
+    new PumpLane({
+      pump: p,
+      assembler: config.assembler,
+      clock: o.clock,
+      pool,
+      recorder,
+      ledger,
+      backend: backends.pumps.get(p.id) as Backend,
+      retryBaseMs: config.delivery.retryBaseMs,
+      retryMaxMs: config.delivery.retryMaxMs,
+      deadLetters,
+      logger: log.child({ stage: 'delivery', pump: p.id }),
+    });
+  const lanes = new Map<string, PumpLane>(config.pumps.map((p) => [p.id, laneOf(p)]));
   const logbooks = new Map<string, LogbookLane>();
   for (const l of config.logbooks) {
     logbooks.set(
