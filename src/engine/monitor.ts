@@ -91,28 +91,17 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */
   async start(): Promise<void> {
     const { u, o } = this;
-    const readers = [
-      ...o.config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
-      ...[...u.logbooks.values()].flatMap((l) => l.readers()),
-    ];
-    const tables = [...new Set(readers.map((r) => r.table))];
+    const tables = [...new Set(u.readers.map((r) => r.table))];
     await withStartupRetries({ ...o.config, logger: o.logger }, async () => {
       const client = await u.pool.connect();
       try {
         await ensureEngineSchema(client);
         await checkTables(client, tables);
-        await u.ledger.load(client, readers);
+        await u.ledger.load(client, u.readers);
       } finally {
         client.release();
       }
     });
-    u.listener.on('notification', (channel, payload) => u.router.notified(channel, payload));
-    u.listener.on('listening', () => {
-      u.catchUp.request();
-      for (const l of u.logbooks.values()) l.catchUp();
-    });
-    // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
-    u.listener.on('disconnected', () => u.ledger.hold(readers));
     u.listener.on('fatal', (err) => this.emit('fatal', err));
     await u.leases.start();
     u.activation.markStarted();

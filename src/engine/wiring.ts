@@ -218,6 +218,20 @@ export function wireUnits(o: WiringOptions) {
   const readersOf = new Map(
     config.pumps.map((p) => [p.id, p.sensors.map((s) => ({ pump: p.id, table: s.table }))]),
   );
+  /** Every stream the engine reads: each pump's tables, each logbook's. */
+  const readers = [
+    ...config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
+    ...[...logbooks.values()].flatMap((l) => l.readers()),
+  ];
+  // The path's first hop: each notification to the sink that owns its channel (no event comes before
+  // the listener is started).
+  listener.on('notification', (channel, payload) => router.notified(channel, payload));
+  listener.on('listening', () => {
+    catchUp.request();
+    for (const l of logbooks.values()) l.catchUp();
+  });
+  // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
+  listener.on('disconnected', () => ledger.hold(readers));
   let stopping = false;
   const snapshot: EngineSnapshot = {
     startedAt: Date.now(),
@@ -265,6 +279,7 @@ export function wireUnits(o: WiringOptions) {
     housekeeper,
     outboxDepth,
     readersOf,
+    readers,
     snapshot,
     /** Marks the engine as shutting down, for /readyz. */
     stopping: () => {
