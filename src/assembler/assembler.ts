@@ -128,7 +128,7 @@ export class Assembler {
     const replaced = g.values[i] !== undefined;
     if (replaced && g.sources[i] !== r.sensor.table) {
       // Another channel's reading for a field this timestamp has: the first one keeps it.
-      g.members.push({ table: r.sensor.table, id: r.id });
+      g.members.push({ table: r.sensor.table, id: r.id, ticket: r.ticket });
       return 'conflicting';
     }
     if (!replaced) {
@@ -138,7 +138,7 @@ export class Assembler {
     // A second row for the same sensor and timestamp is a correction: the later value wins.
     g.values[i] = r.valor;
     g.sources[i] = r.sensor.table;
-    g.members.push({ table: r.sensor.table, id: r.id });
+    g.members.push({ table: r.sensor.table, id: r.id, ticket: r.ticket });
     g.lastAt = now;
     this.last[i] = { value: r.valor, at: now };
     if (g.count === this.fields.length) this.emit(g, []);

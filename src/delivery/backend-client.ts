@@ -96,10 +96,6 @@ export class BackendClient {
     this.prefix = url.pathname.replace(/\/+$/, '');
   }
 
-  get baseUrl(): string {
-    return this.opts.baseUrl;
-  }
-
   /**
    * One attempt with a JSON body (already serialised) and its Idempotency-Key. Resolves with any HTTP
    * answer; throws RetryableError when no answer came (connection failure, or no whole answer within

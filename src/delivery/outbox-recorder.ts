@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { vectorKey } from '../model/keys.js';
 import { describePgError } from '../store/db.js';
-import { insertGroups, markSent, type OutboxGroup, type OutboxRow, vectorKey } from '../store/outbox.js';
+import { insertGroups, markSent, type OutboxGroup, type OutboxRow } from '../store/outbox.js';
 import { BatchWriter } from '../util/batch.js';
 
 /** How long vectors gather before their outbox INSERT while vectors arrive faster than it completes. */
@@ -86,7 +87,12 @@ export class OutboxRecorder {
     });
   }
 
-  /** Groups waiting to be written: catch-up waits while this is large. */
+  /** Backpressure for catch-up: above 1 when more than 1,000 groups wait for their write. */
+  load(): number {
+    return this.backlog / 1_000;
+  }
+
+  /** Groups waiting to be written. */
   get backlog(): number {
     return this.groups.pending;
   }

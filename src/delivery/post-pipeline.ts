@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { readingKey } from '../model/keys.js';
+import { notificationPayload } from '../model/payload.js';
 import type { Reading } from '../model/reading.js';
 import type { Decoder } from '../source/decode.js';
 import { describePgError } from '../store/db.js';
@@ -8,9 +10,10 @@ import type { DeadLetter } from '../store/dead-letters.js';
 import { deleteDeferred, fetchDeferredEach, insertDeferred } from '../store/deferred-posts.js';
 import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
+import { Mode } from '../util/mode.js';
 import { RetryableError } from './backend-client.js';
-import type { DeliveryResult } from './policy.js';
-import { type Backend, readingKey, SensorPoster } from './sensor-poster.js';
+import { breakerState, type DeliveryResult } from './policy.js';
+import { type Backend, SensorPoster } from './sensor-poster.js';
 
 /**
  * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
@@ -43,8 +46,6 @@ export interface PostPipelineOptions {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  /** The reading's post part is done: settle it in the ledger. */
-  settle: (r: Reading) => void;
   /** Writes a dead letter, then calls `settled` once it is on record. */
   deadLetter: (letter: DeadLetter, settled: () => void) => void;
   /** The pumps whose deferred posts this replica drains: those it owns. */
@@ -72,10 +73,11 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   /** Pumps whose deferred posts may not all be back in memory yet. */
   private readonly waiting = new Set<string>();
   /**
-   * The in-memory queue overflowed and the posts it sent to the database are not all back yet. `waiting`
-   * alone does not say it: it is also set to look for posts other processes queued.
+   * in-memory: every post fits in the queue; deferring: the queue overflowed and the posts it sent to the
+   * database are not all back yet (`waiting` alone does not say it: it is also set to look for posts other
+   * processes queued); stopped: aborted, nothing more is sent.
    */
-  private overflowed = false;
+  private readonly mode = new Mode<PipelineMode>('post pipeline', 'in-memory', PIPELINE_MODES);
   private draining = false;
   /** Counts deferrals, so that a read that overlapped one does not conclude the table is empty. */
   private deferrals = 0;
@@ -129,7 +131,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
             kind: 'sensor_post',
             pump: r.pump,
             channel: r.sensor.channel,
-            payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+            payload: notificationPayload(r),
             reason: `not deferred: the database refused it (${describePgError(err)})`,
             idempotencyKey: readingKey(r),
           },
@@ -155,7 +157,21 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   /** Posts are waiting in the database because the queue was full (`/status`'s `overloaded`). */
   get deferring(): boolean {
-    return this.overflowed;
+    return this.mode.is('deferring');
+  }
+
+  /**
+   * Backpressure for catch-up: above 1 when the posts in memory pass a tenth of the queue. Only the posts
+   * of pumps whose backend takes them now count: a pump whose backend fails or refuses its route has its
+   * posts deferred past its share, and must not stall the others' catch-up.
+   */
+  load(): number {
+    let depth = 0;
+    for (const [pump, b] of this.o.backends) {
+      if (b.route?.fault || breakerState(b.breaker) !== 'closed') continue;
+      depth += this.poster.depthOf(pump);
+    }
+    return depth / (this.o.maxQueued / 10);
   }
 
   start(): void {
@@ -180,8 +196,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       this.poster.enqueue(r);
       return;
     }
-    if (!this.overflowed) {
-      this.overflowed = true;
+    if (this.mode.is('in-memory')) {
+      this.mode.to('deferring');
       this.emit('deferring', true, this.poster.depth);
     }
     this.waiting.add(r.pump);
@@ -206,6 +222,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   /** Cancels what is queued and in flight; those readings stay unsettled and are caught up later. */
   abort(): void {
+    this.mode.to('stopped');
     clearInterval(this.timer);
     clearInterval(this.lookAgain);
     this.timer = undefined;
@@ -239,7 +256,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         kind: 'sensor_post',
         pump: r.pump,
         channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        payload: notificationPayload(r),
         reason,
         responseStatus: last?.status,
         responseBody: last?.body,
@@ -264,9 +281,9 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     this.drained.push(deferredId);
   }
 
-  /** The post part of a reading is done: settled in the ledger, and on record for restarts. */
+  /** The post part of a reading is done: settled on its ticket, and on record for restarts. */
   private settled(r: Reading): void {
-    this.o.settle(r);
+    r.ticket?.settle('post');
     this.ledger.push({ pump: r.pump, table: r.sensor.table, id: r.id });
   }
 
@@ -276,7 +293,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       readings.map((r) => ({
         pump: r.pump,
         channel: r.sensor.channel,
-        payload: JSON.stringify({ id_sensor: r.id, valor: r.valor, tiempo_sensor: r.tiempo }),
+        payload: notificationPayload(r),
       })),
     );
     this.deferrals += 1;
@@ -335,8 +352,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
         }
         if (!more) break;
       }
-      if (this.waiting.size === 0 && !this.lookAll && this.overflowed) {
-        this.overflowed = false;
+      if (this.waiting.size === 0 && !this.lookAll && this.mode.is('deferring')) {
+        this.mode.to('in-memory');
         this.emit('deferring', false, this.poster.depth);
       }
     } catch (err) {
@@ -346,6 +363,15 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     }
   }
 }
+
+export type PipelineMode = 'in-memory' | 'deferring' | 'stopped';
+
+/** The pipeline's transitions: it defers while the queue overflows, and comes back once all are read back. */
+export const PIPELINE_MODES: { readonly [K in PipelineMode]: readonly PipelineMode[] } = {
+  'in-memory': ['deferring', 'stopped'],
+  deferring: ['in-memory', 'stopped'],
+  stopped: [],
+};
 
 /** Why a per-sensor post was not delivered, in one line. */
 export function describeFailure(result: Exclude<DeliveryResult, { kind: 'ok' | 'cancelled' }>): string {

@@ -1,5 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { CircuitBreakerPolicy } from 'cockatiel';
+import { readingKey } from '../model/keys.js';
+import { sensorPostBody } from '../model/payload.js';
 import type { Reading } from '../model/reading.js';
 import type { BackendClient } from './backend-client.js';
 import { type DeliveryOptions, type DeliveryResult, deliver, type RouteGuard } from './policy.js';
@@ -21,15 +23,6 @@ export interface SensorPosterOptions {
   onError?: (err: Error, r: Reading) => void;
   /** Whether another post may start now; when it turns true again, call resume(). */
   mayStart?: () => boolean;
-}
-
-/**
- * The per-sensor Idempotency-Key: one row of one table (`rd-<table>-<id>`), unless the post carries its
- * own (a replay's). A row of a table several pumps read is posted once per pump, so its key names the
- * pump: `rd-<pump>-<table>-<id>`.
- */
-export function readingKey(r: Reading): string {
-  return r.key ?? (r.shared ? `rd-${r.pump}-${r.sensor.table}-${r.id}` : `rd-${r.sensor.table}-${r.id}`);
 }
 
 /**
@@ -159,8 +152,7 @@ export class SensorPoster {
   /** One reading's post, to its end; then the next ones start. Never rejects. */
   private async post(lane: Lane, r: Reading): Promise<void> {
     try {
-      // The body is two numbers (decode accepts only finite ones): written, not serialised.
-      const json = `{"id_sensor":${r.id},"valor":${r.valor}}`;
+      const json = sensorPostBody(r.id, r.valor);
       const key = readingKey(r);
       const result = await deliver(
         (signal) => lane.client.post(r.sensor.endpoint, json, key, signal),

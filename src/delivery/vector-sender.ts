@@ -7,6 +7,7 @@ import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dea
 import { fetchPending, markDelivered, type OutboxRow } from '../store/outbox.js';
 import { isDataError } from '../util/batch.js';
 import { sleep } from '../util/clock.js';
+import { Mode } from '../util/mode.js';
 import type { BackendClient } from './backend-client.js';
 import { deliver, type RouteGuard } from './policy.js';
 
@@ -20,6 +21,8 @@ export interface VectorSenderOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
+  /** Told of the dead letter a rejected vector leaves, once it is on record (written here, with its row). */
+  deadLetters: { stored(letter: DeadLetter): void };
   /** Called after each vector leaves the outbox. */
   onResult: (row: OutboxRow, result: SendResult) => void;
   /**
@@ -36,6 +39,16 @@ export interface VectorSenderOptions {
 export type SendResult =
   | { kind: 'sent'; status: number; prediccion: number | undefined; attempts: number }
   | { kind: 'dead'; status: number; body: string; attempts: number };
+
+export type SenderMode = 'sending' | 'draining' | 'halting' | 'stopped';
+
+/** The sender's transitions: a drain may turn into a halt (a hand-over during a stop), never back. */
+export const SENDER_MODES: { readonly [K in SenderMode]: readonly SenderMode[] } = {
+  sending: ['draining', 'halting', 'stopped'],
+  draining: ['halting', 'stopped'],
+  halting: ['stopped'],
+  stopped: [],
+};
 
 /** Rows handed over in memory beyond this are dropped and read back from the outbox instead. */
 const MAX_OFFERED = 1_000;
@@ -54,8 +67,11 @@ export class VectorSender {
   private wakeUp: (() => void) | undefined;
   private woken = false;
   private readonly stopController = new AbortController();
-  private draining = false;
-  private halting = false;
+  /**
+   * sending: the outbox is sent as it fills; draining (stop): until it is empty; halting (halt, a
+   * hand-over): after the vector in flight; stopped: the loop has ended.
+   */
+  private readonly mode = new Mode<SenderMode>('vector sender', 'sending', SENDER_MODES);
   private loop: Promise<void> | undefined;
   private offered: OutboxRow[] = [];
   private mustRead = true;
@@ -87,7 +103,7 @@ export class VectorSender {
 
   /** Stops taking new rows after the outbox is empty (drain) or at once (abort). */
   async stop(opts: { drainUntil: AbortSignal }): Promise<void> {
-    this.draining = true;
+    if (this.mode.is('sending')) this.mode.to('draining');
     this.wake();
     const onAbort = () => this.stopController.abort();
     opts.drainUntil.addEventListener('abort', onAbort, { once: true });
@@ -100,7 +116,7 @@ export class VectorSender {
    * may already have taken would make the next owner send it again.
    */
   async halt(graceMs: number): Promise<void> {
-    this.halting = true;
+    if (!this.mode.is('stopped')) this.mode.to('halting');
     this.wake();
     const timer = setTimeout(() => this.stopController.abort(), graceMs);
     await this.loop;
@@ -108,10 +124,18 @@ export class VectorSender {
   }
 
   private async run(): Promise<void> {
+    try {
+      await this.sendAll();
+    } finally {
+      this.mode.to('stopped');
+    }
+  }
+
+  private async sendAll(): Promise<void> {
     const signal = this.stopController.signal;
     const batch = this.o.batch ?? 100;
     const pollMs = this.o.pollMs ?? 5_000;
-    while (!signal.aborted && !this.halting) {
+    while (!signal.aborted && !this.mode.is('halting')) {
       let rows: OutboxRow[];
       // Busy or idle, read the outbox now and then: a row whose insert was retried is only found there.
       if (Date.now() - this.lastRead > pollMs) this.mustRead = true;
@@ -134,12 +158,12 @@ export class VectorSender {
       }
       rows = rows.filter((r) => !this.done(r.id));
       if (rows.length === 0) {
-        if (this.draining && !this.mustRead && this.offered.length === 0) return;
+        if (this.mode.is('draining') && !this.mustRead && this.offered.length === 0) return;
         await this.idle(signal);
         continue;
       }
       for (const row of rows) {
-        if (signal.aborted || this.halting) return;
+        if (signal.aborted || this.mode.is('halting')) return;
         if (this.done(row.id)) continue;
         if (!(await this.send(row, signal))) return;
         this.recent.add(row.id);
@@ -205,6 +229,7 @@ export class VectorSender {
         idempotencyKey: row.key,
       };
       let refused: unknown;
+      let written: DeadLetter = letter;
       const recorded = await this.persist(
         signal,
         // One transaction: a crash between the two left the vector dead with no letter to retry it by.
@@ -216,13 +241,15 @@ export class VectorSender {
               responseStatus: status,
               responseBody: refused === undefined ? body.slice(0, 2000) : null,
             });
-            await insertDeadLetters(tx, [refused === undefined ? letter : bareDeadLetter(letter, refused)]);
+            written = refused === undefined ? letter : bareDeadLetter(letter, refused);
+            await insertDeadLetters(tx, [written]);
           }),
         (err) => {
           if (refused === undefined && isDataError(err)) refused = err;
         },
       );
       if (!recorded) return false;
+      this.o.deadLetters.stored(written);
     } else if (!(await this.o.recordSent({ id: row.id, attempts, status }))) {
       return false;
     }

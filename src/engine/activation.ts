@@ -38,11 +38,21 @@ export interface ActivationOptions {
  * next owner reads an outbox and checkpoints that tell the whole truth.
  */
 export class Activation implements LeaseHooks {
-  readonly active = new Set<string>();
+  private readonly active = new Set<string>();
   /** Until the engine has started, the checkpoints loaded at start are the state to go on from. */
-  started = false;
+  private started = false;
 
   constructor(private readonly o: ActivationOptions) {}
+
+  /** The engine has started: a lease taken from now on starts from the checkpoints another replica left. */
+  markStarted(): void {
+    this.started = true;
+  }
+
+  /** The pumps and logbooks served now. */
+  owned(): string[] {
+    return [...this.active];
+  }
 
   owns(pump: string): boolean {
     return this.active.has(pump);

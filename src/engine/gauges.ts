@@ -11,7 +11,7 @@ import type { Telemetry } from './telemetry.js';
 export interface GaugeSources {
   pool: pg.Pool;
   lanes: Map<string, PumpLane>;
-  outboxDepth: Map<string, number>;
+  outboxDepth: () => Iterable<[string, number]>;
   backends: Map<string, { breaker: CircuitBreakerPolicy; route?: RouteGuard }>;
   postsQueued: () => number;
   listening: () => boolean;
@@ -36,7 +36,7 @@ export function registerGauges(t: Telemetry, g: GaugeSources): void {
     for (const [pump, lane] of g.lanes) set({ pump }, lane.openGroups);
   });
   t.gauge('outbox_depth', 'Vectors waiting in the outbox', ['pump'], (set) => {
-    for (const [pump, n] of g.outboxDepth) set({ pump }, n);
+    for (const [pump, n] of g.outboxDepth()) set({ pump }, n);
   });
   t.gauge('sensor_posts_queued', 'Per-sensor posts queued or in flight', [], (set) =>
     set({}, g.postsQueued()),

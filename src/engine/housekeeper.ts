@@ -32,6 +32,7 @@ export interface RetentionRound {
 export class Housekeeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<RetentionRound> | undefined;
+  /** Rows deleted since start, by kind: what this replica's retention has done. */
   readonly totals: RetentionRound = { posts: 0, outbox: 0, deadLetters: 0 };
 
   constructor(private readonly o: HousekeeperOptions) {}

@@ -37,7 +37,7 @@ export interface LeaseHooks {
  * replicas come and go.
  */
 export class LeaseKeeper {
-  readonly owned = new Set<string>();
+  private readonly owned = new Set<string>();
   private client: pg.Client | undefined;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> = Promise.resolve();
@@ -63,10 +63,6 @@ export class LeaseKeeper {
   async start(): Promise<void> {
     await this.rebalance();
     this.timer = setInterval(() => void this.schedule(), this.o.intervalMs);
-  }
-
-  get replicaId(): string {
-    return this.o.replicaId;
   }
 
   async close(): Promise<void> {
@@ -137,11 +133,11 @@ export class LeaseKeeper {
   }
 
   private async tryAcquire(c: pg.Client, pump: string): Promise<void> {
-    const locked = await tryLockPump(c, pump, this.replicaId);
+    const locked = await tryLockPump(c, pump, this.o.replicaId);
     if (!locked) return;
-    const resumed = locked.previousOwner === this.replicaId;
+    const resumed = locked.previousOwner === this.o.replicaId;
     this.owned.add(pump);
-    this.o.logger.info({ pump, replica: this.replicaId, resumed }, 'lease acquired');
+    this.o.logger.info({ pump, replica: this.o.replicaId, resumed }, 'lease acquired');
     await this.o.hooks.acquired(pump, resumed);
   }
 

@@ -7,16 +7,20 @@ import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
 import { type DeliveryResult, deliver } from '../delivery/policy.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
+import { logbookKey } from '../model/keys.js';
+import { logbookClassification, logbookEntryPayload, logbookPostBody } from '../model/payload.js';
+import type { Ticket } from '../model/reading.js';
 import { isProbe } from '../source/probe.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
-import { deleteDeferred, fetchDeferred } from '../store/deferred-posts.js';
-import { readLogbookEntry, readLogbookRowsAfter } from '../store/logbook-rows.js';
+import { readLogbookEntry } from '../store/logbook-rows.js';
 import { recordSettledPosts } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { sleep } from '../util/clock.js';
+import { LogbookBacklog } from './logbook-backlog.js';
+import { LogbookRetries } from './logbook-retries.js';
 
 export type LogbookOutcome = 'received' | 'duplicate' | 'invalid' | 'sent' | 'dead' | 'retried';
 
@@ -64,14 +68,17 @@ interface Entry {
   /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
   deferredId?: number;
   key?: string;
+  /** Its row in the ledger (none for an operator's retry). */
+  ticket?: Ticket;
 }
 
 /**
  * One logbook definition's streams (operators' entries, one table per pump): each row is forwarded on its
  * own, never grouped, as POST {url} {id, bitacora, tabla} with Idempotency-Key lb-<table>-<id>. Owned by
  * one replica at a time through the lease named by the logbook's id (Activation calls take and leave).
- * Owns its queue, its small pool of workers, its catch-up loop, its post-ledger writer and the reading of
- * the retries an operator queued for it (deferred_posts with pump = the logbook id). Each row is
+ * Owns its queue, its small pool of workers, its post-ledger writer, its catch-up (LogbookBacklog) and
+ * the reading of the retries an operator queued for it (LogbookRetries: deferred_posts with pump = the
+ * logbook id). Each row is
  * begun and settled in the ledger under the reader (logbook id, table), and recorded in
  * pump_monitor.sensor_posts with pump = the logbook id, so a restart does not send it again. Never touches
  * the sensor posts, the pump lanes or another definition's state.
@@ -83,14 +90,10 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
   private owned = false;
   private controller = new AbortController();
   private readonly records: BatchWriter<{ pump: string; table: string; id: number }>;
-  private catchUpLoop: Promise<void> | undefined;
-  private again = false;
+  private readonly backlog: LogbookBacklog;
   private idleWaiters: (() => void)[] = [];
-  /** Retries queued by `dead-letters retry` (deferred_posts, pump = the logbook id): the read cursor. */
-  private retryCursor = 0;
-  private readonly retrying = new Set<number>();
-  private retryTimer: NodeJS.Timeout | undefined;
-  private readingRetries = false;
+  /** Retries queued by `dead-letters retry` (deferred_posts, pump = the logbook id). */
+  private readonly retries: LogbookRetries;
 
   constructor(private readonly o: LogbookLaneOptions) {
     super();
@@ -110,6 +113,37 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
             ),
       signal: o.signal,
     });
+    this.backlog = new LogbookBacklog({
+      pool: o.pool,
+      logbook: o.logbook.id,
+      streams: o.logbook.streams,
+      ledger: o.ledger,
+      batch: o.batch,
+      owned: () => this.owned,
+      full: () => this.queue.length > o.batch,
+      offer: (stream, id, bitacora) => this.offer({ stream, id, bitacora }),
+      signal: o.signal,
+      logger: o.logger,
+    });
+    this.retries = new LogbookRetries({
+      pool: o.pool,
+      logbook: o.logbook.id,
+      knows: (channel) => this.byChannel.has(channel),
+      room: () => this.owned && this.queue.length <= o.batch,
+      queue: (r) => {
+        const stream = this.byChannel.get(r.channel) as LogbookStream;
+        this.emit('entry', 'received', stream, r.id, undefined);
+        this.queue.push({
+          stream,
+          id: r.id,
+          bitacora: undefined,
+          deferredId: r.deferredId,
+          ...(r.key ? { key: r.key } : {}),
+        });
+        this.work();
+      },
+      logger: o.logger,
+    });
   }
 
   get id(): string {
@@ -127,19 +161,11 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
   /** Its catch-up loop is reading the tables. */
   get catchingUp(): boolean {
-    return this.catchUpLoop !== undefined;
-  }
-
-  get isOwned(): boolean {
-    return this.owned;
+    return this.backlog.running;
   }
 
   readers(): Reader[] {
     return this.o.logbook.streams.map((s) => ({ pump: this.id, table: s.table }));
-  }
-
-  handles(channel: string): boolean {
-    return this.byChannel.has(channel);
   }
 
   /** This replica owns the logbook now: accept its notifications and catch up. */
@@ -150,25 +176,24 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       setMaxListeners(this.o.concurrency * 4 + 10, this.controller.signal);
     }
     this.owned = true;
-    this.retryCursor = 0;
-    this.retryTimer ??= setInterval(() => void this.readRetries(), 1_000);
+    this.retries.start();
     this.catchUp();
   }
 
   /** Another replica takes over: stop accepting, let what is in flight finish (up to `graceMs`). */
   async leave(graceMs: number): Promise<void> {
     this.owned = false;
-    this.stopRetries();
+    this.retries.stop();
     this.queue.length = 0; // unsettled: the next owner reads them from the table
     await Promise.race([this.idle(), sleep(graceMs)]);
-    await this.catchUpLoop;
+    await this.backlog.idle();
     await this.records.flush();
   }
 
   /** Cancels what is in flight; those rows stay unsettled and are read again later. */
   abort(): void {
     this.owned = false;
-    this.stopRetries();
+    this.retries.stop();
     this.queue.length = 0;
     this.controller.abort();
     for (const w of this.idleWaiters.splice(0)) w();
@@ -187,7 +212,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
    * A notification on one of the logbook's channels, {id, bitacora} or {id} alone for a long entry: a
    * claim that the table holds that row. The row is read and its text sent, never the payload's.
    */
-  accept(channel: string, payload: string): void {
+  notified(channel: string, payload: string): void {
     const stream = this.byChannel.get(channel);
     if (!stream || !this.owned) return;
     let body: unknown;
@@ -197,30 +222,31 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       body = undefined;
     }
     const id = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).id : undefined;
-    const progress = this.o.ledger.reader(this.id, stream.table);
+    const { ledger } = this.o;
+    const table = stream.table;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       // A diagnose probe names no row: counted as a probe, not as invalid; held for catch-up like the rest.
       if (isProbe(payload)) this.emit('probe', channel);
       else this.invalid(channel, payload, stream, 'bad_id: not a logbook row id');
       // A row may stand behind it (a truncated payload): nothing above the saved checkpoint is passed
       // until the table has been read again.
-      progress.holdFrom(progress.persisted + 1);
+      ledger.holdAfterSaved(this.id, table);
       this.catchUp();
       return;
     }
-    if (progress.passed(id)) {
+    if (ledger.passed(this.id, table, id)) {
       // At or below the saved checkpoint: a settled entry, named again.
       this.emit('entry', 'duplicate', stream, id, undefined);
       return;
     }
     const claimed = (body as Record<string, unknown>).bitacora;
-    progress.claim(id);
+    ledger.claim(this.id, table, id);
     this.o.rows.fetch({
       table: stream.table,
       shape: 'logbook',
       id,
       found: (row) => {
-        progress.unclaim(id);
+        ledger.unclaim(this.id, table, id);
         if (!row) {
           this.invalid(
             channel,
@@ -241,8 +267,8 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         if (this.owned) this.offer({ stream, id, bitacora: row.text });
       },
       failed: () => {
-        progress.holdFrom(id);
-        progress.unclaim(id);
+        ledger.holdFrom(this.id, table, id);
+        ledger.unclaim(this.id, table, id);
         this.catchUp();
       },
     });
@@ -257,107 +283,16 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
   /** Catch-up after a (re)connect or a takeover: rows above each stream's saved checkpoint. */
   catchUp(): void {
-    if (!this.owned) return;
-    if (this.catchUpLoop) {
-      this.again = true;
-      return;
-    }
-    this.catchUpLoop = (async () => {
-      do {
-        this.again = false;
-        try {
-          await this.readBacklog();
-        } catch (err) {
-          this.o.logger.warn({ err: describePgError(err) }, 'logbook catch-up failed; will retry');
-          await sleep(1_000, this.o.signal).catch(() => {});
-          this.again = this.owned && !this.o.signal.aborted;
-        }
-      } while (this.again && this.owned);
-    })().finally(() => {
-      this.catchUpLoop = undefined;
-    });
-  }
-
-  private async readBacklog(): Promise<void> {
-    for (const stream of this.o.logbook.streams) {
-      const progress = this.o.ledger.reader(this.id, stream.table);
-      const token = progress.catchUpToken();
-      let after = progress.persisted;
-      for (;;) {
-        if (!this.owned || this.o.signal.aborted) return;
-        // Backpressure: the queue stays small, the table is the backlog.
-        while (this.queue.length > this.o.batch && this.owned) await sleep(20, this.o.signal);
-        const rows = await readLogbookRowsAfter(this.o.pool, stream.table, this.id, after, this.o.batch);
-        for (const r of rows) {
-          after = r.id;
-          if (r.posted) {
-            // On record before a restart: only its place in the ledger is rebuilt.
-            if (progress.begin(r.id, 1)) progress.settle(r.id);
-            continue;
-          }
-          this.offer({ stream, id: r.id, bitacora: r.bitacora });
-        }
-        if (rows.length < this.o.batch) break;
-      }
-      progress.release(token);
-    }
-  }
-
-  private stopRetries(): void {
-    clearInterval(this.retryTimer);
-    this.retryTimer = undefined;
-    this.retrying.clear();
-  }
-
-  /** Entries an operator queued again: sent like the others, their deferred row removed once settled. */
-  private async readRetries(): Promise<void> {
-    if (!this.owned || this.readingRetries || this.queue.length > this.o.batch) return;
-    this.readingRetries = true;
-    try {
-      const rows = await fetchDeferred(this.o.pool, this.id, 20, this.retryCursor);
-      const stale: number[] = [];
-      for (const d of rows) {
-        this.retryCursor = Math.max(this.retryCursor, d.id);
-        if (this.retrying.has(d.id)) continue;
-        const stream = this.byChannel.get(d.channel);
-        let id: unknown;
-        try {
-          id = (JSON.parse(d.payload) as Record<string, unknown>).id;
-        } catch {
-          id = undefined;
-        }
-        if (!stream || typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-          this.o.logger.warn(
-            { deferred: d.id, channel: d.channel },
-            'queued logbook retry names no entry; removed',
-          );
-          stale.push(d.id);
-          continue;
-        }
-        this.retrying.add(d.id);
-        this.emit('entry', 'received', stream, id, undefined);
-        this.queue.push({
-          stream,
-          id,
-          bitacora: undefined,
-          deferredId: d.id,
-          ...(d.key ? { key: d.key } : {}),
-        });
-        this.work();
-      }
-      if (stale.length > 0) await deleteDeferred(this.o.pool, stale);
-    } catch (err) {
-      this.o.logger.warn({ err: describePgError(err) }, 'reading queued logbook retries failed; will retry');
-    } finally {
-      this.readingRetries = false;
-    }
+    this.backlog.request();
   }
 
   private offer(e: Entry): void {
-    if (!this.o.ledger.begin(this.id, e.stream.table, e.id, 1)) {
+    const ticket = this.o.ledger.begin(this.id, e.stream.table, e.id, ['post']);
+    if (!ticket) {
       this.emit('entry', 'duplicate', e.stream, e.id, undefined);
       return;
     }
+    e.ticket = ticket;
     this.emit('entry', 'received', e.stream, e.id, undefined, e.bitacora);
     this.queue.push(e);
     this.work();
@@ -397,7 +332,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       this.dead(e, 'the row has no bitacora text');
       return;
     }
-    const json = JSON.stringify({ id: e.id, bitacora: text, tabla: e.stream.tabla });
+    const json = logbookPostBody(e.id, text, e.stream.tabla);
     const key = keyOf(e);
     const result: DeliveryResult = await deliver(
       (signal) => o.backend.client.post(o.logbook.endpoint, json, key, signal),
@@ -413,7 +348,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     if (result.kind === 'cancelled') return; // unsettled: read again later
     if (result.kind === 'ok') {
       this.settled(e);
-      this.emit('entry', 'sent', e.stream, e.id, classification(result.answer.body), text);
+      this.emit('entry', 'sent', e.stream, e.id, logbookClassification(result.answer.body), text);
       return;
     }
     const reason =
@@ -440,7 +375,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
         kind: 'logbook',
         pump: this.id,
         channel: e.stream.channel,
-        payload: JSON.stringify({ id: e.id, tabla: e.stream.tabla }),
+        payload: logbookEntryPayload(e.id, e.stream.tabla),
         reason,
         responseStatus: status,
         responseBody,
@@ -456,14 +391,10 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.records.push({ pump: this.id, table: e.stream.table, id: e.id });
     const deferred = e.deferredId;
     if (deferred === undefined) {
-      this.o.ledger.settle(this.id, e.stream.table, e.id);
+      e.ticket?.settle('post');
       return;
     }
-    void deleteDeferred(this.o.pool, [deferred])
-      .then(() => this.retrying.delete(deferred))
-      .catch((err) =>
-        this.o.logger.warn({ err: describePgError(err), deferred }, 'removing a sent logbook retry failed'),
-      );
+    this.retries.sent(deferred);
   }
 
   /** A database read, retried while the lane runs; 'cancelled' once it stops. */
@@ -483,15 +414,5 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
 /** The entry's Idempotency-Key: lb-<table>-<id>, unless an operator's retry carries its own. */
 function keyOf(e: Entry): string {
-  return e.key ?? `lb-${e.stream.table}-${e.id}`;
-}
-
-/** The backend's `clasificacion`, when its answer has one. */
-function classification(body: string): string | undefined {
-  try {
-    const v = (JSON.parse(body) as Record<string, unknown>).clasificacion;
-    return typeof v === 'string' ? v : undefined;
-  } catch {
-    return undefined;
-  }
+  return e.key ?? logbookKey(e.stream.table, e.id);
 }

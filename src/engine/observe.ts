@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { DeadLetterSink } from '../delivery/dead-letter-sink.js';
 import { describeFailure, type PostPipeline } from '../delivery/post-pipeline.js';
 import type { Intake } from '../source/intake.js';
 import type { Listener } from '../source/listener.js';
@@ -11,6 +12,7 @@ export interface Observed {
   lanes: Map<string, PumpLane>;
   logbooks: Map<string, LogbookLane>;
   posts: PostPipeline;
+  deadLetters: DeadLetterSink;
   listener: Listener;
   log: Logger;
   /** How often each pump's summary is logged at info; 60 s. */
@@ -43,7 +45,7 @@ export function observe(t: Telemetry, u: Observed): void {
     t.readingsDuplicate.inc({ pump: r.pump });
   });
   u.intake.on('rejected', (rej, pump) => {
-    const stats = pump === undefined ? undefined : t.pumps.get(pump);
+    const stats = pump === undefined ? undefined : t.knownPump(pump);
     if (stats) stats.readings_invalid += 1;
     t.readingsInvalid.inc({ pump: pump ?? 'unknown', reason: rej.reason });
     if (stats) summary.of(pump as string).invalid += 1;
@@ -162,6 +164,9 @@ export function observe(t: Telemetry, u: Observed): void {
     if (on) u.log.warn({ queued }, 'per-sensor queue full; deferring posts to the database');
     else u.log.info('deferred per-sensor posts are back in the queue');
   });
+  u.deadLetters.on('stored', (letter) =>
+    t.deadLetters.inc({ pump: letter.pump ?? 'unknown', kind: letter.kind }),
+  );
   u.listener.on('disconnected', (reason) => {
     t.reconnects.inc();
     t.error(null, `LISTEN connection lost: ${reason}`, 'listenLost', { detail: reason });

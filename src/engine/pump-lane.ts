@@ -11,6 +11,7 @@ import { type SendResult, VectorSender } from '../delivery/vector-sender.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import type { DroppedGroup, Vector } from '../model/groups.js';
 import type { Member, Reading } from '../model/reading.js';
+import type { DeadLetter } from '../store/dead-letters.js';
 import type { OutboxGroup, OutboxRow } from '../store/outbox.js';
 import type { Clock } from '../util/clock.js';
 
@@ -33,6 +34,8 @@ export interface PumpLaneOptions {
   backend: { client: BackendClient; breaker: CircuitBreakerPolicy; route?: RouteGuard };
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Where a rejected vector's dead letter is announced. */
+  deadLetters: { stored(letter: DeadLetter): void };
   logger: Logger;
 }
 
@@ -67,6 +70,14 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     return this.assembler.settlingGroups;
   }
 
+  /**
+   * Backpressure for catch-up: above 1 when more than half of MAX_OPEN_GROUPS are settling. Groups below
+   * the threshold do not count: only expiry closes them, and the assembler's cap bounds them.
+   */
+  load(): number {
+    return this.assembler.settlingGroups / (this.o.assembler.maxOpenGroups / 2);
+  }
+
   view(limit: number) {
     return this.assembler.view(limit);
   }
@@ -98,6 +109,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
       retryBaseMs: o.retryBaseMs,
       retryMaxMs: o.retryMaxMs,
       logger: o.logger,
+      deadLetters: o.deadLetters,
       onResult: (row, result) => this.answered(row, result),
       recordSent: (sent) => o.recorder.recordSent(sent),
     });
@@ -203,7 +215,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
   }
 
   private settle(members: Member[]): void {
-    for (const m of members) this.o.ledger.settle(this.o.pump.id, m.table, m.id);
+    for (const m of members) m.ticket?.settle('group');
   }
 
   private answered(row: OutboxRow, result: SendResult): void {

@@ -146,9 +146,9 @@ const LOGBOOK_WORDS = 12;
  */
 export class Telemetry {
   readonly registry = new client.Registry();
-  readonly pumps = new Map<string, PumpStats>();
-  readonly logbooks = new Map<string, LogbookStats>();
-  readonly errors: ErrorEntry[] = [];
+  private readonly pumps = new Map<string, PumpStats>();
+  private readonly logbooks = new Map<string, LogbookStats>();
+  private readonly errors: ErrorEntry[] = [];
 
   readonly readingsReceived = this.counter('readings_received_total', 'Readings received', [
     'pump',
@@ -315,6 +315,16 @@ export class Telemetry {
     const s = this.pumps.get(id);
     if (!s) throw new Error(`unknown pump ${id}`);
     return s;
+  }
+
+  /** A configured pump's counters, or undefined for an id that names none (a payload's claim). */
+  knownPump(id: string): PumpStats | undefined {
+    return this.pumps.get(id);
+  }
+
+  /** The last `n` errors, newest first. */
+  recentErrors(n: number): ErrorEntry[] {
+    return this.errors.slice(-n).reverse();
   }
 
   error(pump: string | null, message: string, kind?: string, args?: Record<string, string | number>): void {

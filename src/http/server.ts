@@ -5,60 +5,17 @@ import { fileURLToPath } from 'node:url';
 import helmet from '@fastify/helmet';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { StatusSurfaceConfig } from '../config/env.js';
-import type { Monitor } from '../engine/monitor.js';
 import { requireBasicAuth } from './auth.js';
 import { LiveFeed } from './live-feed.js';
+import { type EngineSnapshot, pageModel, readiness, statusModel } from './status.js';
+
+/** What the server serves: the engine's snapshot, and its metrics registry. */
+export interface Served {
+  snapshot: EngineSnapshot;
+  telemetry: { registry: { metrics(): Promise<string>; contentType: string } };
+}
 
 const publicDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../public');
-
-/** Everything the status page draws, for one moment. */
-export function pageModel(monitor: Monitor) {
-  const now = Date.now();
-  const status = monitor.status();
-  const pumps = Object.entries(status.pumps).map(([id, summary]) => {
-    const stats = monitor.telemetry.pump(id);
-    return {
-      id,
-      summary,
-      channels: [...stats.channels.values()].map((c) => {
-        const { lastClass, anomalies } = monitor.telemetry.classification(c);
-        return {
-          channel: c.channel,
-          field: c.field,
-          description: c.description,
-          unit: c.unit,
-          readings: c.readings,
-          last_seen_ms_ago: c.lastSeenAt === null ? null : now - c.lastSeenAt,
-          rate_per_min: c.rate.perMinute(now),
-          last_value: c.lastValue,
-          last_class: lastClass,
-          anomalies,
-          in_vector: c.inVector,
-          shared_with: c.sharedWith,
-        };
-      }),
-      // The completeness grid's columns (a group's `present` follows them), and the latest drops.
-      fields: stats.vector_fields,
-      dropped: stats.recent_dropped.slice(-10),
-      groups: monitor.openGroupsView(id, 20),
-      predictions: stats.predictions.slice(-300),
-    };
-  });
-  return {
-    now,
-    state: status.state,
-    uptime_s: status.uptime_s,
-    reconnects: status.reconnects,
-    last_heartbeat_at: status.last_heartbeat_at,
-    pumps,
-    logbooks: Object.entries(status.logbooks).map(([id, l]) => ({
-      id,
-      ...l,
-      recent: [...monitor.telemetry.logbook(id).recent].reverse(),
-    })),
-    errors: monitor.telemetry.errors.slice(-20).reverse(),
-  };
-}
 
 export interface ServerOptions extends Partial<StatusSurfaceConfig> {
   /** How often /events sends a fresh model; 1 s. */
@@ -122,7 +79,7 @@ function loadAssets(): Map<string, { type: string; body: Buffer }> {
  * The HTTP surface on PORT: status page, health, readiness, status JSON, Prometheus metrics, live events.
  * With `auth`, everything but /healthz and /readyz needs HTTP Basic credentials.
  */
-export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): Promise<FastifyInstance> {
+export async function buildServer(monitor: Served, opts: ServerOptions = {}): Promise<FastifyInstance> {
   const eventsMaxClients = opts.eventsMaxClients ?? 50;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
   const app = Fastify({
@@ -148,7 +105,7 @@ export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): P
   const uplotJs = readFileSync(vendor.resolve('uplot/dist/uPlot.iife.min.js'));
   const uplotCss = readFileSync(vendor.resolve('uplot/dist/uPlot.min.css'));
   const feed = new LiveFeed({
-    build: () => pageModel(monitor),
+    build: () => pageModel(monitor.snapshot),
     maxClients: eventsMaxClients,
     ...(opts.eventsTickMs === undefined ? {} : { tickMs: opts.eventsTickMs }),
   });
@@ -169,11 +126,11 @@ export async function buildServer(monitor: Monitor, opts: ServerOptions = {}): P
   });
   app.get('/healthz', { config: { open: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { config: { open: true } }, async (_req, reply) => {
-    const r = monitor.readiness();
+    const r = readiness(monitor.snapshot);
     return reply.code(r.ready ? 200 : 503).send({ ready: r.ready, reason: r.reason });
   });
-  app.get('/status', async () => monitor.status());
-  app.get('/api/view', async () => pageModel(monitor));
+  app.get('/status', async () => statusModel(monitor.snapshot));
+  app.get('/api/view', async () => pageModel(monitor.snapshot));
   app.get('/metrics', async (_req, reply) => {
     const registry = monitor.telemetry.registry;
     return reply.type(registry.contentType).send(await registry.metrics());

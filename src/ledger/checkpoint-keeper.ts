@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import type { Part, Ticket } from '../model/reading.js';
 import {
   initCheckpoints,
   loadCheckpoints,
@@ -12,6 +13,13 @@ import {
 import { describePgError } from '../store/db.js';
 import { MAX_TABLE_NO, member } from '../store/members.js';
 import { TableProgress } from './table-progress.js';
+import { RowTicket } from './ticket.js';
+
+/** One reader's catch-up round: where it reads from, and what it calls once it has read to the end. */
+export interface CatchUpRound {
+  from: number;
+  finish(): void;
+}
 
 export interface CheckpointKeeperOptions {
   pool: pg.Pool;
@@ -100,20 +108,59 @@ export class CheckpointKeeper {
     }
   }
 
-  /** One reader's progress. */
-  reader(pump: string, table: string): TableProgress {
+  /** One reader's progress: private to the ledger, which hands out tickets and catch-up rounds instead. */
+  private reader(pump: string, table: string): TableProgress {
     const e = this.byPump.get(pump)?.get(table);
     if (!e) throw new Error(`no progress for table ${table} read by ${pump}`);
     return e.p;
   }
 
-  /** Registers a row with its parts to settle; false for a duplicate (in flight or settled recently). */
-  begin(pump: string, table: string, id: number, parts: number): boolean {
-    return this.reader(pump, table).begin(id, parts);
+  /**
+   * Begins a row of one reader with the parts its owners will settle, and returns its ticket; undefined
+   * for a duplicate (in flight or settled recently). A row begun with no part is settled at once (a row on
+   * record as done before a restart, or one nothing is left to do with): only its place is kept.
+   */
+  begin(pump: string, table: string, id: number, parts: readonly Part[]): Ticket | undefined {
+    const p = this.reader(pump, table);
+    if (!p.begin(id, Math.max(1, parts.length))) return undefined;
+    if (parts.length === 0) p.settle(id);
+    return new RowTicket(p, id, parts);
   }
 
-  settle(pump: string, table: string, id: number): void {
-    this.byPump.get(pump)?.get(table)?.p.settle(id);
+  /** Whether `id` is at or below the reader's saved checkpoint: a notification naming it repeats a settled row. */
+  passed(pump: string, table: string, id: number): boolean {
+    return this.reader(pump, table).passed(id);
+  }
+
+  /** A notification names `id`: no checkpoint passes it until `unclaim` (its row was read, or not). */
+  claim(pump: string, table: string, id: number): void {
+    this.reader(pump, table).claim(id);
+  }
+
+  unclaim(pump: string, table: string, id: number): void {
+    this.reader(pump, table).unclaim(id);
+  }
+
+  /** Rows from `id` up may have been missed: held until a catch-up begun after this has read the table. */
+  holdFrom(pump: string, table: string, id: number): void {
+    this.reader(pump, table).holdFrom(id);
+  }
+
+  /** Any row above the saved checkpoint may have been missed (a payload that names no row). */
+  holdAfterSaved(pump: string, table: string): void {
+    const p = this.reader(pump, table);
+    p.holdFrom(p.persisted + 1);
+  }
+
+  /**
+   * A catch-up round of one reader: it reads from `from` (the saved checkpoint: only it is held below
+   * rows that transactions still in progress may commit), and calls `finish()` once it has read the
+   * table to its end, which lifts the reader's hold unless a newer one was set meanwhile.
+   */
+  beginCatchUp(pump: string, table: string): CatchUpRound {
+    const p = this.reader(pump, table);
+    const token = p.catchUpToken();
+    return { from: p.persisted, finish: () => p.release(token) };
   }
 
   /** A row's member number for this reader, as the outbox records it. */
@@ -184,7 +231,7 @@ export class CheckpointKeeper {
         const horizon = chosen.length > 0 ? await this.o.horizon() : undefined;
         if (horizon !== undefined) this.lastHorizon = horizon;
         if (chosen.length > 0 && this.lastHorizon === undefined) return; // not listening yet: nothing is safe
-        await saveCheckpoints(this.o.pool, chosen, this.lastHorizon ?? 0);
+        await writeMoved(this.o.pool, chosen, this.lastHorizon ?? 0);
         this.saves += 1;
       } catch (err) {
         this.o.logger.debug({ err: describePgError(err) }, 'saving checkpoints failed; will retry');
@@ -200,7 +247,7 @@ export class CheckpointKeeper {
  * Writes the checkpoints that moved, each held below rows that transactions not finished at `horizon` may
  * have committed (see stableBounds). Returns how many moved; a checkpoint never goes backwards.
  */
-export async function saveCheckpoints(
+async function writeMoved(
   db: pg.Pool | pg.ClientBase,
   progress: Iterable<{ reader: Reader; p: TableProgress }>,
   horizon: number,

@@ -29,7 +29,7 @@ export class TableProgress {
   /** The checkpoint a catch-up under way began from: it may still read every row above it. */
   private catchUpFrom = Number.POSITIVE_INFINITY;
   /** The checkpoint as last written to the database (`saved`): catch-up reads from here. */
-  persisted: number;
+  private savedAt: number;
 
   constructor(
     readonly table: string,
@@ -39,7 +39,12 @@ export class TableProgress {
     private readonly recentCapacity = 8192,
   ) {
     this.maxSeen = checkpoint;
-    this.persisted = checkpoint;
+    this.savedAt = checkpoint;
+  }
+
+  /** The checkpoint as last written to the database: catch-up reads from here. */
+  get persisted(): number {
+    return this.savedAt;
   }
 
   /** Registers a row; false when it is already in flight or was settled recently (a duplicate). */
@@ -131,8 +136,8 @@ export class TableProgress {
    * its last 8,192 settled ids: about 1 GB of heap for 4,000 readers (200 pumps of 20 sensors).
    */
   saved(id: number): void {
-    if (id <= this.persisted) return;
-    this.persisted = id;
+    if (id <= this.savedAt) return;
+    this.savedAt = id;
     const upTo = Math.min(id, this.catchUpFrom);
     if (this.ring.length === 0 || !this.ring.some((x) => x <= upTo)) return;
     const oldestFirst =

@@ -1,5 +1,14 @@
 import type { SensorDefinition } from '../config/pumps.js';
 
+/** A part of a row that its owner settles: its group, its post, or the dead letter that rejects it. */
+export type Part = 'group' | 'post' | 'letter';
+
+/** A row begun in its reader's ledger: each owner settles its part (ledger/ticket.ts). */
+export interface Ticket {
+  readonly id: number;
+  settle(part: Part): void;
+}
+
 /** One sensor reading, decoded from a NOTIFY payload or from a catch-up row. */
 export interface Reading {
   pump: string;
@@ -18,10 +27,14 @@ export interface Reading {
   shared?: boolean;
   /** A deferred post's own Idempotency-Key (a replay's); without it the reading's key is used. */
   key?: string;
+  /** Its row in its reader's ledger, once the intake has begun it (none for a post read back from the database). */
+  ticket?: Ticket;
 }
 
 /** A row of a sensor table, as a group remembers its members. */
 export interface Member {
   table: string;
   id: number;
+  /** The row's ticket, whose group part is settled once the group is stored. */
+  ticket?: Ticket | undefined;
 }

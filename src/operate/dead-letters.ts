@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { LogbookConfig, PumpConfig } from '../config/env.js';
 import type { LogbookStream } from '../config/pumps.js';
-import { readingKey } from '../delivery/sensor-poster.js';
+import { logbookKey, readingKey } from '../model/keys.js';
+import { logbookEntryId, logbookEntryPayload } from '../model/payload.js';
 import { Decoder } from '../source/decode.js';
 import { inSavepoint, inTransaction } from '../store/db.js';
 import {
@@ -16,13 +17,12 @@ import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js'
 import { findDeadVector, requeueDead } from '../store/outbox.js';
 import { logbookRowExists, postRecord, sensorRowPayload } from '../store/post-records.js';
 import { recordSettledPosts } from '../store/sensor-posts.js';
-import { logbookEntryKey } from './replay.js';
 
 /** What an operator command works with: the database, the configured pumps, and who is running it. */
 export interface OperatorContext {
   pool: pg.Pool;
   pumps: PumpConfig[];
-  /** The logbooks of the wiring: their letters are retried too. */
+  /** The logbooks of the wiring: their letters are retried too; one kept without its key under its table's. */
   logbooks?: LogbookConfig[];
   /** Recorded as the handler of each letter (the OS user). */
   by: string;
@@ -52,6 +52,7 @@ interface RetryScope {
   decoder: Decoder;
   /** The logbooks of the wiring, by channel: a notification on one names an entry, not a reading. */
   logbookOf: Map<string, { logbook: LogbookConfig; stream: LogbookStream }>;
+  logbooks: LogbookConfig[];
   /** `retry --again`: re-post readings on record as answered too. */
   again: boolean;
 }
@@ -78,19 +79,25 @@ const RETRY: { [K in DeadLetterKind]: RetryHandler } = {
  * replica holding the logbook's lease, which reads the entry's text from its row and POSTs it under the
  * same key. A row gone since comes back as a new dead letter.
  */
-async function retryLogbook(letter: StoredDeadLetter): Promise<Plan> {
-  let id: unknown;
-  try {
-    id = (JSON.parse(letter.payload ?? '') as Record<string, unknown>).id;
-  } catch {
-    id = undefined;
-  }
-  if (!letter.pump || !letter.channel || typeof id !== 'number' || !Number.isSafeInteger(id)) {
+async function retryLogbook(letter: StoredDeadLetter, { logbooks }: RetryScope): Promise<Plan> {
+  const id = logbookEntryId(letter.payload);
+  if (!letter.pump || !letter.channel || id === undefined) {
     return { refuse: 'it names no logbook entry (logbook, channel and row id are needed)' };
   }
-  const key = letter.idempotencyKey ?? `lb-${letter.channel}-${id}`;
+  const channel = letter.channel;
+  let key = letter.idempotencyKey;
+  if (key === null) {
+    // Kept without its key: the lane's key names the stream's table, which the channel is not.
+    const stream = logbooks.find((l) => l.id === letter.pump)?.streams.find((s) => s.channel === channel);
+    if (!stream) {
+      return {
+        refuse: `its key was not kept and channel "${channel}" belongs to no stream of logbook ${letter.pump} (PUMPS)`,
+      };
+    }
+    key = logbookKey(stream.table, id);
+  }
   return {
-    post: { pump: letter.pump, channel: letter.channel, payload: JSON.stringify({ id }), key },
+    post: { pump: letter.pump, channel, payload: logbookEntryPayload(id), key },
     note: `logbook entry ${id} queued again (${key})`,
   };
 }
@@ -231,7 +238,7 @@ async function retryLogbookNotification(
   }
   const table = stream.table;
   if (!(await logbookRowExists(tx, table, id))) return { refuse: `row ${id} is not in table ${table}` };
-  const key = logbookEntryKey(table, id);
+  const key = logbookKey(table, id);
   if (!again) {
     const record = await postRecord(tx, { pump: logbook.id, table, channel: stream.channel, id, key });
     if (record.waiting) return { refuse: `entry ${id} of ${table} is queued already, not yet sent` };
@@ -301,7 +308,13 @@ export async function retryDeadLetters(
         let plan: Plan;
         try {
           plan = await inSavepoint(tx, () =>
-            handler(letter, { tx, decoder, logbookOf, again: opts.again === true }),
+            handler(letter, {
+              tx,
+              decoder,
+              logbookOf,
+              logbooks: ctx.logbooks ?? [],
+              again: opts.again === true,
+            }),
           );
         } catch (err) {
           refuse(`failed: ${(err as Error).message}`);

@@ -1,13 +1,7 @@
 import type { LogbookConfig } from '../config/env.js';
+import { logbookKey } from '../model/keys.js';
 import type { KeyedPost } from '../store/deferred-posts.js';
-import {
-  beginRun,
-  logbookEntryKey,
-  queuePosts,
-  type ReplayResult,
-  type RunOptions,
-  readRange,
-} from './replay-run.js';
+import { beginRun, queuePosts, type ReplayResult, type RunOptions, readRange } from './replay-run.js';
 
 /** A logbook's replay: what the operator asked for. */
 export interface LogbookReplayOptions extends RunOptions {
@@ -53,7 +47,7 @@ export async function replayLogbook(o: LogbookReplayOptions): Promise<ReplayResu
         pump: logbook.id,
         channel: stream.channel,
         payload: JSON.stringify({ id: r.id }),
-        key: `${logbookEntryKey(stream.table, r.id)}${suffix}`,
+        key: `${logbookKey(stream.table, r.id)}${suffix}`,
       });
     },
     flush,

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { replaySuffix } from '../model/keys.js';
 import { describePgError, inTransaction } from '../store/db.js';
 import { insertKeyedDeferred, type KeyedPost } from '../store/deferred-posts.js';
 import {
@@ -54,11 +55,6 @@ export class ReplayInputError extends Error {
 }
 
 const FETCH_ROWS = 1_000;
-
-/** The Idempotency-Key suffix that marks a replay's requests: new for each run, the same within one. */
-export function replaySuffix(id: number): string {
-  return `-replay-${id}`;
-}
 
 async function parseRange(pool: pg.Pool, from: string, to: string): Promise<{ from: string; to: string }> {
   const read = async (flag: string, value: string) => {
@@ -227,9 +223,4 @@ export async function beginRun(
     suffix: id === undefined ? '' : replaySuffix(id),
     pacer: new Pacer(o.rate),
   };
-}
-
-/** A logbook entry's Idempotency-Key, as the logbook lane sends it: lb-<table>-<id>. */
-export function logbookEntryKey(table: string, id: number): string {
-  return `lb-${table}-${id}`;
 }

@@ -1,11 +1,11 @@
 import { Assembler, type AssemblerOptions } from '../assembler/assembler.js';
 import type { PumpConfig } from '../config/env.js';
-import { readingKey } from '../delivery/sensor-poster.js';
+import { readingKey, vectorKey } from '../model/keys.js';
 import type { Member } from '../model/reading.js';
 import { Decoder } from '../source/decode.js';
 import type { KeyedPost } from '../store/deferred-posts.js';
 import { member } from '../store/members.js';
-import { insertReplayVectors, type ReplayVector, vectorKey } from '../store/outbox.js';
+import { insertReplayVectors, type ReplayVector } from '../store/outbox.js';
 import { ManualClock } from '../util/clock.js';
 import {
   beginRun,
@@ -156,10 +156,4 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
 }
 
 export { type LogbookReplayOptions, replayLogbook } from './replay-logbook.js';
-export {
-  logbookEntryKey,
-  ReplayInputError,
-  type ReplayProgress,
-  type ReplayResult,
-  replaySuffix,
-} from './replay-run.js';
+export { ReplayInputError, type ReplayProgress, type ReplayResult } from './replay-run.js';

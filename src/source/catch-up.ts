@@ -1,7 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
-import type { TableProgress } from '../ledger/table-progress.js';
 import { describePgError } from '../store/db.js';
 import { readRowsAfter, type SensorRow } from '../store/sensor-rows.js';
 import { sleep } from '../util/clock.js';
@@ -9,7 +8,8 @@ import { sleep } from '../util/clock.js';
 export interface CatchUpOptions {
   pool: pg.Pool;
   pumps: PumpConfig[];
-  ledger: { reader(pump: string, table: string): TableProgress };
+  /** The readers' ledger: a round per reader says where to read from, and is finished once read to the end. */
+  ledger: { beginCatchUp(pump: string, table: string): { from: number; finish(): void } };
   batch: number;
   /**
    * Feeds one row through the same path as a notified row on its channel, for one reader (`pump`).
@@ -33,7 +33,7 @@ interface Cursor {
   /** Read to the end: no more rows are fetched, and the buffer is all that is left. */
   done: boolean;
   released: boolean;
-  token: number;
+  round: { from: number; finish(): void };
   /** Rows read but not yet handed over, in id order; fewer than two batches. */
   buffer: SensorRow[];
 }
@@ -55,18 +55,21 @@ interface Cursor {
  */
 export async function catchUp(o: CatchUpOptions): Promise<number> {
   const cursors: Cursor[] = o.pumps.flatMap((p) =>
-    p.sensors.map((s) => ({
-      pump: p.id,
-      channel: s.channel,
-      table: s.table,
-      // The saved checkpoint, not the one in memory: only the saved one is held below rows that
+    p.sensors.map((s) => {
+      // From the saved checkpoint, not the one in memory: only the saved one is held below rows that
       // transactions still in progress may commit. What lies between is deduplicated by (table, id).
-      after: o.ledger.reader(p.id, s.table).persisted,
-      done: false,
-      released: false,
-      token: o.ledger.reader(p.id, s.table).catchUpToken(),
-      buffer: [],
-    })),
+      const round = o.ledger.beginCatchUp(p.id, s.table);
+      return {
+        pump: p.id,
+        channel: s.channel,
+        table: s.table,
+        after: round.from,
+        done: false,
+        released: false,
+        round,
+        buffer: [],
+      };
+    }),
   );
   const byPump = new Map<string, Cursor[]>();
   for (const c of cursors) byPump.set(c.pump, [...(byPump.get(c.pump) ?? []), c]);
@@ -106,7 +109,7 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
         handed += n;
         if (c.done && c.buffer.length === 0 && !c.released) {
           c.released = true;
-          o.ledger.reader(c.pump, c.table).release(c.token);
+          c.round.finish();
         }
       }
       if (handed > 0) {
@@ -136,7 +139,12 @@ function horizonOf(cursors: Cursor[]): string | undefined {
   return horizon;
 }
 
-export interface CatchUpRunnerOptions extends Omit<CatchUpOptions, 'pumps' | 'onProgress'> {
+export interface CatchUpRunnerOptions extends Omit<CatchUpOptions, 'pumps' | 'onProgress' | 'capacity'> {
+  /**
+   * The units whose load holds catch-up back: before each batch it waits while any is above 1 (the posts
+   * in memory, the groups settling, the outbox writes waiting).
+   */
+  units: { load(): number }[];
   /** The pumps to read for: those this replica owns at the moment a round starts. */
   pumps: () => PumpConfig[];
   /** Whether a failed round should be tried again (the LISTEN connection is up). */
@@ -179,6 +187,12 @@ export class CatchUpRunner {
     await this.loop;
   }
 
+  /** Resolves once every unit has room for another batch, or the engine stops. */
+  private async room(): Promise<void> {
+    const { signal, units } = this.o;
+    while (!signal.aborted && !this.stopped && units.some((u) => u.load() > 1)) await sleep(20, signal);
+  }
+
   private async run(): Promise<void> {
     const { logger, progress } = this.o;
     do {
@@ -187,6 +201,7 @@ export class CatchUpRunner {
         const started = Date.now();
         const rows = await catchUp({
           ...this.o,
+          capacity: () => this.room(),
           pumps: this.o.pumps(),
           onProgress: (n, left) => progress?.(`catching up: ${n} rows read, ${left} tables left`),
         });

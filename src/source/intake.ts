@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AddResult } from '../assembler/assembler.js';
-import type { Reading } from '../model/reading.js';
+import type { Part, Reading, Ticket } from '../model/reading.js';
 import type { DeadLetter } from '../store/dead-letters.js';
 import type { Clock } from '../util/clock.js';
 import { claimMatches, type Decoder, type Rejection, type RowFields } from './decode.js';
@@ -29,25 +29,23 @@ export interface IntakeOptions {
   logger: Logger;
   /** Whether this replica owns the pump now: a hot standby ignores the others' readings. */
   owns: (pump: string) => boolean;
-  /** Registers a row for one reader (pump, table) with its parts to settle; false for a duplicate. */
-  begin: (pump: string, table: string, id: number, parts: number) => boolean;
-  /** One reader's progress: claims hold its checkpoint while their rows are read; holds keep it back. */
-  reader: (
-    pump: string,
-    table: string,
-  ) => {
-    claim(id: number): void;
-    unclaim(id: number): void;
-    holdFrom(id: number): void;
-    passed(id: number): boolean;
-    readonly persisted: number;
+  /**
+   * The readers' ledger (CheckpointKeeper): a row begun there gets a ticket whose parts the lane, the
+   * posts and the dead-letter sink settle; claims hold a checkpoint while their rows are read; holds keep
+   * it back until a catch-up.
+   */
+  ledger: {
+    begin(pump: string, table: string, id: number, parts: readonly Part[]): Ticket | undefined;
+    passed(pump: string, table: string, id: number): boolean;
+    claim(pump: string, table: string, id: number): void;
+    unclaim(pump: string, table: string, id: number): void;
+    holdFrom(pump: string, table: string, id: number): void;
+    holdAfterSaved(pump: string, table: string): void;
   };
   /** Reads the rows notifications name. */
   rows: RowFetcher;
   /** A row may have been missed (its notification named none we could read): a catch-up is needed. */
   missed: () => void;
-  /** Settles one part of a reader's row (a late reading's group part). */
-  settle: (pump: string, table: string, id: number) => void;
   /** The reading's pump lane. */
   lane: (pump: string) => { add(r: Reading): AddResult };
   /** Per-sensor posts, or undefined when SENSOR_POSTS is off. */
@@ -55,6 +53,11 @@ export interface IntakeOptions {
   /** Writes a dead letter, then calls `settled` (when given) once it is on record. */
   deadLetter: (letter: DeadLetter, settled?: () => void) => void;
 }
+
+const BOTH: readonly Part[] = ['group', 'post'];
+const GROUP: readonly Part[] = ['group'];
+const POST: readonly Part[] = ['post'];
+const NONE: readonly Part[] = [];
 
 /**
  * The door of the sensor path: every notification and every catch-up row comes in here. A notification is
@@ -119,19 +122,15 @@ export class Intake extends EventEmitter<IntakeEvents> {
       else this.rejected(claim.rejection, routes[0]?.pump);
       // It names no row we can read, yet a row may stand behind it (a truncated payload): nothing above the
       // saved checkpoint is passed until a catch-up has read the table.
-      for (const x of routes) {
-        const p = o.reader(x.pump, x.sensor.table);
-        p.holdFrom(p.persisted + 1);
-      }
+      for (const x of routes) o.ledger.holdAfterSaved(x.pump, x.sensor.table);
       if (routes.length > 0) o.missed();
       return;
     }
     const table = (routes[0] as (typeof routes)[number]).sensor.table;
     const id = claim.id;
-    const readers = routes.map((x) => o.reader(x.pump, x.sensor.table));
-    for (const p of readers) p.claim(id);
+    for (const x of routes) o.ledger.claim(x.pump, x.sensor.table, id);
     const release = () => {
-      for (const p of readers) p.unclaim(id);
+      for (const x of routes) o.ledger.unclaim(x.pump, x.sensor.table, id);
     };
     o.rows.fetch({
       table,
@@ -167,7 +166,7 @@ export class Intake extends EventEmitter<IntakeEvents> {
       },
       failed: () => {
         // Not read: held from this id until a catch-up has read the table.
-        for (const p of readers) p.holdFrom(id);
+        for (const x of routes) o.ledger.holdFrom(x.pump, x.sensor.table, id);
         release();
         o.missed();
       },
@@ -189,15 +188,16 @@ export class Intake extends EventEmitter<IntakeEvents> {
     if (!decoded.ok) {
       // A real row that is not a reading: settled once its dead letter is on record, and deduplicated
       // like any row, so a catch-up that reads it again does not write a second letter.
-      const begun = routes.filter(
-        (x) =>
-          o.owns(x.pump) &&
-          !(origin === 'notify' && o.reader(x.pump, x.sensor.table).passed(row.id)) &&
-          o.begin(x.pump, x.sensor.table, row.id, 1),
-      );
+      const begun: { pump: string; ticket: Ticket }[] = [];
+      for (const x of routes) {
+        if (!o.owns(x.pump) || (origin === 'notify' && o.ledger.passed(x.pump, x.sensor.table, row.id)))
+          continue;
+        const ticket = o.ledger.begin(x.pump, x.sensor.table, row.id, ['letter']);
+        if (ticket) begun.push({ pump: x.pump, ticket });
+      }
       if (begun.length === 0 && routes.length > 0) return;
       this.rejected(decoded.rejection, begun[0]?.pump ?? routes[0]?.pump, () => {
-        for (const x of begun) o.settle(x.pump, x.sensor.table, row.id);
+        for (const b of begun) b.ticket.settle('letter');
       });
       return;
     }
@@ -209,14 +209,23 @@ export class Intake extends EventEmitter<IntakeEvents> {
     const { o } = this;
     const posting = o.posts !== undefined && !postSettled;
     const grouped = r.sensor.inVector;
-    const parts = (grouped ? 1 : 0) + (posting ? 1 : 0);
     // A notification of a row at or below the saved checkpoint repeats a settled row: catch-up never reads
-    // there, and a replayed or forged notification must not send it again.
-    const passed = r.origin === 'notify' && o.reader(r.pump, r.sensor.table).passed(r.id);
-    if (passed || !o.begin(r.pump, r.sensor.table, r.id, Math.max(parts, 1))) {
+    // there, and a replayed or forged notification must not send it again. Neither grouped nor posted
+    // (SENSOR_POSTS off): begun with no part, settled at once.
+    const passed = r.origin === 'notify' && o.ledger.passed(r.pump, r.sensor.table, r.id);
+    const ticket = passed
+      ? undefined
+      : o.ledger.begin(
+          r.pump,
+          r.sensor.table,
+          r.id,
+          grouped ? (posting ? BOTH : GROUP) : posting ? POST : NONE,
+        );
+    if (!ticket) {
       this.emit('duplicate', r);
       return;
     }
+    r.ticket = ticket;
     let added: AddResult | 'posted' = 'posted';
     if (grouped) {
       added = o.lane(r.pump).add(r);
@@ -226,7 +235,7 @@ export class Intake extends EventEmitter<IntakeEvents> {
           { pump: r.pump, table: r.sensor.table, id: r.id, tiempo_sensor: r.tiempo },
           'late reading: its timestamp was resolved moments ago; posted on its own, not merged into the vector',
         );
-        o.settle(r.pump, r.sensor.table, r.id);
+        ticket.settle('group');
       } else if (added === 'conflicting') {
         o.logger.debug(
           {
@@ -241,8 +250,6 @@ export class Intake extends EventEmitter<IntakeEvents> {
         );
       }
     }
-    // Neither grouped nor posted (SENSOR_POSTS off): nothing is left to do with the row.
-    if (parts === 0) o.settle(r.pump, r.sensor.table, r.id);
     this.emit('reading', r, added);
     if (posting) o.posts?.submit(r);
   }

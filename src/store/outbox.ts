@@ -1,21 +1,9 @@
-import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { vectorKey } from '../model/keys.js';
 import { pgText, pgTextOrNull } from '../util/pg-text.js';
 import { ENGINE_SCHEMA } from './migrations.js';
 
 const T = `${ENGINE_SCHEMA}.outbox`;
-
-/**
- * The Idempotency-Key of one vector: derived from its pump, its key text and its first member row, so that
- * a timestamp that comes back (HH:MM the next day, a clock reset) gets a key of its own, while the same
- * rows always give the same key: on a restart, in a catch-up overlap and on another replica.
- */
-export function vectorKey(pump: string, tiempo: string, members: readonly number[]): string {
-  let first = Number.POSITIVE_INFINITY;
-  for (const m of members) if (m < first) first = m;
-  const anchor = Number.isFinite(first) ? String(first) : '';
-  return `vec-${pump}-${createHash('sha256').update(`${pump}\n${tiempo}\n${anchor}`).digest('hex').slice(0, 32)}`;
-}
 
 export interface OutboxRow {
   id: number;
@@ -24,7 +12,6 @@ export interface OutboxRow {
   key: string;
   body: Record<string, number>;
   attempts: number;
-  createdAt: Date;
 }
 
 /** A resolved group as the outbox stores it: a vector to send (`pending`), or a group `dropped` below the threshold. */
@@ -91,7 +78,7 @@ export async function insertGroups(
   return { stored: rows.map((r) => ({ ...toRow(r), status: r.status })).sort((a, b) => a.id - b.id), keys };
 }
 
-const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts, created_at';
+const COLUMNS = 'id, pump, tiempo_sensor, idempotency_key, body, attempts';
 
 interface RawRow {
   id: string;
@@ -100,7 +87,6 @@ interface RawRow {
   idempotency_key: string;
   body: Record<string, number>;
   attempts: number;
-  created_at: Date;
 }
 
 function toRow(r: RawRow): OutboxRow {
@@ -111,7 +97,6 @@ function toRow(r: RawRow): OutboxRow {
     key: r.idempotency_key,
     body: r.body,
     attempts: r.attempts,
-    createdAt: r.created_at,
   };
 }
 

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildServer } from '../../src/http/server.js';
+import { writersRetrying } from '../../src/http/status.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { spawnListener } from '../helpers/child.js';
@@ -322,7 +323,7 @@ describe('a poison item never jams a writer', () => {
     const stored = await letters(h, 'notification');
     expect(stored.map((l) => l.payload)).toEqual(['not json 1', null, 'not json 2']);
     expect(stored[1]?.reason).toMatch(/^not_json: .*\[payload and answer not stored: 23514 /);
-    expect(h.monitor.writersRetrying()).toEqual([]);
+    expect(writersRetrying(h.monitor.snapshot)).toEqual([]);
   });
 
   it("a vector's dead letter the table refuses is stored bare, and the pump's next vectors are sent", async () => {
@@ -360,7 +361,7 @@ describe('a poison item never jams a writer', () => {
     await h.admin.query(`ALTER TABLE ${ENGINE_SCHEMA}.dead_letters RENAME TO dead_letters_away`);
     await h.admin.query(`SELECT pg_notify($1, 'not json')`, [h.pumps.A.sensors[0]?.channel]);
     await waitFor('the dead-letter writer failing twice', () =>
-      m.writersRetrying().some((w) => w.writer === 'dead_letters' && w.failures >= 2),
+      writersRetrying(m.snapshot).some((w) => w.writer === 'dead_letters' && w.failures >= 2),
     );
     const ready = await get('/readyz');
     expect(ready.statusCode).toBe(503);

@@ -41,8 +41,9 @@ async function oneRowEach(keeper: CheckpointKeeper, tables: string[]): Promise<M
       `INSERT INTO ${quoteIdent(t)} (tiempo_sensor, valor_sensor) VALUES (now()::text, 1) RETURNING id`,
     );
     const id = rows[0]?.id as number;
-    expect(keeper.begin('A', t, id, 1)).toBe(true);
-    keeper.settle('A', t, id);
+    const ticket = keeper.begin('A', t, id, ['group']);
+    expect(ticket).toBeDefined();
+    ticket?.settle('group');
     ids.set(t, id);
   }
   return ids;
@@ -75,8 +76,7 @@ describe('checkpoint keeper', () => {
     await keeper.load(h.admin, readers);
     // As after a catch-up that read every table to its end.
     for (const r of readers) {
-      const p = keeper.reader(r.pump, r.table);
-      p.release(p.catchUpToken());
+      keeper.beginCatchUp(r.pump, r.table).finish();
     }
 
     const ids = await oneRowEach(keeper, tables);

@@ -94,9 +94,9 @@ function listenerHorizon(m: Monitor): Promise<number | undefined> {
   return m.listener.horizon();
 }
 
-/** The horizon the engine's checkpoint keeper last used (a private field, read for this check only). */
+/** The horizon the engine's checkpoint keeper last used (private fields, read for this check only). */
 function keeperHorizon(m: Monitor): number | undefined {
-  return (m as unknown as { ledger: { lastHorizon?: number } }).ledger.lastHorizon;
+  return (m as unknown as { u: { ledger: { lastHorizon?: number } } }).u.ledger.lastHorizon;
 }
 
 /** Every table's checkpoint is below the row the open transaction holds in it. */

@@ -124,6 +124,39 @@ describe('logbook stream', () => {
     });
   });
 
+  it('retries a logbook dead letter stored without its key under the table key lb-<table>-<id>', async () => {
+    // A letter written before keys were kept: the retry rebuilds the key the lane sends under from the
+    // stream's table (the channel is another name).
+    h.backend.behaviour = (r) => (r.path.includes('gm-bitacoras') ? { status: 404 } : undefined);
+    const id = await entry('gm_bitacoras_b', 'Entrada sin clave guardada');
+    const key = `lb-gm_bitacoras_b-${id}`;
+    let letter: number | undefined;
+    await waitFor('the dead letter', async () => {
+      const { rows } = await h.admin.query<{ id: number }>(
+        `SELECT id::int AS id FROM ${ENGINE_SCHEMA}.dead_letters WHERE kind = 'logbook' AND idempotency_key = $1`,
+        [key],
+      );
+      letter = rows[0]?.id;
+      return letter !== undefined;
+    });
+    h.backend.behaviour = () => undefined;
+    await h.admin.query(`UPDATE ${ENGINE_SCHEMA}.dead_letters SET idempotency_key = NULL WHERE id = $1`, [
+      letter,
+    ]);
+    const stream = h.config.logbooks[0]?.streams.find((s) => s.table === 'gm_bitacoras_b');
+    expect(stream?.channel).not.toBe(stream?.table);
+    const outcomes = await retryDeadLetters(
+      { pool: h.admin, pumps: [], logbooks: h.config.logbooks, by: 'test' },
+      [letter as number],
+    );
+    expect(outcomes[0]).toMatchObject({ result: 'retried' });
+    await waitFor('sent again under the table key', () => posts(key).some((r) => r.status === 200));
+    expect(posts(key).map((r) => r.status)).toEqual([404, 200]);
+    expect(h.backend.requests.filter((r) => r.idempotencyKey?.includes(stream?.channel as string))).toEqual(
+      [],
+    );
+  });
+
   it('reads a long entry (announced by its id alone) from its row', async () => {
     const text = `Mantenimiento mayor. ${'Detalle de la intervención en la bomba. '.repeat(400)}`;
     expect(Buffer.byteLength(text)).toBeGreaterThan(8000);

@@ -180,7 +180,7 @@ describe('the row is the truth: the logbook stream and shared tables of plant-20
     await h.startMonitor();
     await waitFor('every pump and the logbook owned', () => {
       const s = h.monitor.status() as unknown as { logbooks: Record<string, { owned: boolean }> };
-      return s.logbooks.bitacoras?.owned === true && h.monitor.leases.owned.size === 3;
+      return s.logbooks.bitacoras?.owned === true && h.monitor.snapshot.owned().length === 3;
     });
   });
 

@@ -77,7 +77,7 @@ describe('TableProgress', () => {
   it('never goes below what was saved', () => {
     const p = new TableProgress('t', 100, 1);
     p.release(p.catchUpToken());
-    p.persisted = 120;
+    p.saved(120);
     p.begin(101, 1); // read again from below the saved checkpoint
     expect(p.checkpoint()).toBe(120);
   });

@@ -1,0 +1,289 @@
+import { setMaxListeners } from 'node:events';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config, DatabaseConfig } from '../config/env.js';
+import { createAgent } from '../delivery/backend-client.js';
+import { createBackends } from '../delivery/backends.js';
+import { DeadLetterSink } from '../delivery/dead-letter-sink.js';
+import { OutboxDepth } from '../delivery/outbox-depth.js';
+import { OutboxRecorder } from '../delivery/outbox-recorder.js';
+import { PostPipeline } from '../delivery/post-pipeline.js';
+import type { Backend } from '../delivery/sensor-poster.js';
+import type { EngineSnapshot } from '../http/status.js';
+import { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
+import { CatchUpRunner } from '../source/catch-up.js';
+import { Decoder } from '../source/decode.js';
+import { Intake } from '../source/intake.js';
+import { Listener } from '../source/listener.js';
+import { ChannelRouter } from '../source/router.js';
+import { RowFetcher } from '../source/row-fetcher.js';
+import { createPool } from '../store/db.js';
+import { writersOf } from '../util/batch.js';
+import type { Clock } from '../util/clock.js';
+import { Activation } from './activation.js';
+import { Housekeeper } from './housekeeper.js';
+import { LeaseKeeper } from './leases.js';
+import { LogbookLane } from './logbook-lane.js';
+import { PumpLane } from './pump-lane.js';
+import { Telemetry } from './telemetry.js';
+
+export interface WiringOptions {
+  config: Config & { database: DatabaseConfig };
+  logger: Logger;
+  clock: Clock;
+  replicaId: string;
+  /** The engine's lifetime: every writer, sender, catch-up and wait listens on it. */
+  signal: AbortSignal;
+  checkpointEveryMs: number;
+  progress?: ((text: string | undefined) => void) | undefined;
+}
+
+/** The units of one engine, built and wired; Monitor starts and stops them. */
+export type Units = ReturnType<typeof wireUnits>;
+
+/**
+ * Builds the units along the data's path and wires them to one another: each gets the others it needs
+ * as options (callbacks included), so this function is the one place where the runtime path's closures
+ * are written. It starts nothing.
+ */
+export function wireUnits(o: WiringOptions) {
+  const { config, signal } = o;
+  const log = o.logger;
+  setMaxListeners(100, signal);
+  const telemetry = new Telemetry(config.pumps);
+  const queries = telemetry.dbQueries.tally();
+  let dbQueries = 0;
+  const counted = (pool: pg.Pool) => {
+    pool.on('acquire', () => {
+      dbQueries += 1;
+      queries.inc();
+    });
+    return pool;
+  };
+  const pool = counted(createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs));
+  // The rows notifications name are read on a connection of their own, kept open: the live path waits
+  // on no writer, catch-up or checkpoint save for a pooled connection.
+  const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0));
+  const decoder = new Decoder(config.pumps);
+  const listener = new Listener({
+    sessionName: `pm-listen:${o.replicaId}`,
+    db: config.database,
+    channels: [...decoder.channels, ...config.logbooks.flatMap((l) => l.streams.map((s) => s.channel))],
+    reconnect: config.reconnect,
+    heartbeat: config.heartbeat,
+    logger: log.child({ stage: 'source' }),
+  });
+  const agent = createAgent();
+  const backends = createBackends({
+    config,
+    agent,
+    logger: log,
+    onAnswer: (id, unified, status) => telemetry.backendAnswer(id, unified, status),
+  });
+  const deadLetters = new DeadLetterSink({ pool, logger: log.child({ stage: 'dead-letters' }), signal });
+  const rows = new RowFetcher({ pool: rowPool, logger: log.child({ stage: 'source' }) });
+  // Late-bound: the ledger and the posts ask Activation, which is built from the lanes below.
+  let activation: Activation | undefined;
+  const owned = () => activation?.owned() ?? [];
+  const ledger = new CheckpointKeeper({
+    pool,
+    logger: log.child({ stage: 'ledger' }),
+    everyMs: o.checkpointEveryMs,
+    horizon: () => listener.horizon(),
+    ownedReaders: () => activation?.ownedReaders() ?? [],
+  });
+  const recorder = new OutboxRecorder({ pool, logger: log.child({ stage: 'outbox' }), signal });
+  /** One pump's lane: its assembler, and its sender while owned, on the pump's own backend. */
+  const laneOf = (p: Config['pumps'][number]) =>
+    new PumpLane({
+      pump: p,
+      assembler: config.assembler,
+      clock: o.clock,
+      pool,
+      recorder,
+      ledger,
+      backend: backends.pumps.get(p.id) as Backend,
+      retryBaseMs: config.delivery.retryBaseMs,
+      retryMaxMs: config.delivery.retryMaxMs,
+      deadLetters,
+      logger: log.child({ stage: 'delivery', pump: p.id }),
+    });
+  const lanes = new Map<string, PumpLane>(config.pumps.map((p) => [p.id, laneOf(p)]));
+  const logbooks = new Map<string, LogbookLane>();
+  for (const l of config.logbooks) {
+    logbooks.set(
+      l.id,
+      new LogbookLane({
+        logbook: l,
+        pool,
+        ledger,
+        backend: backends.logbooks.get(l.id) as Backend,
+        concurrency: 2,
+        maxAttempts: config.delivery.sensorMaxAttempts,
+        retryBaseMs: config.delivery.retryBaseMs,
+        retryMaxMs: config.delivery.retryMaxMs,
+        batch: config.catchUpBatch,
+        rows,
+        deadLetter: (letter, settled) => deadLetters.push(letter, settled),
+        signal,
+        logger: log.child({ stage: 'logbook', logbook: l.id }),
+      }),
+    );
+  }
+  const posts = new PostPipeline({
+    pool,
+    logger: log.child({ stage: 'posts' }),
+    signal,
+    backends: backends.pumps,
+    decoder,
+    maxQueued: config.delivery.sensorQueue,
+    concurrency: config.delivery.sensorConcurrency,
+    maxAttempts: config.delivery.sensorMaxAttempts,
+    retryBaseMs: config.delivery.retryBaseMs,
+    retryMaxMs: config.delivery.retryMaxMs,
+    deadLetter: (letter, settled) => deadLetters.push(letter, settled),
+    // A logbook's queued retries are its lane's to read.
+    owned: () => owned().filter((id) => !logbooks.has(id)),
+  });
+  const catchUp: CatchUpRunner = new CatchUpRunner({
+    pool,
+    pumps: () => config.pumps.filter((p) => activation?.owns(p.id)),
+    ledger,
+    batch: config.catchUpBatch,
+    handle: (channel, row, postSettled, pump) => intake.row(channel, row, 'catchup', postSettled, pump),
+    units: [posts, recorder, ...lanes.values()],
+    signal,
+    listening: () => listener.listening,
+    logger: log.child({ stage: 'catch-up' }),
+    ...(o.progress ? { progress: o.progress } : {}),
+    onRows: (pump, n) => {
+      telemetry.pump(pump).catchup_rows += n;
+      telemetry.catchUpRows.inc({ pump }, n);
+    },
+  });
+  activation = new Activation({
+    pumps: config.pumps,
+    lanes,
+    logbooks,
+    logger: log.child({ stage: 'leases' }),
+    haltGraceMs: Math.min(config.delivery.timeoutMs, 2_000),
+    reload: (readers) => ledger.load(pool, readers),
+    hold: (readers) => ledger.hold(readers),
+    postsIdle: () => posts.idle(),
+    flushRecords: async () => {
+      await recorder.flush();
+      await posts.flush();
+    },
+    saveCheckpoints: (readers) => ledger.flush(readers),
+    taken: () => {
+      posts.rewind();
+      if (listener.listening) catchUp.request();
+    },
+  });
+  const active = activation;
+  const intake = new Intake({
+    decoder,
+    clock: o.clock,
+    logger: log.child({ stage: 'intake' }),
+    owns: (pump) => active.owns(pump),
+    ledger,
+    rows,
+    missed: () => catchUp.request(),
+    lane: (pump) => lanes.get(pump) as PumpLane,
+    posts: config.delivery.sensorPosts ? posts : undefined,
+    deadLetter: (letter, settled) => deadLetters.push(letter, settled),
+  });
+  const router = new ChannelRouter(intake);
+  for (const l of logbooks.values()) router.add(l.channels, l);
+  const leases = new LeaseKeeper({
+    db: config.database,
+    pumps: [...config.pumps.map((p) => p.id), ...config.logbooks.map((l) => l.id)],
+    logger: log.child({ stage: 'leases' }),
+    intervalMs: config.leaseIntervalMs,
+    replicaId: o.replicaId,
+    queryTimeoutMs: config.dbQueryTimeoutMs,
+    hooks: active,
+  });
+  const housekeeper = new Housekeeper({
+    pool,
+    retention: config.retention,
+    owned,
+    logger: log.child({ stage: 'retention' }),
+  });
+  const outboxDepth = new OutboxDepth(
+    pool,
+    config.pumps.map((p) => p.id),
+  );
+  /** Each pump's readers (pump, table): a group waits past its settle time while one of them is held. */
+  const readersOf = new Map(
+    config.pumps.map((p) => [p.id, p.sensors.map((s) => ({ pump: p.id, table: s.table }))]),
+  );
+  /** Every stream the engine reads: each pump's tables, each logbook's. */
+  const readers = [
+    ...config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
+    ...[...logbooks.values()].flatMap((l) => l.readers()),
+  ];
+  // The path's first hop: each notification to the sink that owns its channel (no event comes before
+  // the listener is started).
+  listener.on('notification', (channel, payload) => router.notified(channel, payload));
+  listener.on('listening', () => {
+    catchUp.request();
+    for (const l of logbooks.values()) l.catchUp();
+  });
+  // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
+  listener.on('disconnected', () => ledger.hold(readers));
+  let stopping = false;
+  const snapshot: EngineSnapshot = {
+    startedAt: Date.now(),
+    replicaId: o.replicaId,
+    pumps: config.pumps,
+    logbooks: config.logbooks,
+    telemetry,
+    listener,
+    stopping: () => stopping,
+    owned,
+    owns: (id) => active.owns(id),
+    backend: (pump) => backends.pumps.get(pump),
+    openGroups: (pump) => lanes.get(pump)?.openGroups ?? 0,
+    groupsView: (pump, limit) => lanes.get(pump)?.view(limit) ?? [],
+    outboxPending: (pump) => outboxDepth.of(pump),
+    postsQueued: (pump) => (pump === undefined ? posts.depth : posts.depthOf(pump)),
+    overloaded: () => posts.deferring,
+    logbookQueued: (id) => logbooks.get(id)?.depth ?? 0,
+    dbQueries: () => dbQueries,
+    checkpointSaves: () => ledger.saves,
+    writers: () => writersOf(signal),
+    catchingUp: () => catchUp.running || [...logbooks.values()].some((l) => l.catchingUp),
+    rowsBeingRead: () => rows.depth + (rows.waitingMs() > 0 ? 1 : 0),
+    readersHeld: () => ledger.heldCount(active.ownedReaders()),
+  };
+  return {
+    telemetry,
+    pool,
+    rowPool,
+    agent,
+    backends,
+    listener,
+    router,
+    rows,
+    intake,
+    catchUp,
+    ledger,
+    recorder,
+    lanes,
+    logbooks,
+    posts,
+    deadLetters,
+    activation: active,
+    leases,
+    housekeeper,
+    outboxDepth,
+    readersOf,
+    readers,
+    snapshot,
+    /** Marks the engine as shutting down, for /readyz. */
+    stopping: () => {
+      stopping = true;
+    },
+  };
+}
