@@ -145,6 +145,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
         const delay = backoffSchedule(this.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
         logger.warn(
           {
+            attempt: count,
             intentos_conexion: this.intentosConexion,
             reconexiones_consecutivas: this.reconexionesConsecutivas,
             delay_ms: delay,

@@ -164,10 +164,15 @@ export class RepeatLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** The kind of a warning: its message with numbers (ids, times, counts) set aside, and its bindings. */
+  /**
+   * The kind of a warning: its message with numbers (ids, times, counts) set aside, and its bindings. A
+   * warning that names its `attempt` is one step of a bounded schedule (the reconnection's, which ends
+   * at MAX_RECONEXIONES): each step is a kind of its own, so the schedule is written whole.
+   */
   static key(msg: string, bindings: Record<string, unknown>, fields: Record<string, unknown> = {}): string {
     const where = ['pump', 'stage', 'logbook'].map((k) => String(fields[k] ?? bindings[k] ?? '')).join('|');
-    return `${where}|${msg.replace(/\d+/g, '#')}`;
+    const step = fields.attempt === undefined ? '' : `|attempt ${String(fields.attempt)}`;
+    return `${where}|${msg.replace(/\d+/g, '#')}${step}`;
   }
 
   /** Whether to write this warning now; otherwise it is counted. */

@@ -129,6 +129,36 @@ interface VectorItem extends Item {
   optional: Set<string>;
 }
 
+/** The test's own copy of every outbox row the engine wrote (`keepOutboxRecords`). */
+const OUTBOX_COPY = 'public.ledger_outbox_copy';
+
+async function outboxCopyExists(db: pg.Pool): Promise<boolean> {
+  const { rows } = await db.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [OUTBOX_COPY]);
+  return rows[0]?.t != null;
+}
+
+/**
+ * For a test whose engines delete outbox rows while it runs (retention): a trigger of the test's own keeps a
+ * copy of each row as the engine writes it, so that `refresh` still finds the vector a key names after the
+ * row itself is gone. The engine schema must exist (call it after the first engine has started).
+ */
+export async function keepOutboxRecords(db: pg.Pool): Promise<void> {
+  await db.query(`
+    CREATE TABLE IF NOT EXISTS ${OUTBOX_COPY} (LIKE ${ENGINE_SCHEMA}.outbox);
+    CREATE OR REPLACE FUNCTION public.ledger_copy_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      DELETE FROM ${OUTBOX_COPY} WHERE idempotency_key = NEW.idempotency_key;
+      INSERT INTO ${OUTBOX_COPY} SELECT NEW.*;
+      RETURN NULL;
+    END $$;
+    DROP TRIGGER IF EXISTS ledger_copy_outbox ON ${ENGINE_SCHEMA}.outbox;
+    CREATE TRIGGER ledger_copy_outbox AFTER INSERT OR UPDATE ON ${ENGINE_SCHEMA}.outbox
+      FOR EACH ROW EXECUTE FUNCTION public.ledger_copy_outbox();
+    INSERT INTO ${OUTBOX_COPY} SELECT * FROM ${ENGINE_SCHEMA}.outbox o
+      WHERE NOT EXISTS (SELECT 1 FROM ${OUTBOX_COPY} c WHERE c.idempotency_key = o.idempotency_key);
+  `);
+}
+
 /** An outbox row as the engine recorded it: which rows a vector was built from, and how it was filled. */
 interface OutboxRecord {
   pump: string;
@@ -341,7 +371,8 @@ export class Ledger {
     }>(
       `SELECT idempotency_key, pump, tiempo_sensor, members::text[] AS members, filled,
               (extract(epoch FROM created_at) * 1000)::float8 AS at
-         FROM ${ENGINE_SCHEMA}.outbox`,
+         FROM ${ENGINE_SCHEMA}.outbox
+       ${(await outboxCopyExists(db)) ? `UNION SELECT idempotency_key, pump, tiempo_sensor, members::text[], filled, (extract(epoch FROM created_at) * 1000)::float8 FROM ${OUTBOX_COPY} c WHERE NOT EXISTS (SELECT 1 FROM ${ENGINE_SCHEMA}.outbox o WHERE o.idempotency_key = c.idempotency_key)` : ''}`,
     );
     exp.outbox = new Map(
       rows.map((r) => [
