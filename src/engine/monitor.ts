@@ -15,6 +15,8 @@ import {
 } from '../delivery/policy.js';
 import { PostPipeline } from '../delivery/post-pipeline.js';
 import type { Backend } from '../delivery/sensor-poster.js';
+import { HealthUnit } from '../health/health-unit.js';
+import { observeHealth } from '../health/observe-health.js';
 import { CheckpointKeeper, LedgerError } from '../ledger/checkpoint-keeper.js';
 import { CatchUpRunner } from '../source/catch-up.js';
 import { Decoder } from '../source/decode.js';
@@ -80,6 +82,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   readonly listener: Listener;
   readonly leases: LeaseKeeper;
   readonly housekeeper: Housekeeper;
+  /** Verdicts of the pumps and their channels (issue 23): fed by the engine's events, never in their way. */
+  readonly health: HealthUnit;
   readonly startedAt = Date.now();
   /** Names this process's database sessions: pm-listen:<id>, pm-lease:<group>:<id>. */
   readonly replicaId: string;
@@ -354,6 +358,19 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       listener: this.listener,
       log: this.log,
     });
+    // Health (issue 23): its own unit, fed from the intake's and lanes' events like telemetry.
+    this.health = new HealthUnit({
+      pumps: config.pumps,
+      clock,
+      owns: (pump) => this.activation.owns(pump),
+      pool: this.pool,
+      logger: this.log.child({ stage: 'health' }),
+      replica: this.replicaId,
+      signal,
+      retentionEveryMs: config.retention.intervalMs,
+    });
+    observeHealth(this.health, { intake: this.intake, lanes: this.lanes });
+    this.health.registerMetrics((...a) => this.telemetry.gauge(...a));
     registerGauges(this.telemetry, {
       pool: this.pool,
       lanes: this.lanes,
@@ -379,6 +396,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         await ensureEngineSchema(client);
         await checkTables(client, tables);
         await this.ledger.load(client, readers);
+        await this.health.restore(client);
       } finally {
         client.release();
       }
@@ -405,6 +423,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     this.ledger.start();
     this.posts.start();
     this.housekeeper.start();
+    this.health.start();
     this.log.info(
       { pumps: this.config.pumps.map((p) => p.id), owned: [...this.leases.owned], replica: this.replicaId },
       'monitor started',
@@ -424,6 +443,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
     await this.listener.close();
     await this.housekeeper.stop();
+    this.health.stop();
     const drained = (async () => {
       await this.rows.idle();
       await this.catchUp.stop();
@@ -432,7 +452,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await Promise.all([this.recorder.flush(), this.deadLetters.flush(), this.posts.flush()]);
       await Promise.all([...this.logbooks.values()].map((l) => l.flush()));
       await Promise.all([...this.lanes.values()].map((l) => l.drain(deadline)));
-      await Promise.all([this.recorder.flush(), this.posts.flush()]);
+      await Promise.all([this.recorder.flush(), this.posts.flush(), this.health.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     this.posts.abort();
@@ -543,6 +563,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         sensor_posts_queued: this.posts.depthOf(p.id),
         min_fields: p.minFields,
         last_prediction: s.last_prediction,
+        health: this.health.view(p.id),
       };
     }
     return {

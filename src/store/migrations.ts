@@ -152,6 +152,27 @@ ALTER TABLE ${S}.checkpoints DROP CONSTRAINT IF EXISTS checkpoints_pkey;
 ALTER TABLE ${S}.checkpoints ADD PRIMARY KEY (table_name, pump);
 `;
 
+/**
+ * Version 7: the history of verdicts (issue 23). Each row is one transition of a pump's health (subject
+ * 'pump') or of one of its channels (subject: the channel), with the value that caused it. The latest row
+ * of each subject is the state a restart resumes; rows older than 30 days are deleted, except each
+ * subject's latest. (Versions 5 and 6 are other branches'; the numbers are set when they meet.)
+ */
+const V7 = `
+CREATE TABLE IF NOT EXISTS ${S}.health_transitions (
+  id bigserial PRIMARY KEY,
+  pump text NOT NULL,
+  subject text NOT NULL,
+  from_state text NOT NULL,
+  to_state text NOT NULL,
+  value double precision,
+  at timestamptz NOT NULL,
+  recorded_by text
+);
+CREATE INDEX IF NOT EXISTS health_transitions_subject_idx ON ${S}.health_transitions (pump, subject, at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS health_transitions_at_idx ON ${S}.health_transitions (at);
+`;
+
 export interface Migration {
   version: number;
   name: string;
@@ -164,6 +185,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
   { version: 3, name: 'dead-letter handling, keyed deferred posts, replay audit', sql: V3 },
   { version: 4, name: 'checkpoints per reader (table, pump)', sql: V4 },
+  { version: 7, name: 'health transitions of pumps and channels', sql: V7 },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
