@@ -56,7 +56,8 @@ const sensorSchema = z.object({
 
 /**
  * A pump's verdict from its failure probability (percent): levels, on-delay, recovery margin, staleness.
- * Defaults: warning 50, alarm 80, on-delay 3 vectors, recovery 5 points, stale after 120 s.
+ * Defaults: warning 50, alarm 80, on-delay 3 vectors, off-delay 5 vectors, recovery 10 points, stale after
+ * 120 s.
  */
 const healthSchema = z
   .object({
@@ -74,8 +75,19 @@ const healthSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * A level is left once the probability stays below its clear point (the level minus `recovery`) for
+     * `vectors` answers in a row, or for `seconds` (off-delay).
+     */
+    offDelay: z
+      .object({
+        vectors: z.number().int().min(1).max(10_000).default(5),
+        seconds: z.number().positive().max(86_400).optional(),
+      })
+      .strict()
+      .prefault({}),
     /** Percentage points below a level before it clears (hysteresis). */
-    recovery: z.number().min(0).max(100).default(5),
+    recovery: z.number().min(0).max(100).default(10),
     /** Seconds without an answer after which the verdict is unknown. */
     staleAfter: z
       .number()

@@ -31,8 +31,9 @@ interface Streak {
  * - A level (warning, alarm) is taken once the probability stays at or above it for `onDelay.vectors`
  *   answers in a row, or for `onDelay.seconds` (on-delay); a higher level may be taken straight from a
  *   lower one, or from unknown.
- * - A level is left only when the probability falls below it by `recovery` points (hysteresis); it then
- *   goes at once to the level the answer stands at (an alarm at 72 % with recovery 5 becomes a warning).
+ * - A level is left only when the probability stays below it by `recovery` points (hysteresis) for
+ *   `offDelay` (answers in a row, or seconds: off-delay); it then goes to the level the answers stand at
+ *   (an alarm whose answers stay near 70 % with recovery 5 becomes a warning).
  * - Without an answer for `staleAfter` seconds the verdict is `unknown`. The next answers judge afresh:
  *   a normal one at once, a warning or alarm after its on-delay.
  */
@@ -43,6 +44,9 @@ export class PumpHealth {
   private lastValue: number | null = null;
   private warningStreak: Streak | undefined;
   private alarmStreak: Streak | undefined;
+  /** Answers below each level's clear point (the level minus `recovery`). */
+  private belowWarning: Streak | undefined;
+  private belowAlarm: Streak | undefined;
 
   /**
    * `restored`: the last transition stored before a restart; its state holds, and the staleness clock
@@ -80,6 +84,8 @@ export class PumpHealth {
     this.lastValue = probability;
     this.warningStreak = extend(this.warningStreak, probability >= this.h.warning, at);
     this.alarmStreak = extend(this.alarmStreak, probability >= this.h.alarm, at);
+    this.belowWarning = extend(this.belowWarning, probability < this.h.warning - this.h.recovery, at);
+    this.belowAlarm = extend(this.belowAlarm, probability < this.h.alarm - this.h.recovery, at);
     return this.judge(at, probability);
   }
 
@@ -88,6 +94,8 @@ export class PumpHealth {
     if (this.current !== 'unknown' && now - this.lastAnswerAt > this.h.staleAfter * 1000) {
       this.warningStreak = undefined;
       this.alarmStreak = undefined;
+      this.belowWarning = undefined;
+      this.belowAlarm = undefined;
       return this.move('unknown', null, now);
     }
     if (now - this.lastAnswerAt > this.h.staleAfter * 1000) return undefined;
@@ -96,7 +104,7 @@ export class PumpHealth {
   }
 
   private judge(at: number, value: number): Transition<HealthState> | undefined {
-    const held = this.heldLevel(value);
+    const held = this.heldLevel(at);
     const raised = this.raisedLevel(at);
     const target = RANK[raised] > RANK[held] ? raised : held;
     if (this.current === 'unknown') {
@@ -109,12 +117,14 @@ export class PumpHealth {
     return undefined;
   }
 
-  /** The level the current state keeps under hysteresis, or falls to: never above the current one. */
-  private heldLevel(value: number): Exclude<HealthState, 'unknown'> {
-    const { warning, alarm, recovery } = this.h;
+  /**
+   * The level the current state keeps, or falls to once the answers have stayed below a clear point for
+   * the off-delay: never above the current one.
+   */
+  private heldLevel(at: number): Exclude<HealthState, 'unknown'> {
     const cur = this.current === 'unknown' ? 'normal' : this.current;
-    if (cur === 'alarm' && value >= alarm - recovery) return 'alarm';
-    if (cur !== 'normal' && value >= warning - recovery) return 'warning';
+    if (cur === 'alarm' && !this.met(this.belowAlarm, at, this.h.offDelay)) return 'alarm';
+    if (cur !== 'normal' && !this.met(this.belowWarning, at, this.h.offDelay)) return 'warning';
     return 'normal';
   }
 
@@ -125,9 +135,9 @@ export class PumpHealth {
     return 'normal';
   }
 
-  private met(s: Streak | undefined, at: number): boolean {
+  private met(s: Streak | undefined, at: number, delay = this.h.onDelay): boolean {
     if (!s) return false;
-    const { vectors, seconds } = this.h.onDelay;
+    const { vectors, seconds } = delay;
     return s.count >= vectors || (seconds !== undefined && at - s.since >= seconds * 1000);
   }
 

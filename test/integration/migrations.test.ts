@@ -41,8 +41,8 @@ async function setup(prefix: string) {
   return { db, admin, backend, config };
 }
 
-/** The frozen DDL of engine schema version `n` (1, 2 or 3). */
-function frozenSchema(n: 1 | 2 | 3): string {
+/** The frozen DDL of engine schema version `n` (1 to 4). */
+function frozenSchema(n: 1 | 2 | 3 | 4): string {
   return readFileSync(new URL(`../fixtures/engine-schema-v${n}.sql`, import.meta.url), 'utf8');
 }
 
@@ -50,7 +50,7 @@ function frozenSchema(n: 1 | 2 | 3): string {
  * An installation of engine schema version `n` as it was: its frozen DDL (version 1 has no version table)
  * and the sensor tables.
  */
-async function installVersion(admin: pg.Pool, config: Config, n: 1 | 2 | 3) {
+async function installVersion(admin: pg.Pool, config: Config, n: 1 | 2 | 3 | 4) {
   const client = await admin.connect();
   try {
     await client.query(frozenSchema(n));
@@ -165,7 +165,7 @@ describe('engine schema migrations', () => {
     expect(readers[0]).toEqual({ legacy: 0, n: 35 });
   });
 
-  for (const n of [1, 2, 3] as const) {
+  for (const n of [1, 2, 3, 4] as const) {
     it(`migrates a version-${n} installation to the current version: the schema a fresh installation gets, and the engine delivers on it`, async () => {
       const { db, admin, config, backend } = await setup(`migrate_from_v${n}`);
       await installVersion(admin, config, n);

@@ -11,6 +11,8 @@ function health(over: Partial<HealthDefinition> = {}): HealthDefinition {
     warning: 50,
     alarm: 80,
     onDelay: { vectors: 3 },
+    // Most cases below leave a level on the first answer past its clear point; one tests the off-delay.
+    offDelay: { vectors: 1 },
     recovery: 5,
     staleAfter: 60,
     ...over,
@@ -97,6 +99,24 @@ describe('pump health: on-delay, hysteresis, clear, unknown', () => {
     expect(feed(h, clock, [82, 47, 46])).toEqual(['warning', 'warning', 'warning']);
     clock.advance(S);
     expect(h.answer(44.9, clock.now())).toMatchObject({ from: 'warning', to: 'normal' });
+  });
+
+  it('leaves a level only after the off-delay: N answers in a row below its clear point, or T seconds', () => {
+    const clock = new ManualClock(0);
+    const h = new PumpHealth(health({ offDelay: { vectors: 3, seconds: 20 } }), clock.now());
+    feed(h, clock, [90, 90, 90]);
+    expect(h.state).toBe('alarm');
+    // Dips below 75 broken by one answer inside the margin: still alarm.
+    expect(feed(h, clock, [60, 70, 78, 60, 65])).toEqual(['alarm', 'alarm', 'alarm', 'alarm', 'alarm']);
+    clock.advance(S);
+    expect(h.answer(62, clock.now())).toMatchObject({ from: 'alarm', to: 'warning', value: 62 });
+    // By time: one answer below 45, then 20 s without answers: the tick clears it.
+    clock.advance(S);
+    expect(h.answer(30, clock.now())).toBeUndefined();
+    clock.advance(19 * S);
+    expect(h.tick(clock.now())).toBeUndefined();
+    clock.advance(S);
+    expect(h.tick(clock.now())).toMatchObject({ from: 'warning', to: 'normal', value: 30 });
   });
 
   it('clears an alarm straight to normal on a low answer', () => {
@@ -258,13 +278,14 @@ describe('health in the pump definition', () => {
     sensors: [{ channel: 'canal_x', table: 'x', field: 'x', endpoint: '/x' }],
   };
 
-  it('has the issue defaults: 50 % and 80 %, 3 vectors, 5 points, silent after 5 cadences, no flat', () => {
+  it('has the issue defaults: 50 % and 80 %, on-delay 3 and off-delay 5 vectors, 10 points, silent after 5 cadences, no flat', () => {
     const p = parsePumpDefinition(base, 'x.json');
     expect(p.health).toEqual({
       warning: 50,
       alarm: 80,
       onDelay: { vectors: 3 },
-      recovery: 5,
+      offDelay: { vectors: 5 },
+      recovery: 10,
       staleAfter: 120,
     });
     expect(p.sensors[0]?.silentAfter).toEqual({ cadences: 5 });
