@@ -2,6 +2,7 @@
 import { destroyChart, renderChart } from './chart.js';
 import { empty, h, table } from './dom.js';
 import { ago, clock, duration, num, percent, riskClass, shortTiempo } from './format.js';
+import { channelMark, channelRowClass, createVerdict, renderHealthHistory, renderVerdict } from './health.js';
 import { t } from './i18n.js';
 
 const MAX_ERRORS = 8;
@@ -23,9 +24,12 @@ export function createCard(pump) {
       body,
     );
 
+  // The verdict leads the card (health.js).
+  slots.verdict = createVerdict();
   const root = h(
     'article',
     { class: 'card pump', 'data-pump': pump.id },
+    slots.verdict,
     h(
       'header',
       { class: 'pump-head' },
@@ -49,6 +53,7 @@ export function createCard(pump) {
       h('p', { class: 'hint block-sub', text: t('probabilityHint') }),
       slot('chart', 'div', 'chart'),
       slot('chartEmpty', 'p', 'chart-empty'),
+      slot('healthHistory', 'div', 'health-history'),
     ),
     section('backlog', null, slot('route', 'p', 'route-fault status-bad'), slot('backlog', 'div', 'tiles')),
     section('counters', null, slot('counters', 'div', 'counters')),
@@ -88,12 +93,15 @@ export function renderCard(card, pump, model) {
   slots.risk.className = `risk-value ${riskClass(latest)}`;
   slots.risk.textContent = typeof latest === 'number' ? percent(latest) : t('noPredictionYet');
 
+  renderVerdict(slots.verdict, s.health, model.now);
+  card.levels = s.health?.levels;
+  renderHealthHistory(slots.healthHistory, s.health, model.now);
   renderConnection(slots.connection, s, model);
   renderChart(card, preds);
   renderRouteFault(slots.route, s.route_fault);
   renderBacklog(slots.backlog, s);
   renderCounters(slots.counters, s);
-  renderChannels(slots.channels, pump.channels ?? []);
+  renderChannels(slots.channels, pump.channels ?? [], s.health, model.now);
   renderCompleteness(slots, pump, s);
   renderSent(slots.sent, preds, model.now);
   renderErrors(
@@ -214,19 +222,25 @@ function classBadge(c) {
   return h('span', { class: 'badge badge-muted', text: t('classNone') });
 }
 
-function renderChannels(el, channels) {
+function renderChannels(el, channels, health, now) {
   const rows = channels.map((c, i) => {
     const stale = typeof c.last_seen_ms_ago === 'number' && c.last_seen_ms_ago > 60_000;
     const value =
       typeof c.last_value === 'number' ? `${num(c.last_value, 2)}${c.unit ? ` ${c.unit}` : ''}` : '—';
     return h(
       'tr',
-      { class: c.last_class === -1 ? 'row-anomaly' : undefined },
+      {
+        class:
+          [c.last_class === -1 ? 'row-anomaly' : '', channelRowClass(health, c.channel)].join(' ').trim() ||
+          undefined,
+        'data-channel': c.channel,
+      },
       h('td', { class: 'num muted', text: i + 1 }),
       h(
         'td',
         { class: 'field' },
         h('code', { text: c.field }),
+        channelMark(health, c.channel, now),
         h('span', { class: 'desc', text: c.description, title: c.channel }),
       ),
       h('td', {

@@ -1,17 +1,15 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { builtinPumpsDir, loadPumpDefinitions, profileDir } from '../../src/config/pumps.js';
 import type { Monitor } from '../../src/engine/monitor.js';
 import { buildServer } from '../../src/http/server.js';
 import { createPool, quoteIdent } from '../../src/store/db.js';
 import { deleteOldTransitions, insertTransitions, latestTransitions } from '../../src/store/health.js';
 import { ENGINE_SCHEMA } from '../../src/store/migrations.js';
-import { runSimulator, silentSensorTable } from '../../src/tools/simulator.js';
+import { runSimulator } from '../../src/tools/simulator.js';
 import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
+import { wiringWithShortSilence } from '../helpers/health-wiring.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -28,25 +26,6 @@ const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
-
-/**
- * A copy of a built-in wiring's pump files whose `table` is silent after SILENT_AFTER_S seconds and every
- * other channel only after a minute, so that a loaded machine's pauses turn no other channel silent.
- */
-function wiringWithShortSilence(profile: 'default' | 'plant-2026-03', table: string): string {
-  const from = profile === 'default' ? builtinPumpsDir : profileDir(profile);
-  const dir = mkdtempSync(join(tmpdir(), 'pm-health-'));
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  for (const f of readdirSync(from).filter((x) => x.endsWith('.json'))) {
-    const d = JSON.parse(readFileSync(join(from, f), 'utf8'));
-    if (d.kind === 'logbook') continue;
-    for (const s of d.sensors) {
-      s.silentAfter = s.table === table ? { seconds: SILENT_AFTER_S } : { seconds: 60 };
-    }
-    writeFileSync(join(dir, f), JSON.stringify(d));
-  }
-  return dir;
-}
 
 async function start(h: Harness): Promise<{ monitor: Monitor; app: FastifyInstance }> {
   const monitor = await h.startMonitor();
@@ -96,11 +75,9 @@ async function triggersOf(admin: pg.Pool, table: string): Promise<{ name: string
 for (const profile of ['default', 'plant-2026-03'] as const) {
   describe(`health on the ${profile} wiring`, () => {
     it('a dropped trigger turns the channel silent in /status and the metric, across a restart, and it clears when the trigger is back', async () => {
-      const table = silentSensorTable(
-        loadPumpDefinitions(profile === 'default' ? builtinPumpsDir : profileDir(profile)),
-      );
       // The built-in wiring, with the short silence on the table the trigger is dropped from.
-      const dir = wiringWithShortSilence(profile, table);
+      const { dir, table } = wiringWithShortSilence(profile, SILENT_AFTER_S);
+      cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
       const h = await harness(`health_${profile.replace(/-/g, '_')}`, { PUMPS_DIR: dir, PUMPS: 'A,B' });
       cleanups.push(() => h.close());
       const readers = h.config.pumps.filter((p) => p.sensors.some((s) => s.table === table));
