@@ -392,8 +392,10 @@ for (const wiring of ['default', 'plant-2026-03'] as Wiring[]) {
       harnessed.backend.prediction = 65;
       await expect.poll(() => verdict('A').getAttribute('data-state'), { timeout: SLOW }).toBe('warning');
       expect(await verdict('A').locator('.verdict-state').textContent()).toBe('Advertencia');
-      harnessed.backend.prediction = 93;
+      // Pump B's answers go back down: its verdict leaves warning after its off-delay.
+      harnessed.backend.prediction = (path) => (path.startsWith('/sensores_b/') ? 22 : 93);
       await expect.poll(() => verdict('A').getAttribute('data-state'), { timeout: SLOW }).toBe('alarm');
+      await expect.poll(() => verdict('B').getAttribute('data-state'), { timeout: SLOW }).toBe('normal');
       expect(await verdict('A').locator('.verdict-state').textContent()).toBe('Alarma');
       expect(await verdict('A').locator('.verdict-since').textContent()).toMatch(
         /^desde \d{1,2}:\d{2}:\d{2}/,
