@@ -56,6 +56,8 @@ interface PumpWatch {
   recent: TransitionView[];
   /** Whether it was owned at the last tick: a pump taken over starts counting silence afresh. */
   watching: boolean;
+  /** The stored states being read back as it became served: it is not judged until they are in. */
+  reloading: boolean;
   lastAnswerAt: number | undefined;
 }
 
@@ -79,6 +81,7 @@ export class HealthUnit {
         channels: new Map(p.sensors.map((s) => [s.channel, new ChannelWatch(s, now)])),
         recent: [],
         watching: false,
+        reloading: false,
         lastAnswerAt: undefined,
       });
     }
@@ -94,10 +97,17 @@ export class HealthUnit {
   }
 
   /** Resumes each pump's and channel's last stored state, and its recent history. */
-  async restore(db: pg.Pool | pg.ClientBase): Promise<void> {
-    const ids = [...this.watches.keys()];
+  async restore(db: pg.Pool | pg.ClientBase, ids = [...this.watches.keys()]): Promise<void> {
+    // Transitions of this process still on their way to the table must be in what is read back.
+    await this.writer.flush();
     const now = this.o.clock.now();
-    for (const t of await latestTransitions(db, ids)) {
+    const latest = await latestTransitions(db, ids);
+    const recent = await recentTransitions(db, ids, RECENT);
+    for (const id of ids) {
+      const w = this.watches.get(id);
+      if (w) w.recent = [];
+    }
+    for (const t of latest) {
       const w = this.watches.get(t.pump);
       if (!w) continue;
       if (t.subject === PUMP_SUBJECT) {
@@ -114,9 +124,7 @@ export class HealthUnit {
         w.channels.set(channel, new ChannelWatch(sensor, now, { state: t.to as ChannelState, since: t.at }));
       }
     }
-    for (const t of await recentTransitions(db, ids, RECENT)) {
-      this.watches.get(t.pump)?.recent.push(view(t));
-    }
+    for (const t of recent) this.watches.get(t.pump)?.recent.push(view(t));
   }
 
   start(): void {
@@ -155,9 +163,25 @@ export class HealthUnit {
         w.watching = false;
         continue;
       }
+      if (w.reloading) continue;
       if (!w.watching) {
+        // Served from now on (at start, or taken over from another replica): the states stored until now,
+        // by whichever replica served it, are the ones to go on from; silence and staleness count afresh.
         w.watching = true;
+        w.reloading = true;
+        w.health.resume(now);
         for (const c of w.channels.values()) c.resume(now);
+        void this.restore(this.o.pool, [w.pump.id])
+          .catch((err) =>
+            this.o.logger.warn(
+              { err: describePgError(err), pump: w.pump.id },
+              'reloading health states failed',
+            ),
+          )
+          .finally(() => {
+            w.reloading = false;
+          });
+        continue;
       }
       this.record(w, PUMP_SUBJECT, w.health.tick(now));
       const borrowed = median([...w.channels.values()].map((c) => c.cadenceMs));
@@ -281,9 +305,13 @@ export class HealthUnit {
     w.recent.unshift(view(stored));
     if (w.recent.length > RECENT) w.recent.pop();
     const line = { pump: w.pump.id, subject, from: t.from, to: t.to, value: t.value };
+    const who =
+      subject === PUMP_SUBJECT
+        ? `pump ${w.pump.id}`
+        : `pump ${w.pump.id} channel ${subject.slice(CHANNEL_PREFIX.length)}`;
     const bad = t.to === 'alarm' || t.to === 'silent' || t.to === 'unknown';
-    if (bad) this.o.logger.warn(line, `${subject === PUMP_SUBJECT ? 'pump' : subject} is now ${t.to}`);
-    else this.o.logger.info(line, `${subject === PUMP_SUBJECT ? 'pump' : subject} is now ${t.to}`);
+    if (bad) this.o.logger.warn(line, `${who} is now ${t.to}`);
+    else this.o.logger.info(line, `${who} is now ${t.to}`);
   }
 }
 

@@ -77,6 +77,14 @@ export class PumpHealth {
     return this.lastValue;
   }
 
+  /**
+   * Starts the staleness clock afresh at `now`, keeping the state: the pump was not served here for a
+   * while (a standby replica that just took it over), so the missing answers say nothing about it.
+   */
+  resume(now: number): void {
+    this.lastAnswerAt = Math.max(this.lastAnswerAt, now);
+  }
+
   /** One answer of the backend: the failure probability in percent, at `at`. */
   answer(probability: number, at: number): Transition<HealthState> | undefined {
     if (!Number.isFinite(probability)) return undefined;

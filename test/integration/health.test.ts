@@ -231,6 +231,28 @@ describe('pump verdict, stored and resumed', () => {
     });
   }, 120_000);
 
+  it('a standby that takes a pump over goes on from the verdict its owner stored, not from the one it started with', async () => {
+    const h = await harness('health_takeover');
+    cleanups.push(() => h.close());
+    const env = { LEASE_INTERVAL_MS: '300' };
+    const first = await h.startMonitor(env);
+    await waitFor('the first replica owns both pumps', () => first.status().owned_pumps.length === 2, WAIT);
+    const second = await h.startMonitor(env);
+    const health = (m: Monitor) =>
+      (m.status().pumps.A as { health: { state: string; since: string; judged: boolean } }).health;
+    expect(health(second).judged).toBe(false);
+    expect(health(second).state).toBe('unknown');
+    h.backend.prediction = 91;
+    for (const s of ['01', '02', '03']) await insertTimestamp(h.admin, h.pumps.A, `2026-02-01T00:00:${s}`);
+    await waitFor('alarm on the first replica', () => health(first).state === 'alarm', WAIT);
+    const since = health(first).since;
+    await first.stop(2_000);
+    await waitFor('the second replica serves pump A', () => second.status().owned_pumps.includes('A'), WAIT);
+    await waitFor('the alarm and its time taken over', () => health(second).state === 'alarm', WAIT);
+    expect(health(second).since).toBe(since);
+    expect(health(second).judged).toBe(true);
+  }, 120_000);
+
   it("retention deletes transitions older than its age, keeping each subject's latest however old", async () => {
     const h = await harness('health_retention');
     cleanups.push(() => h.close());
