@@ -13,7 +13,13 @@ import {
 import { BatchWriter } from '../util/batch.js';
 import type { Clock } from '../util/clock.js';
 import { type ChannelState, ChannelWatch } from './channel-watch.js';
-import { HEALTH_STATES, type HealthState, PumpHealth, type Transition } from './pump-health.js';
+import {
+  HEALTH_STATES,
+  type HealthState,
+  isProbability,
+  PumpHealth,
+  type Transition,
+} from './pump-health.js';
 
 /** Transitions are kept this long (each subject's latest for ever: it is the state a restart resumes). */
 export const HEALTH_RETENTION_MS = 30 * 86_400_000;
@@ -56,6 +62,9 @@ interface PumpWatch {
   recent: TransitionView[];
   /** Whether it was owned at the last tick: a pump taken over starts counting silence afresh. */
   watching: boolean;
+  /** Answers whose probability was outside 0..100, ignored; and when the last one was logged. */
+  outOfRange: number;
+  outOfRangeLoggedAt: number | undefined;
   /** The stored states being read back as it became served: it is not judged until they are in. */
   reloading: boolean;
   lastAnswerAt: number | undefined;
@@ -82,6 +91,8 @@ export class HealthUnit {
         recent: [],
         watching: false,
         reloading: false,
+        outOfRange: 0,
+        outOfRangeLoggedAt: undefined,
         lastAnswerAt: undefined,
       });
     }
@@ -143,6 +154,18 @@ export class HealthUnit {
     const w = this.watches.get(pump);
     if (!w) return;
     const at = this.o.clock.now();
+    if (!isProbability(probability)) {
+      // Counted, and logged at most once a minute per pump: a backend answering nonsense every vector.
+      w.outOfRange += 1;
+      if (w.outOfRangeLoggedAt === undefined || at - w.outOfRangeLoggedAt >= 60_000) {
+        w.outOfRangeLoggedAt = at;
+        this.o.logger.warn(
+          { pump, prediccion: probability, ignored: w.outOfRange },
+          'the backend answered a failure probability outside 0..100; the verdict ignores it',
+        );
+      }
+      return;
+    }
     w.lastAnswerAt = at;
     this.record(w, PUMP_SUBJECT, w.health.answer(probability, at));
   }
@@ -238,6 +261,7 @@ export class HealthUnit {
       value: w.health.value,
       judged: this.o.owns(pump),
       last_answer_at: w.lastAnswerAt === undefined ? null : iso(w.lastAnswerAt),
+      answers_out_of_range: w.outOfRange,
       levels: { warning, alarm, recovery },
       stale_after_s: staleAfter,
       silent,

@@ -87,7 +87,8 @@ export class PumpHealth {
 
   /** One answer of the backend: the failure probability in percent, at `at`. */
   answer(probability: number, at: number): Transition<HealthState> | undefined {
-    if (!Number.isFinite(probability)) return undefined;
+    // A probability outside 0..100 is not one: it changes nothing (the unit counts and logs it).
+    if (!isProbability(probability)) return undefined;
     this.lastAnswerAt = at;
     this.lastValue = probability;
     this.warningStreak = extend(this.warningStreak, probability >= this.h.warning, at);
@@ -160,4 +161,9 @@ export class PumpHealth {
 function extend(s: Streak | undefined, above: boolean, at: number): Streak | undefined {
   if (!above) return undefined;
   return s ? { since: s.since, count: s.count + 1 } : { since: at, count: 1 };
+}
+
+/** A failure probability the backend may answer: a finite percentage, 0..100. */
+export function isProbability(p: number): boolean {
+  return Number.isFinite(p) && p >= 0 && p <= 100;
 }

@@ -159,10 +159,22 @@ describe('pump health: on-delay, hysteresis, clear, unknown', () => {
     expect(h.tick(clock.now())).toMatchObject({ from: 'alarm', to: 'unknown' });
   });
 
-  it('a restored alarm stays an alarm on answers inside its margin (no new on-delay), and ignores NaN', () => {
+  it('a restored alarm stays an alarm on answers inside its margin (no new on-delay); answers outside 0..100 are ignored', () => {
     const clock = new ManualClock(0);
     const h = new PumpHealth(health(), clock.now(), { state: 'alarm', since: 0, value: 88 });
     expect(feed(h, clock, [77, Number.NaN, 78])).toEqual(['alarm', 'alarm', 'alarm']);
+    // Not probabilities: no change, and they break no streak.
+    const n = new PumpHealth(health(), 0);
+    feed(n, clock, [10]);
+    expect(feed(n, clock, [60, -5, 1e9, Number.POSITIVE_INFINITY, 60, 60])).toEqual([
+      'normal',
+      'normal',
+      'normal',
+      'normal',
+      'normal',
+      'warning',
+    ]);
+    expect(n.value).toBe(60);
   });
 });
 
