@@ -6,13 +6,15 @@
 # With podman, build with --format docker: the OCI format has no HEALTHCHECK, so podman drops it.
 # See docs/deployment.md.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node.js 24, the active LTS line (supported into 2028). CI builds on a stand-in with the same major
+# (scripts/image-base.sh) and checks that the image runs it.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript to dist/ -------------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 # Dependencies first, so this layer is reused while only the sources change. All of them, optional ones
-# included: src/tools/embedded-postgres.ts takes its types from the optional embedded-postgres package, so
+# included: src/tools/postgres/embedded.ts takes its types from the optional embedded-postgres package, so
 # tsc cannot compile without it. None of this stage's node_modules reaches the runtime image, which
 # installs its own, production only. The install scripts are skipped: `prepare` would compile before the
 # sources are here, and nothing here runs the PostgreSQL binaries.

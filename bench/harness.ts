@@ -9,7 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { DatabaseConfig, PumpConfig } from '../src/config/env.js';
 import { quoteIdent, withClient } from '../src/store/db.js';
 import { ENGINE_SCHEMA, migrate } from '../src/store/schema.js';
-import type { EmbeddedPostgres } from '../src/tools/embedded-postgres.js';
+import type { EmbeddedPostgres } from '../src/tools/postgres/embedded.js';
 import type { BenchServer, Completion } from './bench-server.js';
 import { Child } from './children.js';
 import { costOf, type EngineCost, engineMark } from './cost.js';

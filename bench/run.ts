@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../src/config/env.js';
 import { withClient } from '../src/store/db.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from '../src/tools/embedded-postgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../src/tools/postgres/embedded.js';
 import { BenchServer } from './bench-server.js';
 import { buildForChildren } from './build.js';
 import { type Env, indent, log, waitQuiet } from './harness.js';

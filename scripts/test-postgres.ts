@@ -10,7 +10,7 @@
  */
 import { rename, writeFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { startEmbeddedPostgres } from '../src/tools/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../src/tools/postgres/embedded.js';
 
 const PARENT_POLL_MS = 1_000;
 

@@ -1,7 +1,7 @@
 // Live status page of pump-monitor. Reads only what GET /api/view and GET /events return.
 import { h } from './dom.js';
 import { clock } from './format.js';
-import { chooseLanguage, language, t } from './i18n.js';
+import { chooseLanguage, classText, language, t } from './i18n.js';
 import { connect, received, renderLink } from './live.js';
 import { createCard, destroyCard, renderCard, renderErrors } from './pump-card.js';
 import { exposed } from './state.js';
@@ -80,11 +80,49 @@ function renderLogbooks(logbooks) {
       h('p', { class: 'logbook-counts', text: t('logbookCounts', l.received, l.sent, l.failed, l.queued) }),
       h('p', {
         class: 'logbook-last',
-        text: last ? t('logbookLast', last.clasificacion, last.tabla, last.id) : t('logbookNone'),
+        text: last ? t('logbookLast', classText(last.clasificacion), last.tabla, last.id) : t('logbookNone'),
       }),
+      renderLogbookEntries(Array.isArray(l.recent) ? l.recent : []),
     ]);
   });
   document.getElementById('logbook-list').replaceChildren(...rows);
+}
+
+const ENTRY_STATES = {
+  received: ['entryReceived', 'badge-muted'],
+  retrying: ['entryRetrying', 'badge-warn'],
+  sent: ['entrySent', 'badge-ok'],
+  failed: ['entryFailed', 'badge-bad'],
+};
+
+/** A logbook's latest entries, newest first: table, time, first words, classification, delivery state. */
+function renderLogbookEntries(entries) {
+  if (entries.length === 0) return h('p', { class: 'empty', text: t('logbookNoEntries') });
+  return h('div', null, [
+    h('h4', { class: 'logbook-recent-title', text: t('logbookRecent') }),
+    h(
+      'ul',
+      { class: 'logbook-entries' },
+      entries.map((e) => {
+        const [stateKey, stateCls] = ENTRY_STATES[e.state] ?? ['entryReceived', 'badge-muted'];
+        return h(
+          'li',
+          { 'aria-label': t('entryLabel', e.id, e.table) },
+          h(
+            'div',
+            { class: 'entry-head' },
+            h('code', { class: 'entry-table', text: e.table }),
+            h('time', { class: 'mono muted', datetime: new Date(e.at).toISOString(), text: clock(e.at) }),
+            e.clasificacion
+              ? h('span', { class: 'badge badge-class', text: classText(e.clasificacion) })
+              : null,
+            h('span', { class: `badge ${stateCls}`, text: t(stateKey) }),
+          ),
+          h('p', { class: `entry-words${e.words ? '' : ' muted'}`, text: e.words ?? t('entryNoText') }),
+        );
+      }),
+    ),
+  ]);
 }
 
 function accept(model, source) {

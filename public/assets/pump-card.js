@@ -3,7 +3,7 @@ import { destroyChart, renderChart } from './chart.js';
 import { empty, h, table } from './dom.js';
 import { ago, clock, duration, num, percent, riskClass, shortTiempo } from './format.js';
 import { channelMark, channelRowClass, createVerdict, renderHealthHistory, renderVerdict } from './health.js';
-import { t } from './i18n.js';
+import { errorText, sensorText, t } from './i18n.js';
 
 const MAX_ERRORS = 8;
 const MAX_SENT = 8;
@@ -56,13 +56,14 @@ export function createCard(pump) {
       slot('healthHistory', 'div', 'health-history'),
     ),
     section('backlog', null, slot('route', 'p', 'route-fault status-bad'), slot('backlog', 'div', 'tiles')),
-    section('counters', null, slot('counters', 'div', 'counters')),
+    section('counters', null, slot('counters', 'div', 'counters'), slot('dropWhy', 'p', 'drop-why')),
     section('channels', h('span', { class: 'hint', text: t('channelsHint') }), slot('channels')),
+    section('postedOnly', h('span', { class: 'hint', text: t('postedOnlyHint') }), slot('postedOnly')),
     section(
       'completeness',
       slot('completenessHint', 'span', 'hint'),
       slot('completeness'),
-      h('h4', { text: t('sentVectors') }),
+      h('h4', { text: t('recentVectors') }),
       slot('sent'),
     ),
     section('errors', null, slot('errors')),
@@ -101,9 +102,19 @@ export function renderCard(card, pump, model) {
   renderRouteFault(slots.route, s.route_fault);
   renderBacklog(slots.backlog, s);
   renderCounters(slots.counters, s);
-  renderChannels(slots.channels, pump.channels ?? [], s.health, model.now);
+  const channels = pump.channels ?? [];
+  const fields = vectorFields(pump);
+  renderChannels(
+    slots.channels,
+    channels.filter((c) => c.in_vector !== false),
+    fields,
+    s.health,
+    model.now,
+  );
+  renderPostedOnly(slots, channels, s.health, model.now);
   renderCompleteness(slots, pump, s);
-  renderSent(slots.sent, preds, model.now);
+  renderRecentVectors(slots.sent, preds, pump.dropped ?? [], model.now);
+  renderDropWhy(slots.dropWhy, pump.dropped ?? [], s);
   renderErrors(
     slots.errors,
     (model.errors ?? []).filter((e) => e.pump === pump.id),
@@ -222,8 +233,26 @@ function classBadge(c) {
   return h('span', { class: 'badge badge-muted', text: t('classNone') });
 }
 
-function renderChannels(el, channels, health, now) {
+/** The vector's fields, in the order of a group's `present` (older services: the channels' fields). */
+function vectorFields(pump) {
+  if (Array.isArray(pump.fields)) return pump.fields;
+  return [...new Set((pump.channels ?? []).filter((c) => c.in_vector !== false).map((c) => c.field))];
+}
+
+/** A mark on a sensor whose table another pump reads too. */
+function sharedMark(c) {
+  if (!Array.isArray(c.shared_with) || c.shared_with.length === 0) return null;
+  const who = c.shared_with.join(', ');
+  return h('span', {
+    class: 'badge badge-shared',
+    title: t('sharedWithTitle', who),
+    text: t('sharedWith', who),
+  });
+}
+
+function renderChannels(el, channels, fields, health, now) {
   const rows = channels.map((c, i) => {
+    const column = fields ? fields.indexOf(c.field) + 1 : i + 1;
     const stale = typeof c.last_seen_ms_ago === 'number' && c.last_seen_ms_ago > 60_000;
     const value =
       typeof c.last_value === 'number' ? `${num(c.last_value, 2)}${c.unit ? ` ${c.unit}` : ''}` : '—';
@@ -235,23 +264,29 @@ function renderChannels(el, channels, health, now) {
           undefined,
         'data-channel': c.channel,
       },
-      h('td', { class: 'num muted', text: i + 1 }),
+      h('td', { class: 'num muted col-index', text: column > 0 ? column : '·' }),
       h(
         'td',
         { class: 'field' },
         h('code', { text: c.field }),
+        sharedMark(c),
         channelMark(health, c.channel, now),
-        h('span', { class: 'desc', text: c.description, title: c.channel }),
+        h('span', {
+          class: 'desc',
+          text: sensorText(c.description),
+          title: `${c.channel} · ${c.description}`,
+        }),
       ),
       h('td', {
         class: `nowrap ${c.last_seen_ms_ago === null ? 'muted' : stale ? 'status-warn' : ''}`,
+        'data-label': t('colSeen'),
         text: c.last_seen_ms_ago === null ? t('never') : ago(c.last_seen_ms_ago),
       }),
-      h('td', { class: 'num', text: num(c.rate_per_min) }),
-      h('td', { class: 'num nowrap', text: value }),
+      h('td', { class: 'num', 'data-label': t('colRate'), text: num(c.rate_per_min) }),
+      h('td', { class: 'num nowrap', 'data-label': t('colValue'), text: value }),
       h(
         'td',
-        { class: 'nowrap' },
+        { class: 'class-cell', 'data-label': t('colClass') },
         classBadge(c.last_class),
         typeof c.anomalies === 'number'
           ? h('span', {
@@ -280,9 +315,10 @@ function renderChannels(el, channels, health, now) {
 }
 
 function renderCompleteness(slots, pump, s) {
-  const channels = pump.channels ?? [];
-  const total = channels.length;
-  slots.completenessHint.textContent = t('completenessHint', num(s.min_fields), num(total));
+  // The vector's fields only: a posted-only sensor never joins a vector, so it is no column here.
+  const fields = vectorFields(pump);
+  const total = fields.length;
+  slots.completenessHint.textContent = t('completenessFields', num(s.min_fields), num(total));
   const groups = Array.isArray(pump.groups) ? pump.groups : [];
   if (groups.length === 0) {
     slots.completeness.replaceChildren(empty(t('noOpenGroups')));
@@ -290,8 +326,9 @@ function renderCompleteness(slots, pump, s) {
   }
   const headers = [
     { text: t('colTiempo') },
-    ...channels.map((c, i) => ({ text: String(i + 1), class: 'cell-head', title: c.field })),
+    ...fields.map((f, i) => ({ text: String(i + 1), class: 'cell-head', title: f })),
     { text: t('colCount'), class: 'num' },
+    { text: t('missing'), class: 'grid-missing' },
   ];
   const rows = groups.map((g) => {
     const present = Array.isArray(g.present) ? g.present : [];
@@ -301,18 +338,20 @@ function renderCompleteness(slots, pump, s) {
       'tr',
       null,
       h('td', { class: 'nowrap mono', title: g.tiempo, text: shortTiempo(g.tiempo) }),
-      channels.map((c, i) =>
+      fields.map((f, i) =>
         h(
           'td',
           { class: 'cell-td' },
           h('span', {
             class: `cell ${present[i] ? 'cell-present' : 'cell-missing'}`,
-            title: `${c.field}: ${t(present[i] ? 'present' : 'missing')}`,
-            'aria-label': `${c.field}: ${t(present[i] ? 'present' : 'missing')}`,
+            title: `${f}: ${t(present[i] ? 'present' : 'missing')}`,
+            'aria-label': `${f}: ${t(present[i] ? 'present' : 'missing')}`,
           }),
         ),
       ),
       h('td', { class: `num nowrap ${countCls}`, text: `${n}/${total}` }),
+      // On a phone the cells give way to the names of the missing fields.
+      h('td', { class: 'grid-missing', text: fields.filter((_f, i) => !present[i]).join(', ') || '—' }),
     );
   });
   slots.completeness.replaceChildren(
@@ -326,8 +365,21 @@ function renderCompleteness(slots, pump, s) {
   );
 }
 
-function renderSent(el, preds, now) {
-  const recent = preds.slice(-MAX_SENT).reverse();
+/** Why a group was dropped: the fields it lacked, or its reason when it lacked none. */
+function dropText(d) {
+  const missing = Array.isArray(d.missing) ? d.missing : [];
+  if (missing.length > 0) return t('droppedMissing', missing.join(', '));
+  return t(d.reason === 'evicted' ? 'droppedEvicted' : 'droppedExpired');
+}
+
+/** The latest vectors: sent ones with their probability, dropped ones with the field they lacked. */
+function renderRecentVectors(el, preds, dropped, now) {
+  const recent = [
+    ...preds.slice(-MAX_SENT).map((p) => ({ sent: true, tiempo: p.tiempo_sensor, at: p.at, p })),
+    ...dropped.slice(-MAX_SENT).map((d) => ({ sent: false, tiempo: d.tiempo_sensor, at: d.at, d })),
+  ]
+    .sort((a, b) => b.at - a.at)
+    .slice(0, MAX_SENT);
   if (recent.length === 0) {
     el.replaceChildren(empty(t('noSentVectors')));
     return;
@@ -335,18 +387,54 @@ function renderSent(el, preds, now) {
   el.replaceChildren(
     table(
       'sent',
-      [{ text: t('colTiempo') }, { text: t('colPrediction'), class: 'num' }, { text: t('colAnswered') }],
-      recent.map((p) =>
+      [{ text: t('colTiempo') }, { text: t('colOutcome') }, { text: t('colAnswered') }],
+      recent.map((v) =>
         h(
           'tr',
-          null,
-          h('td', { class: 'mono nowrap', title: p.tiempo_sensor, text: shortTiempo(p.tiempo_sensor) }),
-          h('td', { class: `num ${riskClass(p.prediccion)}`, text: percent(p.prediccion) }),
-          h('td', { class: 'nowrap muted', text: ago(now - p.at) }),
+          { class: v.sent ? undefined : 'row-dropped' },
+          h('td', { class: 'mono nowrap', title: v.tiempo, text: shortTiempo(v.tiempo) }),
+          v.sent
+            ? h('td', { class: riskClass(v.p.prediccion) }, `${t('vectorSent')} · ${percent(v.p.prediccion)}`)
+            : h(
+                'td',
+                { class: 'drop-cell' },
+                h('span', { class: 'status-bad', text: t('vectorDropped') }),
+                ` · ${dropText(v.d)}`,
+              ),
+          h('td', { class: 'nowrap muted', text: ago(now - v.at) }),
         ),
       ),
     ),
   );
+}
+
+/** Under the counters: what the recently dropped groups lacked, most frequent first. */
+function renderDropWhy(el, dropped, s) {
+  const counts = new Map();
+  for (const d of dropped) for (const f of d.missing ?? []) counts.set(f, (counts.get(f) ?? 0) + 1);
+  el.hidden = !(s.vectors_dropped > 0 && dropped.length > 0);
+  if (el.hidden) {
+    el.replaceChildren();
+    return;
+  }
+  const list = [...counts.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([f, n]) => `${f} ×${n}`)
+    .join(', ');
+  el.title = t('droppedTitle');
+  el.replaceChildren(t('droppedWhy', list || dropText(dropped[dropped.length - 1])));
+}
+
+/** The sensors outside the vector, listed apart: their readings are posted one by one. */
+function renderPostedOnly(slots, channels, health, now) {
+  const posted = channels.filter((c) => c.in_vector === false);
+  const block = slots.postedOnly.closest('section');
+  if (block) block.hidden = posted.length === 0;
+  if (posted.length === 0) {
+    slots.postedOnly.replaceChildren();
+    return;
+  }
+  renderChannels(slots.postedOnly, posted, [], health, now);
 }
 
 export function renderErrors(el, errors, withPump) {
@@ -365,7 +453,7 @@ export function renderErrors(el, errors, withPump) {
           null,
           h('time', { class: 'mono', datetime: new Date(e.at).toISOString(), text: clock(e.at) }),
           withPump ? h('span', { class: 'badge badge-muted', text: e.pump ?? t('systemPump') }) : null,
-          h('span', { class: 'error-text', text: e.message }),
+          h('span', { class: 'error-text', title: e.message, text: errorText(e) }),
         ),
       ),
     ),

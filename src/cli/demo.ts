@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, type Env } from '../config/env.js';
-import { isProcessRunning } from '../tools/embedded-postgres.js';
+import { isProcessRunning, processStartTime } from '../tools/postgres/processes.js';
 
 /**
  * What `npm start` records, with nothing configured, for the operator commands run beside it: where its
@@ -24,6 +24,22 @@ export interface DemoState {
   statusUrl: string;
   /** The cluster's directory in use, which may be a temporary one (see EmbeddedPostgres.relocation). */
   dataDir: string;
+  /** The definitions the demo runs; absent in a file written before it was recorded. */
+  wiring?: DemoWiring;
+}
+
+/** Which definitions `npm start` runs: a built-in profile, a folder, or (neither) the default pumps/. */
+export interface DemoWiring {
+  /** In words: "profile plant-2026-03", "folder /srv/pumps" or "default (pumps/a.json, pumps/b.json)". */
+  name: string;
+  /** PUMPS_PROFILE. */
+  profile?: string;
+  /** PUMPS_DIR, absolute. */
+  folder?: string;
+  /** PUMPS as given, when set. */
+  selection?: string;
+  pumps: string[];
+  logbooks: string[];
 }
 
 export interface DemoFiles {
@@ -47,16 +63,7 @@ export function demoFiles(env: Env = process.env): DemoFiles {
   };
 }
 
-/** The kernel's start time of a process (field 22 of /proc/<pid>/stat), where /proc exists. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may itself hold spaces.
-    return text.slice(text.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
+export { processStartTime };
 
 function isDemoAlive(state: DemoState): boolean {
   if (!Number.isInteger(state.pid) || state.pid <= 0 || !isProcessRunning(state.pid)) return false;
@@ -74,12 +81,25 @@ export async function writeDemoState(files: DemoFiles, state: DemoState): Promis
   await writeFile(files.stateFile, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644 });
 }
 
-/** Removes the state file and the generated API key, unless a later start has written its own since. */
-export async function removeDemoState(files: DemoFiles, pid = process.pid): Promise<void> {
+/**
+ * Removes the state file and the generated API key, unless a later start has written its own since.
+ * Returns the files it removed.
+ */
+export async function removeDemoState(files: DemoFiles, pid = process.pid): Promise<string[]> {
   const current = readState(files.stateFile);
-  if (current.state && current.state.pid !== pid) return;
+  if (current.state && current.state.pid !== pid) return [];
+  const removed = [files.stateFile, files.apiKeyFile].filter((file) => existsSync(file));
   await rm(files.stateFile, { force: true });
   await rm(files.apiKeyFile, { force: true });
+  return removed;
+}
+
+/** The same, synchronously, for an 'exit' handler. */
+export function removeDemoStateNow(files: DemoFiles, pid = process.pid): void {
+  const current = readState(files.stateFile);
+  if (current.state && current.state.pid !== pid) return;
+  rmSync(files.stateFile, { force: true });
+  rmSync(files.apiKeyFile, { force: true });
 }
 
 function readState(file: string, shown = file): { state?: DemoState; problem?: string } {
@@ -157,7 +177,20 @@ export function resolveDemoTarget(env: Env = process.env): OperatorTarget {
       BASE_URL: state.backendUrl,
       BASE_URL_B: state.backendUrl,
       API_KEY: apiKey,
+      ...wiringEnv(env, state.wiring),
     },
+  };
+}
+
+/** The demo's definitions, unless the environment chooses its own (PUMPS_PROFILE, PUMPS_DIR or PUMPS). */
+function wiringEnv(env: Env, wiring: DemoWiring | undefined): Env {
+  if (!wiring) return {};
+  const chosen = ['PUMPS_PROFILE', 'PUMPS_DIR', 'PUMPS'].some((name) => (env[name] ?? '').trim() !== '');
+  if (chosen) return {};
+  return {
+    ...(wiring.profile ? { PUMPS_PROFILE: wiring.profile } : {}),
+    ...(wiring.folder ? { PUMPS_DIR: wiring.folder } : {}),
+    ...(wiring.selection ? { PUMPS: wiring.selection } : {}),
   };
 }
 

@@ -13,7 +13,20 @@ export async function listen(): Promise<void> {
   );
   try {
     const running = await runListeners({ ...config, database }, logger);
-    handleSignals(logger, running.stop, running.monitor);
+    handleSignals(
+      logger,
+      async () => {
+        await running.stop();
+        return {
+          stopped: [
+            `the listeners of ${config.pumps.map((p) => p.id).join(', ')}`,
+            `the status server at ${running.url}`,
+          ],
+          removed: [],
+        };
+      },
+      running.monitor,
+    );
   } catch (err) {
     logger.fatal((err as Error).message);
     flushAndExit(logger, 1);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError } from '../config/env.js';
@@ -12,7 +13,14 @@ const program = new Command('pump-monitor')
   .description(
     'Listens to pump sensor notifications in PostgreSQL and delivers them to the prediction backend.',
   )
+  .version(packageVersion(), '-V, --version', 'print the version of pump-monitor and exit')
   .showHelpAfterError();
+
+/** package.json's version: from dist/cli/ and from src/cli/ alike, it is two folders up. */
+function packageVersion(): string {
+  const file = new URL('../../package.json', import.meta.url);
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+}
 
 function number(min: number, max = Number.POSITIVE_INFINITY) {
   return (raw: string) => {

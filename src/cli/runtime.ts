@@ -31,10 +31,21 @@ export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
 }
 
 /**
- * Logs the definitions linter's warnings, one line each: what the folder describes is allowed but worth an
- * operator's look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md.
+ * Logs the definitions linter's warnings: what the folder describes is allowed but worth an operator's
+ * look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md. A folder of the
+ * operator's own (PUMPS_DIR) gets one warning each. A built-in profile's are facts of the plant's wiring,
+ * reviewed in docs/pumps.md and nothing an operator can act on: one info line says them all.
  */
 export function logDefinitionWarnings(logger: Logger, config: Pick<Config, 'warnings' | 'profile'>): void {
+  if (config.profile !== undefined) {
+    if (config.warnings.length > 0) {
+      logger.info(
+        { profile: config.profile, facts: config.warnings },
+        `profile ${config.profile}: ${config.warnings.length} known facts of the plant's wiring (endpoints fed by two tables, channels posted only; see docs/pumps.md)`,
+      );
+    }
+    return;
+  }
   for (const warning of config.warnings) logger.warn({ profile: config.profile }, warning);
 }
 
@@ -77,29 +88,54 @@ export async function runListeners(
   return { monitor, server, url, stop };
 }
 
+/** What a stop stopped and removed, for the last log line. */
+export interface StopSummary {
+  stopped: string[];
+  removed: string[];
+}
+
+/** A repeat of the first signal within this long is the same request (a terminal and npm both pass Ctrl-C on). */
+const SAME_REQUEST_MS = 1_000;
+const PARENT_POLL_MS = 500;
+
 /**
- * SIGTERM and SIGINT stop gracefully and exit 0; a second signal exits at once. A fatal engine error
- * (reconnection limits exhausted) exits 1 so the orchestrator restarts the process.
+ * SIGTERM, SIGINT and SIGHUP stop gracefully and exit 0; a second signal, a second or more after the first,
+ * exits at once. Run by npm (`npm start`), the process also stops when npm is gone: npm passes SIGTERM and
+ * SIGINT on but dies of SIGHUP itself, which would leave this process serving with nobody to stop it.
+ * A fatal engine error (reconnection limits exhausted) exits 1 so the orchestrator restarts the process.
+ * The last line logged says what was stopped and removed.
  */
-export function handleSignals(logger: Logger, stop: () => Promise<void>, monitor?: Monitor): void {
+export function handleSignals(
+  logger: Logger,
+  stop: () => Promise<StopSummary | undefined>,
+  monitor?: Monitor,
+): void {
   let stopping = false;
-  const onSignal = (signal: NodeJS.Signals) => {
+  let firstAt = 0;
+  // A terminal that hangs up must not take the process down mid-stop with a write error.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+  const onSignal = (signal: NodeJS.Signals, reason?: string) => {
     if (stopping) {
+      if (Date.now() - firstAt < SAME_REQUEST_MS) return;
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(130);
     }
     stopping = true;
-    logger.info({ signal }, 'stopping');
+    firstAt = Date.now();
+    logger.info({ signal, ...(reason ? { reason } : {}) }, 'stopping');
     stop().then(
-      () => flushAndExit(logger, 0),
+      (summary) => {
+        logger.info({ signal, ...summary }, describeStop(summary));
+        flushAndExit(logger, 0);
+      },
       (err) => {
         logger.error({ err }, 'stop failed');
         flushAndExit(logger, 1);
       },
     );
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => onSignal(signal));
+  watchParent((parent) => onSignal('SIGHUP', `npm (pid ${parent}), which started this process, has exited`));
   monitor?.on('fatal', (err) => {
     logger.fatal(err.message);
     stopping = true;
@@ -109,6 +145,25 @@ export function handleSignals(logger: Logger, stop: () => Promise<void>, monitor
       flushAndExit(logger, 1);
     });
   });
+}
+
+/** "stopped A, B; removed X" — or "stopped" alone when the caller did not say. */
+export function describeStop(summary: StopSummary | undefined): string {
+  if (!summary) return 'stopped';
+  const removed = summary.removed.length > 0 ? summary.removed.join(', ') : 'nothing';
+  return `stopped ${summary.stopped.join(', ')}; removed ${removed}`;
+}
+
+/** Calls `gone` once if this process was started by npm and npm exits first (this process is re-parented). */
+function watchParent(gone: (parent: number) => void): void {
+  if (!process.env.npm_lifecycle_event) return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    gone(parent);
+  }, PARENT_POLL_MS);
+  timer.unref();
 }
 
 export function flushAndExit(logger: Logger, code: number): void {

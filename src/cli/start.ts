@@ -1,28 +1,39 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { loadConfig, port } from '../config/env.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { freePort } from '../tools/free-port.js';
-import { startKeptPostgres } from '../tools/postgres-keeper.js';
+import { startKeptPostgres } from '../tools/postgres/keeper.js';
 import { runSimulator, type Scenario } from '../tools/simulator.js';
 import {
+  type DemoWiring,
   demoFiles,
   processStartTime,
   removeDemoState,
+  removeDemoStateNow,
   shellPath,
   writeDemoState,
   writeSecretFile,
 } from './demo.js';
 import { listen } from './listen.js';
-import { flushAndExit, handleSignals, logDefinitionWarnings, loggerFor, runListeners } from './runtime.js';
+import {
+  flushAndExit,
+  handleSignals,
+  logDefinitionWarnings,
+  loggerFor,
+  type Running,
+  runListeners,
+} from './runtime.js';
 
 /**
  * `npm start`. With a database configured this is `listen`. Without one it runs the whole system on this
  * machine: embedded PostgreSQL in ./.data, the reference backend, the simulator, both pumps' listeners
  * and the status page. PUMPS_PROFILE (or PUMPS_DIR) and PUMPS choose the wiring for all of them:
  * migrate creates that wiring's tables, the backend serves its endpoints (logbooks included) and the
- * simulator writes its tables and logbook entries.
+ * simulator writes its tables and logbook entries. The status page binds to 127.0.0.1 unless HOST is set.
  */
 export async function start(): Promise<void> {
   const probe = loadConfig(process.env);
@@ -43,11 +54,15 @@ export async function start(): Promise<void> {
   }
   let backendPool: ReturnType<typeof createPool> | undefined;
   let simPool: ReturnType<typeof createPool> | undefined;
-  const cleanup = async () => {
-    await removeDemoState(files).catch(() => {});
+  // Whatever way this process ends, the state file goes with it (an exit at once skips `cleanup`).
+  process.once('exit', () => removeDemoStateNow(files));
+  const cleanup = async (): Promise<string[]> => {
+    const removed: string[] = await removeDemoState(files).catch(() => []);
     await backendPool?.end().catch(() => {});
     await simPool?.end().catch(() => {});
     await postgres.stop();
+    if (postgres.relocation) removed.push(postgres.relocation.dir);
+    return removed.map(shellPath);
   };
   try {
     const database = await postgres.database('pump_monitor');
@@ -59,6 +74,8 @@ export async function start(): Promise<void> {
       BASE_URL: `http://127.0.0.1:${backendPort}`,
       BASE_URL_B: `http://127.0.0.1:${backendPort}`,
       API_KEY: apiKey,
+      // A demo is not a service for the network: loopback unless HOST says otherwise.
+      HOST: process.env.HOST?.trim() || '127.0.0.1',
     });
     const all = { ...config, database };
     logDefinitionWarnings(logger, config);
@@ -94,7 +111,7 @@ export async function start(): Promise<void> {
       onError: (err) => logger.debug({ err: err.message }, 'simulator write failed'),
     });
 
-    const statusUrl = `http://127.0.0.1:${config.port}/`;
+    const statusUrl = `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}/`;
     const backendUrl = `http://127.0.0.1:${backendPort}`;
     // The operator commands (diagnose) find this run through the state file; the secrets stay in files.
     if (generatedKey) await writeSecretFile(files.apiKeyFile, apiKey);
@@ -113,20 +130,21 @@ export async function start(): Promise<void> {
       ...(generatedKey ? { apiKeyFile: files.apiKeyFile } : {}),
       statusUrl,
       dataDir: postgres.dataDir,
+      wiring: wiringOf(config),
     });
     const temporary = postgres.relocation?.dataDir ? ' (temporary: removed on stop)' : '';
     const pgdata = process.env.PGDATA_DIR?.trim() ? `PGDATA_DIR=${shellPath(dataDir)} ` : '';
-    process.stdout.write(
+    const banner = (heading: string) =>
       [
         '',
-        'pump-monitor is running:',
+        heading,
         `  status page        ${statusUrl}`,
         `  status JSON        ${statusUrl}status   metrics ${statusUrl}metrics`,
         `  reference backend  ${backendUrl}  (pumps ${config.pumps.map((p) => p.id).join(', ')}${
           config.logbooks.length > 0 ? `; logbooks at ${config.logbooks.map((l) => l.url).join(', ')}` : ''
         })`,
         `  PostgreSQL         ${database.host}:${database.port}/${database.database}, data in ${postgres.dataDir}${temporary}`,
-        `  wiring             ${config.profile ? `profile ${config.profile}` : (process.env.PUMPS_DIR ?? 'pumps/a.json, pumps/b.json')}`,
+        `  wiring             ${wiringOf(config).name}`,
         `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump${
           config.logbooks.length > 0
             ? `, a logbook entry every ${process.env.SIMULATE_LOGBOOK_EVERY ?? 180} s per stream`
@@ -137,25 +155,85 @@ export async function start(): Promise<void> {
         `  PGPASSWORD="$(cat ${shellPath(files.passwordFile)})" psql -h ${database.host} -p ${database.port} -U ${database.user} ${database.database}`,
         'Ctrl-C stops everything.',
         '',
-      ].join('\n'),
-    );
+      ].join('\n');
+    process.stdout.write(banner('pump-monitor is running:'));
 
+    const settling = new AbortController();
     handleSignals(
       logger,
       async () => {
+        settling.abort();
         simulation.abort();
         await simulated;
         await running.stop();
         await backend.close();
-        await cleanup();
+        const removed = await cleanup();
+        const pg = `the embedded PostgreSQL${postgres.pid ? ` (pid ${postgres.pid})` : ''}`;
+        return {
+          stopped: [
+            'the simulator',
+            `the listeners of ${config.pumps.map((p) => p.id).join(', ')}`,
+            'the status server',
+            'the reference backend',
+            pg,
+          ],
+          removed,
+        };
       },
       running.monitor,
     );
+    // Start-up's log lines (catch-up, the first partial groups) push the banner away: say it again once
+    // every pump has sent a vector.
+    void settled(
+      running,
+      config.pumps.map((p) => p.id),
+      settling.signal,
+    ).then((ok) => {
+      if (ok) process.stdout.write(banner('pump-monitor is running (start-up settled):'));
+    });
   } catch (err) {
     logger.fatal((err as Error).message);
     await cleanup();
     flushAndExit(logger, 1);
   }
+}
+
+const DEFAULT_WIRING = 'pumps/a.json, pumps/b.json';
+const SETTLE_LIMIT_MS = 120_000;
+const SETTLE_POLL_MS = 1_000;
+
+/** Resolves true once every pump has sent a vector (false if stopped first); false after two minutes. */
+async function settled(running: Running, pumps: string[], signal: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + SETTLE_LIMIT_MS;
+  while (Date.now() < deadline && !signal.aborted) {
+    const status = running.monitor.status() as { pumps: Record<string, { vectors_sent?: number }> };
+    if (pumps.every((id) => (status.pumps[id]?.vectors_sent ?? 0) > 0)) return !signal.aborted;
+    await delay(SETTLE_POLL_MS, undefined, { ref: false }).catch(() => {});
+  }
+  return false;
+}
+
+/** The definitions this demo runs, for demo.json: the operator commands beside it use the same. */
+function wiringOf(config: {
+  profile: string | undefined;
+  pumps: { id: string }[];
+  logbooks: { id: string }[];
+}): DemoWiring {
+  const folder = process.env.PUMPS_DIR?.trim();
+  const selection = process.env.PUMPS?.trim();
+  const name = config.profile
+    ? `profile ${config.profile}`
+    : folder
+      ? `folder ${path.resolve(folder)}`
+      : `default (${DEFAULT_WIRING})`;
+  return {
+    name,
+    ...(config.profile ? { profile: config.profile } : {}),
+    ...(!config.profile && folder ? { folder: path.resolve(folder) } : {}),
+    ...(selection ? { selection } : {}),
+    pumps: config.pumps.map((p) => p.id),
+    logbooks: config.logbooks.map((l) => l.id),
+  };
 }
 
 /** The preferred port when it is free, else any free one. */

@@ -78,6 +78,7 @@ export async function backendCommand(opts: { port: number; host: string }): Prom
   handleSignals(logger, async () => {
     await app.close();
     await pool.end();
+    return { stopped: [`the reference backend at ${url}`], removed: [] };
   });
 }
 

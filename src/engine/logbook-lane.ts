@@ -20,8 +20,17 @@ import { sleep } from '../util/clock.js';
 export type LogbookOutcome = 'received' | 'duplicate' | 'invalid' | 'sent' | 'dead' | 'retried';
 
 export interface LogbookLaneEvents {
-  /** One step of one entry; `text`: the backend's classification of a sent entry. */
-  entry: [outcome: LogbookOutcome, stream: LogbookStream, id: number | undefined, text: string | undefined];
+  /**
+   * One step of one entry; `text`: the backend's classification of a sent entry; `bitacora`: the entry's
+   * own text, where it is known (received from a notification, or sent).
+   */
+  entry: [
+    outcome: LogbookOutcome,
+    stream: LogbookStream,
+    id: number | undefined,
+    text: string | undefined,
+    bitacora?: string | null,
+  ];
 }
 
 export interface LogbookLaneOptions {
@@ -344,7 +353,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       this.emit('entry', 'duplicate', e.stream, e.id, undefined);
       return;
     }
-    this.emit('entry', 'received', e.stream, e.id, undefined);
+    this.emit('entry', 'received', e.stream, e.id, undefined, e.bitacora);
     this.queue.push(e);
     this.work();
   }
@@ -399,7 +408,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     if (result.kind === 'cancelled') return; // unsettled: read again later
     if (result.kind === 'ok') {
       this.settled(e);
-      this.emit('entry', 'sent', e.stream, e.id, classification(result.answer.body));
+      this.emit('entry', 'sent', e.stream, e.id, classification(result.answer.body), text);
       return;
     }
     const reason =

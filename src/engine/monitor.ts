@@ -53,6 +53,8 @@ export interface MonitorOptions {
   /** How often open groups are checked for settle time and expiry. */
   tickMs?: number;
   checkpointEveryMs?: number;
+  /** How often each pump's summary line is logged at info; 60 s. */
+  summaryEveryMs?: number;
   /** Shows a long catch-up's progress (a terminal line); without it, only the final log line says it. */
   progress?: (text: string | undefined) => void;
 }
@@ -357,6 +359,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       posts: this.posts,
       listener: this.listener,
       log: this.log,
+      signal,
+      ...(o.summaryEveryMs !== undefined ? { summaryEveryMs: o.summaryEveryMs } : {}),
     });
     // Health (issue 23): its own unit, fed from the intake's and lanes' events like telemetry.
     this.health = new HealthUnit({

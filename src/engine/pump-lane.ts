@@ -131,8 +131,9 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
   }
 
   private resolved(v: Vector): void {
+    // Per vector: debug. The pump's summary line counts them at info (observe.ts).
     if (v.filled.length > 0 || v.omitted.length > 0) {
-      this.o.logger.info(
+      this.o.logger.debug(
         {
           tiempo_sensor: v.tiempo,
           present: v.present,
@@ -154,7 +155,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
             this.firstSeen.delete(this.firstSeen.keys().next().value as string);
           this.sender?.offer([row]);
         } else {
-          this.o.logger.info(
+          this.o.logger.debug(
             { tiempo_sensor: v.tiempo },
             'group already in the outbox (rebuilt after a restart, catch-up overlap or takeover); not sent again',
           );
@@ -170,13 +171,13 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
       .then(({ row }) => {
         this.settle(d.members);
         if (row) {
-          this.o.logger.warn(
+          this.o.logger.debug(
             { tiempo_sensor: d.tiempo, present: Object.keys(d.values).length, missing: d.missing },
             `group ${d.reason} below what can be sent; dropped`,
           );
         } else {
           // Part of a group already in the outbox, read again (a checkpoint held short of its last rows).
-          this.o.logger.info(
+          this.o.logger.debug(
             { tiempo_sensor: d.tiempo, present: Object.keys(d.values).length },
             'rows of a group already in the outbox, read again; not recorded twice',
           );

@@ -8,12 +8,36 @@ export interface PredictionPoint {
   at: number;
 }
 
+/** A group dropped below what can be sent: when, why, and the vector fields it lacked. */
+export interface DroppedPoint {
+  tiempo_sensor: string;
+  reason: string;
+  missing: string[];
+  at: number;
+}
+
+/** One logbook entry as the page lists it: where from, its first words, and how its delivery stands. */
+export interface LogbookEntryView {
+  tabla: string;
+  table: string;
+  id: number;
+  at: number;
+  /** The entry's first words (up to LOGBOOK_WORDS), or null when the row's text was not read here. */
+  words: string | null;
+  state: 'received' | 'retrying' | 'sent' | 'failed';
+  clasificacion: string | null;
+}
+
 export interface ChannelStats {
   channel: string;
   table: string;
   field: string;
   unit: string;
   description: string;
+  /** Whether the sensor's field joins the pump's vector (false: it is only posted on its own). */
+  inVector: boolean;
+  /** The other pumps that read this sensor's table (a shared table): empty for most. */
+  sharedWith: string[];
   readings: number;
   lastSeenAt: number | null;
   lastValue: number | null;
@@ -73,6 +97,8 @@ export interface LogbookStats {
   retried: number;
   /** The backend's classification of the last entry sent, with its stream and row. */
   last_classification: { tabla: string; id: number; clasificacion: string; at: number } | null;
+  /** The latest entries, newest last (at most RECENT_ENTRIES). */
+  recent: LogbookEntryView[];
 }
 
 export interface PumpStats {
@@ -92,6 +118,10 @@ export interface PumpStats {
   catchup_rows: number;
   last_prediction: PredictionPoint | null;
   predictions: PredictionPoint[];
+  /** The latest dropped groups, newest last (at most RECENT_DROPPED). */
+  recent_dropped: DroppedPoint[];
+  /** The vector's fields, in the order the assembler keeps them (the page's completeness columns). */
+  vector_fields: string[];
   channels: Map<string, ChannelStats>;
 }
 
@@ -99,10 +129,16 @@ export interface ErrorEntry {
   at: number;
   pump: string | null;
   message: string;
+  /** What kind of error, with its details: the page says it in its own language (the message is English). */
+  kind?: string;
+  args?: Record<string, string | number>;
 }
 
 const HISTORY = 600;
 const ERRORS = 50;
+const RECENT_DROPPED = 20;
+const RECENT_ENTRIES = 10;
+const LOGBOOK_WORDS = 12;
 
 /**
  * The engine's counters, kept twice on purpose: as plain numbers for /status and the page, and as
@@ -184,6 +220,10 @@ export class Telemetry {
         catchup_rows: 0,
         last_prediction: null,
         predictions: [],
+        recent_dropped: [],
+        vector_fields: p.vectorFields ?? [
+          ...new Set(p.sensors.filter((s) => s.inVector !== false).map((s) => s.field)),
+        ],
         channels: new Map(
           p.sensors.map((s) => [
             s.channel,
@@ -193,6 +233,10 @@ export class Telemetry {
               field: s.field,
               unit: s.unit,
               description: s.description,
+              inVector: s.inVector !== false,
+              sharedWith: pumps
+                .filter((o) => o.id !== p.id && o.sensors.some((x) => x.table === s.table))
+                .map((o) => o.id),
               readings: 0,
               lastSeenAt: null,
               lastValue: null,
@@ -220,6 +264,7 @@ export class Telemetry {
         failed: 0,
         retried: 0,
         last_classification: null,
+        recent: [],
       };
       this.logbooks.set(id, s);
     }
@@ -271,8 +316,8 @@ export class Telemetry {
     return s;
   }
 
-  error(pump: string | null, message: string): void {
-    this.errors.push({ at: Date.now(), pump, message });
+  error(pump: string | null, message: string, kind?: string, args?: Record<string, string | number>): void {
+    this.errors.push({ at: Date.now(), pump, message, ...(kind ? { kind, args: args ?? {} } : {}) });
     if (this.errors.length > ERRORS) this.errors.shift();
   }
 
@@ -281,6 +326,35 @@ export class Telemetry {
     s.last_prediction = p;
     s.predictions.push(p);
     if (s.predictions.length > HISTORY) s.predictions.shift();
+  }
+
+  /** A dropped group, for the page's list of recent vectors. */
+  dropped(pump: string, d: DroppedPoint): void {
+    const s = this.pump(pump);
+    s.recent_dropped.push(d);
+    if (s.recent_dropped.length > RECENT_DROPPED) s.recent_dropped.shift();
+  }
+
+  /**
+   * A logbook entry's news: a new entry is listed (with its first words when the text is known), a later
+   * outcome updates it in place. Entries long gone from the list are not listed again.
+   */
+  logbookEntry(
+    id: string,
+    e: { tabla: string; table: string; id: number },
+    state: LogbookEntryView['state'],
+    o: { text?: string | null; clasificacion?: string } = {},
+  ): void {
+    const recent = this.logbook(id).recent;
+    let entry = recent.find((x) => x.table === e.table && x.id === e.id);
+    if (!entry) {
+      entry = { ...e, at: Date.now(), words: null, state, clasificacion: null };
+      recent.push(entry);
+      if (recent.length > RECENT_ENTRIES) recent.shift();
+    }
+    entry.state = state;
+    if (typeof o.text === 'string') entry.words = firstWords(o.text, LOGBOOK_WORDS);
+    if (o.clasificacion !== undefined) entry.clasificacion = o.clasificacion;
   }
 
   /** A channel's classification as of its last answer (its body is read here, once). */
@@ -335,4 +409,12 @@ export class Telemetry {
       },
     });
   }
+}
+
+/** The first `n` words of a text, with an ellipsis when there were more (at most 160 characters). */
+export function firstWords(text: string, n: number): string {
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  let out = words.slice(0, n).join(' ');
+  if (out.length > 160) out = out.slice(0, 160);
+  return words.length > n || out.length < words.join(' ').length ? `${out}…` : out;
 }

@@ -33,8 +33,13 @@ export function pageModel(monitor: Monitor) {
           last_value: c.lastValue,
           last_class: lastClass,
           anomalies,
+          in_vector: c.inVector,
+          shared_with: c.sharedWith,
         };
       }),
+      // The completeness grid's columns (a group's `present` follows them), and the latest drops.
+      fields: stats.vector_fields,
+      dropped: stats.recent_dropped.slice(-10),
       groups: monitor.openGroupsView(id, 20),
       predictions: stats.predictions.slice(-300),
     };
@@ -46,7 +51,11 @@ export function pageModel(monitor: Monitor) {
     reconnects: status.reconnects,
     last_heartbeat_at: status.last_heartbeat_at,
     pumps,
-    logbooks: Object.entries(status.logbooks).map(([id, l]) => ({ id, ...l })),
+    logbooks: Object.entries(status.logbooks).map(([id, l]) => ({
+      id,
+      ...l,
+      recent: [...monitor.telemetry.logbook(id).recent].reverse(),
+    })),
     errors: monitor.telemetry.errors.slice(-20).reverse(),
   };
 }

@@ -215,14 +215,15 @@ export class Intake extends EventEmitter<IntakeEvents> {
     let added: AddResult | 'posted' = 'posted';
     if (grouped) {
       added = o.lane(r.pump).add(r);
+      // Per reading: debug. The pump's summary line counts them at info (observe.ts).
       if (added === 'late') {
-        o.logger.info(
+        o.logger.debug(
           { pump: r.pump, table: r.sensor.table, id: r.id, tiempo_sensor: r.tiempo },
           'late reading: its timestamp was resolved moments ago; posted on its own, not merged into the vector',
         );
         o.settle(r.pump, r.sensor.table, r.id);
       } else if (added === 'conflicting') {
-        o.logger.warn(
+        o.logger.debug(
           {
             pump: r.pump,
             field: r.sensor.field,

@@ -17,6 +17,8 @@ export interface LoggerOptions {
    * asked for looks like success. Tests pass their own.
    */
   onFileError?: (message: string) => void;
+  /** Repeated warnings within this window are counted, not written each time; 60 s (tests shorten it). */
+  repeatWindowMs?: number;
 }
 
 /** Folders created at most this deep for LOG_FILE: a bound, not a limit anyone meets. */
@@ -110,15 +112,111 @@ export function createLogger(o: LoggerOptions): Logger {
     });
     streams.push({ level: o.level as pino.Level, stream: transport });
   }
-  return pino(loggerOptions(o.level, o.secrets), pino.multistream(streams));
+  const limiter = new RepeatLimiter(o.repeatWindowMs);
+  // Says the counts of warnings whose minute has passed, even when they do not come again.
+  setInterval(() => limiter.sweep(), Math.max(1_000, limiter.windowMs / 4)).unref();
+  return pino(loggerOptions(o.level, o.secrets, limiter), pino.multistream(streams));
 }
 
-/** The options every pump-monitor logger uses: redacted fields, and known secret values scrubbed. */
-export function loggerOptions(level: string, secrets: (string | undefined)[]): pino.LoggerOptions {
+/** The options every pump-monitor logger uses: redacted fields, known secret values scrubbed, and
+ * (with a limiter) repeated warnings counted rather than written again. */
+export function loggerOptions(
+  level: string,
+  secrets: (string | undefined)[],
+  limiter?: RepeatLimiter,
+): pino.LoggerOptions {
   return {
     level,
     base: { service: 'pump-monitor' },
     redact: { paths: REDACT, censor: '[redacted]' },
-    hooks: { streamWrite: scrubber(secrets) },
+    hooks: {
+      streamWrite: scrubber(secrets),
+      ...(limiter ? { logMethod: limiter.hook() } : {}),
+    },
   };
+}
+
+/** pino's number for `warn`: the level whose repeats are counted. */
+const WARN = 40;
+/** Most distinct warnings remembered at once; past it the oldest is said and forgotten. */
+const MAX_KINDS = 500;
+
+interface Repeat {
+  since: number;
+  suppressed: number;
+  /** Writes the line that says how many repeats were not written (bypassing the limiter). */
+  report: (n: number) => void;
+}
+
+/**
+ * Counts repeated warnings. A warning is written the first time; the same warning again within the
+ * window (same message with its digits set aside, same pump, stage and logbook) is only counted; when
+ * the window has passed, one line says how many were not written. An operator sees each problem at
+ * once, and a flood costs one line a minute.
+ */
+export class RepeatLimiter {
+  private readonly repeats = new Map<string, Repeat>();
+  /** Warnings not written since start, over all kinds. */
+  suppressedTotal = 0;
+
+  constructor(
+    readonly windowMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The kind of a warning: its message with numbers (ids, times, counts) set aside, and its bindings. */
+  static key(msg: string, bindings: Record<string, unknown>, fields: Record<string, unknown> = {}): string {
+    const where = ['pump', 'stage', 'logbook'].map((k) => String(fields[k] ?? bindings[k] ?? '')).join('|');
+    return `${where}|${msg.replace(/\d+/g, '#')}`;
+  }
+
+  /** Whether to write this warning now; otherwise it is counted. */
+  admit(key: string, report: (n: number) => void): boolean {
+    const now = this.now();
+    const r = this.repeats.get(key);
+    if (r && now - r.since < this.windowMs) {
+      r.suppressed += 1;
+      r.report = report;
+      this.suppressedTotal += 1;
+      return false;
+    }
+    if (r) this.close(key, r);
+    if (this.repeats.size >= MAX_KINDS) {
+      const [oldest, o] = this.repeats.entries().next().value as [string, Repeat];
+      this.close(oldest, o);
+    }
+    this.repeats.set(key, { since: now, suppressed: 0, report });
+    return true;
+  }
+
+  /** Says the counts of the warnings whose window has passed, and forgets them. */
+  sweep(): void {
+    const now = this.now();
+    for (const [key, r] of this.repeats) if (now - r.since >= this.windowMs) this.close(key, r);
+  }
+
+  private close(key: string, r: Repeat): void {
+    this.repeats.delete(key);
+    if (r.suppressed > 0) r.report(r.suppressed);
+  }
+
+  /** pino's logMethod hook: warnings pass through admit(). */
+  hook(): NonNullable<pino.LoggerOptions['hooks']>['logMethod'] {
+    const limiter = this;
+    return function (this: pino.Logger, args: Parameters<pino.LogFn>, method: pino.LogFn, level: number) {
+      if (level !== WARN) return method.apply(this, args as never);
+      const first = args[0] as unknown;
+      const msg = typeof first === 'string' ? first : typeof args[1] === 'string' ? args[1] : '';
+      const fields = typeof first === 'object' && first !== null ? (first as Record<string, unknown>) : {};
+      const seconds = Math.round(limiter.windowMs / 1000);
+      const report = (n: number) =>
+        method.call(
+          this,
+          { ...fields, repeated: n, window_s: seconds },
+          `${msg} [repeated ${n} more time${n === 1 ? '' : 's'} within ${seconds} s; not written each time]`,
+        );
+      if (limiter.admit(RepeatLimiter.key(msg, this.bindings(), fields), report))
+        method.apply(this, args as never);
+    };
+  }
 }

@@ -177,10 +177,10 @@ describe('status page', () => {
       h?.config.pumps.reduce((n, p) => n + p.sensors.length, 0),
     );
 
-    // A malformed notification shows up in pump A's error list.
+    // A malformed notification shows up in pump A's error list, in the page's language.
     await h?.admin.query(`SELECT pg_notify($1, 'this is not json')`, [h.pumps.A.sensors[0]?.channel]);
     await page
-      .locator('article.pump[data-pump="A"] .errors li', { hasText: 'invalid notification' })
+      .locator('article.pump[data-pump="A"] .errors li', { hasText: 'Notificación inválida' })
       .first()
       .waitFor({ timeout: SLOW });
 

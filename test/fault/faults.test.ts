@@ -8,8 +8,8 @@ import { type Config, type DatabaseConfig, loadConfig } from '../../src/config/e
 import { Monitor } from '../../src/engine/monitor.js';
 import { createPool, withClient } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
-import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
 import { freePort } from '../../src/tools/free-port.js';
+import { startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
 import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
 import {
   crashReplayBound,

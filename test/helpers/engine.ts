@@ -52,7 +52,10 @@ export interface Harness {
   config: Config & { database: DatabaseConfig };
   pumps: { A: PumpConfig; B: PumpConfig };
   monitor: Monitor;
-  startMonitor(env?: Record<string, string>, opts?: { logger?: Logger; clock?: Clock }): Promise<Monitor>;
+  startMonitor(
+    env?: Record<string, string>,
+    opts?: { logger?: Logger; clock?: Clock; summaryEveryMs?: number },
+  ): Promise<Monitor>;
   /** A strict delivery ledger over this harness's pumps and backends. */
   ledger(opts?: Partial<LedgerOptions>): Ledger;
   close(): Promise<void>;
@@ -109,7 +112,7 @@ export async function harness(
     config: config as Config & { database: DatabaseConfig },
     pumps,
     monitor: undefined as unknown as Monitor,
-    async startMonitor(more = {}, o: { logger?: Logger; clock?: Clock } = {}) {
+    async startMonitor(more = {}, o: { logger?: Logger; clock?: Clock; summaryEveryMs?: number } = {}) {
       const c = loadConfig(testEnv(db, backend, { ...env, ...more }, backendB), {
         requireDatabase: true,
         requireBackend: true,
@@ -118,6 +121,7 @@ export async function harness(
         config: c as Config & { database: DatabaseConfig },
         logger: o.logger ?? pino({ level: 'silent' }),
         ...(o.clock ? { clock: o.clock } : {}),
+        ...(o.summaryEveryMs !== undefined ? { summaryEveryMs: o.summaryEveryMs } : {}),
       });
       monitors.push(m);
       await m.start();

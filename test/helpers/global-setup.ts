@@ -1,8 +1,10 @@
+import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
+import { removeWhenGone } from '../../src/tools/postgres/processes.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -24,7 +26,29 @@ export default async function setup(project: TestProject): Promise<() => Promise
   try {
     const server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data') });
     project.provide('databaseUrl', server.url);
+    // Ctrl-C: vitest exits at once (process.exit) and the teardown below never runs. The cluster, with its
+    // password file, must not stay behind in the temporary directory: on exit the server is told to stop
+    // (SIGINT, fast shutdown) and a detached shell removes the directory once it has.
+    const onExit = () => {
+      const pid = server.pid;
+      if (pid) {
+        try {
+          process.kill(pid, 'SIGINT');
+        } catch {
+          // Already gone.
+        }
+        removeWhenGone(root, pid);
+      } else {
+        rmSync(root, { recursive: true, force: true });
+      }
+    };
+    // vitest handles SIGINT and SIGTERM by exiting; a hang-up would kill it without an 'exit' event.
+    const onHangUp = () => process.exit(129);
+    process.once('exit', onExit);
+    process.once('SIGHUP', onHangUp);
     return async () => {
+      process.off('exit', onExit);
+      process.off('SIGHUP', onHangUp);
       try {
         await server.stop();
       } finally {

@@ -1,7 +1,7 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
 
 /**
  * A PostgreSQL server of one test file's own, for tests whose outcome depends on cluster-wide state:

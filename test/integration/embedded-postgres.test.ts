@@ -12,10 +12,10 @@ import {
   type EmbeddedPostgres,
   isProcessRunning,
   startEmbeddedPostgres,
-} from '../../src/tools/embedded-postgres.js';
+} from '../../src/tools/postgres/embedded.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const moduleUrl = pathToFileURL(path.join(repoRoot, 'src/tools/embedded-postgres.ts')).href;
+const moduleUrl = pathToFileURL(path.join(repoRoot, 'src/tools/postgres/embedded.ts')).href;
 const CHILD_TIMEOUT_MS = 60_000;
 
 let root: string;

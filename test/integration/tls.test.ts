@@ -8,7 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/env.js';
 import { clientConfig } from '../../src/store/db.js';
-import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../src/tools/embedded-postgres.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';
 
 /**
  * A real PostgreSQL with TLS on, its server certificate (CN and SAN `localhost`) signed by a CA this test

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { loggerOptions, scrubber } from '../../src/util/logger.js';
+import { loggerOptions, RepeatLimiter, scrubber } from '../../src/util/logger.js';
 
 describe('logger', () => {
   it('scrubs known secret values, raw, URL-encoded and JSON-escaped', () => {
@@ -57,5 +57,58 @@ describe('log file', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('repeated warnings', () => {
+  function capture(limiter: RepeatLimiter) {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk, _e, done) {
+        for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+        done();
+      },
+    });
+    return { lines, log: pino(loggerOptions('info', [], limiter), sink) };
+  }
+
+  it('writes a warning once a minute and then says how many repeats it did not write', () => {
+    let now = 1_000_000;
+    const limiter = new RepeatLimiter(60_000, () => now);
+    const { lines, log } = capture(limiter);
+    const delivery = log.child({ stage: 'delivery', pump: 'A' });
+    for (let i = 0; i < 50; i++) {
+      delivery.warn({ id: i }, `backend answered 503 to row ${i}`);
+      now += 1_000;
+    }
+    // Another pump's same warning, and another warning of pump A, are their own kinds.
+    log.child({ stage: 'delivery', pump: 'B' }).warn('backend answered 503 to row 7');
+    delivery.warn('outbox read failed; retrying');
+    // Info and errors are never held back.
+    for (let i = 0; i < 3; i++) delivery.info('tick');
+    for (let i = 0; i < 3; i++) delivery.error('route refused');
+    expect(lines.filter((l) => l.level === 40).map((l) => [l.pump, l.msg])).toEqual([
+      ['A', 'backend answered 503 to row 0'],
+      ['B', 'backend answered 503 to row 7'],
+      ['A', 'outbox read failed; retrying'],
+    ]);
+    expect(lines.filter((l) => l.level !== 40)).toHaveLength(6);
+    expect(limiter.suppressedTotal).toBe(49);
+
+    // The minute passes: one line counts the 49 not written.
+    now += 11_000;
+    limiter.sweep();
+    const said = lines.filter((l) => l.repeated !== undefined);
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({ level: 40, pump: 'A', stage: 'delivery', repeated: 49, window_s: 60 });
+    expect(String(said[0]?.msg)).toContain('repeated 49 more times within 60 s');
+
+    // After it, the same warning is written again at once.
+    delivery.warn('backend answered 503 to row 99');
+    expect(lines.at(-1)?.msg).toBe('backend answered 503 to row 99');
+    // A warning that was never repeated leaves no count line.
+    now += 61_000;
+    limiter.sweep();
+    expect(lines.filter((l) => l.repeated !== undefined)).toHaveLength(1);
   });
 });

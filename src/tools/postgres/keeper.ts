@@ -1,8 +1,8 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { DatabaseConfig } from '../config/env.js';
-import { type EmbeddedPostgres, type Relocation, startEmbeddedPostgres } from './embedded-postgres.js';
+import type { DatabaseConfig } from '../../config/env.js';
+import { type EmbeddedPostgres, type Relocation, startEmbeddedPostgres } from './embedded.js';
 
 /**
  * `npm start` runs its embedded PostgreSQL in a detached keeper process, in a process group of its own.
@@ -16,7 +16,10 @@ export interface KeptPostgres {
   /** The cluster's directory in use (see EmbeddedPostgres.dataDir). */
   dataDir: string;
   relocation: Relocation | undefined;
+  /** The postmaster's process id. */
+  pid: number | undefined;
   database(name: string): Promise<DatabaseConfig>;
+  /** Stops the server (and removes a relocation's directory); resolves once the keeper has exited. */
   stop(): Promise<void>;
 }
 
@@ -24,13 +27,13 @@ type Call = { op: 'database'; name: string } | { op: 'stop' };
 type Request = Call & { id: number };
 type Reply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; error: string };
 type Hello =
-  | { ready: true; port: number; dataDir: string; relocation?: Relocation }
+  | { ready: true; port: number; dataDir: string; pid?: number; relocation?: Relocation }
   | { ready: false; error: string };
 
 function childEntry(): string {
   const here = fileURLToPath(import.meta.url);
-  const js = here.replace(/postgres-keeper\.(ts|js)$/, 'postgres-keeper-child.js');
-  return existsSync(js) ? js : here.replace(/postgres-keeper\.(ts|js)$/, 'postgres-keeper-child.ts');
+  const js = here.replace(/keeper\.(ts|js)$/, 'keeper-child.js');
+  return existsSync(js) ? js : here.replace(/keeper\.(ts|js)$/, 'keeper-child.ts');
 }
 
 export async function startKeptPostgres(opts: { dataDir: string; port?: number }): Promise<KeptPostgres> {
@@ -62,6 +65,7 @@ export async function startKeptPostgres(opts: { dataDir: string; port?: number }
     port: hello.port,
     dataDir: hello.dataDir,
     relocation: hello.relocation,
+    pid: hello.pid,
     database: async (name) => (await call({ op: 'database', name })) as DatabaseConfig,
     stop: async () => {
       if (!child.connected) return;
@@ -89,11 +93,19 @@ export async function keeperMain(argv: string[]): Promise<void> {
     return;
   }
   let stopping: Promise<void> | undefined;
+  // The channel may already be closed (the parent died): disconnecting again would throw ERR_IPC_DISCONNECTED.
   const stop = () => {
-    stopping ??= pg.stop().finally(() => process.disconnect?.());
+    stopping ??= pg.stop().finally(() => {
+      if (process.connected) process.disconnect();
+    });
     return stopping;
   };
-  process.on('disconnect', () => void stop().then(() => process.exit(0)));
+  process.on('disconnect', () =>
+    stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    ),
+  );
   process.on('message', async (m: Request) => {
     try {
       if (m.op === 'database') {
@@ -112,6 +124,7 @@ export async function keeperMain(argv: string[]): Promise<void> {
     ready: true,
     port: pg.port,
     dataDir: pg.dataDir,
+    ...(pg.pid ? { pid: pg.pid } : {}),
     ...(pg.relocation ? { relocation: pg.relocation } : {}),
   });
 }

@@ -1,3 +1,0 @@
-import { keeperMain } from './postgres-keeper.js';
-
-await keeperMain(process.argv.slice(2));

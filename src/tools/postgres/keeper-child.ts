@@ -1,0 +1,3 @@
+import { keeperMain } from './keeper.js';
+
+await keeperMain(process.argv.slice(2));
