@@ -367,6 +367,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pumps: config.pumps,
       clock,
       owns: (pump) => this.activation.owns(pump),
+      listening: () => this.listener.listening,
       pool: this.pool,
       logger: this.log.child({ stage: 'health' }),
       replica: this.replicaId,

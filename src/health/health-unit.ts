@@ -33,6 +33,11 @@ export interface HealthUnitOptions {
   clock: Clock;
   /** Whether this replica serves the pump now: a standby judges nothing (it receives nothing). */
   owns: (pump: string) => boolean;
+  /**
+   * Whether the LISTEN connection is up. While it is down no channel is judged silent (the connection is
+   * the cause, and /readyz and PumpMonitorNotReady say so); silence counts afresh once it is back.
+   */
+  listening?: () => boolean;
   pool: pg.Pool;
   logger: Logger;
   /** Names the replica in the stored rows. */
@@ -80,6 +85,7 @@ export class HealthUnit {
   private readonly watches = new Map<string, PumpWatch>();
   private readonly writer: BatchWriter<StoredTransition>;
   private timers: NodeJS.Timeout[] = [];
+  private wasListening = true;
 
   constructor(private readonly o: HealthUnitOptions) {
     const now = o.clock.now();
@@ -180,6 +186,9 @@ export class HealthUnit {
 
   /** Judges the passing of time for the pumps this replica serves. */
   tick(now = this.o.clock.now()): void {
+    const listening = this.o.listening?.() ?? true;
+    const resumed = listening && !this.wasListening;
+    this.wasListening = listening;
     for (const w of this.watches.values()) {
       const owned = this.o.owns(w.pump.id);
       if (!owned) {
@@ -207,6 +216,8 @@ export class HealthUnit {
         continue;
       }
       this.record(w, PUMP_SUBJECT, w.health.tick(now));
+      if (resumed) for (const c of w.channels.values()) c.resume(now);
+      if (!listening) continue;
       const borrowed = median([...w.channels.values()].map((c) => c.cadenceMs));
       for (const [channel, c] of w.channels) this.record(w, CHANNEL_PREFIX + channel, c.tick(now, borrowed));
     }
@@ -259,7 +270,7 @@ export class HealthUnit {
       state: w.health.state,
       since: iso(w.health.stateSince),
       value: w.health.value,
-      judged: this.o.owns(pump),
+      judged: this.o.owns(pump) && !w.reloading,
       last_answer_at: w.lastAnswerAt === undefined ? null : iso(w.lastAnswerAt),
       answers_out_of_range: w.outOfRange,
       levels: { warning, alarm, recovery },

@@ -1,13 +1,16 @@
 import { rmSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Monitor } from '../../src/engine/monitor.js';
+import { HealthUnit } from '../../src/health/health-unit.js';
 import { buildServer } from '../../src/http/server.js';
 import { createPool, quoteIdent } from '../../src/store/db.js';
 import { deleteOldTransitions, insertTransitions, latestTransitions } from '../../src/store/health.js';
 import { ENGINE_SCHEMA } from '../../src/store/migrations.js';
 import { runSimulator } from '../../src/tools/simulator.js';
+import { ManualClock } from '../../src/util/clock.js';
 import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
 import { wiringWithShortSilence } from '../helpers/health-wiring.js';
 import { waitFor } from '../helpers/wait.js';
@@ -247,20 +250,68 @@ describe('pump verdict, stored and resumed', () => {
     const ownerOfA = () => replicas.find((m) => m.status().owned_pumps.includes('A'));
     h.backend.prediction = 91;
     for (const s of ['01', '02', '03']) await insertTimestamp(h.admin, h.pumps.A, `2026-02-01T00:00:${s}`);
+    // (A handover between them leaves A with neither for a moment: wait for an owner in alarm.)
+    let owner: Monitor | undefined;
     await waitFor(
       'alarm on the replica serving A',
-      () => health(ownerOfA() ?? first).state === 'alarm',
+      () => {
+        owner = ownerOfA();
+        return owner !== undefined && health(owner).state === 'alarm';
+      },
       WAIT,
     );
-    const owner = ownerOfA() as Monitor;
-    const standby = owner === first ? second : first;
-    const since = health(owner).since;
-    await owner.stop(2_000);
+    const served = owner as Monitor;
+    const standby = served === first ? second : first;
+    const since = health(served).since;
+    await served.stop(2_000);
     await waitFor('the other replica serves pump A', () => standby.status().owned_pumps.includes('A'), WAIT);
     await waitFor('the alarm and its time taken over', () => health(standby).state === 'alarm', WAIT);
     expect(health(standby).since).toBe(since);
     expect(health(standby).judged).toBe(true);
   }, 120_000);
+
+  it('no channel is judged silent while the LISTEN connection is down; silence counts afresh once it is back', async () => {
+    const h = await harness('health_listening');
+    cleanups.push(() => h.close());
+    const pool = new pg.Pool({ connectionString: h.db.url, max: 2 });
+    cleanups.push(() => pool.end());
+    const clock = new ManualClock(1_000_000);
+    let listening = true;
+    const stop = new AbortController();
+    cleanups.push(async () => stop.abort());
+    const unit = new HealthUnit({
+      pumps: [h.pumps.A],
+      clock,
+      owns: () => true,
+      listening: () => listening,
+      pool,
+      logger: pino({ level: 'silent' }),
+      replica: 'test',
+      signal: stop.signal,
+    });
+    const channel = h.pumps.A.sensors[0]?.channel as string;
+    const state = () =>
+      ((unit.view('A')?.channels ?? {}) as Record<string, { state: string }>)[channel]?.state;
+    // The first tick serves the pump: it reads back its stored states first.
+    unit.tick();
+    await waitFor('the stored states read back', () => unit.view('A')?.judged === true, WAIT);
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1_000);
+      unit.reading('A', channel, i, clock.now(), true);
+    }
+    expect(state()).toBe('ok');
+    listening = false;
+    clock.advance(60_000);
+    unit.tick();
+    expect(state()).toBe('ok');
+    listening = true;
+    unit.tick();
+    expect(state()).toBe('ok');
+    clock.advance(5_001);
+    unit.tick();
+    expect(state()).toBe('silent');
+    await unit.flush();
+  });
 
   it("retention deletes transitions older than its age, keeping each subject's latest however old", async () => {
     const h = await harness('health_retention');
