@@ -344,8 +344,10 @@ export class HealthUnit {
       subject === PUMP_SUBJECT
         ? `pump ${w.pump.id}`
         : `pump ${w.pump.id} channel ${subject.slice(CHANNEL_PREFIX.length)}`;
-    const bad = t.to === 'alarm' || t.to === 'silent' || t.to === 'unknown';
-    if (bad) this.o.logger.warn(line, `${who} is now ${t.to}`);
+    // A channel's mark is on the page, in /status, the metrics and the alerts: logged at debug, so a stream
+    // that stops (every channel silent at once) floods no log. A pump's verdict: info, and warn for alarm.
+    if (subject !== PUMP_SUBJECT) this.o.logger.debug(line, `${who} is now ${t.to}`);
+    else if (t.to === 'alarm') this.o.logger.warn(line, `${who} is now ${t.to}`);
     else this.o.logger.info(line, `${who} is now ${t.to}`);
   }
 }
