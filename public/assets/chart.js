@@ -1,5 +1,6 @@
 // The failure-probability chart of one pump, drawn by uPlot (loaded before the modules as window.uPlot).
 import { clock, num, percent } from './format.js';
+import { levelsPlugin } from './health.js';
 import { t } from './i18n.js';
 import { exposed } from './state.js';
 
@@ -18,6 +19,8 @@ function createChart(card) {
     scales: { x: { time: true }, y: { auto: false, range: [0, 100] } },
     legend: { show: true, live: true },
     cursor: { drag: { x: false, y: false, setScale: false } },
+    // The pump's warning and alarm levels (health.js).
+    plugins: [levelsPlugin(() => card.levels, card.id)],
     series: [
       { label: t('colAt'), value: (_u, v) => (v == null ? '—' : clock(v * 1000)) },
       {

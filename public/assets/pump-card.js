@@ -2,6 +2,7 @@
 import { destroyChart, renderChart } from './chart.js';
 import { empty, h, table } from './dom.js';
 import { ago, clock, duration, num, percent, riskClass, shortTiempo } from './format.js';
+import { channelMark, channelRowClass, createVerdict, renderHealthHistory, renderVerdict } from './health.js';
 import { errorText, sensorText, t } from './i18n.js';
 
 const MAX_ERRORS = 8;
@@ -23,9 +24,12 @@ export function createCard(pump) {
       body,
     );
 
+  // The verdict leads the card (health.js).
+  slots.verdict = createVerdict();
   const root = h(
     'article',
     { class: 'card pump', 'data-pump': pump.id },
+    slots.verdict,
     h(
       'header',
       { class: 'pump-head' },
@@ -49,6 +53,7 @@ export function createCard(pump) {
       h('p', { class: 'hint block-sub', text: t('probabilityHint') }),
       slot('chart', 'div', 'chart'),
       slot('chartEmpty', 'p', 'chart-empty'),
+      slot('healthHistory', 'div', 'health-history'),
     ),
     section('backlog', null, slot('route', 'p', 'route-fault status-bad'), slot('backlog', 'div', 'tiles')),
     section('counters', null, slot('counters', 'div', 'counters'), slot('dropWhy', 'p', 'drop-why')),
@@ -89,6 +94,9 @@ export function renderCard(card, pump, model) {
   slots.risk.className = `risk-value ${riskClass(latest)}`;
   slots.risk.textContent = typeof latest === 'number' ? percent(latest) : t('noPredictionYet');
 
+  renderVerdict(slots.verdict, s.health, model.now);
+  card.levels = s.health?.levels;
+  renderHealthHistory(slots.healthHistory, s.health, model.now);
   renderConnection(slots.connection, s, model);
   renderChart(card, preds);
   renderRouteFault(slots.route, s.route_fault);
@@ -100,8 +108,10 @@ export function renderCard(card, pump, model) {
     slots.channels,
     channels.filter((c) => c.in_vector !== false),
     fields,
+    s.health,
+    model.now,
   );
-  renderPostedOnly(slots, channels);
+  renderPostedOnly(slots, channels, s.health, model.now);
   renderCompleteness(slots, pump, s);
   renderRecentVectors(slots.sent, preds, pump.dropped ?? [], model.now);
   renderDropWhy(slots.dropWhy, pump.dropped ?? [], s);
@@ -240,7 +250,7 @@ function sharedMark(c) {
   });
 }
 
-function renderChannels(el, channels, fields) {
+function renderChannels(el, channels, fields, health, now) {
   const rows = channels.map((c, i) => {
     const column = fields ? fields.indexOf(c.field) + 1 : i + 1;
     const stale = typeof c.last_seen_ms_ago === 'number' && c.last_seen_ms_ago > 60_000;
@@ -248,13 +258,19 @@ function renderChannels(el, channels, fields) {
       typeof c.last_value === 'number' ? `${num(c.last_value, 2)}${c.unit ? ` ${c.unit}` : ''}` : '—';
     return h(
       'tr',
-      { class: c.last_class === -1 ? 'row-anomaly' : undefined },
+      {
+        class:
+          [c.last_class === -1 ? 'row-anomaly' : '', channelRowClass(health, c.channel)].join(' ').trim() ||
+          undefined,
+        'data-channel': c.channel,
+      },
       h('td', { class: 'num muted col-index', text: column > 0 ? column : '·' }),
       h(
         'td',
         { class: 'field' },
         h('code', { text: c.field }),
         sharedMark(c),
+        channelMark(health, c.channel, now),
         h('span', {
           class: 'desc',
           text: sensorText(c.description),
@@ -410,7 +426,7 @@ function renderDropWhy(el, dropped, s) {
 }
 
 /** The sensors outside the vector, listed apart: their readings are posted one by one. */
-function renderPostedOnly(slots, channels) {
+function renderPostedOnly(slots, channels, health, now) {
   const posted = channels.filter((c) => c.in_vector === false);
   const block = slots.postedOnly.closest('section');
   if (block) block.hidden = posted.length === 0;
@@ -418,7 +434,7 @@ function renderPostedOnly(slots, channels) {
     slots.postedOnly.replaceChildren();
     return;
   }
-  renderChannels(slots.postedOnly, posted, []);
+  renderChannels(slots.postedOnly, posted, [], health, now);
 }
 
 export function renderErrors(el, errors, withPump) {

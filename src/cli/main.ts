@@ -160,7 +160,11 @@ program
     0,
   )
   .option('-o, --out-of-order <p>', 'probability that two timestamps are swapped', number(0, 1), 0)
-  .option('-s, --scenario <name>', 'normal or bearing-failure', 'normal')
+  .option(
+    '-s, --scenario <name>',
+    'normal, bearing-failure or silent-sensor (one table stops after 20 s)',
+    'normal',
+  )
   .option('-n, --count <n>', 'stop after this many timestamps per pump', number(1))
   .option(
     '--logbook-every <s>',

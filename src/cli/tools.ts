@@ -2,7 +2,7 @@ import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '
 import { createPool, describePgError, ensureReachable, withClient } from '../store/db.js';
 import { grantEngineSchema, migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
-import { runSimulator, type Scenario } from '../tools/simulator.js';
+import { runSimulator, SCENARIOS, type Scenario, silentSensorTable } from '../tools/simulator.js';
 import { resolveDemoTarget } from './demo.js';
 import {
   flushAndExit,
@@ -91,8 +91,8 @@ export async function simulateCommand(opts: {
   count?: number;
   logbookEvery: number;
 }): Promise<void> {
-  if (opts.scenario !== 'normal' && opts.scenario !== 'bearing-failure') {
-    throw new Error(`--scenario: got "${opts.scenario}", expected normal or bearing-failure`);
+  if (!(SCENARIOS as readonly string[]).includes(opts.scenario)) {
+    throw new Error(`--scenario: got "${opts.scenario}", expected ${SCENARIOS.join(', ')}`);
   }
   const { config, database } = withDatabase(true);
   await ensureReachable(database, 'pump-monitor-simulate');
@@ -106,6 +106,12 @@ export async function simulateCommand(opts: {
     { pumps: config.pumps.map((p) => p.id), logbooks: config.logbooks.map((l) => l.id), ...opts },
     'simulating',
   );
+  if (opts.scenario === 'silent-sensor') {
+    logger.info(
+      { table: silentSensorTable(config.pumps), after_s: 20 },
+      'silent-sensor: this table gets no more rows after 20 simulated seconds; its channel turns silent on the status page and in pump_monitor_channel_silent',
+    );
+  }
   const result = await runSimulator({
     pool,
     pumps: config.pumps,

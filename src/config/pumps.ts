@@ -33,7 +33,69 @@ const sensorSchema = z.object({
   tableBasis: z.string().optional(),
   /** Informational: anything an operator should know about this sensor. */
   note: z.string().optional(),
+  /**
+   * When the channel counts as silent: no reading for this many of its cadences (its median interval),
+   * or for this many seconds. Default 5 cadences (see docs/pumps.md, "Health").
+   */
+  silentAfter: z
+    .union([
+      z.object({ cadences: z.number().min(1).max(1_000) }).strict(),
+      z
+        .object({
+          seconds: z
+            .number()
+            .positive()
+            .max(7 * 86_400),
+        })
+        .strict(),
+    ])
+    .default({ cadences: 5 }),
+  /** Flat: this many readings in a row with one value. Absent: never judged flat. */
+  flatAfter: z.number().int().min(2).max(1_000_000).optional(),
 });
+
+/**
+ * A pump's verdict from its failure probability (percent): levels, on-delay, recovery margin, staleness.
+ * Defaults: warning 50, alarm 80, on-delay 3 vectors, off-delay 5 vectors, recovery 10 points, stale after
+ * 120 s.
+ */
+const healthSchema = z
+  .object({
+    /** Warning and alarm levels on the failure probability, in percent (0..100). */
+    warning: z.number().min(0).max(100).default(50),
+    alarm: z.number().min(0).max(100).default(80),
+    /**
+     * A level is taken once it is held for `vectors` answers in a row, or for `seconds` (whichever comes
+     * first; leave `seconds` out to count vectors only).
+     */
+    onDelay: z
+      .object({
+        vectors: z.number().int().min(1).max(10_000).default(3),
+        seconds: z.number().positive().max(86_400).optional(),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * A level is left once the probability stays below its clear point (the level minus `recovery`) for
+     * `vectors` answers in a row, or for `seconds` (off-delay).
+     */
+    offDelay: z
+      .object({
+        vectors: z.number().int().min(1).max(10_000).default(5),
+        seconds: z.number().positive().max(86_400).optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Percentage points below a level before it clears (hysteresis). */
+    recovery: z.number().min(0).max(100).default(10),
+    /** Seconds without an answer after which the verdict is unknown. */
+    staleAfter: z
+      .number()
+      .positive()
+      .max(7 * 86_400)
+      .default(120),
+  })
+  .strict();
 
 const pumpSchema = z.object({
   kind: z.literal('pump').default('pump'),
@@ -52,6 +114,8 @@ const pumpSchema = z.object({
   optionalFields: z.record(z.string(), z.number()).default({}),
   /** Informational: the values an earlier version of the original filled in. Not used. */
   seedDefaults: z.record(z.string(), z.number()).optional(),
+  /** The verdict's thresholds (docs/pumps.md, "Health"); every key has a default. */
+  health: healthSchema.prefault({}),
   sensors: z.array(sensorSchema).min(1),
 });
 
@@ -76,6 +140,7 @@ const logbookSchema = z.object({
 });
 
 export type SensorDefinition = z.infer<typeof sensorSchema>;
+export type HealthDefinition = z.infer<typeof healthSchema>;
 export type PumpDefinition = z.infer<typeof pumpSchema> & {
   /**
    * The unified body's fields: each distinct field of the sensors with inVector true, in the order the
@@ -177,6 +242,7 @@ function lintPump(p: PumpDefinition, source: string): void {
     inVector.set(s.field, s.inVector);
   }
   if (p.vectorFields.length === 0) throw problem(source, `pump ${p.id} has no sensor with inVector true`);
+  lintHealth(p, source);
   if (p.minFields > p.vectorFields.length) {
     throw problem(
       source,
@@ -193,6 +259,20 @@ function lintPump(p: PumpDefinition, source: string): void {
         throw problem(source, `pump ${p.id} ${key} names ${f}, ${why}; it must name a vector field`);
       }
     }
+  }
+}
+
+/** The levels must leave room for their recovery margin: a warning below its alarm, both above the margin. */
+function lintHealth(p: PumpDefinition, source: string): void {
+  const { warning, alarm, recovery } = p.health;
+  if (!(warning < alarm)) {
+    throw problem(source, `pump ${p.id} health.warning ${warning} must be below health.alarm ${alarm}`);
+  }
+  if (recovery > warning) {
+    throw problem(
+      source,
+      `pump ${p.id} health.recovery ${recovery} exceeds health.warning ${warning}; a warning could never clear`,
+    );
   }
 }
 

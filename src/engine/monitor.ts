@@ -92,6 +92,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     return this.u.housekeeper;
   }
 
+  /** Verdicts of the pumps and their channels. */
+  get health() {
+    return this.u.health;
+  }
+
   /** What /status, /readyz and the page read (http/status.ts). */
   get snapshot() {
     return this.u.snapshot;
@@ -112,6 +117,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
         );
         await checkTables(client, tables);
         await u.ledger.load(client, u.readers);
+        await u.health.restore(client);
       } finally {
         client.release();
       }
@@ -125,6 +131,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     u.ledger.start();
     u.posts.start();
     u.housekeeper.start();
+    u.health.start();
     o.logger.info(
       { pumps: o.config.pumps.map((p) => p.id), owned: u.snapshot.owned(), replica: this.replicaId },
       'monitor started',
@@ -134,9 +141,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   /**
    * Stops taking new work, delivers what it can within the deadline, leaves the rest in the outbox and
    * behind the checkpoints, and closes every connection. The order:
-   * 1. stop listening and cleaning; 2. finish the rows being read, catch-up, and the per-sensor and
+   * 1. stop listening, cleaning and judging; 2. finish the rows being read, catch-up, and the per-sensor and
    * logbook posts in memory; 3. write the outbox, dead letters and post records; 4. drain the outbox
-   * until the deadline; 5. write the delivery records; then, at the deadline or once drained: 6. cancel
+   * until the deadline; 5. write the delivery records and health transitions; then, at the deadline or once drained: 6. cancel
    * what is left, stop the timers and save the checkpoints; 7. release the leases and close.
    */
   async stop(deadlineMs = this.o.config.shutdownTimeoutMs): Promise<void> {
@@ -147,6 +154,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
     await u.listener.close();
     await u.housekeeper.stop();
+    u.health.stop();
     const logbooks = [...u.logbooks.values()];
     const drained = (async () => {
       await u.rows.idle();
@@ -156,7 +164,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await Promise.all([u.recorder.flush(), u.deadLetters.flush(), u.posts.flush()]);
       await Promise.all(logbooks.map((l) => l.flush()));
       await Promise.all([...u.lanes.values()].map((l) => l.drain(deadline)));
-      await Promise.all([u.recorder.flush(), u.posts.flush()]);
+      await Promise.all([u.recorder.flush(), u.posts.flush(), u.health.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
     u.posts.abort();

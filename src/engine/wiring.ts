@@ -9,6 +9,8 @@ import { OutboxDepth } from '../delivery/outbox-depth.js';
 import { OutboxRecorder } from '../delivery/outbox-recorder.js';
 import { PostPipeline } from '../delivery/post-pipeline.js';
 import type { Backend } from '../delivery/sensor-poster.js';
+import { HealthUnit } from '../health/health-unit.js';
+import { observeHealth } from '../health/observe-health.js';
 import type { EngineSnapshot } from '../http/status.js';
 import { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import { CatchUpRunner } from '../source/catch-up.js';
@@ -210,6 +212,20 @@ export function wireUnits(o: WiringOptions) {
     owned,
     logger: log.child({ stage: 'retention' }),
   });
+  // Verdicts of the pumps and their channels: fed by the intake's and lanes' events, never in their way.
+  const health = new HealthUnit({
+    pumps: config.pumps,
+    clock: o.clock,
+    owns: (pump) => active.owns(pump),
+    listening: () => listener.listening,
+    pool,
+    logger: log.child({ stage: 'health' }),
+    replica: o.replicaId,
+    signal,
+    retentionEveryMs: config.retention.intervalMs,
+  });
+  observeHealth(health, { intake, lanes });
+  health.registerMetrics((...a) => telemetry.gauge(...a));
   const outboxDepth = new OutboxDepth(
     pool,
     config.pumps.map((p) => p.id),
@@ -256,6 +272,7 @@ export function wireUnits(o: WiringOptions) {
     catchingUp: () => catchUp.running || [...logbooks.values()].some((l) => l.catchingUp),
     rowsBeingRead: () => rows.depth + (rows.waitingMs() > 0 ? 1 : 0),
     readersHeld: () => ledger.heldCount(active.ownedReaders()),
+    health: (pump) => health.view(pump),
   };
   return {
     telemetry,
@@ -277,6 +294,7 @@ export function wireUnits(o: WiringOptions) {
     activation: active,
     leases,
     housekeeper,
+    health,
     outboxDepth,
     readersOf,
     readers,

@@ -48,6 +48,8 @@ export interface EngineSnapshot {
   catchingUp(): boolean;
   rowsBeingRead(): number;
   readersHeld(): number;
+  /** A pump's verdict, its channels' marks and its recent transitions (health/health-unit.ts). */
+  health(pump: string): unknown;
 }
 
 /** The batch writers retrying a failed write (the database away, or a server fault), for /readyz and /status. */
@@ -137,6 +139,7 @@ export function statusModel(s: EngineSnapshot) {
       sensor_posts_queued: s.postsQueued(p.id),
       min_fields: p.minFields,
       last_prediction: c.last_prediction,
+      health: s.health(p.id),
     };
   }
   const writers = s.writers();

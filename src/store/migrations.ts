@@ -153,13 +153,12 @@ ALTER TABLE ${S}.checkpoints ADD PRIMARY KEY (table_name, pump);
 `;
 
 /**
- * Version 6: the wiring `listen` serves, recorded at its start, so that the operator commands run
+ * Version 5: the wiring `listen` serves, recorded at its start, so that the operator commands run
  * elsewhere (diagnose, dead-letters, replay) know it without being told: where the definitions came from
  * (a profile or a folder), every definition of that source, and which of them were served. One row per
  * digest of the definitions; `served` collects the ids of every process that served them.
- * (Version 5 is left to another change.)
  */
-const V6 = `
+const V5 = `
 CREATE TABLE IF NOT EXISTS ${S}.wiring (
   digest text PRIMARY KEY,
   profile text,
@@ -169,6 +168,27 @@ CREATE TABLE IF NOT EXISTS ${S}.wiring (
   first_recorded_at timestamptz NOT NULL DEFAULT now(),
   recorded_at timestamptz NOT NULL DEFAULT now()
 );
+`;
+
+/**
+ * Version 6: the history of verdicts. Each row is one transition of a pump's health (subject
+ * 'pump') or of one of its channels (subject: the channel), with the value that caused it. The latest row
+ * of each subject is the state a restart resumes; rows older than 30 days are deleted, except each
+ * subject's latest.
+ */
+const V6 = `
+CREATE TABLE IF NOT EXISTS ${S}.health_transitions (
+  id bigserial PRIMARY KEY,
+  pump text NOT NULL,
+  subject text NOT NULL,
+  from_state text NOT NULL,
+  to_state text NOT NULL,
+  value double precision,
+  at timestamptz NOT NULL,
+  recorded_by text
+);
+CREATE INDEX IF NOT EXISTS health_transitions_subject_idx ON ${S}.health_transitions (pump, subject, at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS health_transitions_at_idx ON ${S}.health_transitions (at);
 `;
 
 export interface Migration {
@@ -183,7 +203,8 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 2, name: 'vector identity by member rows, table numbers, per-sensor post ledger', sql: V2 },
   { version: 3, name: 'dead-letter handling, keyed deferred posts, replay audit', sql: V3 },
   { version: 4, name: 'checkpoints per reader (table, pump)', sql: V4 },
-  { version: 6, name: 'the wiring listen serves', sql: V6 },
+  { version: 5, name: 'the wiring listen serves', sql: V5 },
+  { version: 6, name: 'health transitions of pumps and channels', sql: V6 },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -43,7 +43,7 @@ export async function recordWiring(
 
 /**
  * The recorded wirings, the latest start first; none when the table does not exist yet (a schema older
- * than version 6) or nothing was recorded.
+ * than version 5) or nothing was recorded.
  */
 export async function recordedWirings(db: pg.ClientBase | pg.Pool, limit = 5): Promise<RecordedWiring[]> {
   const { rows: exists } = await db.query<{ ok: boolean }>(`SELECT to_regclass('${T}') IS NOT NULL AS ok`);

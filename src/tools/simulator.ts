@@ -4,7 +4,9 @@ import { quoteIdent } from '../store/db.js';
 import { type EntryKind, logbookEntry } from './logbook-entries.js';
 import { nominalOf } from './nominal.js';
 
-export type Scenario = 'normal' | 'bearing-failure';
+export type Scenario = 'normal' | 'bearing-failure' | 'silent-sensor';
+
+export const SCENARIOS: readonly Scenario[] = ['normal', 'bearing-failure', 'silent-sensor'];
 
 export interface TickInfo {
   pump: string;
@@ -39,6 +41,12 @@ export interface SimulatorOptions {
   scenario?: Scenario;
   /** simulated seconds the bearing-failure drift takes to reach its full size (default 120) */
   driftSeconds?: number;
+  /**
+   * 'silent-sensor': simulated seconds after which one table gets no more rows (default 20), as when its
+   * writer stops; the table is `silentTable`, or the one silentSensorTable() picks.
+   */
+  silentAfterSeconds?: number;
+  silentTable?: string;
   /** logbook streams to write operator entries into (default none) */
   logbooks?: LogbookDefinition[];
   /** simulated seconds between two entries of one logbook stream (default 180); streams are staggered */
@@ -140,6 +148,15 @@ function validate(opts: SimulatorOptions): void {
   if (opts.driftSeconds !== undefined && !(opts.driftSeconds > 0)) {
     throw new RangeError(`driftSeconds: got ${opts.driftSeconds}, expected a number > 0`);
   }
+  if (opts.silentAfterSeconds !== undefined && !(opts.silentAfterSeconds >= 0)) {
+    throw new RangeError(`silentAfterSeconds: got ${opts.silentAfterSeconds}, expected a number >= 0`);
+  }
+  if (
+    opts.silentTable !== undefined &&
+    !opts.pumps.some((p) => p.sensors.some((s) => s.table === opts.silentTable))
+  ) {
+    throw new RangeError(`silentTable: got "${opts.silentTable}", expected a table of the simulated pumps`);
+  }
   if (opts.logbookEverySeconds !== undefined && !(opts.logbookEverySeconds > 0)) {
     throw new RangeError(`logbookEverySeconds: got ${opts.logbookEverySeconds}, expected a number > 0`);
   }
@@ -171,6 +188,8 @@ class Simulator {
   /** A batch held back to be written after its successor (out-of-order), per pump. */
   private readonly held = new Map<string, Batch>();
   private readonly late = new LateRows();
+  /** The table that stops ('silent-sensor'), and from which simulated second. */
+  private readonly silenced: { table: string; fromS: number } | undefined;
 
   constructor(private readonly opts: SimulatorOptions) {
     this.rate = opts.rate ?? 1;
@@ -181,6 +200,10 @@ class Simulator {
       for (const sensor of p.sensors) if (!this.owner.has(sensor.table)) this.owner.set(sensor.table, p.id);
     this.streams = (opts.logbooks ?? []).flatMap((l) => l.streams);
     this.logbookEveryS = opts.logbookEverySeconds ?? 180;
+    this.silenced =
+      opts.scenario === 'silent-sensor'
+        ? { table: opts.silentTable ?? silentSensorTable(opts.pumps), fromS: opts.silentAfterSeconds ?? 20 }
+        : undefined;
   }
 
   async run(): Promise<SimulatorResult> {
@@ -233,6 +256,10 @@ class Simulator {
     const batch: Batch = { pump: pump.id, tiempo, rows: [], late: [], missing: [] };
     for (const sensor of pump.sensors) {
       if (this.owner.get(sensor.table) !== pump.id) continue;
+      if (this.silenced?.table === sensor.table && elapsedS >= this.silenced.fromS) {
+        batch.missing.push(sensor.field);
+        continue;
+      }
       if (this.chance(this.opts.missingProbability)) {
         batch.missing.push(sensor.field);
         continue;
@@ -357,6 +384,35 @@ class Simulator {
     for (const batch of held) await this.write(batch);
     await this.late.flush();
   }
+}
+
+/**
+ * The table the 'silent-sensor' scenario stops: one that most pumps read (a shared table marks every pump
+ * that reads it), preferring one outside every vector (the pumps' vectors still complete, so the page
+ * shows a silent channel and not a stalled pump), else the first pump's last sensor.
+ */
+export function silentSensorTable(pumps: Pick<PumpDefinition, 'sensors'>[]): string {
+  const readers = new Map<string, { pumps: number; inVector: boolean }>();
+  for (const p of pumps)
+    for (const s of p.sensors) {
+      const r = readers.get(s.table) ?? { pumps: 0, inVector: false };
+      r.pumps += 1;
+      r.inVector ||= s.inVector;
+      readers.set(s.table, r);
+    }
+  const score = (r: { pumps: number; inVector: boolean }) => r.pumps * 2 + (r.inVector ? 0 : 1);
+  let best: string | undefined;
+  for (const [table, r] of readers) {
+    const b = best === undefined ? undefined : readers.get(best);
+    if (!b || score(r) > score(b)) best = table;
+  }
+  const single = [...readers.values()].every((r) => r.pumps === 1 && r.inVector);
+  if (single || best === undefined) {
+    const last = pumps[0]?.sensors.at(-1)?.table;
+    if (last === undefined) throw new RangeError('silent-sensor: the pumps have no sensors');
+    return last;
+  }
+  return best;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
@@ -10,6 +10,7 @@ import { buildServer } from '../../src/http/server.js';
 import { createPool } from '../../src/store/db.js';
 import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
 import { type Harness, harness } from '../helpers/engine.js';
+import { type Wiring, wiringWithShortSilence } from '../helpers/health-wiring.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -23,11 +24,13 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 const ARTIFACTS = resolve(import.meta.dirname, '../../test-artifacts');
-// UPDATE_SCREENSHOT=1 refreshes the README's picture in docs/; otherwise it goes with the other artifacts.
-const SCREENSHOT =
+const SCREENSHOT = resolve(ARTIFACTS, 'status-page.png');
+// UPDATE_SCREENSHOT=1 refreshes the README's picture in docs/ (the health test's page: a verdict in alarm
+// and a silent channel); otherwise it goes with the other artifacts.
+const README_SCREENSHOT =
   process.env.UPDATE_SCREENSHOT === '1'
     ? resolve(import.meta.dirname, '../../docs/status-page.png')
-    : resolve(ARTIFACTS, 'status-page.png');
+    : resolve(ARTIFACTS, 'status-page-health.png');
 const SCREENSHOT_EN = resolve(ARTIFACTS, 'status-page-en.png');
 const SCREENSHOT_NARROW = resolve(ARTIFACTS, 'status-page-narrow.png');
 // The machine running the tests has two loaded cores: wait generously, assert no timing.
@@ -305,3 +308,149 @@ describe('status page', () => {
     expect(pageErrors).toEqual([]);
   }, 180_000);
 });
+
+/**
+ * Pump health on the page (issue 23), on both wirings: the card leads with the verdict, coloured, with since
+ * when, as the backend's answers climb through warning into alarm; the channel whose table stops
+ * (simulate's silent-sensor scenario) is marked silent, on both pumps when its table is shared.
+ */
+for (const wiring of ['default', 'plant-2026-03'] as Wiring[]) {
+  describe(`status page: pump health (${wiring})`, () => {
+    let hh: Harness | undefined;
+    let server: FastifyInstance | undefined;
+    let pool: pg.Pool | undefined;
+    let run: Promise<SimulatorResult> | undefined;
+    const stop = new AbortController();
+    let url = '';
+    let table = '';
+    let dir = '';
+
+    beforeAll(async () => {
+      if (!existsSync(CHROMIUM)) return;
+      ({ dir, table } = wiringWithShortSilence(wiring, 3));
+      hh = await harness(`page_health_${wiring.replace(/-/g, '_')}`, { PUMPS_DIR: dir, PUMPS: 'A,B' });
+      hh.backend.prediction = 30;
+      const monitor = await hh.startMonitor();
+      server = await buildServer(monitor, {
+        auth: { user: CREDENTIALS.username, password: CREDENTIALS.password },
+      });
+      await server.listen({ port: 0, host: '127.0.0.1' });
+      url = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+      pool = createPool(hh.config.database, 'status-page-health-simulator', 2);
+      pool.on('error', () => {});
+      run = runSimulator({
+        pool,
+        pumps: hh.config.pumps,
+        rate: 4,
+        scenario: 'silent-sensor',
+        silentAfterSeconds: 6,
+        signal: stop.signal,
+        onError: () => {},
+      });
+    });
+
+    afterAll(async () => {
+      stop.abort();
+      await run?.catch(() => undefined);
+      await pool?.end().catch(() => {});
+      await server?.close().catch(() => {});
+      await hh?.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('leads each card with the verdict and its time, draws the levels, and marks the silent channel', async () => {
+      const b = requireChromium();
+      const harnessed = hh as Harness;
+      const context = await b.newContext({
+        viewport: { width: 1440, height: 900 },
+        deviceScaleFactor: 1,
+        httpCredentials: CREDENTIALS,
+      });
+      const page = await context.newPage();
+      const problems: string[] = [];
+      page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+      await page.goto(`${url}/`, { waitUntil: 'load', timeout: SLOW });
+      const verdict = (pump: string) => page.locator(`article.pump[data-pump="${pump}"] .verdict`);
+      // The verdict is the card's first element.
+      expect(
+        await page.locator('article.pump[data-pump="A"] > :first-child').evaluate((e) => e.className),
+      ).toContain('verdict');
+      await expect.poll(() => verdict('A').getAttribute('data-state'), { timeout: SLOW }).toBe('normal');
+      expect(await verdict('A').locator('.verdict-state').textContent()).toBe('Normal');
+      // The chart draws the two levels.
+      await page.waitForFunction(
+        () => {
+          const s = (globalThis as unknown as { __pumpMonitor?: { levels?: Record<string, number[]> } })
+            .__pumpMonitor;
+          return s?.levels?.A?.join() === '50,80' && s?.levels?.B?.join() === '50,80';
+        },
+        undefined,
+        { timeout: SLOW },
+      );
+
+      // The backend's answers climb: warning, then alarm, each after its on-delay.
+      harnessed.backend.prediction = 65;
+      await expect.poll(() => verdict('A').getAttribute('data-state'), { timeout: SLOW }).toBe('warning');
+      expect(await verdict('A').locator('.verdict-state').textContent()).toBe('Advertencia');
+      // Pump B's answers go back down: its verdict leaves warning after its off-delay.
+      harnessed.backend.prediction = (path) => (path.startsWith('/sensores_b/') ? 22 : 93);
+      await expect.poll(() => verdict('A').getAttribute('data-state'), { timeout: SLOW }).toBe('alarm');
+      await expect.poll(() => verdict('B').getAttribute('data-state'), { timeout: SLOW }).toBe('normal');
+      expect(await verdict('A').locator('.verdict-state').textContent()).toBe('Alarma');
+      expect(await verdict('A').locator('.verdict-since').textContent()).toMatch(
+        /^desde \d{1,2}:\d{2}:\d{2}/,
+      );
+      const colour = await verdict('A').evaluate(
+        (e) =>
+          (
+            globalThis as unknown as { getComputedStyle(x: unknown): { backgroundColor: string } }
+          ).getComputedStyle(e).backgroundColor,
+      );
+      expect(colour).toBe('rgb(185, 28, 28)');
+
+      // The silent table's channel is marked on every pump that reads it (both, for a shared table).
+      const readers = harnessed.config.pumps.filter((p) => p.sensors.some((s) => s.table === table));
+      expect(readers.length).toBe(wiring === 'default' ? 1 : 2);
+      for (const p of readers) {
+        const channel = p.sensors.find((s) => s.table === table)?.channel as string;
+        const mark = page.locator(
+          `article.pump[data-pump="${p.id}"] tr[data-channel="${channel}"] .channel-mark-silent`,
+        );
+        await mark.waitFor({ timeout: SLOW });
+        expect(await mark.textContent()).toMatch(/^silencioso · desde /);
+        expect(await page.locator(`article.pump[data-pump="${p.id}"] tr.row-silent`).count()).toBe(1);
+      }
+      // And in the metric the alert is written on.
+      const metrics = await context.request.get(`${url}/metrics`);
+      const text = await metrics.text();
+      for (const p of readers) {
+        const channel = p.sensors.find((s) => s.table === table)?.channel as string;
+        expect(text).toContain(`pump_monitor_channel_silent{pump="${p.id}",channel="${channel}"} 1`);
+      }
+      await page.waitForSelector('article.pump[data-pump="A"] .health-history li', { timeout: SLOW });
+      if (wiring === 'default') {
+        await page.evaluate(() =>
+          (globalThis as unknown as { scrollTo(x: number, y: number): void }).scrollTo(0, 0),
+        );
+        await page.screenshot({ path: README_SCREENSHOT, fullPage: true });
+      }
+
+      // In English too.
+      await page.getByRole('button', { name: 'EN', exact: true }).click();
+      await expect
+        .poll(() => verdict('A').locator('.verdict-state').textContent(), { timeout: SLOW })
+        .toBe('Alarm');
+      expect(await verdict('A').locator('.verdict-since').textContent()).toMatch(/^since /);
+      const first = readers[0];
+      const ch = first?.sensors.find((s) => s.table === table)?.channel as string;
+      expect(
+        await page
+          .locator(`article.pump[data-pump="${first?.id}"] tr[data-channel="${ch}"] .channel-mark-silent`)
+          .textContent(),
+      ).toMatch(/^silent · since /);
+      await page.getByRole('button', { name: 'ES', exact: true }).click();
+      await context.close();
+      expect(problems).toEqual([]);
+    }, 240_000);
+  });
+}

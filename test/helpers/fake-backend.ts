@@ -67,6 +67,8 @@ export interface ServeOptions {
 export class FakeBackend {
   readonly requests: RecordedRequest[] = [];
   behaviour: Behaviour = () => undefined;
+  /** The failure probability the unified routes answer (percent), or a function of the request's path. */
+  prediction: number | ((path: string) => number) = 12.5;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private routes = new Map<string, Route>();
@@ -214,7 +216,10 @@ export class FakeBackend {
       status !== 200
         ? { detail: `fake backend: ${status}` }
         : isUnified
-          ? { prediccion: 12.5, status: 'success' }
+          ? {
+              prediccion: typeof this.prediction === 'number' ? this.prediction : this.prediction(rec.path),
+              status: 'success',
+            }
           : rec.path === LOGBOOK_PATH
             ? { id: rec.body.id, clasificacion: 'Rutina', alerta_aviso: null, procesado: true }
             : {

@@ -7,12 +7,15 @@ import {
   type PumpDefinition,
   profileDir,
 } from '../../src/config/pumps.js';
+import { PumpHealth } from '../../src/health/pump-health.js';
 import { createPool, quoteIdent } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
+import { failureProbability } from '../../src/tools/backend/scoring.js';
 import {
   formatTiempo,
   type LogbookEntryInfo,
   runSimulator,
+  silentSensorTable,
   type TickInfo,
 } from '../../src/tools/simulator.js';
 import { createTestDatabase } from '../helpers/db.js';
@@ -588,5 +591,67 @@ describe('runSimulator with the plant-2026-03 profile', { timeout: 30_000 }, () 
     await expect(
       runSimulator({ pool: {} as pg.Pool, pumps: plant.pumps, logbookEverySeconds: 0 }),
     ).rejects.toThrow(/logbookEverySeconds/);
+  });
+
+  it("bearing-failure takes pump A's verdict through warning into alarm, as the reference backend scores it", async () => {
+    const pool = await freshPool();
+    await runSimulator({
+      pool,
+      pumps: [pumpA],
+      rate: 50,
+      count: 200,
+      scenario: 'bearing-failure',
+      driftSeconds: 3,
+      random: seeded(23),
+      startTime: START,
+    });
+    // Each timestamp's vector, in order, scored as the reference backend scores it.
+    const byTiempo = new Map<string, Record<string, number>>();
+    for (const r of await readRows(pool, pumpA)) {
+      const v = byTiempo.get(r.tiempo) ?? {};
+      v[r.field] = r.valor;
+      byTiempo.set(r.tiempo, v);
+    }
+    const health = new PumpHealth(pumpA.health, 0);
+    const states: string[] = [health.state];
+    [...byTiempo.keys()].sort().forEach((tiempo, i) => {
+      const t = health.answer(failureProbability(byTiempo.get(tiempo) ?? {}), (i + 1) * 1000);
+      if (t) states.push(t.to);
+    });
+    expect(states).toEqual(['unknown', 'normal', 'warning', 'alarm']);
+  });
+
+  it('silent-sensor stops one table after silentAfterSeconds; on the March-2026 wiring a shared one', async () => {
+    expect(silentSensorTable(allPumps)).toBe('temperatura_ambiental');
+    expect(silentSensorTable(plant.pumps)).toBe('presion_agua_alimentacion_econ_ap');
+    for (const [wiring, pumps] of [
+      [allPumps, allPumps],
+      [plant, plant.pumps],
+    ] as const) {
+      const pool = await freshPool(wiring);
+      const silent = silentSensorTable(pumps);
+      const result = await runSimulator({
+        pool,
+        pumps,
+        rate: 10,
+        count: 30,
+        scenario: 'silent-sensor',
+        silentAfterSeconds: 1,
+        startTime: START,
+      });
+      expect(result.errors).toBe(0);
+      const count = async (table: string) =>
+        (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${quoteIdent(table)}`)).rows[0]?.n;
+      // Simulated seconds 0.0 .. 0.9 are written, then nothing; every other table has all 30.
+      expect(await count(silent)).toBe(10);
+      for (const other of distinctSensorTables(pumps)
+        .filter((t) => t.table !== silent)
+        .slice(0, 5)) {
+        expect(await count(other.table)).toBe(30);
+      }
+    }
+    await expect(
+      runSimulator({ pool: {} as pg.Pool, pumps: allPumps, scenario: 'silent-sensor', silentTable: 'nope' }),
+    ).rejects.toThrow(/silentTable/);
   });
 });

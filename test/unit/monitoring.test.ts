@@ -68,11 +68,26 @@ describe('deploy/monitoring', () => {
         'PumpMonitorNotReady',
         'PumpMonitorNotificationQueueFilling',
         'PumpMonitorCatchUpLong',
+        'PumpFailureProbabilityHigh',
+        'PumpSensorSilent',
+        'PumpPredictionStale',
       ]),
     );
     const used = metricNames(rules);
     expect(used.length).toBeGreaterThan(5);
     for (const name of used) expect(registered.has(name), name).toBe(true);
+    // The health metrics of issue 23 are what the health rules are written on.
+    for (const name of [
+      'pump_monitor_failure_probability',
+      'pump_monitor_pump_health',
+      'pump_monitor_channel_silent',
+    ]) {
+      expect(used, name).toContain(name);
+    }
+    // The failure-probability alert keeps firing past a dip (keep_firing_for) after its pending period.
+    const high = rules.slice(rules.indexOf('alert: PumpFailureProbabilityHigh')).split('- alert:')[0] ?? '';
+    expect(high).toMatch(/\n\s+for: \d+m\n/);
+    expect(high).toMatch(/\n\s+keep_firing_for: \d+m\n/);
   });
 
   it('the dashboard queries only metrics the engine exports', () => {

@@ -56,6 +56,7 @@ function snapshot(over: Partial<EngineSnapshot> = {}): EngineSnapshot {
     backend: () => undefined,
     openGroups: () => 0,
     groupsView: () => [],
+    health: () => undefined,
     outboxPending: () => 0,
     postsQueued: () => 0,
     overloaded: () => false,
