@@ -100,7 +100,7 @@ const DICT = {
     logbookLast: 'Última clasificación: {0} (tabla {1}, entrada {2})',
     logbookNone: 'Todavía no se ha clasificado ninguna entrada.',
     logbookStandby: 'en espera (otra réplica la atiende)',
-    // ---- issue 22: the wiring on the page ----
+    // ---- the wiring on the page ----
     postedOnly: 'Sólo envío por sensor',
     postedOnlyHint: 'Sensores que no entran en el vector: cada lectura se envía sola a su endpoint',
     sharedWith: 'compartida con {0}',
@@ -230,7 +230,7 @@ const DICT = {
     logbookLast: 'Last classification: {0} (table {1}, entry {2})',
     logbookNone: 'No entry classified yet.',
     logbookStandby: 'standby (another replica serves it)',
-    // ---- issue 22: the wiring on the page ----
+    // ---- the wiring on the page ----
     postedOnly: 'Posted on their own only',
     postedOnlyHint: "Sensors outside the vector: each reading goes alone to its sensor's endpoint",
     sharedWith: 'shared with {0}',
