@@ -146,6 +146,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
         logger.warn(
           {
             attempt: count,
+            // Bounded: each attempt is written (util/logger.ts, RepeatLimiter); unbounded, repeats are counted.
+            ...(Number.isFinite(limit) ? { of: limit } : {}),
             intentos_conexion: this.intentosConexion,
             reconexiones_consecutivas: this.reconexionesConsecutivas,
             delay_ms: delay,

@@ -166,12 +166,13 @@ export class RepeatLimiter {
 
   /**
    * The kind of a warning: its message with numbers (ids, times, counts) set aside, and its bindings. A
-   * warning that names its `attempt` is one step of a bounded schedule (the reconnection's, which ends
-   * at MAX_RECONEXIONES): each step is a kind of its own, so the schedule is written whole.
+   * warning that names its `attempt` and the bound it is `of` is one step of a bounded schedule (the
+   * reconnection's, which ends at MAX_RECONEXIONES): each step is a kind of its own, so the schedule is
+   * written whole. An attempt with no bound (a vector's retries go on) is held back like any repeat.
    */
   static key(msg: string, bindings: Record<string, unknown>, fields: Record<string, unknown> = {}): string {
     const where = ['pump', 'stage', 'logbook'].map((k) => String(fields[k] ?? bindings[k] ?? '')).join('|');
-    const step = fields.attempt === undefined ? '' : `|attempt ${String(fields.attempt)}`;
+    const step = fields.of === undefined ? '' : `|attempt ${String(fields.attempt)} of ${String(fields.of)}`;
     return `${where}|${msg.replace(/\d+/g, '#')}${step}`;
   }
 

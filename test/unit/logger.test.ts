@@ -72,15 +72,18 @@ describe('repeated warnings', () => {
     return { lines, log: pino(loggerOptions('info', [], limiter), sink) };
   }
 
-  it('writes each step of a bounded schedule (a warning naming its attempt), and holds back its repeats', () => {
+  it('writes each step of a bounded schedule (attempt N of M), and holds back unbounded attempts', () => {
     const limiter = new RepeatLimiter(60_000, () => 1_000_000);
     const { lines, log } = capture(limiter);
     const source = log.child({ stage: 'source' });
     for (const attempt of [1, 2, 3, 3]) {
-      source.warn({ attempt, delay_ms: 50 * attempt }, 'connection to PostgreSQL failed; retrying');
+      source.warn({ attempt, of: 3, delay_ms: 50 * attempt }, 'connection to PostgreSQL failed; retrying');
     }
     expect(lines.map((l) => l.attempt)).toEqual([1, 2, 3]);
-    expect(limiter.suppressedTotal).toBe(1);
+    // A vector's retries have no bound: attempt 2, 3, … are repeats of the first warning.
+    for (const attempt of [1, 2, 3]) source.warn({ attempt }, 'unified POST failed; retrying');
+    expect(lines.map((l) => l.attempt)).toEqual([1, 2, 3, 1]);
+    expect(limiter.suppressedTotal).toBe(3);
   });
 
   it('writes a warning once a minute and then says how many repeats it did not write', () => {
