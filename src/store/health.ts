@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { inTransaction } from './db.js';
 import { ENGINE_SCHEMA } from './migrations.js';
+import { underRetentionLock } from './retention.js';
 
 const TABLE = `${ENGINE_SCHEMA}.health_transitions`;
 
@@ -99,11 +99,7 @@ export async function recentTransitions(
  * (the state a restart resumes, however old). One replica at a time, under the retention lock.
  */
 export async function deleteOldTransitions(db: pg.Pool, olderThanMs: number, limit: number): Promise<number> {
-  return inTransaction(db, async (tx) => {
-    const { rows } = await tx.query<{ ok: boolean }>(
-      `SELECT pg_try_advisory_xact_lock(hashtext('${TABLE}.retention')) AS ok`,
-    );
-    if (!rows[0]?.ok) return 0;
+  return underRetentionLock(db, `${TABLE}.retention`, async (tx) => {
     const r = await tx.query(
       `DELETE FROM ${TABLE} WHERE id = ANY(ARRAY(
          SELECT h.id FROM ${TABLE} h

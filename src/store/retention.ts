@@ -51,11 +51,7 @@ export async function deleteOldOutbox(
  * the retention lock: with replicas, one of them does it at a time.
  */
 export async function deleteOldDeadLetters(db: pg.Pool, olderThanMs: number, limit: number): Promise<number> {
-  return inTransaction(db, async (tx) => {
-    const { rows } = await tx.query<{ ok: boolean }>(
-      `SELECT pg_try_advisory_xact_lock(hashtext('${S}.retention')) AS ok`,
-    );
-    if (!rows[0]?.ok) return 0;
+  return underRetentionLock(db, `${S}.retention`, async (tx) => {
     const r = await tx.query(
       `DELETE FROM ${S}.dead_letters WHERE id = ANY(ARRAY(
          SELECT id FROM ${S}.dead_letters WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)
@@ -82,4 +78,21 @@ export async function engineTableStats(db: pg.Pool | pg.ClientBase): Promise<Eng
     [S],
   );
   return rows.map((r) => ({ table: r.t, rows: Number(r.n), bytes: Number(r.b) }));
+}
+
+/**
+ * Runs `del` in a transaction that holds the advisory lock named `lock`, or deletes nothing (0) while
+ * another replica holds it: with replicas, one of them cleans a table at a time.
+ */
+export async function underRetentionLock(
+  db: pg.Pool,
+  lock: string,
+  del: (tx: pg.ClientBase) => Promise<number>,
+): Promise<number> {
+  return inTransaction(db, async (tx) => {
+    const { rows } = await tx.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok', [
+      lock,
+    ]);
+    return rows[0]?.ok ? del(tx) : 0;
+  });
 }
