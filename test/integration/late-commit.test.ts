@@ -170,10 +170,27 @@ describe('commits out of id order', () => {
       expect(m.listener.listening).toBe(false);
       await proxy.restore();
 
-      await waitFor('the early transaction delivered', () => {
-        const d = delivered(x, early.ids);
-        return d.vectors === 1 && d.posts === 20;
-      });
+      await waitFor(
+        'the early transaction delivered',
+        () => {
+          const d = delivered(x, early.ids);
+          return d.vectors === 1 && d.posts === 20;
+        },
+        20_000,
+        async () => {
+          const st = m.status();
+          const a = st.pumps.A as { catchup_rows: number; open_groups: number };
+          return {
+            delivered: delivered(x, early.ids),
+            state: st.state,
+            owned: st.owned_pumps,
+            work: st.work,
+            a: { catchup_rows: a.catchup_rows, open_groups: a.open_groups },
+            checkpoints: await checkpoints(x),
+            early: early.ids,
+          };
+        },
+      );
       // Its rows came back through the catch-up.
       expect((m.status().pumps.A as { catchup_rows: number }).catchup_rows).toBeGreaterThanOrEqual(20);
       expect(delivered(x, early.ids)).toEqual({ vectors: 1, posts: 20 });
