@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { loadConfig, port } from '../config/env.js';
+import { migrateSource } from '../source/replication/migrate.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
@@ -48,7 +49,12 @@ export async function start(): Promise<void> {
   const pgPort = port(process.env, 'PG_PORT', 0) || (await freePort());
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
-  const postgres = await startKeptPostgres({ dataDir, port: pgPort });
+  const postgres = await startKeptPostgres({
+    dataDir,
+    port: pgPort,
+    // SOURCE=replication reads a logical slot: the server must write logical WAL.
+    ...(probe.source.kind === 'replication' ? { postgresFlags: ['-c', 'wal_level=logical'] } : {}),
+  });
   if (postgres.relocation) {
     logger.info({ dir: postgres.relocation.dir }, `embedded PostgreSQL: ${postgres.relocation.reason}`);
   }
@@ -80,7 +86,10 @@ export async function start(): Promise<void> {
     const all = { ...config, database };
     logDefinitionWarnings(logger, config);
 
-    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config));
+    await withClient(database, 'pump-monitor-migrate', async (c) => {
+      await migrate(c, config);
+      await migrateSource(c, { ...config, database });
+    });
 
     backendPool = createPool(database, 'pump-monitor-backend', 4);
     const backend = await buildReferenceBackend({
