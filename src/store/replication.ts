@@ -123,6 +123,26 @@ export async function horizonAt(db: pg.Pool | pg.ClientBase): Promise<{ xmin: nu
   return { xmin: Number(rows[0]?.x), lsn: rows[0]?.l as string };
 }
 
+/**
+ * Of these transactions (32-bit ids, as the slot gives them), the ones a new snapshot does not see yet.
+ * A commit reaches the WAL, and so the slot, a moment before other sessions see it; a row handed on in
+ * that moment is not yet there for whoever reads it by its id (the backend writes its class back).
+ * Each id is widened to 64 bits with the epoch of the snapshot's xmax (the one before, past a wrap).
+ */
+export async function notYetVisible(db: pg.Pool | pg.ClientBase, xids: number[]): Promise<number[]> {
+  const { rows } = await db.query<{ x: string }>(
+    `WITH s AS (SELECT pg_current_snapshot() AS snap,
+                       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
+     SELECT x::text AS x FROM s, unnest($1::bigint[]) AS x
+      WHERE NOT pg_visible_in_snapshot(
+              ((GREATEST((s.xmax >> 32) - CASE WHEN x > s.xmax % 4294967296 THEN 1 ELSE 0 END, 0) << 32) | x)
+                ::text::xid8,
+              s.snap)`,
+    [xids],
+  );
+  return rows.map((r) => Number(r.x));
+}
+
 /** The WAL insert position now: transactions committed before the call end below it. */
 export async function currentWal(db: pg.Pool | pg.ClientBase): Promise<string> {
   const { rows } = await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l');

@@ -11,6 +11,7 @@ import {
   currentWal,
   ensurePublication,
   horizonAt,
+  notYetVisible,
   postsOnRecord,
   publicationTables,
   qualifiedNames,
@@ -209,7 +210,7 @@ interface Session {
   handled: bigint;
   queue: StreamEvent[];
   draining: boolean;
-  txn: { committedAt: number; changes: Change[] } | undefined;
+  txn: { committedAt: number; xid: number | undefined; changes: Change[] } | undefined;
   types: Map<number, Map<string, { oid?: number; name?: string }>>;
   failed: string | undefined;
   fail(why: string): void;
@@ -492,6 +493,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       escapeWal2jsonName(this.qualified.get(t) ?? `public.${t}`),
     );
     return new Wal2JsonPlugin({
+      includeXids: true,
       includeLsn: true,
       includeTimestamp: true,
       includeTypes: true,
@@ -537,7 +539,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
         return;
       }
       case 'begin':
-        s.txn = { committedAt: Number(BigInt(msg.commitTime as bigint) / 1000n), changes: [] };
+        s.txn = { committedAt: Number(BigInt(msg.commitTime as bigint) / 1000n), xid: msg.xid, changes: [] };
         return;
       case 'insert': {
         const table = this.tableOf(msg.relation.schema, msg.relation.name);
@@ -550,8 +552,8 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
         return;
       }
       case 'commit': {
-        const t = s.txn ?? { committedAt: Date.now(), changes: [] };
-        await this.handOver(s, t.committedAt, t.changes, parseLsn(msg.commitEndLsn as string));
+        const t = s.txn ?? { committedAt: Date.now(), xid: undefined, changes: [] };
+        await this.handOver(s, t.committedAt, t.changes, parseLsn(msg.commitEndLsn as string), t.xid);
         s.txn = undefined;
         return;
       }
@@ -576,15 +578,31 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       });
       changes.push({ table, values, types });
     }
-    await this.handOver(s, Number.isFinite(at) ? at : Date.now(), changes, parseLsn(tx.nextlsn ?? lsn));
+    await this.handOver(
+      s,
+      Number.isFinite(at) ? at : Date.now(),
+      changes,
+      parseLsn(tx.nextlsn ?? lsn),
+      tx.xid,
+    );
   }
 
   /**
    * A committed transaction's rows to the engine, then its place among the positions to confirm. A
    * transaction that ended before the session began is a replay: its posts on record are looked up first.
    */
-  private async handOver(s: Session, committedAt: number, changes: Change[], end: bigint): Promise<void> {
+  private async handOver(
+    s: Session,
+    committedAt: number,
+    changes: Change[],
+    end: bigint,
+    xid: number | undefined,
+  ): Promise<void> {
     const replay = end <= s.replayUntil;
+    if (!replay && changes.length > 0 && xid !== undefined) {
+      await this.untilVisible(xid);
+      if (this.current !== s || s.failed) return;
+    }
     let onRecord: Set<string> | undefined;
     if (replay && changes.length > 0) {
       onRecord = await postsOnRecord(
@@ -598,6 +616,24 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     s.positions.commit(end);
     if (end > s.handled) s.handled = end;
     this.confirm(s);
+  }
+
+  /**
+   * Waits (a few milliseconds at most, bounded) until other sessions see the transaction: the slot can
+   * give a commit before it is visible, and the backend reads the row by its id. The notifications of
+   * SOURCE=notify come after visibility, so they never needed this.
+   */
+  private async untilVisible(xid: number): Promise<void> {
+    for (let attempt = 1; attempt <= VISIBILITY_TRIES; attempt++) {
+      try {
+        if ((await notYetVisible(this.o.pool, [xid])).length === 0) return;
+      } catch (err) {
+        this.o.logger.warn({ err: describePgError(err), xid }, 'could not check a transaction is visible');
+        return;
+      }
+      await sleep(VISIBILITY_WAIT_MS);
+    }
+    this.o.logger.warn({ xid }, 'a transaction from the slot is still not visible; handing its rows on');
   }
 
   private tableOf(schema: string, name: string): string | undefined {
@@ -643,6 +679,10 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
   }
 }
 
+/** How often, and how long apart, a transaction's visibility is asked before its rows are handed on. */
+const VISIBILITY_TRIES = 200;
+const VISIBILITY_WAIT_MS = 5;
+
 /** A wal2json table name in add-tables: dots, commas and backslashes escaped. */
 function escapeWal2jsonName(qualified: string): string {
   const dot = qualified.indexOf('.');
@@ -669,7 +709,7 @@ interface PgoutputColumn {
 
 type PgoutputMessage =
   | { tag: 'relation'; relationOid: number; schema: string; name: string; columns: PgoutputColumn[] }
-  | { tag: 'begin'; commitTime: bigint }
+  | { tag: 'begin'; commitTime: bigint; xid: number }
   | {
       tag: 'insert';
       relation: { relationOid: number; schema: string; name: string };
@@ -679,6 +719,7 @@ type PgoutputMessage =
   | { tag: 'other' };
 
 interface Wal2JsonTransaction {
+  xid?: number;
   nextlsn?: string;
   timestamp?: string;
   change?: {
