@@ -52,8 +52,10 @@ export async function start(): Promise<void> {
   const postgres = await startKeptPostgres({
     dataDir,
     port: pgPort,
-    // SOURCE=replication reads a logical slot: the server must write logical WAL.
-    ...(probe.source.kind === 'replication' ? { postgresFlags: ['-c', 'wal_level=logical'] } : {}),
+    // SOURCE=replication reads a logical slot: the server must write logical WAL. Always, not only then:
+    // the data directory is kept between runs, and a server holding a logical slot (a run with
+    // SOURCE=replication) refuses to start at all below wal_level=logical.
+    postgresFlags: ['-c', 'wal_level=logical'],
   });
   if (postgres.relocation) {
     logger.info({ dir: postgres.relocation.dir }, `embedded PostgreSQL: ${postgres.relocation.reason}`);
