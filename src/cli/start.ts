@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { loadConfig, port } from '../config/env.js';
+import { migrateSource } from '../source/replication/migrate.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
@@ -48,7 +49,14 @@ export async function start(): Promise<void> {
   const pgPort = port(process.env, 'PG_PORT', 0) || (await freePort());
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
-  const postgres = await startKeptPostgres({ dataDir, port: pgPort });
+  const postgres = await startKeptPostgres({
+    dataDir,
+    port: pgPort,
+    // SOURCE=replication reads a logical slot: the server must write logical WAL. Always, not only then:
+    // the data directory is kept between runs, and a server holding a logical slot (a run with
+    // SOURCE=replication) refuses to start at all below wal_level=logical.
+    postgresFlags: ['-c', 'wal_level=logical'],
+  });
   if (postgres.relocation) {
     logger.info({ dir: postgres.relocation.dir }, `embedded PostgreSQL: ${postgres.relocation.reason}`);
   }
@@ -80,7 +88,10 @@ export async function start(): Promise<void> {
     const all = { ...config, database };
     logDefinitionWarnings(logger, config);
 
-    await withClient(database, 'pump-monitor-migrate', (c) => migrate(c, config));
+    await withClient(database, 'pump-monitor-migrate', async (c) => {
+      await migrate(c, config);
+      await migrateSource(c, { ...config, database });
+    });
 
     backendPool = createPool(database, 'pump-monitor-backend', 4);
     const backend = await buildReferenceBackend({

@@ -1,4 +1,5 @@
 import { type Config, type DatabaseConfig, describeDatabase, loadConfig } from '../config/env.js';
+import { migrateSource } from '../source/replication/migrate.js';
 import { createPool, describePgError, ensureReachable, withClient } from '../store/db.js';
 import { grantEngineSchema, migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
@@ -32,6 +33,7 @@ export async function migrateCommand(opts: { grantTo?: string } = {}): Promise<v
       const r = await migrate(client, config, (done, total, table) =>
         terminal() ? progressLine(`migrating ${done}/${total} ${table}`) : undefined,
       );
+      await migrateSource(client, config);
       if (opts.grantTo) {
         const tables = [
           ...config.pumps.flatMap((p) => p.sensors.map((s) => s.table)),

@@ -95,6 +95,18 @@ export interface Config {
   /** How long delivered, dead and dropped outbox rows, and dead letters, are kept; how often to clean. */
   retention: { outboxMs: number; deadLetterMs: number; intervalMs: number };
   log: { level: string; file: string | undefined };
+  /** Where rows come from (SOURCE): NOTIFY and the tables, or a logical replication slot (docs/replication.md). */
+  source: SourceConfig;
+}
+
+export interface SourceConfig {
+  kind: 'notify' | 'replication';
+  /** REPLICATION_PLUGIN: the slot's output plug-in. */
+  plugin: 'pgoutput' | 'wal2json';
+  /** REPLICATION_SLOT; undefined: pump_monitor_<database>. */
+  slot: string | undefined;
+  /** REPLICATION_PUBLICATION (pgoutput); undefined: pump_monitor, made by migrate. */
+  publication: string | undefined;
 }
 
 /** Names whose values are secrets: never echoed back in errors, logs or pages. */
@@ -484,7 +496,31 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       intervalMs: num(env, 'RETENTION_INTERVAL_MS', 60_000, { min: 100 }),
     },
     log: { level, file: read(env, 'LOG_FILE') },
+    source: sourceConfig(env),
   };
+}
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function sourceConfig(env: Env): SourceConfig {
+  const kind = read(env, 'SOURCE') ?? 'notify';
+  if (kind !== 'notify' && kind !== 'replication') fail('SOURCE', kind, 'notify or replication');
+  const plugin = read(env, 'REPLICATION_PLUGIN') ?? 'pgoutput';
+  if (plugin !== 'pgoutput' && plugin !== 'wal2json')
+    fail('REPLICATION_PLUGIN', plugin, 'pgoutput or wal2json');
+  const slot = read(env, 'REPLICATION_SLOT');
+  if (slot !== undefined && !IDENTIFIER.test(slot)) {
+    fail('REPLICATION_SLOT', slot, 'a slot name: lower-case letters, digits and _, at most 63');
+  }
+  const publication = read(env, 'REPLICATION_PUBLICATION');
+  if (publication !== undefined && !IDENTIFIER.test(publication)) {
+    fail(
+      'REPLICATION_PUBLICATION',
+      publication,
+      'a publication name: lower-case letters, digits and _, at most 63',
+    );
+  }
+  return { kind, plugin, slot, publication };
 }
 
 /** A database target for messages: host, port, database and user, never the password. */

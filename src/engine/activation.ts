@@ -49,6 +49,10 @@ export class Activation implements LeaseHooks {
     this.started = true;
   }
 
+  get isStarted(): boolean {
+    return this.started;
+  }
+
   /** The pumps and logbooks served now. */
   owned(): string[] {
     return [...this.active];

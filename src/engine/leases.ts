@@ -17,6 +17,11 @@ export interface LeaseOptions {
   intervalMs: number;
   /** Each step is awaited before the lease round goes on. */
   hooks: LeaseHooks;
+  /**
+   * A lock that comes before every pump (SOURCE=replication: the slot, which has one reader): only its
+   * holder takes pumps, and it takes them all; the others stand by.
+   */
+  exclusive?: string;
 }
 
 /** What the replica does as ownership changes. The keeper awaits each, so a hand-over is one ordered step. */
@@ -47,6 +52,8 @@ export class LeaseKeeper {
   private readonly groupPrefix: string;
   /** A rotation of the pumps, so that replicas starting together try different pumps first. */
   private readonly order: string[];
+  /** Whether this session holds the `exclusive` lock. */
+  private gate = false;
 
   constructor(private readonly o: LeaseOptions) {
     const group = createHash('sha256')
@@ -85,7 +92,12 @@ export class LeaseKeeper {
     if (this.closed) return;
     try {
       const c = await this.session();
-      const replicas = Math.max(1, await countSessions(c, this.groupPrefix));
+      if (this.o.exclusive !== undefined && !this.gate) {
+        this.gate = (await tryLockPump(c, this.o.exclusive, this.o.replicaId)) !== undefined;
+        if (!this.gate) return;
+      }
+      const replicas =
+        this.o.exclusive !== undefined ? 1 : Math.max(1, await countSessions(c, this.groupPrefix));
       const share = Math.ceil(this.o.pumps.length / replicas);
       for (const pump of [...this.owned].slice(share)) await this.release(c, pump);
       for (const pump of this.order) {
@@ -124,6 +136,7 @@ export class LeaseKeeper {
   private async drop(): Promise<void> {
     const c = this.client;
     this.client = undefined;
+    this.gate = false;
     if (c) void endSession(c, 1_000);
     for (const pump of [...this.owned]) {
       this.owned.delete(pump);

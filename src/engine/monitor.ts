@@ -4,13 +4,14 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
 import { readiness, statusModel } from '../http/status.js';
+import { ReplicationSetupError } from '../source/replication/source.js';
 import { describePgError } from '../store/db.js';
 import { ensureEngineSchema } from '../store/schema.js';
 import { recordWiring } from '../store/wiring.js';
 import { type Clock, systemClock } from '../util/clock.js';
 import { registerGauges } from './gauges.js';
 import { observe } from './observe.js';
-import { checkTables, withStartupRetries } from './startup.js';
+import { checkTables, StartupError, withStartupRetries } from './startup.js';
 import { type Units, wireUnits } from './wiring.js';
 
 export { StartupError } from './startup.js';
@@ -84,6 +85,11 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     return this.u.listener;
   }
 
+  /** SOURCE=replication: the slot's reader; undefined under SOURCE=notify. */
+  get replication() {
+    return this.u.replication;
+  }
+
   get leases() {
     return this.u.leases;
   }
@@ -116,6 +122,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
           o.logger.warn({ err: describePgError(err) }, 'could not record the wiring in the engine schema'),
         );
         await checkTables(client, tables);
+        await u.replication?.prepare(client).catch((err: unknown) => {
+          throw err instanceof ReplicationSetupError ? new StartupError(err.message) : err;
+        });
         await u.ledger.load(client, u.readers);
         await u.health.restore(client);
       } finally {
@@ -126,6 +135,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     await u.leases.start();
     u.activation.markStarted();
     await u.listener.start();
+    u.replication?.start();
     this.timers.push(setInterval(() => this.tick(), o.tickMs ?? 100));
     u.outboxDepth.start();
     u.ledger.start();
@@ -153,6 +163,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     u.stopping();
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
     await u.listener.close();
+    await u.replication?.stop();
     await u.housekeeper.stop();
     u.health.stop();
     const logbooks = [...u.logbooks.values()];
@@ -198,7 +209,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
    */
   private tick(): void {
     const { u } = this;
-    const stalled = u.rows.waitingMs() > this.o.config.assembler.settleMs / 4;
+    const stalled =
+      u.rows.waitingMs() > this.o.config.assembler.settleMs / 4 || (u.replication?.stalled() ?? false);
     for (const [pump, lane] of u.lanes) lane.tick(stalled || u.ledger.held(u.readersOf.get(pump) ?? []));
   }
 }

@@ -17,6 +17,7 @@ import { CatchUpRunner } from '../source/catch-up.js';
 import { Decoder } from '../source/decode.js';
 import { Intake } from '../source/intake.js';
 import { Listener } from '../source/listener.js';
+import { ReplicationSource, replicationNames, tableRoutes } from '../source/replication/source.js';
 import { ChannelRouter } from '../source/router.js';
 import { RowFetcher } from '../source/row-fetcher.js';
 import { createPool } from '../store/db.js';
@@ -86,12 +87,15 @@ export function wireUnits(o: WiringOptions) {
   const rows = new RowFetcher({ pool: rowPool, logger: log.child({ stage: 'source' }) });
   // Late-bound: the ledger and the posts ask Activation, which is built from the lanes below.
   let activation: Activation | undefined;
+  // Late-bound: SOURCE=replication's source, built once the intake and the lanes are.
+  let replication: ReplicationSource | undefined;
   const owned = () => activation?.owned() ?? [];
   const ledger = new CheckpointKeeper({
     pool,
     logger: log.child({ stage: 'ledger' }),
     everyMs: o.checkpointEveryMs,
-    horizon: () => listener.horizon(),
+    // The replication source's horizon is in the slot's order, as the LISTEN session's is in NOTIFY's.
+    horizon: () => (replication ? replication.horizon() : listener.horizon()),
     ownedReaders: () => activation?.ownedReaders() ?? [],
   });
   const recorder = new OutboxRecorder({ pool, logger: log.child({ stage: 'outbox' }), signal });
@@ -197,7 +201,37 @@ export function wireUnits(o: WiringOptions) {
   });
   const router = new ChannelRouter(intake);
   for (const l of logbooks.values()) router.add(l.channels, l);
+  let stopping = false;
+  // SOURCE=replication: the slot replaces NOTIFY as the live path (catch-up still covers start and takeovers).
+  const names =
+    config.source.kind === 'replication'
+      ? replicationNames(config.source, config.database.database)
+      : undefined;
+  const logbookOfChannel = new Map<string, LogbookLane>();
+  for (const l of logbooks.values()) for (const c of l.channels) logbookOfChannel.set(c, l);
+  const served = [...config.pumps.map((p) => p.id), ...config.logbooks.map((l) => l.id)];
+  replication = names
+    ? new ReplicationSource({
+        db: config.database,
+        pool,
+        names,
+        routes: tableRoutes(config),
+        sensor: (channel, row) => intake.row(channel, row, 'notify'),
+        replay: (channel, row, pump, postSettled) => intake.row(channel, row, 'catchup', postSettled, pump),
+        // The row's post is on record: only its place in the ledger is rebuilt (a row begun with no part).
+        logbookOnRecord: (logbook, table, id) => void ledger.begin(logbook, table, id, []),
+        passed: (reader, table, id) => ledger.passed(reader, table, id),
+        logbook: (channel, id) => logbookOfChannel.get(channel)?.notified(channel, `{"id":${id}}`),
+        settled: (reader, table, id) => ledger.settledThrough(reader, table, id),
+        active: () => !stopping && active.isStarted && served.every((id) => active.owns(id)),
+        sessionName: `pm-repl:${o.replicaId}`,
+        reconnect: config.reconnect,
+        logger: log.child({ stage: 'source' }),
+        registry: telemetry.registry,
+      })
+    : undefined;
   const leases = new LeaseKeeper({
+    ...(names ? { exclusive: `replication-slot:${names.slot}` } : {}),
     db: config.database,
     pumps: [...config.pumps.map((p) => p.id), ...config.logbooks.map((l) => l.id)],
     logger: log.child({ stage: 'leases' }),
@@ -241,14 +275,17 @@ export function wireUnits(o: WiringOptions) {
   ];
   // The path's first hop: each notification to the sink that owns its channel (no event comes before
   // the listener is started).
-  listener.on('notification', (channel, payload) => router.notified(channel, payload));
+  // Under SOURCE=replication the slot is the live path: a notification (a trigger left from SOURCE=notify)
+  // would only repeat it.
+  listener.on('notification', (channel, payload) => {
+    if (!replication) router.notified(channel, payload);
+  });
   listener.on('listening', () => {
     catchUp.request();
     for (const l of logbooks.values()) l.catchUp();
   });
   // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
   listener.on('disconnected', () => ledger.hold(readers));
-  let stopping = false;
   const snapshot: EngineSnapshot = {
     startedAt: Date.now(),
     replicaId: o.replicaId,
@@ -273,6 +310,8 @@ export function wireUnits(o: WiringOptions) {
     rowsBeingRead: () => rows.depth + (rows.waitingMs() > 0 ? 1 : 0),
     readersHeld: () => ledger.heldCount(active.ownedReaders()),
     health: (pump) => health.view(pump),
+    source: config.source.kind,
+    replication: () => replication?.status() ?? null,
   };
   return {
     telemetry,
@@ -284,6 +323,7 @@ export function wireUnits(o: WiringOptions) {
     router,
     rows,
     intake,
+    replication,
     catchUp,
     ledger,
     recorder,

@@ -50,6 +50,10 @@ export interface EngineSnapshot {
   readersHeld(): number;
   /** A pump's verdict, its channels' marks and its recent transitions (health/health-unit.ts). */
   health(pump: string): unknown;
+  /** Where rows come from: `notify` (LISTEN and the tables) or `replication` (a logical slot). */
+  readonly source: 'notify' | 'replication';
+  /** The replication source's state (slot, plug-in, lag, rows); null under SOURCE=notify. */
+  replication(): unknown;
 }
 
 /** The batch writers retrying a failed write (the database away, or a server fault), for /readyz and /status. */
@@ -158,6 +162,8 @@ export function statusModel(s: EngineSnapshot) {
     overloaded: s.overloaded(),
     db_queries: s.dbQueries(),
     checkpoint_saves: s.checkpointSaves(),
+    source: s.source,
+    replication: s.replication(),
     writers_retrying: writersRetrying(s),
     // Work under way that is not a queue of posts or an open group: for a caller (a test, an operator)
     // that must know the engine has settled everything it was given.

@@ -132,6 +132,11 @@ export class CheckpointKeeper {
     return this.reader(pump, table).passed(id);
   }
 
+  /** Whether the reader has settled `id`: its checkpoint in memory is at or past it. */
+  settledThrough(pump: string, table: string, id: number): boolean {
+    return this.reader(pump, table).checkpoint() >= id;
+  }
+
   /** A notification names `id`: no checkpoint passes it until `unclaim` (its row was read, or not). */
   claim(pump: string, table: string, id: number): void {
     this.reader(pump, table).claim(id);

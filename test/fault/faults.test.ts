@@ -6,6 +6,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Config, type DatabaseConfig, loadConfig } from '../../src/config/env.js';
 import { Monitor } from '../../src/engine/monitor.js';
+import { migrateSource } from '../../src/source/replication/migrate.js';
 import { createPool, withClient } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
@@ -20,6 +21,7 @@ import {
 } from '../helpers/bounds.js';
 import { spawnListener } from '../helpers/child.js';
 import { createTestDatabase } from '../helpers/db.js';
+import { onReplication, sourceEnv } from '../helpers/engine.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 import { expectExactlyOnce, expectWithinBound, Ledger } from '../helpers/ledger.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -87,11 +89,14 @@ async function setup(prefix: string, server?: { url: string; database: DatabaseC
   const backendB = await new FakeBackend(served('B')).start();
   cleanups.push(() => backendB.stop());
   // BASE_URL_B without its /sensores_b suffix: the engine appends it (both spellings occur in .env files).
-  const env = { ...FAST, DATABASE_URL: url, BASE_URL: backend.url, BASE_URL_B: backendB.url };
+  const env = { ...FAST, ...sourceEnv(), DATABASE_URL: url, BASE_URL: backend.url, BASE_URL_B: backendB.url };
   const config = loadConfig(env, { requireDatabase: true, requireBackend: true }) as Config & {
     database: DatabaseConfig;
   };
-  await withClient(database, 'test-migrate', (c) => migrate(c, config.pumps));
+  await withClient(database, 'test-migrate', async (c) => {
+    await migrate(c, config.pumps);
+    await migrateSource(c, config);
+  });
   const admin = createPool(database, 'test-admin', 3);
   cleanups.push(() => admin.end());
   const ledger = new Ledger({
@@ -268,7 +273,10 @@ describe('fault injection', { timeout: 180_000 }, () => {
   it('PostgreSQL stops and comes back mid-stream', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pm-fault-pg-'));
     chmodSync(dir, 0o755);
-    const server = await startEmbeddedPostgres({ dataDir: join(dir, 'data') });
+    const server = await startEmbeddedPostgres({
+      dataDir: join(dir, 'data'),
+      ...(onReplication ? { postgresFlags: ['-c', 'wal_level=logical'] } : {}),
+    });
     cleanups.push(async () => {
       await server.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -346,14 +354,17 @@ describe('fault injection', { timeout: 180_000 }, () => {
   it('the backend answers 500/503, then times out, then recovers', async () => {
     const s = await setup('fault_backend');
     let phase: 'ok' | 'errors' | 'hang' = 'ok';
-    let n = 0;
+    // A count per backend: one shared by both could hand one backend every 500 and the other every 503.
     const behaviour = () => {
-      if (phase === 'errors') return { status: n++ % 2 ? 500 : 503 };
-      if (phase === 'hang') return 'hang' as const;
-      return undefined;
+      let n = 0;
+      return () => {
+        if (phase === 'errors') return { status: n++ % 2 ? 500 : 503 };
+        if (phase === 'hang') return 'hang' as const;
+        return undefined;
+      };
     };
-    s.backend.behaviour = behaviour;
-    s.backendB.behaviour = behaviour;
+    s.backend.behaviour = behaviour();
+    s.backendB.behaviour = behaviour();
     const m = await monitor(s.config);
     const st = stream(s, 150);
     await untilTicks(st, 40);
@@ -521,7 +532,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     expectResendsOnlyUnrecorded(resends, bound);
   });
 
-  it('a burst of malformed notifications among good ones', async () => {
+  it.skipIf(onReplication)('a burst of malformed notifications among good ones', async () => {
     const s = await setup('fault_malformed');
     const m = await monitor(s.config);
     const st = stream(s, 100);

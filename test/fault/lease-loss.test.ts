@@ -5,7 +5,7 @@ import type { PumpConfig } from '../../src/config/env.js';
 import type { Monitor } from '../../src/engine/monitor.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
-import { type Harness, harness, insertTimestamp } from '../helpers/engine.js';
+import { type Harness, harness, insertTimestamp, onReplication } from '../helpers/engine.js';
 import { expectExactlyOnce } from '../helpers/ledger.js';
 import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
 import { pause, waitFor } from '../helpers/wait.js';
@@ -122,7 +122,9 @@ afterEach(async () => {
   h = undefined;
 });
 
-describe('lease session lost, LISTEN connection up', { timeout: 180_000 }, () => {
+// Pumps split between replicas, notifications ignored by a standby: the NOTIFY source's shape. On the
+// replication source one replica holds the slot's lease and every pump (replication.test.ts, lease loss).
+describe.skipIf(onReplication)('lease session lost, LISTEN connection up', { timeout: 180_000 }, () => {
   it("a resumed pump's checkpoints stay below the rows it ignored until its catch-up has read them", async () => {
     h = await harness('fault_lease_loss', {}, { ownBackendB: true, server: server?.url });
     const x = h;

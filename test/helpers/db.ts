@@ -54,6 +54,34 @@ export async function createTestDatabase(
     name,
     url: url.toString(),
     config: databaseConfigFromUrl(url.toString()),
-    drop: () => runAsAdmin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`, server),
+    drop: async () => {
+      // A replication slot of the database (SOURCE=replication) would refuse the drop: end this database's
+      // replication sessions (a monitor not stopped), then drop its slots.
+      const own = new pg.Client({ connectionString: url.toString() });
+      own.on('error', () => {});
+      await own.connect().catch(() => {});
+      await own
+        .query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name LIKE 'pm-repl:%' || $1 AND backend_type = 'walsender'`,
+          [''],
+        )
+        .catch(() => {});
+      await own.end().catch(() => {});
+      // The ended session lets go of its slot a moment later: a few tries, bounded.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await runAsAdmin(
+            `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '${name}'`,
+            server,
+          );
+          break;
+        } catch (err) {
+          if (attempt >= 20) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      await runAsAdmin(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`, server);
+    },
   };
 }

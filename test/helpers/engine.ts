@@ -2,6 +2,7 @@ import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { type Config, type DatabaseConfig, loadConfig, type PumpConfig } from '../../src/config/env.js';
 import { Monitor } from '../../src/engine/monitor.js';
+import { migrateSource } from '../../src/source/replication/migrate.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { migrate } from '../../src/store/schema.js';
 import type { Clock } from '../../src/util/clock.js';
@@ -11,6 +12,18 @@ import { Ledger, type LedgerOptions } from './ledger.js';
 import { specPumpFor } from './spec-oracle.js';
 
 export const API_KEY = 'test-key-7f3a9c';
+
+/**
+ * The source the acceptance and fault files run on: TEST_SOURCE=replication (CI runs them both ways), or
+ * notify. Tests of the NOTIFY path itself (forged payloads, a trigger's duplicate notification) skip on
+ * replication, where no notification is read.
+ */
+export const onReplication = process.env.TEST_SOURCE?.trim() === 'replication';
+
+/** SOURCE for an engine a file configures itself (without the harness). */
+export function sourceEnv(): Record<string, string> {
+  return onReplication ? { SOURCE: 'replication' } : {};
+}
 
 /**
  * Test settings: short settle and expiry, fast retries and backoff, quiet logs. Pump B goes to `backendB`
@@ -68,9 +81,12 @@ export interface Harness {
  */
 export async function harness(
   prefix: string,
-  env: Record<string, string> = {},
+  given: Record<string, string> = {},
   opts: { ownBackendB?: boolean; server?: string } = {},
 ): Promise<Harness> {
+  // TEST_SOURCE=replication runs a file on the replication source: no triggers, rows from a slot.
+  const source = given.SOURCE ?? process.env.TEST_SOURCE?.trim();
+  const env = source ? { ...given, SOURCE: source } : given;
   const db = await createTestDatabase(prefix, opts.server);
   const defaults = loadConfig(env).pumps;
   const key = env.API_KEY ?? API_KEY;
@@ -98,6 +114,7 @@ export async function harness(
   const client = await admin.connect();
   // The whole wiring: a profile with logbooks gets their tables too.
   await migrate(client, config);
+  await migrateSource(client, config);
   client.release();
   const pumps = {
     A: config.pumps.find((p) => p.id === 'A') as PumpConfig,

@@ -24,7 +24,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // As root the server runs as the `postgres` user, which must be able to enter this directory.
   await chmod(root, 0o755);
   try {
-    const server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data') });
+    const server = await startEmbeddedPostgres({
+      dataDir: path.join(root, 'data'),
+      // SOURCE=replication reads a logical slot per test database.
+      postgresFlags: [
+        '-c',
+        'wal_level=logical',
+        '-c',
+        'max_replication_slots=100',
+        '-c',
+        'max_wal_senders=100',
+      ],
+    });
     project.provide('databaseUrl', server.url);
     // Ctrl-C: vitest exits at once (process.exit) and the teardown below never runs. The cluster, with its
     // password file, must not stay behind in the temporary directory: on exit the server is told to stop

@@ -24,7 +24,7 @@ export async function startPrivateServer(): Promise<PrivateServer> {
       dataDir: path.join(root, 'data'),
       // Autovacuum's own transactions would be the only ones besides the test's: none, so the horizon the
       // tests read is theirs or the engine's.
-      postgresFlags: ['-c', 'autovacuum=off'],
+      postgresFlags: ['-c', 'autovacuum=off', '-c', 'wal_level=logical'],
     });
     let stopped = false;
     return {

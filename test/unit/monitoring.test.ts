@@ -25,14 +25,21 @@ interface Dashboard {
   panels: Panel[];
 }
 
-/** The metric names a Monitor registers: it is built, not started, so nothing connects anywhere. */
+/**
+ * The metric names a Monitor registers, on either source (SOURCE=replication adds the slot's): it is
+ * built, not started, so nothing connects anywhere.
+ */
 function registeredMetrics(): Set<string> {
-  const config = loadConfig(
-    { DATABASE_URL: 'postgres://nobody:nothing@127.0.0.1:1/none' },
-    { requireDatabase: true },
-  ) as Config & { database: DatabaseConfig };
-  const monitor = new Monitor({ config, logger: pino({ level: 'silent' }) });
-  return new Set(monitor.telemetry.registry.getMetricsAsArray().map((m) => m.name));
+  const names = new Set<string>();
+  for (const source of ['notify', 'replication']) {
+    const config = loadConfig(
+      { DATABASE_URL: 'postgres://nobody:nothing@127.0.0.1:1/none', SOURCE: source },
+      { requireDatabase: true },
+    ) as Config & { database: DatabaseConfig };
+    const monitor = new Monitor({ config, logger: pino({ level: 'silent' }) });
+    for (const m of monitor.telemetry.registry.getMetricsAsArray()) names.add(m.name);
+  }
+  return names;
 }
 
 /** pump_monitor_* names in a text; a histogram's series name its family (…_bucket, …_sum, …_count). */
@@ -68,6 +75,7 @@ describe('deploy/monitoring', () => {
         'PumpMonitorNotReady',
         'PumpMonitorNotificationQueueFilling',
         'PumpMonitorCatchUpLong',
+        'PumpMonitorReplicationSlotBehind',
         'PumpFailureProbabilityHigh',
         'PumpSensorSilent',
         'PumpPredictionStale',

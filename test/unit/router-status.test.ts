@@ -67,6 +67,8 @@ function snapshot(over: Partial<EngineSnapshot> = {}): EngineSnapshot {
     catchingUp: () => false,
     rowsBeingRead: () => 0,
     readersHeld: () => 0,
+    source: 'notify',
+    replication: () => null,
     ...over,
   };
 }

@@ -1,5 +1,6 @@
 import { backendChecks } from './backend.js';
 import { type DiagnoseConfig, databaseChecks } from './database.js';
+import { replicationChecks } from './replication.js';
 import { type Check, redact } from './report.js';
 
 export { type Channel, channelsOf } from './channels.js';
@@ -25,5 +26,10 @@ export async function runDiagnostics(config: DiagnoseConfig, opts: DiagnoseOptio
     databaseChecks(config, timeoutMs),
     backendChecks(config, timeoutMs),
   ]);
-  return redact([...db, ...backends], [config.database.password, config.apiKey]);
+  // SOURCE=replication reads a slot, not triggers: its own lines replace the trigger checks.
+  const source = [
+    ...db.filter((c) => config.source.kind !== 'replication' || !c.name.startsWith('trigger ')),
+    ...(await replicationChecks(config)),
+  ];
+  return redact([...source, ...backends], [config.database.password, config.apiKey]);
 }

@@ -36,7 +36,11 @@ function childEntry(): string {
   return existsSync(js) ? js : here.replace(/keeper\.(ts|js)$/, 'keeper-child.ts');
 }
 
-export async function startKeptPostgres(opts: { dataDir: string; port?: number }): Promise<KeptPostgres> {
+export async function startKeptPostgres(opts: {
+  dataDir: string;
+  port?: number;
+  postgresFlags?: string[];
+}): Promise<KeptPostgres> {
   const child = fork(childEntry(), [JSON.stringify(opts)], {
     detached: true,
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
@@ -82,7 +86,7 @@ function exited(child: ChildProcess): Promise<void> {
 
 /** The keeper's side: runs in the detached child. */
 export async function keeperMain(argv: string[]): Promise<void> {
-  const opts = JSON.parse(argv[0] ?? '{}') as { dataDir: string; port?: number };
+  const opts = JSON.parse(argv[0] ?? '{}') as { dataDir: string; port?: number; postgresFlags?: string[] };
   const send = (m: Hello | Reply) => process.send?.(m);
   let pg: EmbeddedPostgres;
   try {
