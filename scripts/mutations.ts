@@ -5,7 +5,10 @@
  * in the baseline fails under the mutation.
  *
  *   npm run test:mutations [-- --only dup-post,fresh-key] [--files test/fault/faults.test.ts,...]
- *                          [--no-baseline] [--timeout-min 30] [--every N]
+ *                          [--no-baseline] [--timeout-min 30] [--budget-min N] [--every N]
+ *
+ * `--budget-min N` ends the whole within N minutes: a run starts only while it can end (at its timeout)
+ * inside the budget; the mutations left are named in the table as not run.
  *
  * `--every N` mutates every N-th eligible request of each process instead of the injector's default
  * (every 25th per-sensor post, every 10th vector); the runs are then labelled `<mutation>-every<N>`.
@@ -41,6 +44,11 @@ for (const m of only)
 const baseline = !process.argv.includes('--no-baseline');
 const timeoutMs = Number(arg('timeout-min') ?? 30) * 60_000;
 const every = arg('every');
+const budgetMs = arg('budget-min') === undefined ? Number.POSITIVE_INFINITY : Number(arg('budget-min')) * 60_000;
+const begun = Date.now();
+/** Whether a run that may last its whole timeout still ends within the budget. */
+const fits = () => Date.now() - begun + timeoutMs <= budgetMs;
+const notRun: string[] = [];
 if (every !== undefined && !/^[1-9]\d*$/.test(every)) throw new Error('--every: a positive integer');
 
 interface Assertion {
@@ -142,6 +150,11 @@ if (baseline) {
   console.log(`baseline: ${base.seconds} s`);
 }
 for (const m of only) {
+  if (!fits()) {
+    notRun.push(m);
+    console.log(`${m}: not run, it might not end within --budget-min`);
+    continue;
+  }
   const r = await run(every === undefined ? m : `${m}-every${every}`, m);
   runs.push(r);
   console.log(
@@ -186,6 +199,7 @@ const table = [
   ...lines,
   '',
   `Run times: ${[...(base ? [base] : []), ...runs].map((r) => `${r.label} ${r.seconds} s`).join(', ')}.`,
+  ...(notRun.length > 0 ? ['', `Not run within --budget-min: ${notRun.join(', ')}.`] : []),
   '',
   ...details,
   '',
