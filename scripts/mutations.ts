@@ -44,7 +44,8 @@ for (const m of only)
 const baseline = !process.argv.includes('--no-baseline');
 const timeoutMs = Number(arg('timeout-min') ?? 30) * 60_000;
 const every = arg('every');
-const budgetMs = arg('budget-min') === undefined ? Number.POSITIVE_INFINITY : Number(arg('budget-min')) * 60_000;
+const budgetMs =
+  arg('budget-min') === undefined ? Number.POSITIVE_INFINITY : Number(arg('budget-min')) * 60_000;
 const begun = Date.now();
 /** Whether a run that may last its whole timeout still ends within the budget. */
 const fits = () => Date.now() - begun + timeoutMs <= budgetMs;
