@@ -103,12 +103,24 @@ async function run(label: string, mutation: string | undefined): Promise<Run> {
   const output: Buffer[] = [];
   child.stdout?.on('data', (c: Buffer) => output.push(c));
   child.stderr?.on('data', (c: Buffer) => output.push(c));
+  // Past the timeout: SIGINT first, so that vitest's global set-up stops its PostgreSQL and removes its
+  // temporary cluster (which holds the cluster's password); SIGKILL if it is still there 20 s later.
+  let kill: NodeJS.Timeout | undefined;
   const timer = setTimeout(() => {
     console.error(`${label}: past ${timeoutMs / 60_000} min, stopping vitest (pid ${child.pid})`);
-    if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    const signal = (sig: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, sig);
+      } catch {
+        // the group is gone already
+      }
+    };
+    signal('SIGINT');
+    kill = setTimeout(() => signal('SIGKILL'), 20_000);
   }, timeoutMs);
   await new Promise<void>((r) => child.once('exit', () => r()));
   clearTimeout(timer);
+  clearTimeout(kill);
   writeFileSync(join(out, `${label}.out.txt`), Buffer.concat(output));
   const seconds = Math.round((Date.now() - started) / 1000);
   const tests = new Map<string, Map<string, { status: string; why: string }>>();
