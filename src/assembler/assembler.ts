@@ -71,6 +71,8 @@ export class Assembler {
   private readonly last: ({ value: number; at: number } | undefined)[];
   private readonly closedMemory: number;
   private settling = 0;
+  /** The last tick at which the pump's readers were held for a catch-up. */
+  private heldAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly pump: PumpConfig,
@@ -146,19 +148,23 @@ export class Assembler {
   }
 
   /**
-   * Resolves groups whose settle time or expiry has passed. Call it periodically. `missing`: rows of the
-   * pump may still be unread (notifications were lost and a catch-up has not finished): a group at the
-   * threshold waits for them rather than going out with fills; expiry still closes it.
+   * Resolves groups whose settle time or expiry has passed. Call it periodically.
+   * - `missing`: rows of the pump may still be unread (a read is slow, or a catch-up is due): a group at
+   *   the threshold waits for them rather than going out with fills; expiry still closes it.
+   * - `held`: notifications of the pump were lost and the catch-up that reads them has not finished: no
+   *   group expires either, and expiry counts from the moment the hold ends, so a slow catch-up's rows
+   *   still meet their timestamp. The open-group cap still bounds what waits.
    */
-  tick(missing = false): void {
+  tick(missing = false, held = false): void {
     const now = this.clock.now();
+    if (held) this.heldAt = now;
     // Closed keys are kept in closing order: forget those past the late window.
     for (const [tiempo, { at }] of this.closed) {
       if (now - at < this.opts.lateWindowMs) break;
       this.closed.delete(tiempo);
     }
     for (const g of this.groups.values()) {
-      const expired = now - g.firstAt >= this.opts.expiryMs;
+      const expired = !held && now - Math.max(g.firstAt, this.heldAt) >= this.opts.expiryMs;
       const settled = !missing && g.count >= this.pump.minFields && now - g.lastAt >= this.opts.settleMs;
       if (!expired && !settled) continue;
       const fills = g.count >= this.pump.minFields ? this.fillsFor(g, now) : undefined;

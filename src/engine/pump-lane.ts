@@ -86,9 +86,12 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     return this.assembler.add(r);
   }
 
-  /** `missing`: rows of the pump may still be unread (a catch-up is due): no group closes early. */
-  tick(missing = false): void {
-    this.assembler.tick(missing);
+  /**
+   * `missing`: rows of the pump may still be unread: no group closes early. `held`: its readers wait for a
+   * catch-up: no group expires either (`Assembler.tick`).
+   */
+  tick(missing = false, held = false): void {
+    this.assembler.tick(missing || held, held);
   }
 
   /** Forgets open groups: another replica owned the pump meanwhile, so its checkpoints are the truth. */

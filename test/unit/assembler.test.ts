@@ -204,6 +204,31 @@ describe('assembler', () => {
     expect(vectors.map((v) => v.tiempo)).toEqual(['t0', 't1', 't2']);
   });
 
+  it('while its readers are held for a catch-up, a group does not expire; expiry counts from the end of the hold', () => {
+    const { a, add, clock, vectors, dropped } = setup(pumpA);
+    add('t0', 20); // a last value for every field, for fills
+    add('t1', 19); // above the threshold: would go out filled
+    add('t2', 2); // below it: would be dropped
+    clock.advance(opts.expiryMs * 3);
+    a.tick(true, true); // the LISTEN session was lost; the catch-up is slower than the expiry
+    expect(vectors.map((v) => v.tiempo)).toEqual(['t0']);
+    expect(dropped).toHaveLength(0);
+    expect(a.openGroups).toBe(2);
+    // The catch-up reads t1's last row: the timestamp goes out whole, not filled.
+    add('t1', 20);
+    expect(vectors.map((v) => [v.tiempo, v.filled.length])).toEqual([
+      ['t0', 0],
+      ['t1', 0],
+    ]);
+    a.tick(true, false); // read to the end; its missing rows get a full expiry from here
+    clock.advance(opts.expiryMs - 1);
+    a.tick(false, false);
+    expect(dropped).toHaveLength(0);
+    clock.advance(1);
+    a.tick(false, false);
+    expect(dropped.map((d) => [d.tiempo, d.reason])).toEqual([['t2', 'expired']]);
+  });
+
   it('caps open groups and resolves the oldest by arrival', () => {
     const { dropped, add, a } = setup(pumpA, { ...opts, maxOpenGroups: 3 });
     for (const t of ['t1', 't2', 't3', 't4', 't5']) add(t, 2);
