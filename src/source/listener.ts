@@ -125,6 +125,8 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
   private everConnected = false;
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** A heartbeat is waiting for its answer. */
+  private beating = false;
   private supervisor: Promise<void> | undefined;
   private lost: (() => void) | undefined;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<boolean>;
@@ -300,9 +302,14 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
     }
   }
 
-  /** Checks that the session answers within the timeout and still listens on every channel. */
+  /**
+   * Checks that the session answers within the timeout and still listens on every channel. While one
+   * heartbeat waits for its answer no other is sent (an interval shorter than the timeout would pile them
+   * up on a silent socket); the waiting one's timeout decides.
+   */
   private async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
-    if (!client || this.client !== client) return false;
+    if (!client || this.client !== client || this.beating) return false;
+    this.beating = true;
     this.c.heartbeatsSent += 1;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
@@ -328,6 +335,7 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
       return false;
     } finally {
       clearTimeout(timer);
+      this.beating = false;
     }
   }
 }
