@@ -164,7 +164,12 @@ describe('Listener', () => {
     const t = listener();
     await t.l.start();
     const [pid] = await backends(t.sessionName);
-    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    const ended = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = $1`,
+      [t.sessionName],
+    );
+    expect(ended.rowCount).toBe(1);
     await waitFor('listening again', () => t.listening.length === 2 && t.l.listening);
     expect(t.listening).toEqual([false, true]);
     expect(t.disconnects).toHaveLength(1);
