@@ -32,10 +32,14 @@ export interface RetentionRound {
 export class Housekeeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<RetentionRound> | undefined;
-  /** Rows deleted since start, by kind: what this replica's retention has done. */
-  readonly totals: RetentionRound = { posts: 0, outbox: 0, deadLetters: 0 };
+  private readonly deleted: RetentionRound = { posts: 0, outbox: 0, deadLetters: 0 };
 
   constructor(private readonly o: HousekeeperOptions) {}
+
+  /** Rows deleted since start, by kind: what this replica's retention has done (a copy). */
+  get totals(): Readonly<RetentionRound> {
+    return { ...this.deleted };
+  }
 
   start(): void {
     this.timer ??= setInterval(() => void this.runOnce().catch(() => {}), this.o.retention.intervalMs);
@@ -68,9 +72,9 @@ export class Housekeeper {
     } catch (err) {
       logger.warn({ err: describePgError(err) }, 'retention round failed; the next one tries again');
     }
-    this.totals.posts += done.posts;
-    this.totals.outbox += done.outbox;
-    this.totals.deadLetters += done.deadLetters;
+    this.deleted.posts += done.posts;
+    this.deleted.outbox += done.outbox;
+    this.deleted.deadLetters += done.deadLetters;
     if (done.outbox > 0 || done.deadLetters > 0) {
       logger.info(
         { outbox: done.outbox, dead_letters: done.deadLetters },

@@ -3,7 +3,7 @@ import type { GroupView } from '../assembler/assembler.js';
 import type { LogbookConfig, PumpConfig } from '../config/env.js';
 import { breakerState, describeRouteFault, type RouteFault, type RouteGuard } from '../delivery/policy.js';
 import type { Telemetry } from '../engine/telemetry.js';
-import type { Listener } from '../source/listener.js';
+import type { ListenerView } from '../source/listener.js';
 import type { WriterHealth } from '../util/batch.js';
 
 /**
@@ -17,7 +17,7 @@ export interface EngineSnapshot {
   readonly logbooks: LogbookConfig[];
   readonly telemetry: Pick<Telemetry, 'pump' | 'logbook' | 'classification' | 'recentErrors'>;
   readonly listener: Pick<
-    Listener,
+    ListenerView,
     | 'listening'
     | 'state'
     | 'lastError'

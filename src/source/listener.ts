@@ -52,28 +52,81 @@ export interface ListenerEvents {
   heartbeat: [latencyMs: number];
 }
 
+/** The supervisor's counters as /status, /metrics and the page read them. */
+export interface ListenerCounters {
+  readonly state: ListenerState;
+  /** `intentos_conexion`: failed tries in the current attempt to connect. */
+  readonly intentosConexion: number;
+  /** `reconexiones_consecutivas`: consecutive failures since the last good connection. */
+  readonly reconexionesConsecutivas: number;
+  /** Connections lost and made again since start. */
+  readonly reconnects: number;
+  readonly connectedSince: number | undefined;
+  readonly lastHeartbeatAt: number | undefined;
+  readonly lastHeartbeatMs: number | undefined;
+  readonly lastError: string | undefined;
+  /** Heartbeats sent so far, over every connection (answered or not). */
+  readonly heartbeatsSent: number;
+}
+
+/** A read-only view of the listener: its counters, whether it listens, and on how many channels. */
+export interface ListenerView extends ListenerCounters {
+  readonly listening: boolean;
+  readonly channelCount: number;
+}
+
 /**
  * One dedicated LISTEN connection, supervised: it LISTENs on every channel, checks with a heartbeat that the
  * session is alive and still listening, and reconnects with the original's counters and backoff.
  */
-export class Listener extends EventEmitter<ListenerEvents> {
-  state: ListenerState = 'idle';
-  /** `intentos_conexion`: failed tries in the current attempt to connect. */
-  intentosConexion = 0;
-  /** `reconexiones_consecutivas`: consecutive failures since the last good connection. */
-  reconexionesConsecutivas = 0;
-  reconnects = 0;
-  connectedSince: number | undefined;
-  lastHeartbeatAt: number | undefined;
-  lastHeartbeatMs: number | undefined;
-  lastError: string | undefined;
-  /** Heartbeats sent so far, over every connection (answered or not). */
-  heartbeatsSent = 0;
+export class Listener extends EventEmitter<ListenerEvents> implements ListenerView {
+  /** The supervisor's counters: written here only, read through the getters below. */
+  private readonly c: { -readonly [K in keyof ListenerCounters]: ListenerCounters[K] } = {
+    state: 'idle',
+    intentosConexion: 0,
+    reconexionesConsecutivas: 0,
+    reconnects: 0,
+    connectedSince: undefined,
+    lastHeartbeatAt: undefined,
+    lastHeartbeatMs: undefined,
+    lastError: undefined,
+    heartbeatsSent: 0,
+  };
+
+  get state(): ListenerState {
+    return this.c.state;
+  }
+  get intentosConexion(): number {
+    return this.c.intentosConexion;
+  }
+  get reconexionesConsecutivas(): number {
+    return this.c.reconexionesConsecutivas;
+  }
+  get reconnects(): number {
+    return this.c.reconnects;
+  }
+  get connectedSince(): number | undefined {
+    return this.c.connectedSince;
+  }
+  get lastHeartbeatAt(): number | undefined {
+    return this.c.lastHeartbeatAt;
+  }
+  get lastHeartbeatMs(): number | undefined {
+    return this.c.lastHeartbeatMs;
+  }
+  get lastError(): string | undefined {
+    return this.c.lastError;
+  }
+  get heartbeatsSent(): number {
+    return this.c.heartbeatsSent;
+  }
 
   private client: pg.Client | undefined;
   private everConnected = false;
   private readonly closing = new AbortController();
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** A heartbeat is waiting for its answer. */
+  private beating = false;
   private supervisor: Promise<void> | undefined;
   private lost: (() => void) | undefined;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<boolean>;
@@ -84,7 +137,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 
   get listening(): boolean {
-    return this.state === 'listening';
+    return this.c.state === 'listening';
   }
 
   /** Resolves once listening for the first time; rejects when the start-up attempts are exhausted. */
@@ -117,45 +170,45 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.client = undefined;
     if (c) await endQuietly(c);
     await this.supervisor;
-    if (this.state !== 'failed') this.state = 'closed';
+    if (this.c.state !== 'failed') this.c.state = 'closed';
   }
 
   private async supervise(): Promise<void> {
     const { reconnect, logger } = this.o;
     while (!this.closing.signal.aborted) {
-      this.state = 'connecting';
+      this.c.state = 'connecting';
       try {
         await this.connectAndListen();
       } catch (err) {
         if (this.closing.signal.aborted) return;
-        this.lastError = describePgError(err);
-        this.intentosConexion += 1;
-        if (this.everConnected) this.reconexionesConsecutivas += 1;
+        this.c.lastError = describePgError(err);
+        this.c.intentosConexion += 1;
+        if (this.everConnected) this.c.reconexionesConsecutivas += 1;
         const limit = this.everConnected ? reconnect.maxReconnects : reconnect.maxInitialAttempts;
-        const count = this.everConnected ? this.reconexionesConsecutivas : this.intentosConexion;
+        const count = this.everConnected ? this.c.reconexionesConsecutivas : this.c.intentosConexion;
         if (count >= limit) {
-          this.state = 'failed';
+          this.c.state = 'failed';
           const what = this.everConnected ? 'MAX_RECONEXIONES' : 'MAX_INTENTOS_INICIAL';
           const fatal = new Error(
-            `gave up connecting to PostgreSQL after ${count} consecutive failures (${what}=${limit}): ${this.lastError}`,
+            `gave up connecting to PostgreSQL after ${count} consecutive failures (${what}=${limit}): ${this.c.lastError}`,
           );
           this.emit('fatal', fatal);
           return;
         }
-        const delay = backoffSchedule(this.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
+        const delay = backoffSchedule(this.c.intentosConexion, reconnect.baseDelayMs, reconnect.maxDelayMs);
         logger.warn(
           {
             attempt: count,
             // Bounded: each attempt is written (util/logger.ts, RepeatLimiter); unbounded, repeats are counted.
             ...(Number.isFinite(limit) ? { of: limit } : {}),
-            intentos_conexion: this.intentosConexion,
-            reconexiones_consecutivas: this.reconexionesConsecutivas,
+            intentos_conexion: this.c.intentosConexion,
+            reconexiones_consecutivas: this.c.reconexionesConsecutivas,
             delay_ms: delay,
-            err: this.lastError,
+            err: this.c.lastError,
           },
           'connection to PostgreSQL failed; retrying',
         );
-        this.state = 'backoff';
+        this.c.state = 'backoff';
         await this.sleep(delay, this.closing.signal);
         continue;
       }
@@ -165,11 +218,11 @@ export class Listener extends EventEmitter<ListenerEvents> {
       });
       this.lost = undefined;
       this.stopHeartbeat();
-      this.connectedSince = undefined;
+      this.c.connectedSince = undefined;
       if (this.closing.signal.aborted) return;
-      this.reconnects += 1;
-      this.emit('disconnected', this.lastError ?? 'connection lost');
-      logger.warn({ err: this.lastError }, 'LISTEN connection lost; reconnecting');
+      this.c.reconnects += 1;
+      this.emit('disconnected', this.c.lastError ?? 'connection lost');
+      logger.warn({ err: this.c.lastError }, 'LISTEN connection lost; reconnecting');
     }
   }
 
@@ -178,8 +231,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
     const onGone = (reason: string) => {
       if (this.client !== client) return;
       this.client = undefined;
-      this.lastError = reason;
-      if (this.state === 'listening') this.state = 'connecting';
+      this.c.lastError = reason;
+      if (this.c.state === 'listening') this.c.state = 'connecting';
       client.removeAllListeners('notification');
       destroySession(client);
       this.lost?.();
@@ -208,10 +261,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.client = client;
     const reconnect = this.everConnected;
     this.everConnected = true;
-    this.intentosConexion = 0;
-    this.reconexionesConsecutivas = 0;
-    this.connectedSince = Date.now();
-    this.state = 'listening';
+    this.c.intentosConexion = 0;
+    this.c.reconexionesConsecutivas = 0;
+    this.c.connectedSince = Date.now();
+    this.c.state = 'listening';
     this.startHeartbeat(client);
     this.o.logger.info({ channels: this.o.channels.length, reconnect }, 'listening');
     this.emit('listening', { reconnect });
@@ -249,10 +302,15 @@ export class Listener extends EventEmitter<ListenerEvents> {
     }
   }
 
-  /** Checks that the session answers within the timeout and still listens on every channel. */
+  /**
+   * Checks that the session answers within the timeout and still listens on every channel. While one
+   * heartbeat waits for its answer no other is sent (an interval shorter than the timeout would pile them
+   * up on a silent socket); the waiting one's timeout decides.
+   */
   private async beat(client: pg.Client | undefined = this.client): Promise<boolean> {
-    if (!client || this.client !== client) return false;
-    this.heartbeatsSent += 1;
+    if (!client || this.client !== client || this.beating) return false;
+    this.beating = true;
+    this.c.heartbeatsSent += 1;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -265,9 +323,9 @@ export class Listener extends EventEmitter<ListenerEvents> {
       const listening = await Promise.race([listeningChannels(client), timeout]);
       const missing = this.o.channels.filter((c) => !listening.has(c));
       if (missing.length > 0) throw new Error(`no longer listening on ${missing.join(', ')}`);
-      this.lastHeartbeatMs = performance.now() - started;
-      this.lastHeartbeatAt = Date.now();
-      this.emit('heartbeat', this.lastHeartbeatMs);
+      this.c.lastHeartbeatMs = performance.now() - started;
+      this.c.lastHeartbeatAt = Date.now();
+      this.emit('heartbeat', this.c.lastHeartbeatMs);
       return true;
     } catch (err) {
       if (this.client !== client) return false;
@@ -277,6 +335,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
       return false;
     } finally {
       clearTimeout(timer);
+      this.beating = false;
     }
   }
 }

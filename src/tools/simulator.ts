@@ -1,99 +1,33 @@
-import type pg from 'pg';
-import type { LogbookDefinition, LogbookStream, PumpDefinition } from '../config/pumps.js';
-import { quoteIdent } from '../store/db.js';
+import type { LogbookStream, PumpDefinition } from '../config/pumps.js';
 import { type EntryKind, logbookEntry } from './logbook-entries.js';
-import { nominalOf } from './nominal.js';
+import {
+  type SimulatorOptions,
+  type SimulatorResult,
+  silentSensorTable,
+  validate,
+} from './simulator/options.js';
+import { formatTiempo, SignalModel } from './simulator/signal.js';
+import { insertLogbookEntry, insertStatement, LateRows, type Row } from './simulator/writes.js';
 
-export type Scenario = 'normal' | 'bearing-failure' | 'silent-sensor';
+/**
+ * The plant simulator: writes each pump's readings, one transaction per timestamp, with readings missing,
+ * late or out of order as asked, and operator entries into the logbooks. Its options are in
+ * simulator/options.ts, the values it writes in simulator/signal.ts, its statements in simulator/writes.ts.
+ */
 
-export const SCENARIOS: readonly Scenario[] = ['normal', 'bearing-failure', 'silent-sensor'];
+export {
+  type LogbookEntryInfo,
+  SCENARIOS,
+  type Scenario,
+  type SimulatorOptions,
+  type SimulatorResult,
+  silentSensorTable,
+  type TickInfo,
+} from './simulator/options.js';
+export { formatTiempo } from './simulator/signal.js';
 
-export interface TickInfo {
-  pump: string;
-  tiempo_sensor: string;
-  /** Rows written by this timestamp's transaction (late rows follow in their own). */
-  inserted: number;
-  missing: string[];
-}
-
-export interface LogbookEntryInfo {
-  table: string;
-  tabla: string;
-  pump: string;
-  /** The row's id. */
-  id: number;
-  kind: EntryKind;
-  bitacora: string;
-}
-
-export interface SimulatorOptions {
-  pool: pg.Pool;
-  pumps: PumpDefinition[];
-  /** timestamps per second per pump (default 1) */
-  rate?: number;
-  /** probability that one sensor's reading is missing from a timestamp (default 0) */
-  missingProbability?: number;
-  /** probability that a sensor's row is inserted late, in a later transaction 0.5..3 s after its timestamp's others (default 0) */
-  lateProbability?: number;
-  /** probability that two consecutive timestamps are inserted in swapped order (default 0) */
-  outOfOrderProbability?: number;
-  /** 'bearing-failure': pump A's bearing temperatures and axial vibration drift up to ~8 std above nominal */
-  scenario?: Scenario;
-  /** simulated seconds the bearing-failure drift takes to reach its full size (default 120) */
-  driftSeconds?: number;
-  /**
-   * 'silent-sensor': simulated seconds after which one table gets no more rows (default 20), as when its
-   * writer stops; the table is `silentTable`, or the one silentSensorTable() picks.
-   */
-  silentAfterSeconds?: number;
-  silentTable?: string;
-  /** logbook streams to write operator entries into (default none) */
-  logbooks?: LogbookDefinition[];
-  /** simulated seconds between two entries of one logbook stream (default 180); streams are staggered */
-  logbookEverySeconds?: number;
-  /** stop after this many timestamps per pump (default: run until signal aborts) */
-  count?: number;
-  signal?: AbortSignal;
-  /** start of the simulated clock (default: now); timestamps advance by 1/rate s */
-  startTime?: Date;
-  /** injectable for deterministic tests (default Math.random) */
-  random?: () => number;
-  onTick?: (info: TickInfo) => void;
-  onLogbookEntry?: (info: LogbookEntryInfo) => void;
-  /** a failed write (e.g. connection lost); the simulator carries on at the next tick */
-  onError?: (err: Error) => void;
-}
-
-export interface SimulatorResult {
-  /** pump timestamps written, summed over pumps */
-  timestamps: number;
-  /** rows committed, late rows included */
-  rows: number;
-  /** readings left out on purpose */
-  missing: number;
-  /** rows committed in a later transaction than their timestamp's others */
-  late: number;
-  /** failed writes (each one reported to onError) */
-  errors: number;
-  /** logbook entries committed */
-  logbookEntries: number;
-}
-
-const BEARING_PUMP = 'A';
-const BEARING_FIELDS = new Set(['temp_bomba', 'temp_motor', 'temp_empuje', 'vibracion_axial']);
-const BEARING_DRIFT_STDS = 8;
-const LOAD_PERIOD_S = 600;
-const LOAD_SWING_STDS = 0.5;
-// Ambient conditions and the grid voltage do not follow the pump's load.
-const LOAD_INDEPENDENT = new Set(['temp_ambiental', 'temperatura_ambiental', 'voltaje_barra']);
 const LATE_MIN_MS = 500;
 const LATE_MAX_MS = 3_000;
-const MAX_RATE = 1_000;
-
-interface Row {
-  table: string;
-  value: number;
-}
 
 interface LateRow {
   row: Row;
@@ -115,54 +49,10 @@ interface Batch {
   missing: string[];
 }
 
-/**
- * The reading's timestamp text, in UTC. Second resolution as in the original data; milliseconds
- * when there is more than one timestamp per second, so that every timestamp stays a distinct key.
- */
-export function formatTiempo(d: Date, rate: number): string {
-  return d.toISOString().slice(0, rate > 1 ? 23 : 19);
-}
-
 /** Inserts simulated readings until `count` timestamps per pump are written or `signal` aborts. */
 export async function runSimulator(opts: SimulatorOptions): Promise<SimulatorResult> {
   validate(opts);
   return new Simulator(opts).run();
-}
-
-function validate(opts: SimulatorOptions): void {
-  const rate = opts.rate ?? 1;
-  if (!(rate > 0 && rate <= MAX_RATE)) {
-    throw new RangeError(`rate: got ${rate}, expected a number > 0 and <= ${MAX_RATE} timestamps per second`);
-  }
-  const probabilities = {
-    missingProbability: opts.missingProbability,
-    lateProbability: opts.lateProbability,
-    outOfOrderProbability: opts.outOfOrderProbability,
-  };
-  for (const [name, p] of Object.entries(probabilities)) {
-    if (p !== undefined && !(p >= 0 && p <= 1)) throw new RangeError(`${name}: got ${p}, expected 0..1`);
-  }
-  if (opts.count !== undefined && !(Number.isInteger(opts.count) && opts.count >= 0)) {
-    throw new RangeError(`count: got ${opts.count}, expected an integer >= 0`);
-  }
-  if (opts.driftSeconds !== undefined && !(opts.driftSeconds > 0)) {
-    throw new RangeError(`driftSeconds: got ${opts.driftSeconds}, expected a number > 0`);
-  }
-  if (opts.silentAfterSeconds !== undefined && !(opts.silentAfterSeconds >= 0)) {
-    throw new RangeError(`silentAfterSeconds: got ${opts.silentAfterSeconds}, expected a number >= 0`);
-  }
-  if (
-    opts.silentTable !== undefined &&
-    !opts.pumps.some((p) => p.sensors.some((s) => s.table === opts.silentTable))
-  ) {
-    throw new RangeError(`silentTable: got "${opts.silentTable}", expected a table of the simulated pumps`);
-  }
-  if (opts.logbookEverySeconds !== undefined && !(opts.logbookEverySeconds > 0)) {
-    throw new RangeError(`logbookEverySeconds: got ${opts.logbookEverySeconds}, expected a number > 0`);
-  }
-  if (opts.startTime !== undefined && Number.isNaN(opts.startTime.getTime())) {
-    throw new RangeError('startTime: got an invalid Date');
-  }
 }
 
 class Simulator {
@@ -170,6 +60,7 @@ class Simulator {
   private readonly intervalMs: number;
   private readonly startMs: number;
   private readonly random: () => number;
+  private readonly signal: SignalModel;
   private readonly totals: SimulatorResult = {
     timestamps: 0,
     rows: 0,
@@ -196,6 +87,7 @@ class Simulator {
     this.intervalMs = 1000 / this.rate;
     this.startMs = (opts.startTime ?? new Date()).getTime();
     this.random = opts.random ?? Math.random;
+    this.signal = new SignalModel(this.random, opts.scenario, opts.driftSeconds ?? 120);
     for (const p of opts.pumps)
       for (const sensor of p.sensors) if (!this.owner.has(sensor.table)) this.owner.set(sensor.table, p.id);
     this.streams = (opts.logbooks ?? []).flatMap((l) => l.streams);
@@ -264,7 +156,7 @@ class Simulator {
         batch.missing.push(sensor.field);
         continue;
       }
-      const row = { table: sensor.table, value: this.value(pump.id, sensor, elapsedS) };
+      const row = { table: sensor.table, value: this.signal.value(pump.id, sensor, elapsedS) };
       if (this.chance(this.opts.lateProbability)) {
         batch.late.push({ row, delayMs: LATE_MIN_MS + this.random() * (LATE_MAX_MS - LATE_MIN_MS) });
       } else {
@@ -276,19 +168,6 @@ class Simulator {
 
   private chance(p: number | undefined): boolean {
     return p !== undefined && p > 0 && this.random() < p;
-  }
-
-  private value(pumpId: string, sensor: { table: string; field: string }, elapsedS: number): number {
-    const { mean, std } = nominalOf(sensor);
-    const load = LOAD_INDEPENDENT.has(sensor.field) ? 0 : loadSwing(elapsedS);
-    const drift = BEARING_FIELDS.has(sensor.field) && pumpId === BEARING_PUMP ? this.wear(elapsedS) : 0;
-    return roundToSpread(mean + std * (load + BEARING_DRIFT_STDS * drift + gaussian(this.random)), std);
-  }
-
-  /** How far pump A's bearing has failed, 0..1 (always 0 outside the bearing-failure scenario). */
-  private wear(elapsedS: number): number {
-    if (this.opts.scenario !== 'bearing-failure') return 0;
-    return Math.min(1, elapsedS / (this.opts.driftSeconds ?? 120));
   }
 
   /**
@@ -304,32 +183,23 @@ class Simulator {
       const slot = (t: number) => (t < offset ? -1 : Math.floor((t - offset) / this.logbookEveryS + 1e-9));
       if (slot(now) < 0 || (i > 0 && slot(now) === slot(before))) return;
       const at = new Date(this.startMs + Math.round(i * this.intervalMs));
-      const entry = logbookEntry({ pump: stream.pump, at, bearingWear: this.wear(now), random: this.random });
+      const entry = logbookEntry({
+        pump: stream.pump,
+        at,
+        bearingWear: this.signal.wear(now),
+        random: this.random,
+      });
       out.push({ stream, at, ...entry });
     });
     return out;
   }
 
   private async writeLogbookEntry(e: PendingEntry): Promise<void> {
-    const iso = e.at.toISOString();
     try {
-      const { rows } = await this.opts.pool.query<{ id: number }>(
-        `INSERT INTO ${quoteIdent(e.stream.table)}
-           (tiempo_ejecucion, bitacora, bomba_activa, "Fecha", "Hora", "Observaciones")
-         VALUES ($1, $2, $3, $4, $5, 'registro simulado') RETURNING id`,
-        // The simulated clock is UTC, as the sensor timestamps are.
-        [iso.slice(0, 23), e.text, e.stream.pump, iso.slice(0, 10), iso.slice(11, 16)],
-      );
+      const id = await insertLogbookEntry(this.opts.pool, e.stream, e.at, e.text);
       this.totals.logbookEntries += 1;
       const { table, tabla, pump } = e.stream;
-      this.opts.onLogbookEntry?.({
-        table,
-        tabla,
-        pump,
-        id: rows[0]?.id ?? 0,
-        kind: e.kind,
-        bitacora: e.text,
-      });
+      this.opts.onLogbookEntry?.({ table, tabla, pump, id, kind: e.kind, bitacora: e.text });
     } catch (err) {
       this.fail(err);
     }
@@ -384,100 +254,6 @@ class Simulator {
     for (const batch of held) await this.write(batch);
     await this.late.flush();
   }
-}
-
-/**
- * The table the 'silent-sensor' scenario stops: one that most pumps read (a shared table marks every pump
- * that reads it), preferring one outside every vector (the pumps' vectors still complete, so the page
- * shows a silent channel and not a stalled pump), else the first pump's last sensor.
- */
-export function silentSensorTable(pumps: Pick<PumpDefinition, 'sensors'>[]): string {
-  const readers = new Map<string, { pumps: number; inVector: boolean }>();
-  for (const p of pumps)
-    for (const s of p.sensors) {
-      const r = readers.get(s.table) ?? { pumps: 0, inVector: false };
-      r.pumps += 1;
-      r.inVector ||= s.inVector;
-      readers.set(s.table, r);
-    }
-  const score = (r: { pumps: number; inVector: boolean }) => r.pumps * 2 + (r.inVector ? 0 : 1);
-  let best: string | undefined;
-  for (const [table, r] of readers) {
-    const b = best === undefined ? undefined : readers.get(best);
-    if (!b || score(r) > score(b)) best = table;
-  }
-  const single = [...readers.values()].every((r) => r.pumps === 1 && r.inVector);
-  if (single || best === undefined) {
-    const last = pumps[0]?.sensors.at(-1)?.table;
-    if (last === undefined) throw new RangeError('silent-sensor: the pumps have no sensors');
-    return last;
-  }
-  return best;
-}
-
-/**
- * One statement, hence one transaction and one round trip, for all of a timestamp's rows:
- * each INSERT is a data-modifying CTE, which PostgreSQL always runs to completion.
- */
-function insertStatement(tiempo: string, rows: Row[]): pg.QueryConfig {
-  const values = [tiempo, ...rows.map((r) => r.value)];
-  const inserts = rows.map((r, k) => insertSql(r.table, k + 2));
-  if (inserts.length === 1) return { text: inserts[0] ?? '', values };
-  const ctes = inserts.map((sql, k) => `w${k} AS (${sql})`);
-  return { text: `WITH ${ctes.join(',\n')}\nSELECT ${rows.length} AS inserted`, values };
-}
-
-function insertSql(table: string, valueParam: number): string {
-  return `INSERT INTO ${quoteIdent(table)} (tiempo_sensor, valor_sensor) VALUES ($1, $${valueParam})`;
-}
-
-/** Rows waiting on their own timer; flush() writes the waiting ones at once and awaits them all. */
-class LateRows {
-  private readonly waiting = new Map<NodeJS.Timeout, () => Promise<void>>();
-  private readonly inFlight = new Set<Promise<void>>();
-
-  schedule(delayMs: number, write: () => Promise<void>): void {
-    const timer = setTimeout(() => {
-      this.waiting.delete(timer);
-      this.start(write);
-    }, delayMs);
-    this.waiting.set(timer, write);
-  }
-
-  async flush(): Promise<void> {
-    for (const [timer, write] of this.waiting) {
-      clearTimeout(timer);
-      this.start(write);
-    }
-    this.waiting.clear();
-    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
-  }
-
-  /** `write` never rejects: it reports its own errors. */
-  private start(write: () => Promise<void>): void {
-    const p = write();
-    this.inFlight.add(p);
-    void p.then(() => this.inFlight.delete(p));
-  }
-}
-
-/** The slow swing of plant load, in standard deviations. */
-function loadSwing(elapsedS: number): number {
-  return LOAD_SWING_STDS * Math.sin((2 * Math.PI * elapsedS) / LOAD_PERIOD_S);
-}
-
-/** A standard normal draw (Box-Muller). */
-function gaussian(random: () => number): number {
-  // 1 - random() lies in (0, 1], so the logarithm stays finite.
-  const u = 1 - random();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
-}
-
-/** Rounds so that the spread keeps about three significant digits (245.37, 2.134, 0.05123). */
-function roundToSpread(value: number, std: number): number {
-  const decimals = std > 0 ? Math.min(6, Math.max(0, 2 - Math.floor(Math.log10(std)))) : 3;
-  const factor = 10 ** decimals;
-  return Math.round(value * factor) / factor;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts; never rejects. */

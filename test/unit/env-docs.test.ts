@@ -32,8 +32,10 @@ function readByCode(): Set<string> {
   const add = (text: string, pattern: RegExp) => {
     for (const m of text.matchAll(pattern)) names.add(m[1] as string);
   };
-  // Every upper-case literal of the config schema names a variable (read, checked or reported).
-  add(read('src/config/env.ts'), /'([A-Z][A-Z0-9_]{2,})'/g);
+  // Every upper-case literal of the config schema (src/config/) names a variable (read, checked or reported).
+  for (const file of filesUnder(path.join(root, 'src/config')).filter((f) => f.endsWith('.ts'))) {
+    add(readFileSync(file, 'utf8'), /'([A-Z][A-Z0-9_]{2,})'/g);
+  }
   for (const file of filesUnder(path.join(root, 'src')).filter((f) => f.endsWith('.ts'))) {
     const text = readFileSync(file, 'utf8');
     add(text, /\bprocess\.env\.([A-Z][A-Z0-9_]+)/g);

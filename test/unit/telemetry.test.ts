@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateWindow } from '../../src/engine/telemetry.js';
+import { RateWindow } from '../../src/engine/telemetry-stats.js';
 
 describe('rate window', () => {
   it('counts the events of the last minute and forgets older ones', () => {
