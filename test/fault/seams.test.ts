@@ -28,6 +28,8 @@ import { waitFor } from '../helpers/wait.js';
 
 /** SENSOR_POST_CONCURRENCY of the killed processes: the crash bound is written from it. */
 const CONCURRENCY = 16;
+/** VECTOR_WINDOW of the killed processes (the README's default, set explicitly): the vectors' crash bound. */
+const WINDOW = 8;
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -50,7 +52,12 @@ async function child(
     ...testEnv(
       h.db,
       h.backend,
-      { LOG_LEVEL: 'warn', SENSOR_POST_CONCURRENCY: String(CONCURRENCY), ...env },
+      {
+        LOG_LEVEL: 'warn',
+        SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
+        VECTOR_WINDOW: String(WINDOW),
+        ...env,
+      },
       h.backendB,
     ),
     PORT: port,
@@ -254,7 +261,7 @@ describe('seams', { timeout: 180_000 }, () => {
     await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:02');
     const ledger = h.ledger();
     const c = await ledger.settle({ admin: h.admin, statusUrls: [url2], timeoutMs: 30_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     ledger.report('answered-not-recorded', bound);
     const resends = resendsAfterKill(facts);
     reportResends('answered-not-recorded', resends);
@@ -267,6 +274,125 @@ describe('seams', { timeout: 180_000 }, () => {
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({
       readings: 3 * h.pumps.A.sensors.length + h.pumps.B.sensors.length,
       vectors: 4,
+    });
+    expectWithinBound(c, bound);
+    expectResendsOnlyUnrecorded(resends, bound);
+  });
+
+  it('the window full of answered, unrecorded vectors when the process is killed: exactly VECTOR_WINDOW sent again, nothing beyond it', async () => {
+    // A window of its own, below the default, so that "exactly W" is not the default's figure by chance.
+    const W = 3;
+    const EXTRA = 3;
+    const h = await own('seam_window');
+    const { c: first } = await child(h, { VECTOR_WINDOW: String(W) });
+    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
+    await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
+    await waitFor(
+      'both first vectors',
+      () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1,
+    );
+
+    // Pump A's next vectors are held at the backend until the test has locked the first one's outbox row.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let locked = false;
+    /** Arrivals of A's vectors while the lock holds every record, after the gate opened. */
+    const whileLocked: string[] = [];
+    h.backend.behaviour = (r) => {
+      if (r.path !== '/sensores/predecir-bomba') return undefined;
+      if (locked) whileLocked.push(r.idempotencyKey as string);
+      return { gate };
+    };
+    const tiempos = Array.from(
+      { length: W + EXTRA },
+      (_, i) => `2025-07-01T10:00:${String(i + 1).padStart(2, '0')}`,
+    );
+    for (const t of tiempos) await insertTimestamp(h.admin, h.pumps.A, t, { value: (f) => 200 + f.length });
+    await waitFor('the second vector held at the backend', () =>
+      h.backend.requests.some((r) => r.path === '/sensores/predecir-bomba' && r.status === 0),
+    );
+    await waitFor(`all ${tiempos.length} new vectors of A in the outbox`, async () => {
+      const { rows } = await h.admin.query(
+        `SELECT 1 FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending'`,
+      );
+      return rows.length === tiempos.length;
+    });
+    const lock: pg.PoolClient = await h.admin.connect();
+    cleanups.push(async () => {
+      await lock.query('ROLLBACK').catch(() => {});
+      lock.release();
+    });
+    await lock.query('BEGIN');
+    // The first of them: its record is the next one written, and every record after it (of either
+    // pump: the records are batched together) waits behind it.
+    const { rows: held } = await lock.query<{ id: string }>(
+      `SELECT id FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE`,
+    );
+    expect(held).toHaveLength(1);
+    locked = true;
+    const before = vectorsAt(h, 'A').length;
+    release();
+    await waitFor('the record of the first answer waiting on the lock', async () => {
+      const { rows } = await h.admin.query(
+        `SELECT 1 FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
+      );
+      return rows.length > 0;
+    });
+    // The window fills: W vectors answered with no record, and the sender waits for room.
+    await waitFor(
+      `${W} vectors of A answered while the records wait`,
+      () => vectorsAt(h, 'A').length >= before + W,
+    );
+    await kill(first);
+    const facts = await factsAtKill({
+      admin: h.admin,
+      pumps: [h.pumps.A, h.pumps.B],
+      backends: backends(h),
+      victims: ['A', 'B'],
+    });
+    // Every arrival while the lock held was counted as it came: the first vector had arrived before (held
+    // at the gate), so W - 1 more, never beyond the window.
+    expect(whileLocked.length, `arrivals while the records waited: ${whileLocked.join(', ')}`).toBe(W - 1);
+    expect(vectorsAt(h, 'A').length - before).toBe(W);
+    // The dead process's session still waits to write the record: end it, as a crash would, then unlock.
+    const { rows: ended } = await h.admin.query<{ ok: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
+    );
+    expect(ended).toEqual([{ ok: true }]);
+    await waitFor("the dead process's statement gone", async () => {
+      const { rows } = await h.admin.query(
+        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
+      );
+      return rows.length === 0;
+    });
+    await lock.query('ROLLBACK');
+    locked = false;
+    h.backend.behaviour = () => undefined;
+    const { rows: pendingNow } = await h.admin.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending'`,
+    );
+    // All of them: the W answered were never recorded, the rest never sent.
+    expect(Number(pendingNow[0]?.n)).toBe(tiempos.length);
+
+    const { c: second, url: url2 } = await child(h, { VECTOR_WINDOW: String(W) });
+    const ledger = h.ledger();
+    const c = await ledger.settle({ admin: h.admin, statusUrls: [url2], timeoutMs: 30_000 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: W });
+    ledger.report('window-full-killed', bound);
+    const resends = resendsAfterKill(facts);
+    reportResends('window-full-killed', resends);
+    await stopGracefully(second);
+    // Exactly the window was unrecorded at the kill, and exactly those W are sent again, once each.
+    expect(resends.unrecordedVectors).toEqual(new Map([['A', W]]));
+    expect(resends.resentVectorsByPump).toEqual(new Map([['A', W]]));
+    expect(c.excessVectors).toBe(W);
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({
+      readings: (1 + tiempos.length) * h.pumps.A.sensors.length + h.pumps.B.sensors.length,
+      vectors: 2 + tiempos.length,
     });
     expectWithinBound(c, bound);
     expectResendsOnlyUnrecorded(resends, bound);
@@ -313,7 +439,7 @@ describe('seams', { timeout: 180_000 }, () => {
     expect(killedAt).toBeLessThan(result.timestamps);
     const ledger = h.ledger();
     const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 60_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     ledger.report('plant-2026-03-sigkill', bound);
     const resends = resendsAfterKill(facts);
     reportResends('plant-2026-03-sigkill', resends);
@@ -426,7 +552,7 @@ describe('a long transaction holds the checkpoints back, then the process is kil
     expect(killedAt).toBeLessThan(result.timestamps);
     const ledger = h.ledger();
     const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 60_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     ledger.report('long-transaction-then-sigkill', bound);
     const resends = resendsAfterKill(facts);
     reportResends('long-transaction-then-sigkill', resends);
