@@ -104,6 +104,98 @@ function vectorsAt(h: Harness, pump: 'A' | 'B') {
   return b.requests.filter((r) => r.path === path && r.status === 200);
 }
 
+/** Kills the process sending for both pumps and reads the facts at the kill. */
+async function killForFacts(h: Harness, c: ChildListener) {
+  await kill(c);
+  return factsAtKill({
+    admin: h.admin,
+    pumps: [h.pumps.A, h.pumps.B],
+    backends: backends(h),
+    victims: ['A', 'B'],
+  });
+}
+
+/** Both pumps' first vectors delivered (and recorded), so that what follows starts from a known state. */
+async function firstVectorsOfBoth(h: Harness): Promise<void> {
+  await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
+  await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
+  await waitFor('both first vectors', () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1);
+}
+
+/** A promise the backend holds pump A's vectors on, and what lets them go. */
+function holdAt(): { gate: Promise<void>; release: () => void } {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  return { gate, release };
+}
+
+/** A transaction of the test's own, cleaned up after the test; the caller locks rows in it. */
+async function lockSession(h: Harness): Promise<pg.PoolClient> {
+  const lock: pg.PoolClient = await h.admin.connect();
+  cleanups.push(async () => {
+    await lock.query('ROLLBACK').catch(() => {});
+    lock.release();
+  });
+  await lock.query('BEGIN');
+  return lock;
+}
+
+const RECORD_WAITING = `FROM pg_stat_activity
+  WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`;
+
+/** Waits until a delivery record's UPDATE waits on the test's lock. */
+async function recordWaitingOnLock(h: Harness, what: string): Promise<void> {
+  await waitFor(what, async () => (await h.admin.query(`SELECT 1 ${RECORD_WAITING}`)).rows.length > 0);
+}
+
+/**
+ * The dead process's session still waits to write its record, and would once the lock goes: ended here,
+ * so the statement never reaches the database, as in a crash that takes the connection with it.
+ */
+async function endDeadRecord(h: Harness): Promise<void> {
+  const { rows: waiting } = await h.admin.query<{ name: string }>(
+    `SELECT application_name AS name ${RECORD_WAITING}`,
+  );
+  expect(waiting).toHaveLength(1);
+  const { rows: ended } = await h.admin.query<{ ok: boolean }>(
+    `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'`,
+    [waiting[0]?.name],
+  );
+  expect(ended).toEqual([{ ok: true }]);
+  await waitFor("the dead process's statement gone", async () => {
+    const { rows } = await h.admin.query(
+      `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
+    );
+    return rows.length === 0;
+  });
+}
+
+/**
+ * A second process on the same database after a kill (with the killed one's window), delivering until the
+ * ledger settles: the ledger's count, and the resends set against the facts at the kill.
+ */
+async function restartAndCount(
+  h: Harness,
+  facts: Awaited<ReturnType<typeof factsAtKill>>,
+  name: string,
+  window: number,
+  meanwhile: () => Promise<unknown> = async () => {},
+) {
+  const { c: second, url } = await child(h, { VECTOR_WINDOW: String(window) });
+  await meanwhile();
+  const ledger = h.ledger();
+  const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 30_000 });
+  const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: window });
+  ledger.report(name, bound);
+  const resends = resendsAfterKill(facts);
+  reportResends(name, resends);
+  await stopGracefully(second);
+  return { c, bound, resends };
+}
+
 describe('seams', { timeout: 180_000 }, () => {
   it('HH:MM keys of two days committed while the engine is down meet in one catch-up: one vector per day, by its rows', async () => {
     const h = await own('seam_hhmm');
@@ -183,29 +275,16 @@ describe('seams', { timeout: 180_000 }, () => {
   it('a vector answered 200 whose record was not written when the process was killed: sent again once, under the same key', async () => {
     const h = await own('seam_unrecorded');
     const { c: first } = await child(h);
-    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
-    await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
-    await waitFor(
-      'both first vectors',
-      () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1,
-    );
+    await firstVectorsOfBoth(h);
 
     // The next vector of A is held at the backend until the test has locked its outbox row.
-    let release: () => void = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const { gate, release } = holdAt();
     h.backend.behaviour = (r) => (r.path === '/sensores/predecir-bomba' ? { gate } : undefined);
     await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:01', { value: (f) => 200 + f.length });
     await waitFor('the second vector held at the backend', () =>
       h.backend.requests.some((r) => r.path === '/sensores/predecir-bomba' && r.status === 0),
     );
-    const lock: pg.PoolClient = await h.admin.connect();
-    cleanups.push(async () => {
-      await lock.query('ROLLBACK').catch(() => {});
-      lock.release();
-    });
-    await lock.query('BEGIN');
+    const lock = await lockSession(h);
     const { rows: held } = await lock.query<{ id: string; key: string }>(
       `SELECT id, idempotency_key AS key FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending' FOR UPDATE`,
     );
@@ -214,41 +293,11 @@ describe('seams', { timeout: 180_000 }, () => {
     // The backend answers 200; the engine's record of it waits on the test's lock: the answer has
     // arrived and the record has not. Then the process dies.
     release();
-    await waitFor('the record of the answer waiting on the lock', async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-      );
-      return rows.length > 0;
-    });
+    await recordWaitingOnLock(h, 'the record of the answer waiting on the lock');
     const answered = vectorsAt(h, 'A').filter((r) => r.idempotencyKey === key);
     expect(answered).toHaveLength(1);
-    await kill(first);
-    const facts = await factsAtKill({
-      admin: h.admin,
-      pumps: [h.pumps.A, h.pumps.B],
-      backends: backends(h),
-      victims: ['A', 'B'],
-    });
-    // The dead process's session still waits to write the record, and would once the lock goes: the
-    // statement never reached the database, as in a crash that takes the connection with it.
-    const { rows: waiting } = await h.admin.query<{ name: string }>(
-      `SELECT application_name AS name FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-    );
-    expect(waiting).toHaveLength(1);
-    const { rows: ended } = await h.admin.query<{ ok: boolean }>(
-      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
-        WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'`,
-      [waiting[0]?.name],
-    );
-    expect(ended).toEqual([{ ok: true }]);
-    await waitFor("the dead process's statement gone", async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
-      );
-      return rows.length === 0;
-    });
+    const facts = await killForFacts(h, first);
+    await endDeadRecord(h);
     await lock.query('ROLLBACK');
     h.backend.behaviour = () => undefined;
     const { rows: status } = await h.admin.query<{ status: string }>(
@@ -257,15 +306,9 @@ describe('seams', { timeout: 180_000 }, () => {
     );
     expect(status).toEqual([{ status: 'pending' }]);
 
-    const { c: second, url: url2 } = await child(h);
-    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:02');
-    const ledger = h.ledger();
-    const c = await ledger.settle({ admin: h.admin, statusUrls: [url2], timeoutMs: 30_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
-    ledger.report('answered-not-recorded', bound);
-    const resends = resendsAfterKill(facts);
-    reportResends('answered-not-recorded', resends);
-    await stopGracefully(second);
+    const { c, bound, resends } = await restartAndCount(h, facts, 'answered-not-recorded', WINDOW, () =>
+      insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:02'),
+    );
     // The one vector that was answered and unrecorded is the one sent again, once, under its own key.
     expect(resends.unrecordedVectors).toEqual(new Map([['A', 1]]));
     expect(resends.resentVectors).toBe(1);
@@ -285,18 +328,10 @@ describe('seams', { timeout: 180_000 }, () => {
     const EXTRA = 3;
     const h = await own('seam_window');
     const { c: first } = await child(h, { VECTOR_WINDOW: String(W) });
-    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
-    await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
-    await waitFor(
-      'both first vectors',
-      () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1,
-    );
+    await firstVectorsOfBoth(h);
 
     // Pump A's next vectors are held at the backend until the test has locked the first one's outbox row.
-    let release: () => void = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const { gate, release } = holdAt();
     let locked = false;
     /** Arrivals of A's vectors while the lock holds every record, after the gate opened. */
     const whileLocked: string[] = [];
@@ -319,12 +354,7 @@ describe('seams', { timeout: 180_000 }, () => {
       );
       return rows.length === tiempos.length;
     });
-    const lock: pg.PoolClient = await h.admin.connect();
-    cleanups.push(async () => {
-      await lock.query('ROLLBACK').catch(() => {});
-      lock.release();
-    });
-    await lock.query('BEGIN');
+    const lock = await lockSession(h);
     // The first of them: its record is the next one written, and every record after it (of either
     // pump: the records are batched together) waits behind it.
     const { rows: held } = await lock.query<{ id: string }>(
@@ -334,41 +364,18 @@ describe('seams', { timeout: 180_000 }, () => {
     locked = true;
     const before = vectorsAt(h, 'A').length;
     release();
-    await waitFor('the record of the first answer waiting on the lock', async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-      );
-      return rows.length > 0;
-    });
+    await recordWaitingOnLock(h, 'the record of the first answer waiting on the lock');
     // The window fills: W vectors answered with no record, and the sender waits for room.
     await waitFor(
       `${W} vectors of A answered while the records wait`,
       () => vectorsAt(h, 'A').length >= before + W,
     );
-    await kill(first);
-    const facts = await factsAtKill({
-      admin: h.admin,
-      pumps: [h.pumps.A, h.pumps.B],
-      backends: backends(h),
-      victims: ['A', 'B'],
-    });
+    const facts = await killForFacts(h, first);
     // Every arrival while the lock held was counted as it came: the first vector had arrived before (held
     // at the gate), so W - 1 more, never beyond the window.
     expect(whileLocked.length, `arrivals while the records waited: ${whileLocked.join(', ')}`).toBe(W - 1);
     expect(vectorsAt(h, 'A').length - before).toBe(W);
-    // The dead process's session still waits to write the record: end it, as a crash would, then unlock.
-    const { rows: ended } = await h.admin.query<{ ok: boolean }>(
-      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-    );
-    expect(ended).toEqual([{ ok: true }]);
-    await waitFor("the dead process's statement gone", async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
-      );
-      return rows.length === 0;
-    });
+    await endDeadRecord(h);
     await lock.query('ROLLBACK');
     locked = false;
     h.backend.behaviour = () => undefined;
@@ -378,14 +385,7 @@ describe('seams', { timeout: 180_000 }, () => {
     // All of them: the W answered were never recorded, the rest never sent.
     expect(Number(pendingNow[0]?.n)).toBe(tiempos.length);
 
-    const { c: second, url: url2 } = await child(h, { VECTOR_WINDOW: String(W) });
-    const ledger = h.ledger();
-    const c = await ledger.settle({ admin: h.admin, statusUrls: [url2], timeoutMs: 30_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: W });
-    ledger.report('window-full-killed', bound);
-    const resends = resendsAfterKill(facts);
-    reportResends('window-full-killed', resends);
-    await stopGracefully(second);
+    const { c, bound, resends } = await restartAndCount(h, facts, 'window-full-killed', W);
     // Exactly the window was unrecorded at the kill, and exactly those W are sent again, once each.
     expect(resends.unrecordedVectors).toEqual(new Map([['A', W]]));
     expect(resends.resentVectorsByPump).toEqual(new Map([['A', W]]));

@@ -194,6 +194,21 @@ function answeredKeys(): string[] {
   return h.backend.answered(UNIFIED).map((x) => x.idempotencyKey as string);
 }
 
+/**
+ * `n` pending vectors and a sender of window `w` whose first record waits on a row lock: returns once the
+ * record waits and `w` vectors are answered (the window full).
+ */
+async function heldWindow(w: number, n: number) {
+  const rows = await pending(n);
+  const release = await lockRow(rows[0]?.id as number);
+  const r = rig(w);
+  r.sender.start();
+  // The first record waits on the lock and every later one queues behind it: the window fills.
+  await waitFor('the first record waiting on the lock', recordWaiting);
+  await waitFor(`${w} vectors answered`, () => h.backend.answered(UNIFIED).length === w);
+  return { rows, release, r };
+}
+
 describe('VectorSender', { timeout: 60_000 }, () => {
   it('rejects a window that is not an integer of at least 1', () => {
     for (const window of [0, -1, 1.5, Number.NaN]) {
@@ -203,13 +218,7 @@ describe('VectorSender', { timeout: 60_000 }, () => {
 
   it('with its records held, sends exactly W vectors and no more; once written, the rest in outbox order', async () => {
     const W = 3;
-    const rows = await pending(8);
-    const release = await lockRow(rows[0]?.id as number);
-    const r = rig(W);
-    r.sender.start();
-    // The first record waits on the lock and every later one queues behind it: the window fills.
-    await waitFor('the first record waiting on the lock', recordWaiting);
-    await waitFor(`${W} vectors answered`, () => h.backend.answered(UNIFIED).length === W);
+    const { rows, release, r } = await heldWindow(W, 8);
     await waitFor('the window full', () => r.sender.unrecordedCount === W);
     expect(await recordWaiting()).toBe(true);
     // Every arrival so far was checked as it came: a sender ignoring W sends the 4th while the lock holds.
@@ -228,12 +237,7 @@ describe('VectorSender', { timeout: 60_000 }, () => {
   });
 
   it('W = 1 waits for each record before the next vector', async () => {
-    const rows = await pending(3);
-    const release = await lockRow(rows[0]?.id as number);
-    const r = rig(1);
-    r.sender.start();
-    await waitFor('the first record waiting on the lock', recordWaiting);
-    await waitFor('one vector answered', () => h.backend.answered(UNIFIED).length === 1);
+    const { rows, release, r } = await heldWindow(1, 3);
     expect(r.overWindow).toEqual([]);
     await release();
     await waitFor('all recorded', () => r.recorded.length === 3);
@@ -344,12 +348,7 @@ describe('VectorSender', { timeout: 60_000 }, () => {
 
   it('a stop while records are held waits for them, sends nothing more, and leaves the rest pending', async () => {
     const W = 3;
-    const rows = await pending(6);
-    const release = await lockRow(rows[0]?.id as number);
-    const r = rig(W);
-    r.sender.start();
-    await waitFor('the first record waiting on the lock', recordWaiting);
-    await waitFor(`${W} vectors answered`, () => h.backend.answered(UNIFIED).length === W);
+    const { rows, release, r } = await heldWindow(W, 6);
     let stopped = false;
     const stop = r.sender.stop({ drainUntil: AbortSignal.abort() }).then(() => {
       stopped = true;
@@ -368,12 +367,7 @@ describe('VectorSender', { timeout: 60_000 }, () => {
   });
 
   it('a halt (hand-over) with records held ends only once they are written', async () => {
-    const rows = await pending(5);
-    const release = await lockRow(rows[0]?.id as number);
-    const r = rig(2);
-    r.sender.start();
-    await waitFor('the first record waiting on the lock', recordWaiting);
-    await waitFor('2 vectors answered', () => h.backend.answered(UNIFIED).length === 2);
+    const { rows, release, r } = await heldWindow(2, 5);
     let halted = false;
     const halt = r.sender.halt(10_000).then(() => {
       halted = true;
