@@ -53,6 +53,8 @@ export interface Config {
     sensorQueue: number;
     retryBaseMs: number;
     retryMaxMs: number;
+    /** VECTOR_WINDOW: vectors of a pump sent before their delivery records are written (crash resends). */
+    vectorWindow: number;
     /** Consecutive failures that open a backend's circuit, and the first wait before a trial call. */
     breakerThreshold: number;
     breakerHalfOpenMs: number;
@@ -137,6 +139,7 @@ export function loadConfig(env: Env, opts: LoadOptions = {}): Config {
       sensorQueue: num(env, 'SENSOR_POST_QUEUE', 20_000, { min: 1, int: true }),
       retryBaseMs: num(env, 'RETRY_BASE_MS', 200, { min: 1 }),
       retryMaxMs: num(env, 'RETRY_MAX_MS', 30_000, { min: 1 }),
+      vectorWindow: num(env, 'VECTOR_WINDOW', 8, { min: 1, int: true }),
       breakerThreshold: num(env, 'BREAKER_THRESHOLD', 5, { min: 1, int: true }),
       breakerHalfOpenMs: num(env, 'BREAKER_HALF_OPEN_MS', 1_000, { min: 1 }),
       breakerHalfOpenMaxMs: num(env, 'BREAKER_HALF_OPEN_MAX_MS', 30_000, { min: 1 }),

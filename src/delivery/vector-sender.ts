@@ -26,11 +26,16 @@ export interface VectorSenderOptions {
   /** Called after each vector leaves the outbox. */
   onResult: (row: OutboxRow, result: SendResult) => void;
   /**
-   * Records a delivered row in the outbox (batched by the caller; it may outlive this sender). The sender
-   * waits for it before the next vector, so a crash leaves at most one delivery unrecorded per pump.
-   * Resolves false when the engine stopped before it was written.
+   * Records a delivered row in the outbox (batched by the caller; it may outlive this sender). Resolves
+   * false when the engine stopped before it was written.
    */
   recordSent: (sent: { id: number; attempts: number; status: number }) => Promise<boolean>;
+  /**
+   * The window (VECTOR_WINDOW, at least 1): how many vectors may be sent whose delivery is not yet on
+   * record, the one in flight included. A crash therefore leaves at most this many per pump to be sent
+   * again. 1 waits for each record before the next vector. Default 1.
+   */
+  window?: number;
   /** How often to look at the outbox without a wake-up (rows left by a previous run or replica). */
   pollMs?: number;
   batch?: number;
@@ -54,14 +59,20 @@ export const SENDER_MODES: { readonly [K in SenderMode]: readonly SenderMode[] }
 const MAX_OFFERED = 1_000;
 
 /**
- * Sends one pump's outbox in order, one vector at a time, retrying each until the backend takes it
- * (a head-of-line wait during an outage keeps the order). The outbox, not memory, holds the backlog,
+ * Sends one pump's outbox in order, one request at a time, retrying each vector until the backend takes
+ * it (a head-of-line wait during an outage keeps the order). The outbox, not memory, holds the backlog,
  * so an outage of any length costs no memory.
+ *
+ * The requests never overlap: the next vector is sent once the backend has answered the one before, so
+ * the backend sees a pump's vectors in outbox order even when one of them is retried. What overlaps is
+ * their records: up to `window` vectors may be sent before their deliveries are on record (written in
+ * batches by the caller), and the next one waits for room. A rejected vector waits until every delivery
+ * before it is on record, then is recorded with its dead letter, so the records follow the sends.
  *
  * Rows just inserted are handed over in memory (`offer`), so the common case costs no read. The outbox is
  * read at start, whenever the hand-over overflowed, and now and then (a row whose insert was retried
- * after a lost answer is found that way). Each delivery is on record before the next vector is sent, and
- * the last ids sent keep a row both offered and read from being sent twice.
+ * after a lost answer is found that way). The last ids sent, remembered from the answer on, keep a row
+ * both offered and read (or read again while its record waits) from being sent twice.
  */
 export class VectorSender {
   private wakeUp: (() => void) | undefined;
@@ -78,8 +89,29 @@ export class VectorSender {
   private lastRead = 0;
   /** The ids this sender sent last, so a row both offered and read is sent once. */
   private readonly recent = new Set<number>();
+  private readonly window: number;
+  /** Vectors answered whose record is not written yet (the window's use, besides the one in flight). */
+  private unrecorded = 0;
+  /** Woken when a record is written (or refused by a stopping engine). */
+  private recordDone: (() => void) | undefined;
+  /** A record was not written because the engine stopped: send nothing more. */
+  private recordLost = false;
 
-  constructor(private readonly o: VectorSenderOptions) {}
+  constructor(private readonly o: VectorSenderOptions) {
+    const w = o.window ?? 1;
+    if (!Number.isInteger(w) || w < 1)
+      throw new Error(`vector sender: window must be an integer >= 1, got ${w}`);
+    this.window = w;
+  }
+
+  /** Vectors answered whose delivery record is not written yet: never more than the window. */
+  get unrecordedCount(): number {
+    return this.unrecorded;
+  }
+
+  get state(): SenderMode {
+    return this.mode.value;
+  }
 
   start(): void {
     this.loop ??= this.run();
@@ -127,8 +159,38 @@ export class VectorSender {
     try {
       await this.sendAll();
     } finally {
+      // Every record the window holds is written (or the engine stopped) before the sender says it
+      // stopped: a hand-over then releases the pump with its deliveries on record.
+      await this.recordsBelow(1);
       this.mode.to('stopped');
     }
+  }
+
+  /**
+   * Waits until fewer than `n` answered vectors wait for their records. Resolves false if `signal` ended
+   * the wait first or a record was lost (the engine stopped).
+   */
+  private async recordsBelow(n: number, signal?: AbortSignal): Promise<boolean> {
+    while (this.unrecorded >= n && !this.recordLost) {
+      if (signal?.aborted) return false;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal?.removeEventListener('abort', done);
+          this.recordDone = undefined;
+          resolve();
+        };
+        this.recordDone = done;
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+    return !this.recordLost && !signal?.aborted;
+  }
+
+  /** Remembers a row as sent, from its answer on, so a read of the outbox before its record skips it. */
+  private remember(id: number): void {
+    this.recent.add(id);
+    if (this.recent.size > 2_000 + this.window)
+      this.recent.delete(this.recent.values().next().value as number);
   }
 
   private async sendAll(): Promise<void> {
@@ -140,6 +202,9 @@ export class VectorSender {
       // Busy or idle, read the outbox now and then: a row whose insert was retried is only found there.
       if (Date.now() - this.lastRead > pollMs) this.mustRead = true;
       if (this.mustRead) {
+        // The window's records first: the read then finds only rows not sent yet, so a window larger
+        // than a batch never reads a batch of rows it has already sent.
+        if (!(await this.recordsBelow(1, signal))) return;
         try {
           // Cleared before the read: rows inserted from now on are offered in memory.
           this.mustRead = false;
@@ -163,11 +228,12 @@ export class VectorSender {
         continue;
       }
       for (const row of rows) {
-        if (signal.aborted || this.mode.is('halting')) return;
+        if (signal.aborted || this.mode.is('halting') || this.recordLost) return;
         if (this.done(row.id)) continue;
+        // Room in the window: the vector about to be sent is unrecorded from its request on.
+        if (!(await this.recordsBelow(this.window, signal))) return;
+        if (this.mode.is('halting')) return;
         if (!(await this.send(row, signal))) return;
-        this.recent.add(row.id);
-        if (this.recent.size > 2_000) this.recent.delete(this.recent.values().next().value as number);
       }
     }
   }
@@ -230,6 +296,9 @@ export class VectorSender {
       };
       let refused: unknown;
       let written: DeadLetter = letter;
+      // The deliveries before it go on record first, so the outbox's records follow the sends.
+      this.remember(row.id);
+      if (!(await this.recordsBelow(1, signal))) return false;
       const recorded = await this.persist(
         signal,
         // One transaction: a crash between the two left the vector dead with no letter to retry it by.
@@ -248,21 +317,38 @@ export class VectorSender {
           if (refused === undefined && isDataError(err)) refused = err;
         },
       );
-      if (!recorded) return false;
+      if (!recorded) {
+        this.recent.delete(row.id);
+        return false;
+      }
       this.o.deadLetters.stored(written);
-    } else if (!(await this.o.recordSent({ id: row.id, attempts, status }))) {
-      return false;
-    }
-    if (dead) {
       this.o.logger.error(
         { tiempo_sensor: row.tiempo, status, response: body.slice(0, 300) },
         'backend rejected the vector; kept as a dead letter',
       );
       this.o.onResult(row, { kind: 'dead', status, body, attempts });
-    } else {
-      this.o.onResult(row, { kind: 'sent', status, prediccion: parseReply(body).prediccion, attempts });
+      return true;
     }
+    // Taken: its record is written in the background while the next vectors go, within the window.
+    this.remember(row.id);
+    this.unrecorded += 1;
+    const sent: SendResult = { kind: 'sent', status, prediccion: parseReply(body).prediccion, attempts };
+    void this.o.recordSent({ id: row.id, attempts, status }).then(
+      (written) => this.recorded(row, sent, written),
+      (err: unknown) => {
+        this.o.logger.error({ err: (err as Error).message }, 'recording a delivered vector failed');
+        this.recorded(row, sent, false);
+      },
+    );
     return true;
+  }
+
+  private recorded(row: OutboxRow, result: SendResult, written: boolean): void {
+    this.unrecorded -= 1;
+    // Not written: the engine stopped; the row stays pending and is sent again (same key) next time.
+    if (!written) this.recordLost = true;
+    else this.o.onResult(row, result);
+    this.recordDone?.();
   }
 
   private deliverOnce(row: OutboxRow, signal: AbortSignal) {

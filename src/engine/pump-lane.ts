@@ -34,6 +34,8 @@ export interface PumpLaneOptions {
   backend: { client: BackendClient; breaker: CircuitBreakerPolicy; route?: RouteGuard };
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Vectors sent before their delivery records are written (VECTOR_WINDOW). */
+  vectorWindow?: number;
   /** Where a rejected vector's dead letter is announced. */
   deadLetters: { stored(letter: DeadLetter): void };
   logger: Logger;
@@ -115,6 +117,7 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
       deadLetters: o.deadLetters,
       onResult: (row, result) => this.answered(row, result),
       recordSent: (sent) => o.recorder.recordSent(sent),
+      ...(o.vectorWindow !== undefined ? { window: o.vectorWindow } : {}),
     });
     this.sender.start();
   }

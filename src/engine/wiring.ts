@@ -111,6 +111,7 @@ export function wireUnits(o: WiringOptions) {
       backend: backends.pumps.get(p.id) as Backend,
       retryBaseMs: config.delivery.retryBaseMs,
       retryMaxMs: config.delivery.retryMaxMs,
+      vectorWindow: config.delivery.vectorWindow,
       deadLetters,
       logger: log.child({ stage: 'delivery', pump: p.id }),
     });

@@ -143,9 +143,11 @@ export class BatchWriter<T> {
    * `onPoison`), false if the writer stopped first.
    */
   pushAndWait(item: T): Promise<boolean> {
+    // Waiting before the push: a writer already stopped ends its drain inside push(), and must find it.
+    const seq = this.pushed + 1;
+    const written = new Promise<boolean>((resolve) => this.writeWaiters.push({ seq, resolve }));
     this.push(item);
-    const seq = this.pushed;
-    return new Promise((resolve) => this.writeWaiters.push({ seq, resolve }));
+    return written;
   }
 
   /** Writes what is queued without lingering; resolves when it is written (or the writer was stopped). */

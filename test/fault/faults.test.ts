@@ -218,6 +218,8 @@ function matchesStream(c: { readings: number; vectors: number }, result: Simulat
 
 /** SENSOR_POST_CONCURRENCY of the tests whose process dies: the crash bound is written from it. */
 const CONCURRENCY = 16;
+/** VECTOR_WINDOW of the killed processes (the README's default, set explicitly): the vectors' crash bound. */
+const WINDOW = 8;
 
 /** What `factsAtKill` reads: the direct pool, the pumps and each pump's backend. */
 function killed(s: Setup) {
@@ -502,6 +504,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
       PORT: String(await freePort()),
       LOG_LEVEL: 'warn',
       SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
+      VECTOR_WINDOW: String(WINDOW),
     };
     const first = spawnListener(env);
     cleanups.push(async () => void first.proc.kill('SIGKILL'));
@@ -521,7 +524,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     await ready(env.PORT);
     const result = await finished(st);
     const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     s.ledger.report('sigkill-and-restart', bound);
     const resends = resendsAfterKill(facts);
     reportResends('sigkill-and-restart', resends);
@@ -581,6 +584,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
       LOG_LEVEL: 'warn',
       MAX_RECONEXIONES: '3',
       SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
+      VECTOR_WINDOW: String(WINDOW),
       // Its drain cannot reach the database: give up on it soon, so the restart lands mid-stream too.
       SHUTDOWN_TIMEOUT_MS: '2000',
     };
@@ -618,7 +622,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     await ready(env.PORT);
     const result = await finished(st);
     const c = await s.ledger.settle({ admin: s.admin, statusUrls: [`http://127.0.0.1:${env.PORT}`] });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     s.ledger.report('network-gone-past-limit', bound);
     const resends = resendsAfterKill(facts);
     reportResends('network-gone-past-limit', resends);

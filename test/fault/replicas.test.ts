@@ -41,6 +41,8 @@ const FAST = {
   SENSOR_POST_MAX_ATTEMPTS: '40',
   // The crash bound of the failover is written from it (the scale test sets its own).
   SENSOR_POST_CONCURRENCY: '16',
+  // And its vectors' bound from this (the README's default, set explicitly).
+  VECTOR_WINDOW: '8',
   LOG_LEVEL: 'warn',
   API_KEY: 'replica-key',
 };
@@ -198,11 +200,12 @@ describe('replicas', () => {
       admin: s.admin,
       statusUrls: live.map((r) => `http://127.0.0.1:${r.port}`),
     });
-    // One process died, owning pump A (both, on replication): its unrecorded posts and one vector per
-    // pump it owned may come again.
+    // One process died, owning pump A (both, on replication): its unrecorded posts and up to its window
+    // of vectors per pump it owned may come again.
     const bound = crashReplayBound({
       sensorPostConcurrency: Number(FAST.SENSOR_POST_CONCURRENCY),
       pumps: onReplication ? 2 : 1,
+      vectorWindow: Number(FAST.VECTOR_WINDOW),
     });
     s.ledger.report('failover-sigkill-owner', bound);
     const resends = resendsAfterKill(facts);

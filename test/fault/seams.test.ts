@@ -28,6 +28,8 @@ import { waitFor } from '../helpers/wait.js';
 
 /** SENSOR_POST_CONCURRENCY of the killed processes: the crash bound is written from it. */
 const CONCURRENCY = 16;
+/** VECTOR_WINDOW of the killed processes (the README's default, set explicitly): the vectors' crash bound. */
+const WINDOW = 8;
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -50,7 +52,12 @@ async function child(
     ...testEnv(
       h.db,
       h.backend,
-      { LOG_LEVEL: 'warn', SENSOR_POST_CONCURRENCY: String(CONCURRENCY), ...env },
+      {
+        LOG_LEVEL: 'warn',
+        SENSOR_POST_CONCURRENCY: String(CONCURRENCY),
+        VECTOR_WINDOW: String(WINDOW),
+        ...env,
+      },
       h.backendB,
     ),
     PORT: port,
@@ -95,6 +102,98 @@ function vectorsAt(h: Harness, pump: 'A' | 'B') {
   const b = pump === 'A' ? h.backend : h.backendB;
   const path = pump === 'A' ? '/sensores/predecir-bomba' : '/sensores_b/predecir-bomba-b';
   return b.requests.filter((r) => r.path === path && r.status === 200);
+}
+
+/** Kills the process sending for both pumps and reads the facts at the kill. */
+async function killForFacts(h: Harness, c: ChildListener) {
+  await kill(c);
+  return factsAtKill({
+    admin: h.admin,
+    pumps: [h.pumps.A, h.pumps.B],
+    backends: backends(h),
+    victims: ['A', 'B'],
+  });
+}
+
+/** Both pumps' first vectors delivered (and recorded), so that what follows starts from a known state. */
+async function firstVectorsOfBoth(h: Harness): Promise<void> {
+  await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
+  await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
+  await waitFor('both first vectors', () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1);
+}
+
+/** A promise the backend holds pump A's vectors on, and what lets them go. */
+function holdAt(): { gate: Promise<void>; release: () => void } {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  return { gate, release };
+}
+
+/** A transaction of the test's own, cleaned up after the test; the caller locks rows in it. */
+async function lockSession(h: Harness): Promise<pg.PoolClient> {
+  const lock: pg.PoolClient = await h.admin.connect();
+  cleanups.push(async () => {
+    await lock.query('ROLLBACK').catch(() => {});
+    lock.release();
+  });
+  await lock.query('BEGIN');
+  return lock;
+}
+
+const RECORD_WAITING = `FROM pg_stat_activity
+  WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`;
+
+/** Waits until a delivery record's UPDATE waits on the test's lock. */
+async function recordWaitingOnLock(h: Harness, what: string): Promise<void> {
+  await waitFor(what, async () => (await h.admin.query(`SELECT 1 ${RECORD_WAITING}`)).rows.length > 0);
+}
+
+/**
+ * The dead process's session still waits to write its record, and would once the lock goes: ended here,
+ * so the statement never reaches the database, as in a crash that takes the connection with it.
+ */
+async function endDeadRecord(h: Harness): Promise<void> {
+  const { rows: waiting } = await h.admin.query<{ name: string }>(
+    `SELECT application_name AS name ${RECORD_WAITING}`,
+  );
+  expect(waiting).toHaveLength(1);
+  const { rows: ended } = await h.admin.query<{ ok: boolean }>(
+    `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'`,
+    [waiting[0]?.name],
+  );
+  expect(ended).toEqual([{ ok: true }]);
+  await waitFor("the dead process's statement gone", async () => {
+    const { rows } = await h.admin.query(
+      `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
+    );
+    return rows.length === 0;
+  });
+}
+
+/**
+ * A second process on the same database after a kill (with the killed one's window), delivering until the
+ * ledger settles: the ledger's count, and the resends set against the facts at the kill.
+ */
+async function restartAndCount(
+  h: Harness,
+  facts: Awaited<ReturnType<typeof factsAtKill>>,
+  name: string,
+  window: number,
+  meanwhile: () => Promise<unknown> = async () => {},
+) {
+  const { c: second, url } = await child(h, { VECTOR_WINDOW: String(window) });
+  await meanwhile();
+  const ledger = h.ledger();
+  const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 30_000 });
+  const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: window });
+  ledger.report(name, bound);
+  const resends = resendsAfterKill(facts);
+  reportResends(name, resends);
+  await stopGracefully(second);
+  return { c, bound, resends };
 }
 
 describe('seams', { timeout: 180_000 }, () => {
@@ -176,29 +275,16 @@ describe('seams', { timeout: 180_000 }, () => {
   it('a vector answered 200 whose record was not written when the process was killed: sent again once, under the same key', async () => {
     const h = await own('seam_unrecorded');
     const { c: first } = await child(h);
-    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:00');
-    await insertTimestamp(h.admin, h.pumps.B, '2025-07-01T10:00:00');
-    await waitFor(
-      'both first vectors',
-      () => vectorsAt(h, 'A').length === 1 && vectorsAt(h, 'B').length === 1,
-    );
+    await firstVectorsOfBoth(h);
 
     // The next vector of A is held at the backend until the test has locked its outbox row.
-    let release: () => void = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const { gate, release } = holdAt();
     h.backend.behaviour = (r) => (r.path === '/sensores/predecir-bomba' ? { gate } : undefined);
     await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:01', { value: (f) => 200 + f.length });
     await waitFor('the second vector held at the backend', () =>
       h.backend.requests.some((r) => r.path === '/sensores/predecir-bomba' && r.status === 0),
     );
-    const lock: pg.PoolClient = await h.admin.connect();
-    cleanups.push(async () => {
-      await lock.query('ROLLBACK').catch(() => {});
-      lock.release();
-    });
-    await lock.query('BEGIN');
+    const lock = await lockSession(h);
     const { rows: held } = await lock.query<{ id: string; key: string }>(
       `SELECT id, idempotency_key AS key FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending' FOR UPDATE`,
     );
@@ -207,41 +293,11 @@ describe('seams', { timeout: 180_000 }, () => {
     // The backend answers 200; the engine's record of it waits on the test's lock: the answer has
     // arrived and the record has not. Then the process dies.
     release();
-    await waitFor('the record of the answer waiting on the lock', async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-      );
-      return rows.length > 0;
-    });
+    await recordWaitingOnLock(h, 'the record of the answer waiting on the lock');
     const answered = vectorsAt(h, 'A').filter((r) => r.idempotencyKey === key);
     expect(answered).toHaveLength(1);
-    await kill(first);
-    const facts = await factsAtKill({
-      admin: h.admin,
-      pumps: [h.pumps.A, h.pumps.B],
-      backends: backends(h),
-      victims: ['A', 'B'],
-    });
-    // The dead process's session still waits to write the record, and would once the lock goes: the
-    // statement never reached the database, as in a crash that takes the connection with it.
-    const { rows: waiting } = await h.admin.query<{ name: string }>(
-      `SELECT application_name AS name FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%UPDATE pump_monitor.outbox%'`,
-    );
-    expect(waiting).toHaveLength(1);
-    const { rows: ended } = await h.admin.query<{ ok: boolean }>(
-      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
-        WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'`,
-      [waiting[0]?.name],
-    );
-    expect(ended).toEqual([{ ok: true }]);
-    await waitFor("the dead process's statement gone", async () => {
-      const { rows } = await h.admin.query(
-        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE '%UPDATE pump_monitor.outbox%' AND state = 'active'`,
-      );
-      return rows.length === 0;
-    });
+    const facts = await killForFacts(h, first);
+    await endDeadRecord(h);
     await lock.query('ROLLBACK');
     h.backend.behaviour = () => undefined;
     const { rows: status } = await h.admin.query<{ status: string }>(
@@ -250,15 +306,9 @@ describe('seams', { timeout: 180_000 }, () => {
     );
     expect(status).toEqual([{ status: 'pending' }]);
 
-    const { c: second, url: url2 } = await child(h);
-    await insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:02');
-    const ledger = h.ledger();
-    const c = await ledger.settle({ admin: h.admin, statusUrls: [url2], timeoutMs: 30_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
-    ledger.report('answered-not-recorded', bound);
-    const resends = resendsAfterKill(facts);
-    reportResends('answered-not-recorded', resends);
-    await stopGracefully(second);
+    const { c, bound, resends } = await restartAndCount(h, facts, 'answered-not-recorded', WINDOW, () =>
+      insertTimestamp(h.admin, h.pumps.A, '2025-07-01T10:00:02'),
+    );
     // The one vector that was answered and unrecorded is the one sent again, once, under its own key.
     expect(resends.unrecordedVectors).toEqual(new Map([['A', 1]]));
     expect(resends.resentVectors).toBe(1);
@@ -267,6 +317,82 @@ describe('seams', { timeout: 180_000 }, () => {
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({
       readings: 3 * h.pumps.A.sensors.length + h.pumps.B.sensors.length,
       vectors: 4,
+    });
+    expectWithinBound(c, bound);
+    expectResendsOnlyUnrecorded(resends, bound);
+  });
+
+  it('the window full of answered, unrecorded vectors when the process is killed: exactly VECTOR_WINDOW sent again, nothing beyond it', async () => {
+    // A window of its own, below the default, so that "exactly W" is not the default's figure by chance.
+    const W = 3;
+    const EXTRA = 3;
+    const h = await own('seam_window');
+    const { c: first } = await child(h, { VECTOR_WINDOW: String(W) });
+    await firstVectorsOfBoth(h);
+
+    // Pump A's next vectors are held at the backend until the test has locked the first one's outbox row.
+    const { gate, release } = holdAt();
+    let locked = false;
+    /** Arrivals of A's vectors while the lock holds every record, after the gate opened. */
+    const whileLocked: string[] = [];
+    h.backend.behaviour = (r) => {
+      if (r.path !== '/sensores/predecir-bomba') return undefined;
+      if (locked) whileLocked.push(r.idempotencyKey as string);
+      return { gate };
+    };
+    const tiempos = Array.from(
+      { length: W + EXTRA },
+      (_, i) => `2025-07-01T10:00:${String(i + 1).padStart(2, '0')}`,
+    );
+    for (const t of tiempos) await insertTimestamp(h.admin, h.pumps.A, t, { value: (f) => 200 + f.length });
+    await waitFor('the second vector held at the backend', () =>
+      h.backend.requests.some((r) => r.path === '/sensores/predecir-bomba' && r.status === 0),
+    );
+    await waitFor(`all ${tiempos.length} new vectors of A in the outbox`, async () => {
+      const { rows } = await h.admin.query(
+        `SELECT 1 FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending'`,
+      );
+      return rows.length === tiempos.length;
+    });
+    const lock = await lockSession(h);
+    // The first of them: its record is the next one written, and every record after it (of either
+    // pump: the records are batched together) waits behind it.
+    const { rows: held } = await lock.query<{ id: string }>(
+      `SELECT id FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE`,
+    );
+    expect(held).toHaveLength(1);
+    locked = true;
+    const before = vectorsAt(h, 'A').length;
+    release();
+    await recordWaitingOnLock(h, 'the record of the first answer waiting on the lock');
+    // The window fills: W vectors answered with no record, and the sender waits for room.
+    await waitFor(
+      `${W} vectors of A answered while the records wait`,
+      () => vectorsAt(h, 'A').length >= before + W,
+    );
+    const facts = await killForFacts(h, first);
+    // Every arrival while the lock held was counted as it came: the first vector had arrived before (held
+    // at the gate), so W - 1 more, never beyond the window.
+    expect(whileLocked.length, `arrivals while the records waited: ${whileLocked.join(', ')}`).toBe(W - 1);
+    expect(vectorsAt(h, 'A').length - before).toBe(W);
+    await endDeadRecord(h);
+    await lock.query('ROLLBACK');
+    locked = false;
+    h.backend.behaviour = () => undefined;
+    const { rows: pendingNow } = await h.admin.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pump_monitor.outbox WHERE pump = 'A' AND status = 'pending'`,
+    );
+    // All of them: the W answered were never recorded, the rest never sent.
+    expect(Number(pendingNow[0]?.n)).toBe(tiempos.length);
+
+    const { c, bound, resends } = await restartAndCount(h, facts, 'window-full-killed', W);
+    // Exactly the window was unrecorded at the kill, and exactly those W are sent again, once each.
+    expect(resends.unrecordedVectors).toEqual(new Map([['A', W]]));
+    expect(resends.resentVectorsByPump).toEqual(new Map([['A', W]]));
+    expect(c.excessVectors).toBe(W);
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({
+      readings: (1 + tiempos.length) * h.pumps.A.sensors.length + h.pumps.B.sensors.length,
+      vectors: 2 + tiempos.length,
     });
     expectWithinBound(c, bound);
     expectResendsOnlyUnrecorded(resends, bound);
@@ -313,7 +439,7 @@ describe('seams', { timeout: 180_000 }, () => {
     expect(killedAt).toBeLessThan(result.timestamps);
     const ledger = h.ledger();
     const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 60_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     ledger.report('plant-2026-03-sigkill', bound);
     const resends = resendsAfterKill(facts);
     reportResends('plant-2026-03-sigkill', resends);
@@ -426,7 +552,7 @@ describe('a long transaction holds the checkpoints back, then the process is kil
     expect(killedAt).toBeLessThan(result.timestamps);
     const ledger = h.ledger();
     const c = await ledger.settle({ admin: h.admin, statusUrls: [url], timeoutMs: 60_000 });
-    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2 });
+    const bound = crashReplayBound({ sensorPostConcurrency: CONCURRENCY, pumps: 2, vectorWindow: WINDOW });
     ledger.report('long-transaction-then-sigkill', bound);
     const resends = resendsAfterKill(facts);
     reportResends('long-transaction-then-sigkill', resends);

@@ -17,26 +17,36 @@ import { pause } from './wait.js';
  *
  * The promise (docs/reliability.md, "After a crash, per-sensor posts are sent again only if they were in
  * flight"): every settled post is recorded in `pump_monitor.sensor_posts`, in batches of at most 50, and
- * no new post starts while two batches wait to be written; a sender records each vector's delivery
- * before it sends the next. So after a kill:
+ * no new post starts while two batches wait to be written; a sender sends at most VECTOR_WINDOW vectors
+ * (the one in flight included) whose deliveries are not on record yet. So after a kill:
  * - a post answered 200 again is one that had no record at the kill, and those are at most
  *   SENSOR_POST_CONCURRENCY (in flight) plus two batches of 50 (answered, not yet written);
- * - a vector answered 200 again is one whose outbox row was not `sent` at the kill: at most one per pump.
+ * - a vector answered 200 again is one whose outbox row was not `sent` at the kill: at most VECTOR_WINDOW
+ *   per pump.
  *
  * The numbers are the documented ones, written here; none is read from `src/`. The test passes its own
- * SENSOR_POST_CONCURRENCY, the one it set in the engine's environment.
+ * SENSOR_POST_CONCURRENCY and VECTOR_WINDOW, those it set in the engine's environment.
  */
 export const LEDGER_BATCH = 50;
 export const BATCHES_WAITING = 2;
-export const VECTORS_PER_PUMP = 1;
 
-export function crashReplayBound(o: { sensorPostConcurrency: number; pumps: number }): {
+export interface CrashBound {
   posts: number;
+  /** Excess vectors in all: the window of each pump the dead process sent for. */
   vectors: number;
-} {
+  /** Vectors of one pump that may be unrecorded at the kill, and so sent again: its VECTOR_WINDOW. */
+  vectorsPerPump: number;
+}
+
+export function crashReplayBound(o: {
+  sensorPostConcurrency: number;
+  pumps: number;
+  vectorWindow: number;
+}): CrashBound {
   return {
     posts: o.sensorPostConcurrency + BATCHES_WAITING * LEDGER_BATCH,
-    vectors: o.pumps * VECTORS_PER_PUMP,
+    vectors: o.pumps * o.vectorWindow,
+    vectorsPerPump: o.vectorWindow,
   };
 }
 
@@ -109,6 +119,8 @@ export interface Resends {
   /** Posts and vectors answered 200 once before the kill and once after, having had no record. */
   resentPosts: number;
   resentVectors: number;
+  /** The resent vectors, per pump. */
+  resentVectorsByPump: Map<string, number>;
   /** Every other item answered 200 more than once: before the kill, after it, or on record. */
   problems: string[];
 }
@@ -187,6 +199,7 @@ export function resendsAfterKill(f: KillFacts): Resends {
     unrecordedVectors: new Map(),
     resentPosts: 0,
     resentVectors: 0,
+    resentVectorsByPump: new Map(),
     problems: [],
   };
   for (const s of seen.values()) {
@@ -198,7 +211,10 @@ export function resendsAfterKill(f: KillFacts): Resends {
     if (s.before + s.after < 2) continue;
     if (victim && s.before === 1 && s.after === 1 && !s.recorded) {
       if (s.kind === 'post') out.resentPosts += 1;
-      else out.resentVectors += 1;
+      else {
+        out.resentVectors += 1;
+        out.resentVectorsByPump.set(s.pump, (out.resentVectorsByPump.get(s.pump) ?? 0) + 1);
+      }
       continue;
     }
     out.problems.push(
@@ -212,16 +228,21 @@ export function resendsAfterKill(f: KillFacts): Resends {
 
 /**
  * Every resend was unrecorded at the kill, and what was unrecorded fits the promise: at most
- * `bound.posts` posts in all and one vector per pump.
+ * `bound.posts` posts in all, and per pump at most its window of vectors unrecorded, and so sent again.
  */
-export function expectResendsOnlyUnrecorded(r: Resends, bound: { posts: number }): void {
+export function expectResendsOnlyUnrecorded(
+  r: Resends,
+  bound: Pick<CrashBound, 'posts' | 'vectorsPerPump'>,
+): void {
   const why = r.problems.slice(0, 8).join('\n');
   expect(r.problems, why).toEqual([]);
   expect(r.unrecordedPosts, 'posts answered before the kill with no record').toBeLessThanOrEqual(bound.posts);
   for (const [pump, n] of r.unrecordedVectors)
     expect(n, `pump ${pump}: vectors answered before the kill and not recorded`).toBeLessThanOrEqual(
-      VECTORS_PER_PUMP,
+      bound.vectorsPerPump,
     );
+  for (const [pump, n] of r.resentVectorsByPump)
+    expect(n, `pump ${pump}: vectors sent again after the kill`).toBeLessThanOrEqual(bound.vectorsPerPump);
 }
 
 /** One line in the test output and in test-artifacts/reliability.txt, beside the ledger's. */

@@ -36,6 +36,16 @@ describe('BatchWriter', () => {
     ]);
   });
 
+  it('pushAndWait on a writer already stopped resolves false, never hangs', async () => {
+    const stopped = new AbortController();
+    stopped.abort();
+    const { w, batches } = writer({ signal: stopped.signal });
+    // Each one on its own: the drain a push starts ends at once, inside the push.
+    expect(await w.pushAndWait(1)).toBe(false);
+    expect(await w.pushAndWait(2)).toBe(false);
+    expect(batches).toEqual([]);
+  });
+
   it('retries a failed write until it succeeds, and loses nothing', async () => {
     const { w, batches, errors, failTimes } = writer();
     failTimes(2);
