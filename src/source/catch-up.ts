@@ -27,6 +27,13 @@ export interface CatchUpOptions {
   onProgress?: (rows: number, tablesLeft: number) => void;
 }
 
+/**
+ * Rows handed over between two turns of the event loop. A round of the seed's two pumps is up to 17,500
+ * rows, seconds of work on a loaded machine; the per-sensor posts its first rows start would wait all that
+ * time to be written, with their attempt's deadline running.
+ */
+const SLICE = 256;
+
 /** One table's rows read and not yet handed over, in id order, and whether the table is read to its end. */
 export interface Buffered {
   table: string;
@@ -51,7 +58,8 @@ interface Cursor extends Buffered {
  * removed per reader by (table, id). A shared table is read once per pump, each from its checkpoint.
  *
  * A bulk path: each round reads every table's next batch in one statement (`readRowsAfter`), hands each
- * table's share over as one synchronous batch (`handle`), and starts reading the next round's rows while
+ * table's share over in synchronous batches (`handle`) of up to SLICE rows, with a turn of the event loop
+ * between them so the posts they start go out meanwhile, and starts reading the next round's rows while
  * the engine works off this one's (its posts and vectors) and the backpressure holds the hand-over back.
  * What a round hands over is decided by `takeRound`.
  */
@@ -83,13 +91,29 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
       await reading;
       reading = undefined;
       if (o.signal.aborted) break;
+      let sinceTurn = 0;
       for (const [pump, own] of byPump) {
         const taken = takeRound(own);
         let handed = 0;
         for (const [i, c] of own.entries()) {
           const rows = taken[i] as SensorRow[];
-          if (rows.length > 0) o.handle(c.channel, rows, c.pump);
-          handed += rows.length;
+          for (let from = 0; from < rows.length; from += SLICE) {
+            // The posts a slice starts are under way (their attempt's deadline running) once handed: the
+            // event loop gets a turn between slices to send them, instead of after the whole round.
+            if (sinceTurn >= SLICE) {
+              await new Promise<void>((resolve) => setImmediate(resolve));
+              sinceTurn = 0;
+              // Stopping: the rows not handed are not begun, and their reader's hold stays.
+              if (o.signal.aborted) {
+                if (handed > 0) o.onRows?.(pump, handed);
+                return total + handed;
+              }
+            }
+            const slice = rows.length <= SLICE ? rows : rows.slice(from, from + SLICE);
+            o.handle(c.channel, slice, c.pump);
+            sinceTurn += slice.length;
+            handed += slice.length;
+          }
           // Only once every row read is handed over (and so begun in the ledger): the hold it lifts would
           // otherwise let the checkpoint pass a row still in the buffer.
           if (c.done && c.buffer.length === 0 && !c.released) {

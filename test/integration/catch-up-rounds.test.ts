@@ -162,4 +162,88 @@ describe('catch-up rounds', () => {
     }
     for (const t of TABLES) expect(keeper.settledThrough(PUMP, t, notified.get(t) as number)).toBe(true);
   });
+
+  it('hands a large round over in slices, with turns of the event loop between; a stop mid-round lifts no hold', async () => {
+    const tables = ['cu_slices_a', 'cu_slices_b'];
+    const readers = tables.map((table) => ({ pump: PUMP, table }));
+    const keeper = new CheckpointKeeper({
+      pool,
+      logger: pino({ level: 'silent' }),
+      everyMs: 3_600_000,
+      ownedReaders: () => readers,
+      horizon: async () => undefined,
+    });
+    for (const t of tables) await pool.query(sensorTableDdl(t));
+    await keeper.load(pool, readers);
+    const ROWS = 700;
+    const tiempos = Array.from({ length: ROWS }, (_, i) =>
+      new Date(Date.UTC(2025, 5, 1) + i * 1_000).toISOString().slice(0, 19),
+    );
+    for (const t of tables) {
+      await pool.query(
+        `INSERT INTO ${quoteIdent(t)} (tiempo_sensor, valor_sensor)
+         SELECT x, 1 FROM unnest($1::text[]) WITH ORDINALITY AS u(x, n) ORDER BY n`,
+        [tiempos],
+      );
+      // The newest row came by notification and is settled: the reader has seen past the backlog.
+      const { rows } = await pool.query<{ id: number }>(
+        `INSERT INTO ${quoteIdent(t)} (tiempo_sensor, valor_sensor) VALUES ('2030-01-01T00:00:00', 1) RETURNING id`,
+      );
+      keeper.begin(PUMP, t, rows[0]?.id as number, ['group'])?.settle('group');
+    }
+    const pump = {
+      id: PUMP,
+      sensors: tables.map((table) => ({ table, channel: `canal_${table}` })),
+    } as unknown as PumpConfig;
+    const run = async (stopAfter: number | undefined) => {
+      const controller = new AbortController();
+      let handed = 0;
+      let largest = 0;
+      let turnAt: number | undefined;
+      const finished: string[] = [];
+      const total = await catchUp({
+        pool,
+        pumps: [pump],
+        ledger: {
+          beginCatchUp: (p, table) => {
+            const round = keeper.beginCatchUp(p, table);
+            return {
+              from: round.from,
+              finish: () => {
+                round.finish();
+                finished.push(table);
+              },
+            };
+          },
+        },
+        batch: 600,
+        handle: (channel, rows, p) => {
+          const table = channel.replace(/^canal_/, '');
+          // The event loop's next turn: it must come while the round's rows are still being handed over.
+          if (handed === 0) setImmediate(() => (turnAt ??= handed));
+          largest = Math.max(largest, rows.length);
+          for (const r of rows) keeper.begin(p, table, r.id, ['group'])?.settle('group');
+          handed += rows.length;
+          if (stopAfter !== undefined && handed >= stopAfter) controller.abort();
+        },
+        capacity: async () => {},
+        signal: controller.signal,
+      });
+      return { total, handed, largest, turnAt, finished };
+    };
+
+    // Stopped mid-round: the rows handed are begun, the rest are not, and no reader's hold is lifted.
+    const stopped = await run(300);
+    expect(stopped.handed).toBeLessThan(2 * 600);
+    expect(stopped.finished).toEqual([]);
+    for (const t of tables) expect(keeper.settledThrough(PUMP, t, 1)).toBe(false);
+
+    // Run to the end: the first round (600 rows of each table) goes in slices with turns between them.
+    const whole = await run(undefined);
+    expect(whole.largest).toBeLessThanOrEqual(256);
+    expect(whole.turnAt).toBeDefined();
+    expect(whole.turnAt as number).toBeLessThan(2 * 600);
+    expect(whole.finished.sort()).toEqual(tables);
+    for (const t of tables) expect(keeper.settledThrough(PUMP, t, ROWS + 1)).toBe(true);
+  });
 });
