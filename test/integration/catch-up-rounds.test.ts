@@ -43,18 +43,48 @@ afterAll(async () => {
 const KEYS = ['23:58', '23:59', '00:00', '00:01'];
 const DAYS = 4;
 
+/**
+ * A ledger of these tables' readers, loaded (checkpoints at 0 for empty tables, every reader held until a
+ * catch-up has read it), and the pump that reads them (catch-up needs only its id and its sensors' tables
+ * and channels).
+ */
+async function readersOf(tables: string[]) {
+  const readers = tables.map((table) => ({ pump: PUMP, table }));
+  const keeper = new CheckpointKeeper({
+    pool,
+    logger: pino({ level: 'silent' }),
+    everyMs: 3_600_000,
+    ownedReaders: () => readers,
+    horizon: async () => undefined,
+  });
+  await keeper.load(pool, readers);
+  const pump = {
+    id: PUMP,
+    sensors: tables.map((table) => ({ table, channel: `canal_${table}` })),
+  } as unknown as PumpConfig;
+  return { keeper, pump };
+}
+
+/** The keeper's catch-up rounds, with `finished(table)` called right after each round's finish(). */
+function rounds(keeper: CheckpointKeeper, finished: (table: string) => void) {
+  return {
+    beginCatchUp: (p: string, table: string) => {
+      const round = keeper.beginCatchUp(p, table);
+      return {
+        from: round.from,
+        finish: () => {
+          round.finish();
+          finished(table);
+        },
+      };
+    },
+  };
+}
+
 describe('catch-up rounds', () => {
   it('never lets a checkpoint pass an unsettled part, and hands one row per key text and table a round', async () => {
-    const readers = TABLES.map((table) => ({ pump: PUMP, table }));
-    const keeper = new CheckpointKeeper({
-      pool,
-      logger: pino({ level: 'silent' }),
-      everyMs: 3_600_000,
-      ownedReaders: () => readers,
-      horizon: async () => undefined,
-    });
     // Loaded before the rows exist: the checkpoints start at 0, and every reader is held until caught up.
-    await keeper.load(pool, readers);
+    const { keeper, pump } = await readersOf(TABLES);
     const ids = new Map<string, number[]>();
     for (const [k, t] of TABLES.entries()) {
       const tiempos: string[] = [];
@@ -101,25 +131,10 @@ describe('catch-up rounds', () => {
           violations.push(`${when}: the checkpoint of ${table} passed row ${id}, not settled`);
       }
     };
-    const pump = {
-      id: PUMP,
-      sensors: TABLES.map((table) => ({ table, channel: `canal_${table}` })),
-    } as unknown as PumpConfig;
     const total = await catchUp({
       pool,
       pumps: [pump],
-      ledger: {
-        beginCatchUp: (p, table) => {
-          const round = keeper.beginCatchUp(p, table);
-          return {
-            from: round.from,
-            finish: () => {
-              round.finish();
-              check(table, 'when its round finished');
-            },
-          };
-        },
-      },
+      ledger: rounds(keeper, (table) => check(table, 'when its round finished')),
       batch: 3,
       handle: (channel, rows: readonly SensorRow[], p) => {
         const table = channel.replace(/^canal_/, '');
@@ -165,16 +180,8 @@ describe('catch-up rounds', () => {
 
   it('hands a large round over in slices, with turns of the event loop between; a stop mid-round lifts no hold', async () => {
     const tables = ['cu_slices_a', 'cu_slices_b'];
-    const readers = tables.map((table) => ({ pump: PUMP, table }));
-    const keeper = new CheckpointKeeper({
-      pool,
-      logger: pino({ level: 'silent' }),
-      everyMs: 3_600_000,
-      ownedReaders: () => readers,
-      horizon: async () => undefined,
-    });
     for (const t of tables) await pool.query(sensorTableDdl(t));
-    await keeper.load(pool, readers);
+    const { keeper, pump } = await readersOf(tables);
     const ROWS = 700;
     const tiempos = Array.from({ length: ROWS }, (_, i) =>
       new Date(Date.UTC(2025, 5, 1) + i * 1_000).toISOString().slice(0, 19),
@@ -191,10 +198,6 @@ describe('catch-up rounds', () => {
       );
       keeper.begin(PUMP, t, rows[0]?.id as number, ['group'])?.settle('group');
     }
-    const pump = {
-      id: PUMP,
-      sensors: tables.map((table) => ({ table, channel: `canal_${table}` })),
-    } as unknown as PumpConfig;
     const run = async (stopAfter: number | undefined) => {
       const controller = new AbortController();
       let handed = 0;
@@ -204,18 +207,7 @@ describe('catch-up rounds', () => {
       const total = await catchUp({
         pool,
         pumps: [pump],
-        ledger: {
-          beginCatchUp: (p, table) => {
-            const round = keeper.beginCatchUp(p, table);
-            return {
-              from: round.from,
-              finish: () => {
-                round.finish();
-                finished.push(table);
-              },
-            };
-          },
-        },
+        ledger: rounds(keeper, (table) => finished.push(table)),
         batch: 600,
         handle: (channel, rows, p) => {
           const table = channel.replace(/^canal_/, '');
