@@ -157,7 +157,7 @@ export function wireUnits(o: WiringOptions) {
     pumps: () => config.pumps.filter((p) => activation?.owns(p.id)),
     ledger,
     batch: config.catchUpBatch,
-    handle: (channel, row, postSettled, pump) => intake.row(channel, row, 'catchup', postSettled, pump),
+    handle: (channel, rows, pump) => intake.rows(channel, rows, pump),
     units: [posts, recorder, ...lanes.values()],
     signal,
     listening: () => listener.listening,

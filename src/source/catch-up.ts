@@ -10,13 +10,15 @@ export interface CatchUpOptions {
   pumps: PumpConfig[];
   /** The readers' ledger: a round per reader says where to read from, and is finished once read to the end. */
   ledger: { beginCatchUp(pump: string, table: string): { from: number; finish(): void } };
+  /** Rows read per table and statement (`CATCHUP_BATCH`); a table holds at most two batches unhanded. */
   batch: number;
   /**
-   * Feeds one row through the same path as a notified row on its channel, for one reader (`pump`).
-   * `postSettled`: the row's per-sensor post for that pump is already on record (answered, deferred or
-   * dead-lettered before a restart).
+   * Feeds a batch of one table's rows, in id order, through the same path as notified rows on its channel,
+   * for one reader (`pump`); each row's `posted`: its per-sensor post for that pump is already on record
+   * (answered, deferred or dead-lettered before a restart). Synchronous: every row is begun in the ledger
+   * when it returns.
    */
-  handle: (channel: string, row: SensorRow, postSettled: boolean, pump: string) => void;
+  handle: (channel: string, rows: readonly SensorRow[], pump: string) => void;
   /** Resolves when the engine has room for another batch (backpressure). */
   capacity: () => Promise<void>;
   signal: AbortSignal;
@@ -25,17 +27,28 @@ export interface CatchUpOptions {
   onProgress?: (rows: number, tablesLeft: number) => void;
 }
 
-interface Cursor {
-  pump: string;
-  channel: string;
+/**
+ * Rows handed over between two turns of the event loop. A round of the seed's two pumps is up to 17,500
+ * rows, seconds of work on a loaded machine; the per-sensor posts its first rows start would wait all that
+ * time to be written, with their attempt's deadline running.
+ */
+const SLICE = 256;
+
+/** One table's rows read and not yet handed over, in id order, and whether the table is read to its end. */
+export interface Buffered {
   table: string;
-  after: number;
   /** Read to the end: no more rows are fetched, and the buffer is all that is left. */
   done: boolean;
-  released: boolean;
-  round: { from: number; finish(): void };
   /** Rows read but not yet handed over, in id order; fewer than two batches. */
   buffer: SensorRow[];
+}
+
+interface Cursor extends Buffered {
+  pump: string;
+  channel: string;
+  after: number;
+  released: boolean;
+  round: { from: number; finish(): void };
 }
 
 /**
@@ -44,14 +57,11 @@ interface Cursor {
  * JSON renders it, so both group by the same text). Live notifications keep flowing between batches; duplicates from the overlap are
  * removed per reader by (table, id). A shared table is read once per pump, each from its checkpoint.
  *
- * A pump's tables are kept in step by time. A table with missing readings covers more time per batch than
- * its siblings, and handing batches over as read would open groups far ahead of the others, which the
- * assembler can only expire. So each round hands over, per pump, only rows up to the horizon: the smallest
- * of the latest `tiempo_sensor` read from each table that still has rows to read. The rest wait in the
- * table's buffer. The table that sets the horizon hands over all it holds, so every round makes progress,
- * and each table hands over a prefix of its rows in id order, so a checkpoint never passes a held row.
- * Timestamps are compared as text: ISO-like keys sort by time; keys that do not (such as `HH:MM` across
- * midnight) only weaken the alignment, never stall it.
+ * A bulk path: each round reads every table's next batch in one statement (`readRowsAfter`), hands each
+ * table's share over in synchronous batches (`handle`) of up to SLICE rows, with a turn of the event loop
+ * between them so the posts they start go out meanwhile, and starts reading the next round's rows while
+ * the engine works off this one's (its posts and vectors) and the backpressure holds the hand-over back.
+ * What a round hands over is decided by `takeRound`.
  */
 export async function catchUp(o: CatchUpOptions): Promise<number> {
   const cursors: Cursor[] = o.pumps.flatMap((p) =>
@@ -75,60 +85,127 @@ export async function catchUp(o: CatchUpOptions): Promise<number> {
   for (const c of cursors) byPump.set(c.pump, [...(byPump.get(c.pump) ?? []), c]);
   let total = 0;
   let lastReport = Date.now();
-  while (!o.signal.aborted && cursors.some((c) => !c.released)) {
-    for (const c of cursors) {
-      if (c.done || c.buffer.length >= o.batch || o.signal.aborted) continue;
-      const rows = await readRowsAfter(o.pool, c.table, c.pump, c.after, o.batch);
-      if (rows.length > 0) c.after = (rows[rows.length - 1] as SensorRow).id;
-      // Read to the end: everything committed before this catch-up began has now been seen.
-      if (rows.length < o.batch) c.done = true;
-      for (const r of rows) c.buffer.push(r);
-    }
-    if (o.signal.aborted) break;
-    for (const [pump, own] of byPump) {
-      const horizon = horizonOf(own);
-      let handed = 0;
-      // A table hands over one row per key text a round. A second row of a table under a key text it
-      // handed this round is that key coming back (`HH:MM` the next day, a clock reset), or a correction:
-      // it waits for the next round, after the group it would join has had its other tables' rows, as a
-      // live engine would have seen it. Handed together, two days of `HH:MM` rows made one group.
-      const keys = new Set<string>();
-      for (const c of own) {
-        let n = 0;
-        while (n < c.buffer.length) {
-          const r = c.buffer[n] as SensorRow;
-          if (horizon !== undefined && r.t > horizon) break;
-          if (r.t !== '') {
-            const key = `${c.table}\u0000${r.t}`;
-            if (keys.has(key)) break;
-            keys.add(key);
+  let reading: Promise<void> | undefined = readRound(o, cursors);
+  try {
+    while (!o.signal.aborted && cursors.some((c) => !c.released)) {
+      await reading;
+      reading = undefined;
+      if (o.signal.aborted) break;
+      let sinceTurn = 0;
+      for (const [pump, own] of byPump) {
+        const taken = takeRound(own);
+        let handed = 0;
+        for (const [i, c] of own.entries()) {
+          const rows = taken[i] as SensorRow[];
+          for (let from = 0; from < rows.length; from += SLICE) {
+            // The posts a slice starts are under way (their attempt's deadline running) once handed: the
+            // event loop gets a turn between slices to send them, instead of after the whole round.
+            if (sinceTurn >= SLICE) {
+              await new Promise<void>((resolve) => setImmediate(resolve));
+              sinceTurn = 0;
+              // Stopping: the rows not handed are not begun, and their reader's hold stays.
+              if (o.signal.aborted) {
+                if (handed > 0) o.onRows?.(pump, handed);
+                return total + handed;
+              }
+            }
+            const slice = rows.length <= SLICE ? rows : rows.slice(from, from + SLICE);
+            o.handle(c.channel, slice, c.pump);
+            sinceTurn += slice.length;
+            handed += slice.length;
           }
-          n++;
+          // Only once every row read is handed over (and so begun in the ledger): the hold it lifts would
+          // otherwise let the checkpoint pass a row still in the buffer.
+          if (c.done && c.buffer.length === 0 && !c.released) {
+            c.released = true;
+            c.round.finish();
+          }
         }
-        for (const r of c.buffer.splice(0, n)) o.handle(c.channel, r, r.posted, c.pump);
-        handed += n;
-        if (c.done && c.buffer.length === 0 && !c.released) {
-          c.released = true;
-          c.round.finish();
+        if (handed > 0) {
+          total += handed;
+          o.onRows?.(pump, handed);
         }
       }
-      if (handed > 0) {
-        total += handed;
-        o.onRows?.(pump, handed);
+      if (Date.now() - lastReport > 1_000) {
+        lastReport = Date.now();
+        o.onProgress?.(total, cursors.filter((c) => !c.released).length);
       }
+      if (!cursors.some((c) => !c.released)) break;
+      // The next round's rows are read while this one's posts and vectors go out.
+      reading = readRound(o, cursors);
+      // Awaited after the wait for room; until then a failed read must not count as unhandled.
+      reading.catch(() => {});
+      await o.capacity();
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    if (Date.now() - lastReport > 1_000) {
-      lastReport = Date.now();
-      o.onProgress?.(total, cursors.filter((c) => !c.released).length);
-    }
-    await o.capacity();
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  } finally {
+    // No read outlives the round (a stop closes the pool after it).
+    await reading?.catch(() => {});
   }
   return total;
 }
 
+/** Reads the next batch of every table that is not read to its end and holds less than a batch, in one statement. */
+async function readRound(o: CatchUpOptions, cursors: Cursor[]): Promise<void> {
+  const want = cursors.filter((c) => !c.done && c.buffer.length < o.batch);
+  if (want.length === 0 || o.signal.aborted) return;
+  const read = await readRowsAfter(
+    o.pool,
+    want.map((c) => ({ table: c.table, pump: c.pump, after: c.after })),
+    o.batch,
+  );
+  for (const [i, c] of want.entries()) {
+    const rows = read[i] as SensorRow[];
+    if (rows.length > 0) c.after = (rows[rows.length - 1] as SensorRow).id;
+    // Read to the end: everything committed before this catch-up began has now been seen.
+    if (rows.length < o.batch) c.done = true;
+    for (const r of rows) c.buffer.push(r);
+  }
+}
+
+/**
+ * What one pump's tables hand over in a round, taken from their buffers: for each table, a prefix of its
+ * buffer in id order, so a checkpoint never passes a row held back.
+ *
+ * A pump's tables are kept in step by time. A table with missing readings covers more time per batch than
+ * its siblings, and handing batches over as read would open groups far ahead of the others, which the
+ * assembler can only expire. So each round hands over only rows up to the horizon: the smallest of the
+ * latest `tiempo_sensor` read from each table that still has rows to read. The rest wait in the table's
+ * buffer. The table that sets the horizon hands over all it holds, so every round makes progress.
+ * Timestamps are compared as text: ISO-like keys sort by time; keys that do not (such as `HH:MM` across
+ * midnight) only weaken the alignment, never stall it.
+ *
+ * A table hands over one row per key text a round. A second row of a table under a key text it handed
+ * this round is that key coming back (`HH:MM` the next day, a clock reset), or a correction: it waits for
+ * the next round, after the group it would join has had its other tables' rows, as a live engine would
+ * have seen it. Handed together, two days of `HH:MM` rows made one group. Pure.
+ */
+export function takeRound(own: readonly Buffered[]): SensorRow[][] {
+  const horizon = horizonOf(own);
+  // By table: two sensors of a pump on one table share its rows, and its one row per key text.
+  const handedKeys = new Map<string, Set<string>>();
+  return own.map((c) => {
+    let keys = handedKeys.get(c.table);
+    if (!keys) {
+      keys = new Set();
+      handedKeys.set(c.table, keys);
+    }
+    let n = 0;
+    while (n < c.buffer.length) {
+      const r = c.buffer[n] as SensorRow;
+      if (horizon !== undefined && r.t > horizon) break;
+      if (r.t !== '') {
+        if (keys.has(r.t)) break;
+        keys.add(r.t);
+      }
+      n++;
+    }
+    return c.buffer.splice(0, n);
+  });
+}
+
 /** The latest timestamp every table of a pump that still has rows to read has reached; none when all are read. */
-function horizonOf(cursors: Cursor[]): string | undefined {
+function horizonOf(cursors: readonly Buffered[]): string | undefined {
   let horizon: string | undefined;
   for (const c of cursors) {
     if (c.done) continue;
@@ -152,6 +229,8 @@ export interface CatchUpRunnerOptions extends Omit<CatchUpOptions, 'pumps' | 'on
   logger: Logger;
   /** A long catch-up's progress for a terminal line; undefined clears it. */
   progress?: (text: string | undefined) => void;
+  /** What one round runs (default `catchUp`): the runner only schedules rounds. */
+  round?: (o: CatchUpOptions) => Promise<number>;
 }
 
 /**
@@ -199,7 +278,7 @@ export class CatchUpRunner {
       this.again = false;
       try {
         const started = Date.now();
-        const rows = await catchUp({
+        const rows = await (this.o.round ?? catchUp)({
           ...this.o,
           capacity: () => this.room(),
           pumps: this.o.pumps(),

@@ -98,6 +98,22 @@ export class Intake extends EventEmitter<IntakeEvents> {
     }
   }
 
+  /**
+   * A batch of one table's rows read for one reader (`pump`), in id order: the catch-up's hand-over. Each is
+   * begun in the ledger, grouped and queued for its post before this returns, so nothing of the batch is
+   * left between the read and the ledger when the round that read it finishes. A row that fails is a dead
+   * letter of its own; the rest go on.
+   */
+  rows(channel: string, rows: readonly (RowFields & { posted: boolean })[], pump: string): void {
+    for (const row of rows) {
+      try {
+        this.fromRow(channel, row, 'catchup', row.posted, pump);
+      } catch (err) {
+        this.failed(channel, JSON.stringify(row), err as Error);
+      }
+    }
+  }
+
   private failed(channel: string, payload: string, err: Error): void {
     const pump = this.o.decoder.route(channel)?.pump;
     this.o.logger.error({ err, channel, payload: payload.slice(0, 200) }, 'notification handling failed');

@@ -19,31 +19,59 @@ export interface SensorRow {
   posted: boolean;
 }
 
-/** Rows of a sensor table above `after`, in id order. */
+/** One reader's next rows to read: `table`'s rows above `after`, with their post settled or not for `pump`. */
+export interface RowsAfter {
+  table: string;
+  pump: string;
+  after: number;
+}
+
+/**
+ * The most readers one catch-up statement reads for: each is a part of a `UNION ALL` with four parameters,
+ * and a fleet of 500 pumps has 10,000 readers.
+ */
+export const MAX_READERS_PER_READ = 200;
+
+/**
+ * Rows above each reader's `after`, at most `limit` each, in id order: for each request, its rows. One
+ * statement per MAX_READERS_PER_READ readers, each reader's rows a part of it, so a catch-up round costs one
+ * round trip instead of one per table. Each part's rows are put in id order here again: SQL does not
+ * promise that a `UNION ALL` keeps its parts' order.
+ */
 export async function readRowsAfter(
   db: pg.Pool,
-  table: string,
-  pump: string,
-  after: number,
+  requests: readonly RowsAfter[],
   limit: number,
-): Promise<SensorRow[]> {
-  const { rows } = await db.query<{
-    id: string;
-    valor: number | null;
-    tiempo: string | null;
-    posted: boolean;
-  }>(
-    `SELECT id, valor_sensor::float8 AS valor, ${TIEMPO} AS tiempo, ${settledPostExpr(3, 4)} AS posted
-       FROM ${quoteIdent(table)} s WHERE id > $1 ORDER BY id LIMIT $2`,
-    [after, limit, table, pump],
-  );
-  return rows.map((r) => ({
-    id: Number(r.id),
-    valor: r.valor,
-    tiempo: r.tiempo,
-    t: r.tiempo ?? '',
-    posted: r.posted,
-  }));
+): Promise<SensorRow[][]> {
+  const out: SensorRow[][] = requests.map(() => []);
+  for (let from = 0; from < requests.length; from += MAX_READERS_PER_READ) {
+    const chunk = requests.slice(from, from + MAX_READERS_PER_READ);
+    const values: (string | number)[] = [limit];
+    const parts = chunk.map(({ table, pump, after }, k) => {
+      const n = values.length;
+      values.push(after, table, pump);
+      return `(SELECT ${k} AS k, id, valor_sensor::float8, ${TIEMPO}, ${settledPostExpr(n + 2, n + 3)}
+                 FROM ${quoteIdent(table)} s WHERE id > $${n + 1} ORDER BY id LIMIT $1)`;
+    });
+    // Rows as arrays: no object per row to build and drop before the SensorRow.
+    const { rows } = await db.query<[number, string, number | null, string | null, boolean]>({
+      text: parts.join('\nUNION ALL\n'),
+      values,
+      rowMode: 'array',
+    });
+    for (const [k, rawId, valor, tiempo, posted] of rows) {
+      out[from + k]?.push({ id: Number(rawId), valor, tiempo, t: tiempo ?? '', posted });
+    }
+  }
+  for (const rows of out) {
+    for (let i = 1; i < rows.length; i++) {
+      if ((rows[i] as SensorRow).id < (rows[i - 1] as SensorRow).id) {
+        rows.sort((a, b) => a.id - b.id);
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 /** What a row read by id gives: a sensor's valor and tiempo, or a logbook's text (in `text`). */

@@ -250,7 +250,7 @@ describe.skipIf(onReplication)('lease session lost, LISTEN connection up', { tim
     const { rows: waiting } = await x.admin.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-          AND wait_event_type = 'Lock' AND query LIKE '%WHERE id > $1 ORDER BY id LIMIT%'`,
+          AND wait_event_type = 'Lock' AND query LIKE '%WHERE id > $% ORDER BY id LIMIT $1)%'`,
     );
     expect(waiting, 'the catch-up round still waits on its first read').toEqual([{ n: 1 }]);
     const { rows: saved } = await x.admin.query<{ table_name: string; pump: string; last_id: string }>(

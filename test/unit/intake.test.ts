@@ -118,4 +118,26 @@ describe('Intake settlement', () => {
     s.letters[0]?.settled?.();
     expect(s.checkpoint()).toBe(1);
   });
+
+  it("a catch-up batch is begun whole before rows() returns; a bad row is its own dead letter, each row's post as on record", () => {
+    const s = setup();
+    s.intake.rows(
+      sensor.channel,
+      [
+        { ...row(1), posted: false },
+        { ...row(2, 'not a number'), posted: false },
+        { ...row(3), posted: true },
+      ],
+      'A',
+    );
+    expect(s.grouped.map((r) => r.id)).toEqual([1, 3]);
+    expect(s.posted.map((r) => r.id)).toEqual([1]);
+    expect(s.letters).toHaveLength(1);
+    expect(s.checkpoint()).toBe(0);
+    for (const r of s.grouped) r.ticket?.settle('group');
+    s.posted[0]?.ticket?.settle('post');
+    expect(s.checkpoint()).toBe(1);
+    s.letters[0]?.settled?.();
+    expect(s.checkpoint()).toBe(3);
+  });
 });
