@@ -314,6 +314,7 @@ export function wireUnits(o: WiringOptions) {
     health: (pump) => health.view(pump),
     source: config.source.kind,
     replication: () => replication?.status() ?? null,
+    replicationFault: () => replication?.fault(),
   };
   return {
     telemetry,

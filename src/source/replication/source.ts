@@ -141,6 +141,17 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     await this.loop;
   }
 
+  /**
+   * Why this replica is not reading the slot although it should (it holds the slot's lease and every
+   * pump): the stream is down, with its last error, or not open yet. Undefined while it streams, on a
+   * standby, and once stopped. /readyz reads it.
+   */
+  fault(): string | undefined {
+    if (this.stopped || this.streaming || !this.o.active()) return undefined;
+    const why = this.lastError ? `: ${this.lastError}` : ' (opening)';
+    return `replication stream of slot ${this.o.names.slot} not read${why}`;
+  }
+
   get isStreaming(): boolean {
     return this.streaming;
   }
@@ -214,6 +225,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       const reason = await this.session();
       if (this.stopped) break;
       if (reason === 'inactive') continue;
+      this.lastError ??= reason;
       this.failures += 1;
       const delay = backoffSchedule(this.failures, reconnect.baseDelayMs, reconnect.maxDelayMs);
       logger.warn(
