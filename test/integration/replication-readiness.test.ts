@@ -77,7 +77,8 @@ describe('/readyz on SOURCE=replication', () => {
     }
     await waitFor(
       '/readyz 503 naming the missing slot',
-      async () => /slot \S+ does not exist \(SQLSTATE 42704\): run pump-monitor migrate/.test((await readyz()).reason),
+      async () =>
+        /slot \S+ does not exist \(SQLSTATE 42704\): run pump-monitor migrate/.test((await readyz()).reason),
       15_000,
       async () => ({ readyz: await readyz(), replication: m.status().replication }),
     );
