@@ -282,18 +282,12 @@ export function wireUnits(o: WiringOptions) {
   listener.on('notification', (channel, payload) => {
     if (!replication) router.notified(channel, payload);
   });
-  // Under SOURCE=replication the LISTEN session carries no row (only its heartbeat): losing it loses
-  // nothing, the slot keeps every row not settled. Catch-up runs at its first LISTEN (the start) and at a
-  // takeover, for rows no slot holds (committed before the slot existed), not after each reconnect.
-  listener.on('listening', ({ reconnect }) => {
-    if (replication && reconnect) return;
+  listener.on('listening', () => {
     catchUp.request();
     for (const l of logbooks.values()) l.catchUp();
   });
   // Notifications sent from now until the next LISTEN are lost: keep the checkpoints for catch-up.
-  listener.on('disconnected', () => {
-    if (!replication) ledger.hold(readers);
-  });
+  listener.on('disconnected', () => ledger.hold(readers));
   const snapshot: EngineSnapshot = {
     startedAt: Date.now(),
     replicaId: o.replicaId,

@@ -9,7 +9,8 @@ import { waitFor } from '../helpers/wait.js';
  * Catch-up under SOURCE=replication (docs/replication.md, "Catch-up"). The slot is the position of every
  * row committed since it was made; rows committed before it existed are in no slot, and the id checkpoints
  * are their only position: the start's catch-up reads them. The LISTEN session carries no row on this
- * source, so its loss loses nothing and starts no catch-up.
+ * source, but its heartbeat is the engine's check of the connection to the server: its reconnect still
+ * starts a catch-up, which reads what a stream stuck on the same fault has not given yet.
  */
 
 let h: Harness | undefined;
@@ -51,13 +52,12 @@ describe('catch-up on SOURCE=replication', () => {
     expect(m.replication?.rows).toBe(20);
   });
 
-  it('the LISTEN session cut: nothing lost, the slot delivers, and no catch-up runs', async () => {
+  it('the LISTEN session cut: nothing lost or sent twice, and no checkpoint left held', async () => {
     const x = await harness('repl_cu_listen', { SOURCE: 'replication' });
     h = x;
     const m = await x.startMonitor();
     await insertTimestamp(x.admin, x.pumps.A, '2025-05-02T10:00:00');
     await waitFor('the first vector', () => x.backend.answered('/sensores/predecir-bomba').length === 1);
-    const before = catchUpRows(m);
     const reconnects = Number(m.status().reconnects);
     const { rows } = await x.admin.query<{ n: number }>(
       `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
@@ -71,7 +71,6 @@ describe('catch-up on SOURCE=replication', () => {
     const c = await x.ledger().settle({ admin: x.admin, monitors: [m], timeoutMs: 30_000 });
     expectExactlyOnce(c);
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 55, vectors: 3 });
-    expect(catchUpRows(m)).toBe(before);
-    expect(m.status().work).toMatchObject({ readers_held: 0 });
+    await waitFor('no reader held', () => (m.status().work as { readers_held: number }).readers_held === 0);
   });
 });
