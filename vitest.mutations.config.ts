@@ -1,5 +1,18 @@
-import { defineConfig, mergeConfig } from 'vitest/config';
-import base from './vitest.config.js';
+import { defineConfig } from 'vitest/config';
+import { limits } from './vitest.config.js';
 
-/** `npm run test:mutations` (scripts/mutations.ts): the suite's config with the mutation injector loaded. */
-export default mergeConfig(base, defineConfig({ test: { setupFiles: ['test/mutations/setup.ts'] } }));
+/**
+ * `npm run test:mutations` (scripts/mutations.ts): the notify project's files, on one project, with the
+ * mutation injector loaded (the suite's config has two projects, which a root `setupFiles` would not reach).
+ */
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/helpers/global-setup.ts'],
+    setupFiles: ['test/mutations/setup.ts'],
+    pool: 'forks',
+    fileParallelism: true,
+    maxWorkers: 2,
+    ...limits,
+  },
+});

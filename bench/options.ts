@@ -13,7 +13,16 @@ const PRODUCTION_NODE_FLAGS = (
     }
   ).scripts.start.match(/--max-[a-z-]+=\d+/g) ?? []
 ).join(' ');
-export const PHASES = ['listener', 'http', 'engine', 'latency', 'catchup', 'memory', 'fleet'] as const;
+export const PHASES = [
+  'listener',
+  'http',
+  'engine',
+  'latency',
+  'catchup',
+  'memory',
+  'fleet',
+  'sources',
+] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface Options {

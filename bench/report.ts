@@ -12,6 +12,7 @@ import type { HttpResult } from './phases/http.js';
 import type { LatencyResult } from './phases/latency.js';
 import type { ListenerResult } from './phases/listener.js';
 import type { MemoryResult } from './phases/memory.js';
+import { type SourcesResult, sourcesTable } from './phases/sources.js';
 import type { ProfileSummary } from './profile-summary.js';
 import { round } from './stats.js';
 
@@ -25,6 +26,7 @@ export interface Results {
   catchUp?: CatchUpResult;
   memory?: MemoryResult;
   fleet?: FleetResult;
+  sources?: SourcesResult;
 }
 
 export interface Row {
@@ -217,6 +219,7 @@ export function buildTable(r: Results): Row[] {
       met: verdict(m.flat),
     });
   }
+  if (r.sources) for (const x of sourcesTable(r.sources)) add(x, x.cpu, x.cost);
   if (r.fleet) {
     const f = r.fleet;
     const lagValue = (x: FleetRun) =>

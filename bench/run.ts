@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,catchup,memory,fleet]
+ * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,catchup,memory,fleet,sources]
  *
  * Measures the engine against the physical limits of this machine in one run: a bare LISTEN client
  * (the source's limit), the benchmark HTTP server (the delivery side's limit), then the engine itself:
@@ -30,6 +30,7 @@ import { phaseHttp } from './phases/http.js';
 import { phaseLatency } from './phases/latency.js';
 import { phaseListener } from './phases/listener.js';
 import { phaseMemory } from './phases/memory.js';
+import { phaseSources } from './phases/sources.js';
 import { buildTable, LEGEND, type Results, table, writeReport } from './report.js';
 import { round } from './stats.js';
 
@@ -85,6 +86,12 @@ const STEPS = [
     title: 'fleet: synthetic pumps, one timestamp a second each, SENSOR_POSTS=true',
     key: 'fleet',
     run: phaseFleet,
+  }),
+  step({
+    phase: 'sources',
+    title: 'sources: notify and replication on the same inserts, 2 and 8 writers',
+    key: 'sources',
+    run: phaseSources,
   }),
 ];
 
@@ -153,7 +160,11 @@ async function main(): Promise<void> {
         `engine node flags: ${opts.engineNodeFlags.join(' ') || 'none'}`,
     );
     const scripts = await buildForChildren(path.join(root, 'build'));
-    server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data') });
+    // wal_level=logical for the sources phase's replication slot (the notify phases do not use it).
+    server = await startEmbeddedPostgres({
+      dataDir: path.join(root, 'data'),
+      postgresFlags: ['-c', 'wal_level=logical'],
+    });
     const version = await withClient(server.database('postgres'), 'bench-setup', async (c) => {
       const { rows } = await c.query<{ server_version: string }>('SHOW server_version');
       return rows[0]?.server_version ?? 'unknown';

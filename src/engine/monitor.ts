@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
 import { readiness, statusModel } from '../http/status.js';
-import { ReplicationSetupError } from '../source/replication/source.js';
+import { ReplicationSetupError } from '../source/replication/setup.js';
 import { describePgError } from '../store/db.js';
 import { ensureEngineSchema } from '../store/schema.js';
 import { recordWiring } from '../store/wiring.js';

@@ -17,7 +17,9 @@ import { CatchUpRunner } from '../source/catch-up.js';
 import { Decoder } from '../source/decode.js';
 import { Intake } from '../source/intake.js';
 import { Listener } from '../source/listener.js';
-import { ReplicationSource, replicationNames, tableRoutes } from '../source/replication/source.js';
+import { tableRoutes } from '../source/replication/routes.js';
+import { replicationNames } from '../source/replication/setup.js';
+import { ReplicationSource } from '../source/replication/source.js';
 import { ChannelRouter } from '../source/router.js';
 import { RowFetcher } from '../source/row-fetcher.js';
 import { createPool } from '../store/db.js';
@@ -313,6 +315,7 @@ export function wireUnits(o: WiringOptions) {
     health: (pump) => health.view(pump),
     source: config.source.kind,
     replication: () => replication?.status() ?? null,
+    replicationFault: () => replication?.fault(),
   };
   return {
     telemetry,

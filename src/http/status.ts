@@ -54,6 +54,11 @@ export interface EngineSnapshot {
   readonly source: 'notify' | 'replication';
   /** The replication source's state (slot, plug-in, lag, rows); null under SOURCE=notify. */
   replication(): unknown;
+  /**
+   * Why this replica, which holds the replication slot's lease, is not reading the slot (the stream is
+   * down or not yet open); undefined while it streams, on a standby, and under SOURCE=notify.
+   */
+  replicationFault(): string | undefined;
 }
 
 /** The batch writers retrying a failed write (the database away, or a server fault), for /readyz and /status. */
@@ -70,7 +75,10 @@ export function writersRetrying(s: Pick<EngineSnapshot, 'writers'>) {
     }));
 }
 
-/** 200 only while the connection is up, every channel is LISTENed, no writer is stuck and no route refused. */
+/**
+ * 200 only while the connection is up, every channel is LISTENed, the replication stream is read (its
+ * holder, SOURCE=replication), no writer is stuck and no route refused.
+ */
 export function readiness(s: EngineSnapshot): { ready: boolean; reason: string } {
   if (s.stopping()) return { ready: false, reason: 'shutting down' };
   const { listener } = s;
@@ -80,6 +88,9 @@ export function readiness(s: EngineSnapshot): { ready: boolean; reason: string }
       reason: `LISTEN connection ${listener.state}${listener.lastError ? `: ${listener.lastError}` : ''}`,
     };
   }
+  // SOURCE=replication: the slot is the live path. Its holder not reading it delivers nothing new.
+  const stream = s.replicationFault();
+  if (stream) return { ready: false, reason: stream };
   const stuck = writersRetrying(s);
   if (stuck.length > 0) {
     return {

@@ -51,6 +51,8 @@ export function testEnv(
     HEARTBEAT_INTERVAL_MS: '500',
     HEARTBEAT_TIMEOUT_MS: '500',
     LOG_LEVEL: 'silent',
+    // A child engine of a file run on the replication source reads the slot too.
+    ...sourceEnv(),
     ...extra,
   };
 }

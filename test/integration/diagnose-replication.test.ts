@@ -3,7 +3,7 @@ import { type Config, type DatabaseConfig, loadConfig } from '../../src/config/e
 import { runDiagnostics } from '../../src/operate/diagnose/index.js';
 import { replicationChecks } from '../../src/operate/diagnose/replication.js';
 import { migrateSource } from '../../src/source/replication/migrate.js';
-import { replicationNames } from '../../src/source/replication/source.js';
+import { replicationNames } from '../../src/source/replication/setup.js';
 import { type Harness, harness, testEnv } from '../helpers/engine.js';
 
 let h: Harness;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Monitor } from '../../src/engine/monitor.js';
-import { replicationNames } from '../../src/source/replication/source.js';
+import { replicationNames } from '../../src/source/replication/setup.js';
 import { readSlot } from '../../src/store/replication.js';
 import { TRIGGER_NAME } from '../../src/store/schema.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../src/tools/postgres/embedded.js';

@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config/env.js';
 import type { Monitor } from '../../src/engine/monitor.js';
 import { migrateSource } from '../../src/source/replication/migrate.js';
 import { parseLsn } from '../../src/source/replication/positions.js';
-import { replicationNames } from '../../src/source/replication/source.js';
+import { replicationNames } from '../../src/source/replication/setup.js';
 import { readSlot } from '../../src/store/replication.js';
 import { migrate, TRIGGER_NAME } from '../../src/store/schema.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';

@@ -69,6 +69,7 @@ function snapshot(over: Partial<EngineSnapshot> = {}): EngineSnapshot {
     readersHeld: () => 0,
     source: 'notify',
     replication: () => null,
+    replicationFault: () => undefined,
     ...over,
   };
 }

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Config, DatabaseConfig } from '../../config/env.js';
-import { replicationNames, tableRoutes } from '../../source/replication/source.js';
+import { tableRoutes } from '../../source/replication/routes.js';
+import { replicationNames } from '../../source/replication/setup.js';
 import { clientConfig, describePgError } from '../../store/db.js';
 import {
   canReplicate,

@@ -2,7 +2,8 @@ import type pg from 'pg';
 import type { Config, DatabaseConfig } from '../../config/env.js';
 import { quoteIdent } from '../../store/db.js';
 import { TRIGGER_NAME } from '../../store/schema.js';
-import { prepareReplication, replicationNames, tableRoutes } from './source.js';
+import { tableRoutes } from './routes.js';
+import { prepareReplication, replicationNames } from './setup.js';
 
 /**
  * What `migrate` does for the chosen source after the tables are in place. SOURCE=notify: nothing more

@@ -1,180 +1,43 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
-import { LogicalReplicationService, PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
-import type { Logger } from 'pino';
-import client from 'prom-client';
-import type { Config, DatabaseConfig, SourceConfig } from '../../config/env.js';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import type client from 'prom-client';
+import type { DatabaseConfig } from '../../config/env.js';
 import { clientConfig, describePgError } from '../../store/db.js';
 import {
-  canReplicate,
-  createSlot,
   currentWal,
-  ensurePublication,
   horizonAt,
   notYetVisible,
   postsOnRecord,
-  publicationTables,
   qualifiedNames,
   readSlot,
-  walLevel,
 } from '../../store/replication.js';
 import { sleep } from '../../util/clock.js';
-import type { RowFields } from '../decode.js';
 import { backoffSchedule } from '../listener.js';
+import {
+  type Committed,
+  outputPlugin,
+  type PgoutputMessage,
+  PgoutputReader,
+  type Wal2JsonTransaction,
+  wal2jsonTransaction,
+} from './messages.js';
+import { registerReplicationGauges } from './metrics.js';
 import { formatLsn, Positions, parseLsn, type RowRef } from './positions.js';
-import { sensorRow } from './rows.js';
+import { handRow, type RowDoors } from './readers.js';
+import { explainStreamError, prepareReplication, type ReplicationNames } from './setup.js';
 
-/** The slot and publication an installation uses: named by the operator, or derived from the database. */
-export interface ReplicationNames {
-  plugin: 'pgoutput' | 'wal2json';
-  slot: string;
-  publication: string;
-  /** Whether the publication is the engine's own (migrate and start make it hold exactly the tables). */
-  ownPublication: boolean;
-}
-
-export function replicationNames(source: SourceConfig, database: string): ReplicationNames {
-  const derived = `pump_monitor_${database.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`.slice(0, 63);
-  return {
-    plugin: source.plugin,
-    slot: source.slot ?? derived,
-    publication: source.publication ?? 'pump_monitor',
-    ownPublication: source.publication === undefined,
-  };
-}
-
-/** A set-up problem that retrying will not fix: one line with the fix. */
-export class ReplicationSetupError extends Error {
-  override name = 'ReplicationSetupError';
-}
-
-/** What a table's inserts are handed to. */
-export interface TableRoute {
-  /** Sensor channels of the table, each with its pumps: a row goes to the intake once per channel. */
-  channels: { channel: string; pumps: string[] }[];
-  /** The logbook stream reading the table, when it is a logbook's. */
-  logbook?: { id: string; channel: string };
-  /** The readers (pumps and logbooks) that settle the table's rows. */
-  readers: string[];
-}
-
-/** The tables the definitions read, each with where its rows go. */
-export function tableRoutes(config: Pick<Config, 'pumps' | 'logbooks'>): Map<string, TableRoute> {
-  const routes = new Map<string, TableRoute>();
-  const at = (table: string) => {
-    let r = routes.get(table);
-    if (!r) {
-      r = { channels: [], readers: [] };
-      routes.set(table, r);
-    }
-    return r;
-  };
-  for (const p of config.pumps) {
-    for (const s of p.sensors) {
-      const r = at(s.table);
-      let ch = r.channels.find((c) => c.channel === s.channel);
-      if (!ch) {
-        ch = { channel: s.channel, pumps: [] };
-        r.channels.push(ch);
-      }
-      if (!ch.pumps.includes(p.id)) ch.pumps.push(p.id);
-      if (!r.readers.includes(p.id)) r.readers.push(p.id);
-    }
-  }
-  for (const l of config.logbooks) {
-    for (const s of l.streams) {
-      const r = at(s.table);
-      r.logbook ??= { id: l.id, channel: s.channel };
-      if (!r.readers.includes(l.id)) r.readers.push(l.id);
-    }
-  }
-  return routes;
-}
-
-/**
- * Makes what the source needs, where the engine may: the publication (when it is the engine's own) holding
- * exactly the tables, and the slot. A managed service may make slots only through its API (IBM Cloud's
- * wal2json slots): then the error says so. Run by `migrate` and at start. Throws ReplicationSetupError
- * with the fix when it cannot.
- */
-export async function prepareReplication(
-  db: pg.ClientBase,
-  names: ReplicationNames,
-  tables: string[],
-  opts: { createSlot: boolean } = { createSlot: true },
-): Promise<{ createdSlot: boolean }> {
-  const level = await walLevel(db);
-  if (level !== 'logical') {
-    throw new ReplicationSetupError(
-      `SOURCE=replication needs wal_level=logical, the server has ${level}: set wal_level = logical in postgresql.conf and restart PostgreSQL (a managed service: its "logical replication" setting)`,
-    );
-  }
-  if (names.plugin === 'pgoutput') {
-    const pub = await publicationTables(db, names.publication);
-    if (names.ownPublication) {
-      await ensurePublication(db, names.publication, tables).catch((err: unknown) => {
-        throw new ReplicationSetupError(
-          `cannot make publication ${names.publication}: ${describePgError(err)}; the tables' owner runs CREATE PUBLICATION ${names.publication} FOR TABLE ${tables.join(', ')} WITH (publish = 'insert'), or name one with REPLICATION_PUBLICATION`,
-        );
-      });
-    } else if (!pub) {
-      throw new ReplicationSetupError(
-        `REPLICATION_PUBLICATION=${names.publication}: no such publication; create it: CREATE PUBLICATION ${names.publication} FOR TABLE ${tables.join(', ')} WITH (publish = 'insert')`,
-      );
-    }
-  }
-  const slot = await readSlot(db, names.slot);
-  if (slot) {
-    if (slot.plugin !== names.plugin) {
-      throw new ReplicationSetupError(
-        `replication slot ${names.slot} uses plug-in ${slot.plugin}, REPLICATION_PLUGIN is ${names.plugin}: set REPLICATION_PLUGIN=${slot.plugin}, or drop the slot (SELECT pg_drop_replication_slot('${names.slot}')) and let migrate make it`,
-      );
-    }
-    return { createdSlot: false };
-  }
-  if (!(await canReplicate(db))) {
-    throw new ReplicationSetupError(
-      `the database user may not use replication slots: ALTER ROLE <user> WITH REPLICATION (or, on a managed service, use its replication user)`,
-    );
-  }
-  const how = `${names.plugin === 'wal2json' ? "on IBM Cloud, through the Databases API's logical replication slot call with plugin wal2json; elsewhere " : ''}SELECT pg_create_logical_replication_slot('${names.slot}', '${names.plugin}'); see docs/deployment.md`;
-  if (!opts.createSlot) {
-    throw new ReplicationSetupError(`replication slot ${names.slot} does not exist: create it (${how})`);
-  }
-  await createSlot(db, names.slot, names.plugin).catch((err: unknown) => {
-    throw new ReplicationSetupError(
-      `replication slot ${names.slot} does not exist and cannot be created here (${describePgError(err)}): create it (${how})`,
-    );
-  });
-  return { createdSlot: true };
-}
-
-export interface ReplicationSourceOptions {
+export interface ReplicationSourceOptions extends RowDoors {
   db: DatabaseConfig;
   /** For the slot's lag, the horizon, and the post ledger of replayed rows. */
   pool: pg.Pool;
   names: ReplicationNames;
-  routes: Map<string, TableRoute>;
-  /** A sensor row, for every pump listing the channel (the intake's door for rows read from a table). */
-  sensor: (channel: string, row: RowFields) => void;
-  /**
-   * A row the slot gives again (committed before this session began: it may have been handled before a
-   * crash or a hand-over), for one pump, as catch-up hands a row: `postSettled` when its post is on record.
-   */
-  replay: (channel: string, row: RowFields, pump: string, postSettled: boolean) => void;
-  /** A logbook row: its id, read by the logbook lane as a notified one. */
-  logbook: (channel: string, id: number) => void;
-  /** A logbook row given again whose post is on record: only its place in the ledger is rebuilt. */
-  logbookOnRecord: (logbook: string, table: string, id: number) => void;
-  /** Whether a reader's saved checkpoint is at or past the row (settled before; nothing to do). */
-  passed: (reader: string, table: string, id: number) => boolean;
   /** Whether a reader has settled the row (the ledger's checkpoint in memory is at or past it). */
   settled: (reader: string, table: string, id: number) => boolean;
   /** Whether this replica may read the slot: it holds the slot's lease and owns every pump and logbook. */
   active: () => boolean;
   sessionName: string;
   reconnect: { baseDelayMs: number; maxDelayMs: number };
-  logger: Logger;
   /** Prometheus registry for the lag gauges. */
   registry?: client.Registry;
   /** How often settled positions are confirmed (default 200 ms). */
@@ -187,13 +50,6 @@ export interface ReplicationSourceEvents {
   /** The stream ended (error, lost lease, stop). */
   stopped: [reason: string];
   confirmed: [lsn: string];
-}
-
-/** A row of a transaction, held until its commit arrives. */
-interface Change {
-  table: string;
-  values: Record<string, unknown>;
-  types: Map<string, { oid?: number; name?: string }>;
 }
 
 type StreamEvent =
@@ -210,8 +66,8 @@ interface Session {
   handled: bigint;
   queue: StreamEvent[];
   draining: boolean;
-  txn: { committedAt: number; xid: number | undefined; changes: Change[] } | undefined;
-  types: Map<number, Map<string, { oid?: number; name?: string }>>;
+  /** The pgoutput stream's relations and open transaction (wal2json gives a transaction in one message). */
+  pgoutput: PgoutputReader;
   failed: string | undefined;
   fail(why: string): void;
 }
@@ -244,34 +100,20 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
   confirmations = 0;
   private readonly abort = new AbortController();
   private qualified = new Map<string, string>();
+  /** A table of the definitions by the schema and name the slot gives (its qualified name when known). */
+  private readonly tableOf = (schema: string, name: string): string | undefined => {
+    if (!this.o.routes.has(name)) return undefined;
+    const q = this.qualified.get(name);
+    return q === undefined || q === `${schema}.${name}` ? name : undefined;
+  };
 
   constructor(private readonly o: ReplicationSourceOptions) {
     super();
     if (o.registry) {
-      const self = this;
-      new client.Gauge({
-        name: 'pump_monitor_replication_lag_bytes',
-        help: 'WAL the replication slot holds for this engine: from its confirmed position to the current one',
-        registers: [o.registry],
-        collect() {
-          this.set(self.lagBytes ?? 0);
-        },
-      });
-      new client.Gauge({
-        name: 'pump_monitor_replication_lag_seconds',
-        help: 'Age of the oldest transaction read from the slot and not yet confirmed (0 when none waits)',
-        registers: [o.registry],
-        collect() {
-          this.set(self.lagSeconds());
-        },
-      });
-      new client.Gauge({
-        name: 'pump_monitor_replication_streaming',
-        help: '1 while this replica reads the replication slot',
-        registers: [o.registry],
-        collect() {
-          this.set(self.streaming ? 1 : 0);
-        },
+      registerReplicationGauges(o.registry, {
+        lagBytes: () => this.lagBytes ?? 0,
+        lagSeconds: () => this.lagSeconds(),
+        streaming: () => this.streaming,
       });
     }
   }
@@ -297,6 +139,17 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     clearInterval(this.lagTimer);
     await this.current?.service.stop().catch(() => {});
     await this.loop;
+  }
+
+  /**
+   * Why this replica is not reading the slot although it should (it holds the slot's lease and every
+   * pump): the stream is down, with its last error, or not open yet. Undefined while it streams, on a
+   * standby, and once stopped. /readyz reads it.
+   */
+  fault(): string | undefined {
+    if (this.stopped || this.streaming || !this.o.active()) return undefined;
+    const why = this.lastError ? `: ${this.lastError}` : ' (opening)';
+    return `replication stream of slot ${this.o.names.slot} not read${why}`;
   }
 
   get isStreaming(): boolean {
@@ -372,6 +225,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       const reason = await this.session();
       if (this.stopped) break;
       if (reason === 'inactive') continue;
+      this.lastError ??= reason;
       this.failures += 1;
       const delay = backoffSchedule(this.failures, reconnect.baseDelayMs, reconnect.maxDelayMs);
       logger.warn(
@@ -403,8 +257,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       handled: 0n,
       queue: [],
       draining: false,
-      txn: undefined,
-      types: new Map(),
+      pgoutput: new PgoutputReader(this.tableOf),
       failed: undefined,
       fail: (why) => {
         s.failed ??= why;
@@ -443,7 +296,13 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     }, this.o.confirmEveryMs ?? 200);
     const keepalive = setInterval(() => this.reply(s), 10_000);
     try {
-      await service.subscribe(this.plugin(), names.slot);
+      await service.subscribe(
+        outputPlugin(
+          names,
+          [...this.o.routes.keys()].map((t) => this.qualified.get(t) ?? `public.${t}`),
+        ),
+        names.slot,
+      );
       ended ??= 'the server ended the stream';
     } catch (err) {
       s.failed ??= describePgError(err);
@@ -456,9 +315,9 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       s.queue.length = 0;
     }
     const why = this.stopped ? 'stopped' : (s.failed ?? ended ?? 'ended');
-    if (s.failed) this.lastError = explain(s.failed, names.slot);
+    if (s.failed) this.lastError = explainStreamError(s.failed, names.slot);
     this.emit('stopped', why);
-    return s.failed ? explain(s.failed, names.slot) : why;
+    return s.failed ? explainStreamError(s.failed, names.slot) : why;
   }
 
   private async drain(s: Session): Promise<void> {
@@ -470,36 +329,21 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
         if (e.kind === 'keepalive') {
           const at = parseLsn(e.lsn);
           s.positions.keepalive(at);
-          if (!s.txn && at > s.handled) s.handled = at;
+          if (!s.pgoutput.open && at > s.handled) s.handled = at;
           if (!this.confirm(s) && e.respond) this.reply(s);
           continue;
         }
-        if (this.o.names.plugin === 'pgoutput') await this.pgoutput(s, e.msg as PgoutputMessage);
-        else await this.wal2json(s, e.lsn, e.msg as Wal2JsonTransaction);
+        const t =
+          this.o.names.plugin === 'pgoutput'
+            ? s.pgoutput.read(e.msg as PgoutputMessage)
+            : wal2jsonTransaction(e.msg as Wal2JsonTransaction, e.lsn, this.tableOf);
+        if (t) await this.handOver(s, t);
       }
     } catch (err) {
       s.fail(`could not read a change: ${(err as Error).message}`);
     } finally {
       s.draining = false;
     }
-  }
-
-  private plugin(): PgoutputPlugin | Wal2JsonPlugin {
-    const { names } = this.o;
-    if (names.plugin === 'pgoutput') {
-      return new PgoutputPlugin({ protoVersion: 1, publicationNames: [names.publication] });
-    }
-    const tables = [...this.o.routes.keys()].map((t) =>
-      escapeWal2jsonName(this.qualified.get(t) ?? `public.${t}`),
-    );
-    return new Wal2JsonPlugin({
-      includeXids: true,
-      includeLsn: true,
-      includeTimestamp: true,
-      includeTypes: true,
-      includeTypmod: false,
-      addTables: tables.join(','),
-    });
   }
 
   /** Confirms the settled prefix, if it moved; true when a status update went out. */
@@ -530,74 +374,12 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     }
   }
 
-  private async pgoutput(s: Session, msg: PgoutputMessage): Promise<void> {
-    switch (msg.tag) {
-      case 'relation': {
-        // The text output of every column, untouched: rows are rendered as the tables are read (rows.ts).
-        for (const c of msg.columns) c.parser = (raw: unknown) => raw;
-        s.types.set(msg.relationOid, new Map(msg.columns.map((c) => [c.name, { oid: c.typeOid }])));
-        return;
-      }
-      case 'begin':
-        s.txn = { committedAt: Number(BigInt(msg.commitTime as bigint) / 1000n), xid: msg.xid, changes: [] };
-        return;
-      case 'insert': {
-        const table = this.tableOf(msg.relation.schema, msg.relation.name);
-        if (table === undefined || !s.txn) return;
-        s.txn.changes.push({
-          table,
-          values: msg.new,
-          types: s.types.get(msg.relation.relationOid) ?? new Map(),
-        });
-        return;
-      }
-      case 'commit': {
-        const t = s.txn ?? { committedAt: Date.now(), xid: undefined, changes: [] };
-        await this.handOver(s, t.committedAt, t.changes, parseLsn(msg.commitEndLsn as string), t.xid);
-        s.txn = undefined;
-        return;
-      }
-      default:
-        return;
-    }
-  }
-
-  private async wal2json(s: Session, lsn: string, tx: Wal2JsonTransaction): Promise<void> {
-    const at = tx.timestamp ? Date.parse(tx.timestamp.replace(' ', 'T')) : Number.NaN;
-    const changes: Change[] = [];
-    for (const c of tx.change ?? []) {
-      if (c.kind !== 'insert') continue;
-      const table = this.tableOf(c.schema ?? 'public', c.table);
-      if (table === undefined) continue;
-      const values: Record<string, unknown> = {};
-      const types = new Map<string, { name?: string }>();
-      (c.columnnames ?? []).forEach((n, i) => {
-        values[n] = c.columnvalues?.[i];
-        const t = c.columntypes?.[i];
-        if (t !== undefined) types.set(n, { name: t });
-      });
-      changes.push({ table, values, types });
-    }
-    await this.handOver(
-      s,
-      Number.isFinite(at) ? at : Date.now(),
-      changes,
-      parseLsn(tx.nextlsn ?? lsn),
-      tx.xid,
-    );
-  }
-
   /**
    * A committed transaction's rows to the engine, then its place among the positions to confirm. A
    * transaction that ended before the session began is a replay: its posts on record are looked up first.
    */
-  private async handOver(
-    s: Session,
-    committedAt: number,
-    changes: Change[],
-    end: bigint,
-    xid: number | undefined,
-  ): Promise<void> {
+  private async handOver(s: Session, t: Committed): Promise<void> {
+    const { changes, end, xid } = t;
     const replay = end <= s.replayUntil;
     if (!replay && changes.length > 0 && xid !== undefined) {
       await this.untilVisible(xid);
@@ -611,8 +393,12 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       );
       if (this.current !== s || s.failed) return;
     }
-    s.positions.begin(committedAt);
-    for (const c of changes) this.insert(s, c, onRecord);
+    s.positions.begin(t.committedAt);
+    for (const c of changes) {
+      const became = handRow(this.o, c, onRecord, (r) => s.positions.row(r));
+      if (became !== 'skipped') this.rows += 1;
+      if (became === 'replayed') this.replayed += 1;
+    }
     s.positions.commit(end);
     if (end > s.handled) s.handled = end;
     this.confirm(s);
@@ -635,99 +421,8 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     }
     this.o.logger.warn({ xid }, 'a transaction from the slot is still not visible; handing its rows on');
   }
-
-  private tableOf(schema: string, name: string): string | undefined {
-    if (!this.o.routes.has(name)) return undefined;
-    const q = this.qualified.get(name);
-    return q === undefined || q === `${schema}.${name}` ? name : undefined;
-  }
-
-  /** One row to its readers; `onRecord` (a replay) says which of them have its post on record. */
-  private insert(s: Session, c: Change, onRecord: Set<string> | undefined): void {
-    const { o } = this;
-    const route = o.routes.get(c.table);
-    if (!route) return;
-    const id = Number(c.values.id);
-    if (!Number.isSafeInteger(id)) {
-      o.logger.warn({ table: c.table, id: c.values.id }, 'a row from the slot with no usable id; skipped');
-      return;
-    }
-    this.rows += 1;
-    // Registered before it is handed over: a row settled at once (a duplicate) is seen settled.
-    for (const reader of route.readers) s.positions.row({ reader, table: c.table, id });
-    const row = route.channels.length > 0 ? (sensorRow(c.values, c.types) as RowFields) : undefined;
-    if (!onRecord) {
-      if (row) for (const ch of route.channels) o.sensor(ch.channel, row);
-      if (route.logbook) o.logbook(route.logbook.channel, id);
-      return;
-    }
-    this.replayed += 1;
-    if (row) {
-      for (const ch of route.channels) {
-        for (const pump of ch.pumps) {
-          if (o.passed(pump, c.table, id)) continue;
-          o.replay(ch.channel, row, pump, onRecord.has(`${pump}\0${c.table}\0${id}`));
-        }
-      }
-    }
-    if (route.logbook) {
-      const { id: logbook, channel } = route.logbook;
-      if (o.passed(logbook, c.table, id)) return;
-      if (onRecord.has(`${logbook}\0${c.table}\0${id}`)) o.logbookOnRecord(logbook, c.table, id);
-      else o.logbook(channel, id);
-    }
-  }
 }
 
 /** How often, and how long apart, a transaction's visibility is asked before its rows are handed on. */
 const VISIBILITY_TRIES = 200;
 const VISIBILITY_WAIT_MS = 5;
-
-/** A wal2json table name in add-tables: dots, commas and backslashes escaped. */
-function escapeWal2jsonName(qualified: string): string {
-  const dot = qualified.indexOf('.');
-  const esc = (s: string) => s.replace(/([\\,.])/g, '\\$1');
-  return `${esc(qualified.slice(0, dot))}.${esc(qualified.slice(dot + 1))}`;
-}
-
-/** A stream error in one line with its fix, for the log and /status. */
-function explain(err: string, slot: string): string {
-  if (/is active for PID/i.test(err)) return `slot ${slot} is read by another session (${err})`;
-  if (/does not exist/i.test(err))
-    return `${err}: run pump-monitor migrate with SOURCE=replication, or create the slot`;
-  if (/must be superuser or replication role|permission denied/i.test(err)) {
-    return `${err}: the database user needs REPLICATION (ALTER ROLE <user> WITH REPLICATION)`;
-  }
-  return err;
-}
-
-interface PgoutputColumn {
-  name: string;
-  typeOid: number;
-  parser: (raw: unknown) => unknown;
-}
-
-type PgoutputMessage =
-  | { tag: 'relation'; relationOid: number; schema: string; name: string; columns: PgoutputColumn[] }
-  | { tag: 'begin'; commitTime: bigint; xid: number }
-  | {
-      tag: 'insert';
-      relation: { relationOid: number; schema: string; name: string };
-      new: Record<string, unknown>;
-    }
-  | { tag: 'commit'; commitEndLsn: string | null }
-  | { tag: 'other' };
-
-interface Wal2JsonTransaction {
-  xid?: number;
-  nextlsn?: string;
-  timestamp?: string;
-  change?: {
-    kind: string;
-    schema?: string;
-    table: string;
-    columnnames?: string[];
-    columntypes?: string[];
-    columnvalues?: unknown[];
-  }[];
-}
