@@ -5,21 +5,18 @@ import type { Logger } from 'pino';
 import type { LogbookConfig } from '../config/env.js';
 import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
-import { PostQueue, type RowKind } from '../delivery/post-queue.js';
+import { PostQueue } from '../delivery/post-queue.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
-import { logbookKey } from '../model/keys.js';
-import { logbookClassification, logbookEntryPayload, logbookPostBody } from '../model/payload.js';
-import type { Ticket } from '../model/reading.js';
+import { logbookClassification } from '../model/payload.js';
 import { isProbe } from '../source/probe.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
-import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
-import { readLogbookEntry } from '../store/logbook-rows.js';
 import { recordSettledPosts } from '../store/sensor-posts.js';
 import { sleep } from '../util/clock.js';
 import { Mode } from '../util/mode.js';
 import { LogbookBacklog } from './logbook-backlog.js';
+import { type Entry, entryPosts, LANE_MODES, type LaneMode } from './logbook-entry.js';
 import { LogbookRetries, type QueuedRetry } from './logbook-retries.js';
 
 export type LogbookOutcome = 'received' | 'duplicate' | 'invalid' | 'sent' | 'dead' | 'retried';
@@ -60,49 +57,6 @@ export interface LogbookLaneOptions {
   signal: AbortSignal;
   logger: Logger;
 }
-
-interface Entry {
-  stream: LogbookStream;
-  id: number;
-  /** The row's text, sent as its bitacora. */
-  text: string;
-  /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
-  deferredId?: number;
-  key?: string;
-  /** Its row in the ledger (none for an operator's retry). */
-  ticket?: Ticket;
-}
-
-/** An entry's post: POST {url} {id, bitacora, tabla}, Idempotency-Key lb-<table>-<id> unless a retry's own. */
-function entryPosts(logbook: string, endpoint: string, retried: (e: Entry) => void): RowKind<Entry> {
-  const key = (e: Entry) => e.key ?? logbookKey(e.stream.table, e.id);
-  return {
-    what: 'logbook entry',
-    noun: 'entry',
-    lane: () => logbook,
-    route: () => endpoint,
-    body: (e) => logbookPostBody(e.id, e.text, e.stream.tabla),
-    key,
-    retried,
-    record: (e) => ({ pump: logbook, table: e.stream.table, id: e.id }),
-    letter: (e) => ({
-      kind: 'logbook',
-      pump: logbook,
-      channel: e.stream.channel,
-      payload: logbookEntryPayload(e.id, e.stream.tabla),
-      idempotencyKey: key(e),
-    }),
-  };
-}
-
-export type LaneMode = 'released' | 'owned' | 'stopped';
-
-/** The lane's transitions: owned while this replica holds the logbook's lease; nothing leaves stopped. */
-export const LANE_MODES: { readonly [K in LaneMode]: readonly LaneMode[] } = {
-  released: ['owned', 'stopped'],
-  owned: ['released', 'stopped'],
-  stopped: [],
-};
 
 /**
  * One logbook definition's streams (operators' entries, one table per pump): each row is forwarded on its
@@ -164,9 +118,9 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.retries = new LogbookRetries({
       pool: o.pool,
       logbook: id,
-      knows: (channel) => this.byChannel.has(channel),
+      streamOf: (channel) => this.byChannel.get(channel),
       room: () => this.owned && this.queue.depth <= o.batch,
-      queue: (r) => void this.retry(this.byChannel.get(r.channel) as LogbookStream, r),
+      queue: (r) => this.retry(r),
       logger: o.logger,
     });
   }
@@ -331,27 +285,18 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.send({ stream, id, text: text ?? '', ticket }, text);
   }
 
-  /** An operator's retry names the entry by id: its text is read from the row, then it is sent. */
-  private async retry(stream: LogbookStream, r: QueuedRetry): Promise<void> {
-    this.emit('entry', 'received', stream, r.id, undefined);
-    let read: { text: string | null | undefined } | undefined;
-    for (let attempt = 0; attempt < 1_000 && this.owned && !read; attempt++) {
-      try {
-        read = { text: await readLogbookEntry(this.o.pool, stream.table, r.id) };
-      } catch (err) {
-        this.o.logger.warn({ err: describePgError(err) }, 'reading a logbook entry failed; retrying');
-        await sleep(500, this.o.signal).catch(() => {});
-      }
-    }
-    // Left, stopped or never read: the queued retry stays, read again by this lane or the next owner.
-    if (!this.owned || !read) return;
-    const text = read.text;
-    const e: Entry = { stream, id: r.id, text: text ?? '', deferredId: r.deferredId };
+  /** An operator's retry, its text read from the row: sent like any entry, or a dead letter. */
+  private retry(r: QueuedRetry): void {
+    if (!this.owned) return; // the queued retry stays, for the next owner
+    this.emit('entry', 'received', r.stream, r.id, undefined);
+    const e: Entry = { stream: r.stream, id: r.id, text: r.text ?? '', deferredId: r.deferredId };
     if (r.key) e.key = r.key;
-    if (text === undefined) {
-      this.queue.reject(e, 'the row no longer exists');
-      this.emit('entry', 'dead', stream, r.id, undefined);
-    } else this.send(e, text);
+    if (r.text !== undefined) {
+      this.send(e, r.text);
+      return;
+    }
+    this.queue.reject(e, 'the row no longer exists');
+    this.emit('entry', 'dead', r.stream, r.id, undefined);
   }
 
   private send(e: Entry, text: string | null): void {
