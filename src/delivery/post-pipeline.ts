@@ -12,7 +12,13 @@ import { recordSettledPosts } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { Mode } from '../util/mode.js';
 import { breakerState, type DeliveryResult } from './policy.js';
-import { POST_LEDGER_LINGER_MS, POST_LEDGER_MAX_BATCH, PostQueue, type RowKind } from './post-queue.js';
+import {
+  budgetOf,
+  POST_LEDGER_LINGER_MS,
+  POST_LEDGER_MAX_BATCH,
+  PostQueue,
+  type RowKind,
+} from './post-queue.js';
 import type { Backend } from './row-poster.js';
 
 /** A reading's per-sensor post: to its sensor's endpoint on its pump's backend, under its reading key. */
@@ -114,9 +120,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       kind: READING_POSTS,
       backends: o.backends,
       concurrency: o.concurrency,
-      maxAttempts: o.maxAttempts,
-      retryBaseMs: o.retryBaseMs,
-      retryMaxMs: o.retryMaxMs,
+      ...budgetOf(o),
       recordPosts: (posts) => recordSettledPosts(o.pool, posts),
       deadLetter: o.deadLetter,
       finished: (_r, deferredId) => {

@@ -35,7 +35,19 @@ export interface RowKind<T> extends PostShape<T> {
   letter(item: T): Omit<DeadLetter, 'reason' | 'responseStatus' | 'responseBody'>;
 }
 
-export interface PostQueueOptions<T> {
+/** A post's retry budget: attempts that reached the backend, and the backoff between them. */
+export interface RetryBudget {
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+/** The retry budget out of a unit's options. */
+export function budgetOf(o: RetryBudget): RetryBudget {
+  return { maxAttempts: o.maxAttempts, retryBaseMs: o.retryBaseMs, retryMaxMs: o.retryMaxMs };
+}
+
+export interface PostQueueOptions<T> extends RetryBudget {
   /** The settled-post ledger's writer's name (its errors, its gauge). */
   name: string;
   logger: Logger;
@@ -44,9 +56,6 @@ export interface PostQueueOptions<T> {
   /** Each lane's backend (client, timeout, breaker, route guard). */
   backends: Map<string, Backend>;
   concurrency: number;
-  maxAttempts: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
   /** Writes settled posts (store/sensor-posts.ts recordSettledPosts on the engine's pool). */
   recordPosts: (posts: SettledPost[]) => Promise<void>;
   /** Writes a dead letter, then calls `settled` once it is on record (the DeadLetterSink). */
@@ -78,9 +87,7 @@ export class PostQueue<T extends PostedRow> {
       clients: o.backends,
       shape: o.kind,
       concurrency: o.concurrency,
-      maxAttempts: o.maxAttempts,
-      retryBaseMs: o.retryBaseMs,
-      retryMaxMs: o.retryMaxMs,
+      ...budgetOf(o),
       onDone: (item, result) => this.done(item, result),
       mayStart: () => this.records.pending + (o.unwritten?.() ?? 0) < 2 * POST_LEDGER_MAX_BATCH,
       onError: (err, item) =>

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { LogbookConfig } from '../config/env.js';
 import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
-import { PostQueue } from '../delivery/post-queue.js';
+import { budgetOf, PostQueue } from '../delivery/post-queue.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
 import { logbookClassification } from '../model/payload.js';
 import { isProbe } from '../source/probe.js';
@@ -91,9 +91,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       ),
       backends: new Map([[id, o.backend]]),
       concurrency: o.concurrency,
-      maxAttempts: o.maxAttempts,
-      retryBaseMs: o.retryBaseMs,
-      retryMaxMs: o.retryMaxMs,
+      ...budgetOf(o),
       recordPosts: (posts) => recordSettledPosts(o.pool, posts),
       deadLetter: o.deadLetter,
       finished: (_e, deferredId) => this.retries.sent(deferredId),
