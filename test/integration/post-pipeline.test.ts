@@ -14,14 +14,6 @@ import { waitFor } from '../helpers/wait.js';
 
 let h: Harness;
 
-beforeAll(async () => {
-  h = await harness('pipeline');
-});
-
-afterAll(async () => {
-  await h?.close();
-});
-
 /** A row's ticket that counts how often each part is settled. */
 class CountingTicket {
   readonly settled: Part[] = [];
@@ -89,7 +81,19 @@ function readingOf(id: number): Reading & { ticket: CountingTicket } {
   };
 }
 
-describe('PostPipeline', () => {
+/** Both wirings: the seed's and plant-2026-03's (shared tables, a logbook beside the pumps). */
+describe.each([
+  ['seed', {}],
+  ['plant-2026-03', { PUMPS_PROFILE: 'plant-2026-03' }],
+])('PostPipeline (%s)', (_name, env: Record<string, string>) => {
+  beforeAll(async () => {
+    h = await harness('pipeline', env);
+  });
+
+  afterAll(async () => {
+    await h?.close();
+  });
+
   it("defers past its pump's share, settles each deferred post once on record, drains them back and posts each once", async () => {
     let open: () => void = () => {};
     const gate = new Promise<void>((r) => {
