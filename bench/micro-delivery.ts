@@ -16,7 +16,8 @@ import type { PumpConfig } from '../src/config/env.js';
 import { loadConfig } from '../src/config/env.js';
 import { BackendClient, createAgent } from '../src/delivery/backend-client.js';
 import { createBreaker } from '../src/delivery/policy.js';
-import { SensorPoster } from '../src/delivery/sensor-poster.js';
+import { READING_POSTS } from '../src/delivery/post-pipeline.js';
+import { RowPoster } from '../src/delivery/row-poster.js';
 import type { Reading } from '../src/model/reading.js';
 import { round } from './stats.js';
 
@@ -92,9 +93,10 @@ function posterOf(
   client: BackendClient,
   breaker: ReturnType<typeof createBreaker>,
   onDone: (r: Reading) => void,
-): SensorPoster {
-  return new SensorPoster({
+): RowPoster<Reading> {
+  return new RowPoster<Reading>({
     clients: new Map([[pump, { client, breaker }]]),
+    shape: READING_POSTS,
     concurrency: CONCURRENCY,
     maxAttempts: 8,
     retryBaseMs: 200,

@@ -3,7 +3,7 @@ import type { Agent } from 'undici';
 import type { Config } from '../config/env.js';
 import { BackendClient } from './backend-client.js';
 import { createBreaker, describeRouteFault, RouteGuard } from './policy.js';
-import type { Backend } from './sensor-poster.js';
+import type { Backend } from './row-poster.js';
 
 export interface BackendFactoryOptions {
   config: Pick<Config, 'pumps' | 'logbooks' | 'delivery' | 'apiKey'>;

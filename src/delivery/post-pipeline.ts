@@ -2,25 +2,42 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { readingKey } from '../model/keys.js';
-import { notificationPayload } from '../model/payload.js';
+import { notificationPayload, sensorPostBody } from '../model/payload.js';
 import type { Reading } from '../model/reading.js';
 import type { Decoder } from '../source/decode.js';
 import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
 import { deleteDeferred, fetchDeferredEach, insertDeferred } from '../store/deferred-posts.js';
-import { recordSettledPosts, type SettledPost } from '../store/sensor-posts.js';
+import { recordSettledPosts } from '../store/sensor-posts.js';
 import { BatchWriter } from '../util/batch.js';
 import { Mode } from '../util/mode.js';
-import { RetryableError } from './backend-client.js';
 import { breakerState, type DeliveryResult } from './policy.js';
-import { type Backend, SensorPoster } from './sensor-poster.js';
+import {
+  budgetOf,
+  POST_LEDGER_LINGER_MS,
+  POST_LEDGER_MAX_BATCH,
+  PostQueue,
+  type RowKind,
+} from './post-queue.js';
+import type { Backend } from './row-poster.js';
 
-/**
- * How long settled per-sensor posts gather before they are recorded, and how many go in one write. After a
- * SIGKILL, the posts sent again are at most those in flight plus what this ledger had not yet written.
- */
-export const POST_LEDGER_LINGER_MS = 20;
-export const POST_LEDGER_MAX_BATCH = 50;
+/** A reading's per-sensor post: to its sensor's endpoint on its pump's backend, under its reading key. */
+export const READING_POSTS: RowKind<Reading> = {
+  what: 'per-sensor POST',
+  noun: 'row',
+  lane: (r) => r.pump,
+  route: (r) => r.sensor.endpoint,
+  body: (r) => sensorPostBody(r.id, r.valor),
+  key: readingKey,
+  record: (r) => ({ pump: r.pump, table: r.sensor.table, id: r.id }),
+  letter: (r) => ({
+    kind: 'sensor_post',
+    pump: r.pump,
+    channel: r.sensor.channel,
+    payload: notificationPayload(r),
+    idempotencyKey: readingKey(r),
+  }),
+};
 /** How long deferrals and removals of drained deferred posts gather before each write. */
 const BOOKKEEPING_LINGER_MS = 100;
 
@@ -53,19 +70,18 @@ export interface PostPipelineOptions {
 }
 
 /**
- * Every per-sensor POST: a bounded in-memory queue in front of the poster and, past it, the database.
- * Each pump may hold its share of the queue in memory, so a pump whose backend fails fills its own part
- * only. Posts that did not fit wait in pump_monitor.deferred_posts and are drained back, each pump's while
- * its part is under half full, on a timer and whenever a finished post takes its pump's part below a
- * fifth. Only pumps that may have posts waiting there are read (`waiting`): a pump whose backend fails,
- * its part full, costs the others no read. Owns the poster, its three bookkeeping writers and the
- * drain timer. Each settled post is recorded in pump_monitor.sensor_posts, so a restart does not post it
- * again; no new post starts while two batches of those records wait to be written (the database is away),
- * so a crash sends again at most the posts in flight and those two batches. Never blocks the caller.
+ * Every per-sensor POST: readings go through the per-row delivery queue (PostQueue: bulkheads per pump,
+ * retries, breaker, settlement, the settled-post records), and past its bound to the database. Each pump
+ * may hold its share of the queue in memory, so a pump whose backend fails fills its own part only. Posts
+ * that did not fit wait in pump_monitor.deferred_posts and are drained back, each pump's while its part is
+ * under half full, on a timer and whenever a finished post takes its pump's part below a fifth. Only pumps
+ * that may have posts waiting there are read (`waiting`): a pump whose backend fails, its part full, costs
+ * the others no read. Owns the queue, the two deferral writers and the drain timer. A post deferred is
+ * settled (its ticket's post part, its record) when it is on record in deferred_posts; one read back is
+ * removed from there once answered or dead-lettered. Never blocks the caller.
  */
 export class PostPipeline extends EventEmitter<PostPipelineEvents> {
-  private readonly poster: SensorPoster;
-  private readonly ledger: BatchWriter<SettledPost>;
+  private readonly queue: PostQueue<Reading>;
   private readonly defer: BatchWriter<Reading>;
   private readonly drained: BatchWriter<number>;
   /** Look for every owned pump's deferred posts on the next drain: a previous run may have left some. */
@@ -97,26 +113,26 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       refused
         ? o.logger.error({ err: describePgError(err) }, `${what}: the database refused one item; set aside`)
         : o.logger.warn({ err: describePgError(err), items: n }, `${what} failed; retrying`);
-    this.poster = new SensorPoster({
-      clients: o.backends,
-      concurrency: o.concurrency,
-      maxAttempts: o.maxAttempts,
-      retryBaseMs: o.retryBaseMs,
-      retryMaxMs: o.retryMaxMs,
-      onDone: (r, result) => this.done(r, result),
-      // Answered posts not yet on record are what a crash sends again: never more than two batches.
-      mayStart: () => this.ledger.pending + this.drained.pending < 2 * POST_LEDGER_MAX_BATCH,
-      onError: (err, r) =>
-        o.logger.error({ err, table: r.sensor.table, id: r.id }, 'recording a per-sensor result failed'),
-    });
-    this.ledger = new BatchWriter((posts) => recordSettledPosts(o.pool, posts), {
+    this.queue = new PostQueue<Reading>({
       name: 'sensor_posts',
-      lingerMs: POST_LEDGER_LINGER_MS,
-      maxBatch: POST_LEDGER_MAX_BATCH,
-      retryMs: 500,
-      onError: onError('recording settled per-sensor posts'),
+      logger: o.logger,
       signal: o.signal,
-      onWritten: () => this.poster.resume(),
+      kind: READING_POSTS,
+      backends: o.backends,
+      concurrency: o.concurrency,
+      ...budgetOf(o),
+      recordPosts: (posts) => recordSettledPosts(o.pool, posts),
+      deadLetter: o.deadLetter,
+      finished: (_r, deferredId) => {
+        this.inFlight.delete(deferredId);
+        this.drained.push(deferredId);
+      },
+      settled: (r, result) => {
+        if (this.waiting.has(r.pump) && this.queue.depthOf(r.pump) < this.perPump / 5) void this.drain();
+        this.emit('settled', r, result);
+      },
+      // Sent deferred posts whose removal is not written yet are sent again after a crash, too.
+      unwritten: () => this.drained.pending,
     });
     this.defer = new BatchWriter((rs) => this.writeDeferred(rs), {
       name: 'deferred_posts',
@@ -126,17 +142,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       onError: onError('deferring per-sensor posts'),
       // A post the database will not keep for later is a dead letter now, with the reason.
       onPoison: (r, err) =>
-        o.deadLetter(
-          {
-            kind: 'sensor_post',
-            pump: r.pump,
-            channel: r.sensor.channel,
-            payload: notificationPayload(r),
-            reason: `not deferred: the database refused it (${describePgError(err)})`,
-            idempotencyKey: readingKey(r),
-          },
-          () => this.settled(r),
-        ),
+        this.queue.reject(r, `not deferred: the database refused it (${describePgError(err)})`),
       signal: o.signal,
     });
     this.drained = new BatchWriter((ids) => deleteDeferred(o.pool, ids), {
@@ -146,13 +152,13 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       retryMs: 500,
       onError: onError('removing sent deferred posts'),
       signal: o.signal,
-      onWritten: () => this.poster.resume(),
+      onWritten: () => this.queue.resume(),
     });
   }
 
   /** Posts queued or in flight in memory. */
   get depth(): number {
-    return this.poster.depth;
+    return this.queue.depth;
   }
 
   /** Posts are waiting in the database because the queue was full (`/status`'s `overloaded`). */
@@ -169,7 +175,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     let depth = 0;
     for (const [pump, b] of this.o.backends) {
       if (b.route?.fault || breakerState(b.breaker) !== 'closed') continue;
-      depth += this.poster.depthOf(pump);
+      depth += this.queue.depthOf(pump);
     }
     return depth / (this.o.maxQueued / 10);
   }
@@ -184,7 +190,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   /** One pump's posts queued or in flight in memory. */
   depthOf(pump: string): number {
-    return this.poster.depthOf(pump);
+    return this.queue.depthOf(pump);
   }
 
   /**
@@ -192,13 +198,13 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
    * the database. Never waits.
    */
   submit(r: Reading): void {
-    if (this.poster.depth < this.o.maxQueued && this.poster.depthOf(r.pump) < this.perPump) {
-      this.poster.enqueue(r);
+    if (this.queue.depth < this.o.maxQueued && this.queue.depthOf(r.pump) < this.perPump) {
+      this.queue.submit(r);
       return;
     }
     if (this.mode.is('in-memory')) {
       this.mode.to('deferring');
-      this.emit('deferring', true, this.poster.depth);
+      this.emit('deferring', true, this.queue.depth);
     }
     this.waiting.add(r.pump);
     this.defer.push(r);
@@ -212,12 +218,12 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
 
   /** Resolves when nothing is queued or in flight in memory. */
   idle(): Promise<void> {
-    return this.poster.idle();
+    return this.queue.idle();
   }
 
   /** Writes the bookkeeping now (a graceful stop, a hand-over). */
   async flush(): Promise<void> {
-    await Promise.all([this.defer.flush(), this.drained.flush(), this.ledger.flush()]);
+    await Promise.all([this.defer.flush(), this.drained.flush(), this.queue.flush()]);
   }
 
   /** Cancels what is queued and in flight; those readings stay unsettled and are caught up later. */
@@ -227,64 +233,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     clearInterval(this.lookAgain);
     this.timer = undefined;
     this.lookAgain = undefined;
-    this.poster.abort();
-  }
-
-  private done(r: Reading, result: DeliveryResult): void {
-    if (result.kind === 'cancelled') return; // unsettled: caught up on the next start
-    if (this.waiting.has(r.pump) && this.poster.depthOf(r.pump) < this.perPump / 5) void this.drain();
-    if (result.kind === 'ok') {
-      this.finish(r);
-      this.emit('settled', r, result);
-      return;
-    }
-    const reason = describeFailure(result);
-    this.o.logger.warn(
-      { pump: r.pump, table: r.sensor.table, id: r.id, reason },
-      'per-sensor POST not delivered; kept as a dead letter',
-    );
-    // The response kept with it: the rejection, or the last answer of an exhausted budget (none when no
-    // answer came, e.g. a timeout).
-    const last =
-      result.kind === 'rejected'
-        ? result.answer
-        : result.error instanceof RetryableError && result.error.status !== undefined
-          ? { status: result.error.status, body: result.error.body }
-          : undefined;
-    this.o.deadLetter(
-      {
-        kind: 'sensor_post',
-        pump: r.pump,
-        channel: r.sensor.channel,
-        payload: notificationPayload(r),
-        reason,
-        responseStatus: last?.status,
-        responseBody: last?.body,
-        idempotencyKey: readingKey(r),
-      },
-      () => this.finish(r),
-    );
-    this.emit('settled', r, result);
-  }
-
-  /**
-   * A post is answered or on record as a dead letter. A deferred post's reading was settled when it was
-   * deferred: its row in deferred_posts goes instead.
-   */
-  private finish(r: Reading): void {
-    const deferredId = r.deferredId;
-    if (deferredId === undefined) {
-      this.settled(r);
-      return;
-    }
-    this.inFlight.delete(deferredId);
-    this.drained.push(deferredId);
-  }
-
-  /** The post part of a reading is done: settled on its ticket, and on record for restarts. */
-  private settled(r: Reading): void {
-    r.ticket?.settle('post');
-    this.ledger.push({ pump: r.pump, table: r.sensor.table, id: r.id });
+    this.queue.abort();
   }
 
   private async writeDeferred(readings: Reading[]): Promise<void> {
@@ -298,7 +247,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
     );
     this.deferrals += 1;
     for (const r of readings) this.waiting.add(r.pump);
-    for (const r of readings) this.settled(r);
+    for (const r of readings) this.queue.settle(r);
   }
 
   /**
@@ -318,11 +267,11 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       // A pump given up since: its posts are its new owner's to drain.
       for (const pump of this.waiting) if (!owned.has(pump)) this.waiting.delete(pump);
       for (let round = 0; round < 100 && !this.o.signal.aborted; round++) {
-        const room = this.o.maxQueued / 2 - this.poster.depth;
+        const room = this.o.maxQueued / 2 - this.queue.depth;
         if (room < 1) break;
         const wants: { pump: string; afterId: number; limit: number }[] = [];
         for (const pump of this.waiting) {
-          const own = Math.min(room, this.perPump / 2 - this.poster.depthOf(pump));
+          const own = Math.min(room, this.perPump / 2 - this.queue.depthOf(pump));
           if (own >= 1) {
             wants.push({
               pump,
@@ -341,7 +290,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
           if (this.inFlight.has(d.id)) continue;
           this.inFlight.add(d.id);
           const decoded = this.o.decoder.decode(d.channel, d.payload, Date.now(), 'catchup', d.pump);
-          if (decoded.ok) this.poster.enqueue({ ...decoded.reading, deferredId: d.id, key: d.key });
+          if (decoded.ok) this.queue.submit({ ...decoded.reading, deferredId: d.id, key: d.key });
           else this.drained.push(d.id);
         }
         let more = false;
@@ -354,7 +303,7 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       }
       if (this.waiting.size === 0 && !this.lookAll && this.mode.is('deferring')) {
         this.mode.to('in-memory');
-        this.emit('deferring', false, this.poster.depth);
+        this.emit('deferring', false, this.queue.depth);
       }
     } catch (err) {
       this.o.logger.warn({ err: describePgError(err) }, 'reading deferred posts failed; will retry');
@@ -372,11 +321,3 @@ export const PIPELINE_MODES: { readonly [K in PipelineMode]: readonly PipelineMo
   deferring: ['in-memory', 'stopped'],
   stopped: [],
 };
-
-/** Why a per-sensor post was not delivered, in one line. */
-export function describeFailure(result: Exclude<DeliveryResult, { kind: 'ok' | 'cancelled' }>): string {
-  if (result.kind === 'gave_up') return `gave up after ${result.attempts} attempts: ${result.error.message}`;
-  return result.answer.status === 404
-    ? 'the backend does not know this row (404)'
-    : `backend answered ${result.answer.status}`;
-}

@@ -1,26 +1,23 @@
-import { EventEmitter, setMaxListeners } from 'node:events';
+import { EventEmitter } from 'node:events';
 import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { LogbookConfig } from '../config/env.js';
 import type { LogbookStream } from '../config/pumps.js';
 import type { BackendClient } from '../delivery/backend-client.js';
-import { type DeliveryResult, deliver } from '../delivery/policy.js';
+import { budgetOf, PostQueue } from '../delivery/post-queue.js';
 import type { CheckpointKeeper } from '../ledger/checkpoint-keeper.js';
-import { logbookKey } from '../model/keys.js';
-import { logbookClassification, logbookEntryPayload, logbookPostBody } from '../model/payload.js';
-import type { Ticket } from '../model/reading.js';
+import { logbookClassification } from '../model/payload.js';
 import { isProbe } from '../source/probe.js';
 import type { RowFetcher } from '../source/row-fetcher.js';
 import type { Reader } from '../store/checkpoints.js';
-import { describePgError } from '../store/db.js';
 import type { DeadLetter } from '../store/dead-letters.js';
-import { readLogbookEntry } from '../store/logbook-rows.js';
 import { recordSettledPosts } from '../store/sensor-posts.js';
-import { BatchWriter } from '../util/batch.js';
 import { sleep } from '../util/clock.js';
+import { Mode } from '../util/mode.js';
 import { LogbookBacklog } from './logbook-backlog.js';
-import { LogbookRetries } from './logbook-retries.js';
+import { type Entry, entryPosts, LANE_MODES, type LaneMode } from './logbook-entry.js';
+import { LogbookRetries, type QueuedRetry } from './logbook-retries.js';
 
 export type LogbookOutcome = 'received' | 'duplicate' | 'invalid' | 'sent' | 'dead' | 'retried';
 
@@ -46,6 +43,7 @@ export interface LogbookLaneOptions {
   ledger: CheckpointKeeper;
   /** Its own client (the long LOGBOOK_TIMEOUT_MS) and its own breaker: a slow classifier holds up nothing else. */
   backend: { client: BackendClient; breaker: CircuitBreakerPolicy };
+  /** Its slots: entries posted at once. */
   concurrency: number;
   maxAttempts: number;
   retryBaseMs: number;
@@ -60,88 +58,67 @@ export interface LogbookLaneOptions {
   logger: Logger;
 }
 
-interface Entry {
-  stream: LogbookStream;
-  id: number;
-  /** The row's text (null: it has none); undefined for an operator's retry, read from the row when sent. */
-  bitacora: string | null | undefined;
-  /** An operator's retry, queued in deferred_posts: not in the ledger (its row is below the checkpoint). */
-  deferredId?: number;
-  key?: string;
-  /** Its row in the ledger (none for an operator's retry). */
-  ticket?: Ticket;
-}
-
 /**
  * One logbook definition's streams (operators' entries, one table per pump): each row is forwarded on its
- * own, never grouped, as POST {url} {id, bitacora, tabla} with Idempotency-Key lb-<table>-<id>. Owned by
- * one replica at a time through the lease named by the logbook's id (Activation calls take and leave).
- * Owns its queue, its small pool of workers, its post-ledger writer, its catch-up (LogbookBacklog) and
- * the reading of the retries an operator queued for it (LogbookRetries: deferred_posts with pump = the
- * logbook id). Each row is
- * begun and settled in the ledger under the reader (logbook id, table), and recorded in
- * pump_monitor.sensor_posts with pump = the logbook id, so a restart does not send it again. Never touches
- * the sensor posts, the pump lanes or another definition's state.
+ * own, never grouped, through the per-row delivery queue every post uses (delivery/post-queue.ts): its
+ * lane is the logbook, on the logbook's own backend (LOGBOOK_TIMEOUT_MS, its own breaker), with its own
+ * slots. Owned by one replica at a time through the lease named by the logbook's id (Activation calls
+ * take and leave). Owns what is its own: the reading of its notifications (the row's text, never the
+ * payload's), its catch-up (LogbookBacklog), the retries an operator queued for it (LogbookRetries), and
+ * its `entry` events. Each row is begun in the ledger under the reader (logbook id, table); the queue
+ * settles its post part and records it in pump_monitor.sensor_posts with pump = the logbook id. Entries
+ * are not deferred to the database: the table is their backlog. Past `2 × batch` entries in memory a
+ * notified row is not begun; its reader is held from it and catch-up reads it when there is room.
  */
 export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
   private readonly byChannel = new Map<string, LogbookStream>();
-  private readonly queue: Entry[] = [];
-  private active = 0;
-  private owned = false;
-  private controller = new AbortController();
-  private readonly records: BatchWriter<{ pump: string; table: string; id: number }>;
+  private readonly mode = new Mode<LaneMode>('logbook lane', 'released', LANE_MODES);
+  private readonly queue: PostQueue<Entry>;
   private readonly backlog: LogbookBacklog;
-  private idleWaiters: (() => void)[] = [];
   /** Retries queued by `dead-letters retry` (deferred_posts, pump = the logbook id). */
   private readonly retries: LogbookRetries;
 
   constructor(private readonly o: LogbookLaneOptions) {
     super();
     for (const s of o.logbook.streams) this.byChannel.set(s.channel, s);
-    setMaxListeners(o.concurrency * 4 + 10, this.controller.signal);
-    this.records = new BatchWriter((posts) => recordSettledPosts(o.pool, posts), {
-      name: `logbook_posts:${o.logbook.id}`,
-      lingerMs: 20,
-      maxBatch: 50,
-      retryMs: 500,
-      onError: (err, n, refused) =>
-        refused
-          ? o.logger.error({ err: describePgError(err) }, 'recording a logbook post: refused by the database')
-          : o.logger.warn(
-              { err: describePgError(err), items: n },
-              'recording logbook posts failed; retrying',
-            ),
+    const id = o.logbook.id;
+    this.queue = new PostQueue<Entry>({
+      name: `logbook_posts:${id}`,
+      logger: o.logger,
       signal: o.signal,
+      kind: entryPosts(id, o.logbook.endpoint, (e) =>
+        this.emit('entry', 'retried', e.stream, e.id, undefined),
+      ),
+      backends: new Map([[id, o.backend]]),
+      concurrency: o.concurrency,
+      ...budgetOf(o),
+      recordPosts: (posts) => recordSettledPosts(o.pool, posts),
+      deadLetter: o.deadLetter,
+      finished: (_e, deferredId) => this.retries.sent(deferredId),
+      settled: (e, result) => {
+        if (result.kind === 'ok') {
+          this.emit('entry', 'sent', e.stream, e.id, logbookClassification(result.answer.body), e.text);
+        } else this.emit('entry', 'dead', e.stream, e.id, undefined);
+      },
     });
     this.backlog = new LogbookBacklog({
       pool: o.pool,
-      logbook: o.logbook.id,
+      logbook: id,
       streams: o.logbook.streams,
       ledger: o.ledger,
       batch: o.batch,
       owned: () => this.owned,
-      full: () => this.queue.length > o.batch,
-      offer: (stream, id, bitacora) => this.offer({ stream, id, bitacora }),
+      full: () => this.queue.depth > o.batch,
+      offer: (stream, rowId, bitacora) => this.offer(stream, rowId, bitacora),
       signal: o.signal,
       logger: o.logger,
     });
     this.retries = new LogbookRetries({
       pool: o.pool,
-      logbook: o.logbook.id,
-      knows: (channel) => this.byChannel.has(channel),
-      room: () => this.owned && this.queue.length <= o.batch,
-      queue: (r) => {
-        const stream = this.byChannel.get(r.channel) as LogbookStream;
-        this.emit('entry', 'received', stream, r.id, undefined);
-        this.queue.push({
-          stream,
-          id: r.id,
-          bitacora: undefined,
-          deferredId: r.deferredId,
-          ...(r.key ? { key: r.key } : {}),
-        });
-        this.work();
-      },
+      logbook: id,
+      streamOf: (channel) => this.byChannel.get(channel),
+      room: () => this.owned && this.queue.depth <= o.batch,
+      queue: (r) => this.retry(r),
       logger: o.logger,
     });
   }
@@ -156,7 +133,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
 
   /** Entries queued or being sent. */
   get depth(): number {
-    return this.queue.length + this.active;
+    return this.queue.depth;
   }
 
   /** Its catch-up loop is reading the tables. */
@@ -164,48 +141,51 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     return this.backlog.running;
   }
 
+  /** released, owned or stopped (LANE_MODES). */
+  get state(): LaneMode {
+    return this.mode.value;
+  }
+
+  private get owned(): boolean {
+    return this.mode.is('owned');
+  }
+
   readers(): Reader[] {
     return this.o.logbook.streams.map((s) => ({ pump: this.id, table: s.table }));
   }
 
-  /** This replica owns the logbook now: accept its notifications and catch up. */
+  /** This replica owns the logbook now: accept its notifications and catch up. Nothing once stopped. */
   take(): void {
-    if (this.owned) return;
-    if (this.controller.signal.aborted) {
-      this.controller = new AbortController();
-      setMaxListeners(this.o.concurrency * 4 + 10, this.controller.signal);
-    }
-    this.owned = true;
+    if (!this.mode.is('released')) return;
+    this.mode.to('owned');
+    this.queue.reopen();
     this.retries.start();
     this.catchUp();
   }
 
   /** Another replica takes over: stop accepting, let what is in flight finish (up to `graceMs`). */
   async leave(graceMs: number): Promise<void> {
-    this.owned = false;
+    if (this.owned) this.mode.to('released');
     this.retries.stop();
-    this.queue.length = 0; // unsettled: the next owner reads them from the table
+    this.queue.clear(); // unsettled: the next owner reads them from the table
     await Promise.race([this.idle(), sleep(graceMs)]);
     await this.backlog.idle();
-    await this.records.flush();
+    await this.queue.flush();
   }
 
   /** Cancels what is in flight; those rows stay unsettled and are read again later. */
   abort(): void {
-    this.owned = false;
+    this.mode.to('stopped');
     this.retries.stop();
-    this.queue.length = 0;
-    this.controller.abort();
-    for (const w of this.idleWaiters.splice(0)) w();
+    this.queue.abort();
   }
 
   idle(): Promise<void> {
-    if (this.depth === 0 || this.controller.signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.queue.idle();
   }
 
   flush(): Promise<void> {
-    return this.records.flush();
+    return this.queue.flush();
   }
 
   /**
@@ -239,6 +219,12 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
       this.emit('entry', 'duplicate', stream, id, undefined);
       return;
     }
+    if (this.queue.depth >= 2 * this.o.batch) {
+      // Memory is full: the table is the backlog. Nothing passes this row until catch-up has read it.
+      ledger.holdFrom(this.id, table, id);
+      this.catchUp();
+      return;
+    }
     const claimed = (body as Record<string, unknown>).bitacora;
     ledger.claim(this.id, table, id);
     this.o.rows.fetch({
@@ -264,7 +250,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
             `payload_mismatch: row ${id} of ${stream.table} holds another bitacora; the row's is sent`,
           );
         }
-        if (this.owned) this.offer({ stream, id, bitacora: row.text });
+        if (this.owned) this.offer(stream, id, row.text);
       },
       failed: () => {
         ledger.holdFrom(this.id, table, id);
@@ -286,133 +272,37 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.backlog.request();
   }
 
-  private offer(e: Entry): void {
-    const ticket = this.o.ledger.begin(this.id, e.stream.table, e.id, ['post']);
+  /** A row of the stream, read from its table: begun in the ledger and queued (its text null: a dead letter). */
+  private offer(stream: LogbookStream, id: number, text: string | null): void {
+    const ticket = this.o.ledger.begin(this.id, stream.table, id, ['post']);
     if (!ticket) {
-      this.emit('entry', 'duplicate', e.stream, e.id, undefined);
+      this.emit('entry', 'duplicate', stream, id, undefined);
       return;
     }
-    e.ticket = ticket;
-    this.emit('entry', 'received', e.stream, e.id, undefined, e.bitacora);
-    this.queue.push(e);
-    this.work();
+    this.emit('entry', 'received', stream, id, undefined, text);
+    this.send({ stream, id, text: text ?? '', ticket }, text);
   }
 
-  private work(): void {
-    while (this.active < this.o.concurrency && this.queue.length > 0 && this.owned) {
-      const e = this.queue.shift() as Entry;
-      this.active += 1;
-      void this.send(e)
-        .catch((err) =>
-          this.o.logger.error({ err, table: e.stream.table, id: e.id }, 'logbook entry handling failed'),
-        )
-        .finally(() => {
-          this.active -= 1;
-          if (this.depth === 0) for (const w of this.idleWaiters.splice(0)) w();
-          if (!this.controller.signal.aborted) this.work();
-        });
-    }
-  }
-
-  private async send(e: Entry): Promise<void> {
-    const { o } = this;
-    const table = e.stream.table;
-    let text = e.bitacora;
-    if (text === undefined) {
-      // An operator's retry names the entry by id: its text is in the row.
-      const stored = await this.withRetries(() => readLogbookEntry(o.pool, table, e.id));
-      if (stored === 'cancelled') return;
-      if (stored === undefined) {
-        this.dead(e, 'the row no longer exists');
-        return;
-      }
-      text = stored;
-    }
-    if (text === null) {
-      this.dead(e, 'the row has no bitacora text');
+  /** An operator's retry, its text read from the row: sent like any entry, or a dead letter. */
+  private retry(r: QueuedRetry): void {
+    if (!this.owned) return; // the queued retry stays, for the next owner
+    this.emit('entry', 'received', r.stream, r.id, undefined);
+    const e: Entry = { stream: r.stream, id: r.id, text: r.text ?? '', deferredId: r.deferredId };
+    if (r.key) e.key = r.key;
+    if (r.text !== undefined) {
+      this.send(e, r.text);
       return;
     }
-    const json = logbookPostBody(e.id, text, e.stream.tabla);
-    const key = keyOf(e);
-    const result: DeliveryResult = await deliver(
-      (signal) => o.backend.client.post(o.logbook.endpoint, json, key, signal),
-      {
-        breaker: o.backend.breaker,
-        maxAttempts: o.maxAttempts,
-        baseMs: o.retryBaseMs,
-        maxMs: o.retryMaxMs,
-        signal: this.controller.signal,
-        onRetry: () => this.emit('entry', 'retried', e.stream, e.id, undefined),
-      },
-    );
-    if (result.kind === 'cancelled') return; // unsettled: read again later
-    if (result.kind === 'ok') {
-      this.settled(e);
-      this.emit('entry', 'sent', e.stream, e.id, logbookClassification(result.answer.body), text);
-      return;
-    }
-    const reason =
-      result.kind === 'gave_up'
-        ? `gave up after ${result.attempts} attempts: ${result.error.message}`
-        : result.answer.status === 404
-          ? 'the backend does not know this entry (404)'
-          : `backend answered ${result.answer.status}`;
-    this.dead(
-      e,
-      reason,
-      result.kind === 'rejected' ? result.answer.status : undefined,
-      result.kind === 'rejected' ? result.answer.body : undefined,
-    );
+    this.queue.reject(e, 'the row no longer exists');
+    this.emit('entry', 'dead', r.stream, r.id, undefined);
   }
 
-  private dead(e: Entry, reason: string, status?: number, responseBody?: string): void {
-    this.o.logger.warn(
-      { logbook: this.id, table: e.stream.table, id: e.id, reason },
-      'logbook entry not delivered; kept as a dead letter',
-    );
-    this.o.deadLetter(
-      {
-        kind: 'logbook',
-        pump: this.id,
-        channel: e.stream.channel,
-        payload: logbookEntryPayload(e.id, e.stream.tabla),
-        reason,
-        responseStatus: status,
-        responseBody,
-        idempotencyKey: keyOf(e),
-      },
-      () => this.settled(e),
-    );
+  private send(e: Entry, text: string | null): void {
+    if (text !== null) {
+      this.queue.submit(e);
+      return;
+    }
+    this.queue.reject(e, 'the row has no bitacora text');
     this.emit('entry', 'dead', e.stream, e.id, undefined);
   }
-
-  /** Done with a row: settled in the ledger, and on record for restarts. */
-  private settled(e: Entry): void {
-    this.records.push({ pump: this.id, table: e.stream.table, id: e.id });
-    const deferred = e.deferredId;
-    if (deferred === undefined) {
-      e.ticket?.settle('post');
-      return;
-    }
-    this.retries.sent(deferred);
-  }
-
-  /** A database read, retried while the lane runs; 'cancelled' once it stops. */
-  private async withRetries<T>(read: () => Promise<T>): Promise<T | 'cancelled'> {
-    for (let attempt = 0; attempt < 1_000; attempt++) {
-      if (this.controller.signal.aborted) return 'cancelled';
-      try {
-        return await read();
-      } catch (err) {
-        this.o.logger.warn({ err: describePgError(err) }, 'reading a logbook entry failed; retrying');
-        await sleep(500, this.controller.signal).catch(() => {});
-      }
-    }
-    return 'cancelled';
-  }
-}
-
-/** The entry's Idempotency-Key: lb-<table>-<id>, unless an operator's retry carries its own. */
-function keyOf(e: Entry): string {
-  return e.key ?? logbookKey(e.stream.table, e.id);
 }

@@ -1,23 +1,27 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import type { LogbookStream } from '../config/pumps.js';
 import { logbookEntryId } from '../model/payload.js';
 import { describePgError } from '../store/db.js';
 import { deleteDeferred, fetchDeferred } from '../store/deferred-posts.js';
+import { readLogbookEntry } from '../store/logbook-rows.js';
 
-/** An entry an operator queued again (`dead-letters retry`): its queued row, its channel and entry, its key. */
+/** An entry an operator queued again (`dead-letters retry`): its queued row, its stream and entry, its key. */
 export interface QueuedRetry {
   deferredId: number;
-  channel: string;
+  stream: LogbookStream;
   id: number;
   key?: string;
+  /** The row's text as it is now: undefined when the row no longer exists, null when it has no text. */
+  text: string | null | undefined;
 }
 
 export interface LogbookRetriesOptions {
   pool: pg.Pool;
   /** The logbook's id: its retries are queued in deferred_posts under it. */
   logbook: string;
-  /** Whether a channel is one of the logbook's streams. */
-  knows: (channel: string) => boolean;
+  /** The logbook's stream on a channel, if it is one of them. */
+  streamOf: (channel: string) => LogbookStream | undefined;
   /** Whether the lane has room for more now (its queue is not past a batch). */
   room: () => boolean;
   /** Hands a retry to the lane, which sends it like any entry and calls `sent` once it is settled. */
@@ -27,8 +31,9 @@ export interface LogbookRetriesOptions {
 
 /**
  * The retries an operator queued for one logbook (deferred_posts, pump = the logbook id), while its lane
- * owns the logbook: read every second from a cursor, each handed to the lane once, and its queued row
- * removed once the lane has settled it. A queued row that names no entry of the logbook is removed with
+ * owns the logbook: read every second from a cursor, each with its entry's text read from the row (an
+ * operator's retry names the entry by id), handed to the lane once, and its queued row removed once the
+ * lane has settled it. A queued row that names no entry of the logbook is removed with
  * a warning. Owns its cursor, its timer and the set of rows handed over; touches no other table.
  */
 export class LogbookRetries {
@@ -70,10 +75,12 @@ export class LogbookRetries {
       const rows = await fetchDeferred(this.o.pool, this.o.logbook, 20, this.cursor);
       const stale: number[] = [];
       for (const d of rows) {
-        this.cursor = Math.max(this.cursor, d.id);
+        if (this.timer === undefined) break; // stopped meanwhile: the next owner reads the rest
         if (this.handed.has(d.id)) continue;
         const id = logbookEntryId(d.payload);
-        if (!this.o.knows(d.channel) || id === undefined) {
+        const stream = this.o.streamOf(d.channel);
+        if (!stream || id === undefined) {
+          this.cursor = Math.max(this.cursor, d.id);
           this.o.logger.warn(
             { deferred: d.id, channel: d.channel },
             'queued logbook retry names no entry; removed',
@@ -81,8 +88,11 @@ export class LogbookRetries {
           stale.push(d.id);
           continue;
         }
+        // A failed read ends the round; the next one reads this row again.
+        const text = await readLogbookEntry(this.o.pool, stream.table, id);
+        this.cursor = Math.max(this.cursor, d.id);
         this.handed.add(d.id);
-        this.o.queue({ deferredId: d.id, channel: d.channel, id, ...(d.key ? { key: d.key } : {}) });
+        this.o.queue({ deferredId: d.id, stream, id, text, ...(d.key ? { key: d.key } : {}) });
       }
       if (stale.length > 0) await deleteDeferred(this.o.pool, stale);
     } catch (err) {

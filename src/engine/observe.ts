@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { DeadLetterSink } from '../delivery/dead-letter-sink.js';
-import { describeFailure, type PostPipeline } from '../delivery/post-pipeline.js';
+import type { PostPipeline } from '../delivery/post-pipeline.js';
+import { describeFailure } from '../delivery/post-queue.js';
 import type { Intake } from '../source/intake.js';
 import type { Listener } from '../source/listener.js';
 import type { LogbookLane } from './logbook-lane.js';

@@ -8,7 +8,7 @@ import { DeadLetterSink } from '../delivery/dead-letter-sink.js';
 import { OutboxDepth } from '../delivery/outbox-depth.js';
 import { OutboxRecorder } from '../delivery/outbox-recorder.js';
 import { PostPipeline } from '../delivery/post-pipeline.js';
-import type { Backend } from '../delivery/sensor-poster.js';
+import type { Backend } from '../delivery/row-poster.js';
 import { HealthUnit } from '../health/health-unit.js';
 import { observeHealth } from '../health/observe-health.js';
 import type { EngineSnapshot } from '../http/status.js';
