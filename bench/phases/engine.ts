@@ -32,8 +32,13 @@ export interface EngineResult {
  * Sends warm-up readings through the engine and waits for them, so the measurement sees the engine as it
  * runs for days, its code compiled by the JIT, rather than its first seconds.
  */
-async function warmUp(env: Env, ins: Inserter, sensorPosts: boolean): Promise<void> {
-  const timestamps = Math.ceil(env.opts.warmupRows / env.sensorsPerTick);
+export async function warmUp(
+  env: Env,
+  ins: Inserter,
+  sensorPosts: boolean,
+  rows = env.opts.warmupRows,
+): Promise<void> {
+  const timestamps = Math.ceil(rows / env.sensorsPerTick);
   if (timestamps === 0) return;
   const groups = fullGroups(env, timestamps);
   const posts = sensorPosts ? timestamps * env.sensorsPerTick : 0;
