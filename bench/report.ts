@@ -256,6 +256,12 @@ export function buildTable(r: Results): Row[] {
       met: verdict(m.flat),
     });
   }
+  const addWaits = (x: FleetRun, what: string) => {
+    add({
+      measure: `${what}: binds first; PostgreSQL sessions busy / open (mean; top states)`,
+      value: `${bindsFirst(x)}; ${waitsLine(x.waits)}`,
+    });
+  };
   if (r.fleet) {
     const f = r.fleet;
     const lagValue = (x: FleetRun) =>
@@ -304,6 +310,7 @@ export function buildTable(r: Results): Row[] {
           `${fmt(w.engineAutovacuums)} autovacuums of engine tables`,
       });
     }
+    if (started(x)) addWaits(x, 'fleet run');
     if (started(x))
       add({
         measure: 'fleet run: peak RSS, 1st / 2nd half; trend',
@@ -324,6 +331,7 @@ export function buildTable(r: Results): Row[] {
         started(s) ? s.cpu : undefined,
         s.engineCost,
       );
+      if (started(s)) addWaits(s, `fleet step ${fmt(s.pumps)}`);
     }
     if (f.ladder.length > 0) {
       // The smallest count tried above the largest that passed: where one replica stopped.
@@ -340,6 +348,25 @@ export function buildTable(r: Results): Row[] {
     }
   }
   return rows;
+}
+
+/**
+ * What bound a fleet run first, by the rule docs/scaling.md gives: the machine's cores when it was busy
+ * at 90% of them or more (PostgreSQL's and the engine's share named; marked disturbed when a quarter core
+ * or more of it was other load); otherwise the client sessions'
+ * largest wait when at least half a session waited on it on average; otherwise nothing in PostgreSQL.
+ */
+export function bindsFirst(x: FleetRun): string {
+  const c = x.cpu;
+  const shares = `PostgreSQL ${c.postgresCores.toFixed(2)}, engine ${c.engineCores.toFixed(2)} of ${c.machineCores.toFixed(0)} cores`;
+  if (c.machineBusyCores >= 0.9 * c.machineCores)
+    return c.otherCores >= 0.25
+      ? `the cores, ${c.otherCores.toFixed(2)} of them other load: disturbed (${shares})`
+      : `the cores (${shares})`;
+  const top = x.waits?.top[0];
+  if (top && top.sessions >= 0.5)
+    return `${top.role} waiting on ${top.state} (${top.sessions} sessions; ${shares})`;
+  return `not PostgreSQL (${shares})`;
 }
 
 /** The legend printed under the table. */

@@ -64,7 +64,7 @@ function stateOf(r: Row): string | undefined {
 }
 
 export interface WaitSampler {
-  /** Ends the sampling and sums it up. */
+  /** Ends the sampling and sums it up (once: a second call gives the same summary). */
   stop(): Promise<WaitProfile>;
 }
 
@@ -107,25 +107,30 @@ export async function sampleWaits(db: DatabaseConfig, everyMs = 100): Promise<Wa
       await delay(Math.max(0, everyMs - (Date.now() - t)));
     }
   })();
-  return {
-    async stop() {
-      stopping = true;
-      await loop;
-      await client.end().catch(() => {});
-      const n = Math.max(1, samples);
-      const byRole: Record<string, RoleWaits> = {};
-      const top: WaitProfile['top'] = [];
-      for (const [role, c] of [...counts].sort((a, b) => b[1].busy - a[1].busy)) {
-        const states: Record<string, number> = {};
-        for (const [st, k] of [...c.states].sort((a, b) => b[1] - a[1])) {
-          states[st] = round(k / n, 2);
-          if (st !== 'CPU' && (role === 'inserts' || role === 'engine' || role === 'listen'))
-            top.push({ role, state: st, sessions: round(k / n, 2) });
-        }
-        byRole[role] = { sessions: round(c.sessions / n, 2), busy: round(c.busy / n, 2), states };
+  let summed: Promise<WaitProfile> | undefined;
+  const sum = async (): Promise<WaitProfile> => {
+    stopping = true;
+    await loop;
+    await client.end().catch(() => {});
+    const n = Math.max(1, samples);
+    const byRole: Record<string, RoleWaits> = {};
+    const top: WaitProfile['top'] = [];
+    for (const [role, c] of [...counts].sort((a, b) => b[1].busy - a[1].busy)) {
+      const states: Record<string, number> = {};
+      for (const [st, k] of [...c.states].sort((a, b) => b[1] - a[1])) {
+        states[st] = round(k / n, 2);
+        if (st !== 'CPU' && (role === 'inserts' || role === 'engine' || role === 'listen'))
+          top.push({ role, state: st, sessions: round(k / n, 2) });
       }
-      top.sort((a, b) => b.sessions - a.sessions);
-      return { samples, everyMs, byRole, top: top.slice(0, 5) };
+      byRole[role] = { sessions: round(c.sessions / n, 2), busy: round(c.busy / n, 2), states };
+    }
+    top.sort((a, b) => b.sessions - a.sessions);
+    return { samples, everyMs, byRole, top: top.slice(0, 5) };
+  };
+  return {
+    stop() {
+      summed ??= sum();
+      return summed;
     },
   };
 }

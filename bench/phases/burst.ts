@@ -52,6 +52,7 @@ export function phaseBurst(env: Env, sensorPosts: boolean): Promise<BurstResult>
     // As the throughput phases, but no longer than the burst itself (the quick bench stays short).
     await warmUp(env, ins, sensorPosts, Math.min(env.opts.warmupRows, env.opts.burstRows));
     const waits = await sampleWaits(ctx.db.config);
+    ctx.defer(() => waits.stop());
     const meter = await ctx.meter();
     let lastCommit = 0;
     const { rows, firstAt } = await ins.burst(groups, (c) => {
