@@ -44,6 +44,15 @@ export class BenchServer {
   refused = 0;
   /** Sees every key's first arrival (the fleet phase times each delivery by it); cleared by reset(). */
   observer: ArrivalObserver | undefined;
+  /**
+   * 0: the reference server, which handles the requests of one connection side by side (node:http
+   * parses pipelined requests as they come and sends the answers in order). Above 0: a uvicorn-style
+   * server, which takes one request per connection at a time and answers it after this many ms of work
+   * (uvicorn reads a connection's next request only once the answer to the one before is written).
+   */
+  serialMs = 0;
+  /** Serial mode: each connection's last request still being handled. */
+  private readonly lanes = new WeakMap<Socket, Promise<void>>();
   private readonly unifiedPaths: Set<string>;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -121,53 +130,77 @@ export class BenchServer {
       if (size <= MAX_BODY_BYTES) chunks.push(c);
     });
     req.on('end', () => {
-      if (this.down) {
-        this.refused += 1;
-        reply(res, 503, OUTAGE_BODY);
+      if (this.serialMs <= 0) {
+        this.answer(req, res, chunks, size, at);
         return;
       }
-      if (size > MAX_BODY_BYTES) {
-        reply(res, 413, '{"detail":"too large"}');
-        return;
-      }
-      const key = header(req, 'idempotency-key') ?? '';
-      const path = req.url ?? '';
-      if (this.unifiedPaths.has(path)) {
-        if (this.unified.has(key)) this.duplicates += 1;
-        else {
-          this.unified.set(key, at);
-          this.lastUnifiedAt = at;
-          if (this.observer) this.observer('unified', path, parseBody(chunks), at);
-        }
-        reply(res, 200, UNIFIED_BODY);
-        return;
-      }
-      let body: { id_sensor?: unknown; valor?: unknown } = {};
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
-      } catch {
-        reply(res, 422, '{"detail":"not JSON"}');
-        return;
-      }
-      if (this.sensorKeys.has(key)) this.duplicates += 1;
-      else {
-        this.sensorKeys.add(key);
-        this.lastSensorAt = at;
-        this.observer?.('sensor', path, body, at);
-      }
-      reply(
-        res,
-        200,
-        JSON.stringify({
-          id_registro: body.id_sensor,
-          valor: body.valor,
-          prediccion: 1,
-          descripcion: 'Normal',
-          contador_anomalias: 0,
-        }),
+      const socket = req.socket;
+      const turn = (this.lanes.get(socket) ?? Promise.resolve()).then(
+        () =>
+          new Promise<void>((resolve) =>
+            setTimeout(() => {
+              this.answer(req, res, chunks, size, now());
+              resolve();
+            }, this.serialMs),
+          ),
       );
+      this.lanes.set(socket, turn);
     });
     req.on('error', () => res.destroy());
+  }
+
+  private answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    chunks: Buffer[],
+    size: number,
+    at: number,
+  ): void {
+    if (this.down) {
+      this.refused += 1;
+      reply(res, 503, OUTAGE_BODY);
+      return;
+    }
+    if (size > MAX_BODY_BYTES) {
+      reply(res, 413, '{"detail":"too large"}');
+      return;
+    }
+    const key = header(req, 'idempotency-key') ?? '';
+    const path = req.url ?? '';
+    if (this.unifiedPaths.has(path)) {
+      if (this.unified.has(key)) this.duplicates += 1;
+      else {
+        this.unified.set(key, at);
+        this.lastUnifiedAt = at;
+        if (this.observer) this.observer('unified', path, parseBody(chunks), at);
+      }
+      reply(res, 200, UNIFIED_BODY);
+      return;
+    }
+    let body: { id_sensor?: unknown; valor?: unknown } = {};
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+    } catch {
+      reply(res, 422, '{"detail":"not JSON"}');
+      return;
+    }
+    if (this.sensorKeys.has(key)) this.duplicates += 1;
+    else {
+      this.sensorKeys.add(key);
+      this.lastSensorAt = at;
+      this.observer?.('sensor', path, body, at);
+    }
+    reply(
+      res,
+      200,
+      JSON.stringify({
+        id_registro: body.id_sensor,
+        valor: body.valor,
+        prediccion: 1,
+        descripcion: 'Normal',
+        contador_anomalias: 0,
+      }),
+    );
   }
 }
 

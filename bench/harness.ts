@@ -16,7 +16,7 @@ import { costOf, type EngineCost, engineMark } from './cost.js';
 import { type CpuShare, type CpuSnapshot, cpuShare, cpuSnapshot } from './cpu.js';
 import type { EngineCommand, EngineMessage, RssSample } from './engine-runner.js';
 import { type Group, Inserter, tiempoOf } from './inserter.js';
-import type { Options } from './options.js';
+import type { EngineVariant, Options } from './options.js';
 import { formatSummary, type ProfileSummary, summarizeProfile } from './profile-summary.js';
 import { megabytes, now, waitUntil } from './stats.js';
 
@@ -35,6 +35,8 @@ export interface Env {
   postmaster: number | undefined;
   /** CPU profile summaries of the engine children, by phase label (with --cpu-prof). */
   profiles: Record<string, ProfileSummary>;
+  /** The engine variant the current phase runs under (--engine-variants), laid over --engine-env. */
+  variant?: EngineVariant | undefined;
 }
 
 export interface Database {
@@ -120,7 +122,7 @@ function spawnEngine(
   extra: Record<string, string>,
   timeoutMs: number,
 ): { run: EngineRun; ready: Promise<unknown> } {
-  const profileName = env.opts.cpuProf ? `engine-${label}.cpuprofile` : undefined;
+  const profileName = env.opts.cpuProf ? `engine-${label}${variantSuffix(env)}.cpuprofile` : undefined;
   const nodeFlags = [
     ...env.opts.engineNodeFlags,
     ...(env.opts.cpuProf
@@ -136,6 +138,7 @@ function spawnEngine(
       LOG_LEVEL: 'silent',
       PORT: '0',
       ...env.opts.engineEnv,
+      ...env.variant?.env,
       ...extra,
     }),
     nodeFlags,
@@ -148,13 +151,18 @@ function spawnEngine(
   return { run: { engine, samples, profileName }, ready: engine.next('ready', timeoutMs) };
 }
 
+/** "-name" of the variant a phase runs under, "" without --engine-variants. */
+function variantSuffix(env: Env): string {
+  return env.variant ? `-${env.variant.name}` : '';
+}
+
 async function stopEngine(env: Env, run: EngineRun, label: string): Promise<void> {
   await run.engine.stop({ type: 'stop' }, 20_000);
   env.children.delete(run.engine);
   if (!env.opts.cpuProf || !run.profileName) return;
   try {
     const s = summarizeProfile(path.join(env.opts.cpuProf, run.profileName), 15);
-    env.profiles[label] = s;
+    env.profiles[`${label}${variantSuffix(env)}`] = s;
     log(`\n  profile of the engine (${run.profileName}):\n${indent(formatSummary(s), 4)}\n`);
   } catch (err) {
     log(`  no profile: ${(err as Error).message}`);

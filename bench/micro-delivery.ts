@@ -1,7 +1,8 @@
 /**
  * The cost of one per-sensor POST in the engine's delivery stack, without PostgreSQL: CPU time per request
  * of this process for the same requests sent (a) through SensorPoster as the engine does, (b) through
- * BackendClient.post alone (no retry or breaker policy), and (c) with a bare undici Pool. The server runs in
+ * BackendClient.post alone (no retry or breaker policy), also with 4 and 16 requests pipelined on a connection
+ * (BACKEND_PIPELINING), and (c) with a bare undici Pool. The server runs in
  * a child process, so its CPU is not counted here.
  *
  *   npx tsx bench/micro-delivery.ts [requests]
@@ -164,6 +165,19 @@ async function main(): Promise<void> {
         }),
       ),
     );
+    // The same with BACKEND_PIPELINING: up to that many requests on a connection before their answers.
+    for (const pipelining of [4, 16]) {
+      const piped = createAgent(32, pipelining);
+      const pc = new BackendClient({ baseUrl: pump.baseUrl, apiKey: 'k', timeoutMs: 10_000, agent: piped });
+      results.push(
+        await measure(`BackendClient.post, pipelining ${pipelining}`, n, () =>
+          pool(n, async (i) => {
+            await pc.post(sensor.endpoint, `{"id_sensor":${i},"valor":1}`, `k${i}`);
+          }),
+        ),
+      );
+      await piped.close();
+    }
     const { Pool } = await import('undici');
     const raw = new Pool(origin, { connections: CONCURRENCY });
     results.push(
@@ -185,7 +199,7 @@ async function main(): Promise<void> {
   child.disconnect();
   for (const r of results) {
     process.stdout.write(
-      `${r.variant.padEnd(28)} ${String(r.perSecond).padStart(7)} req/s  ${String(r.cpuUsPerRequest).padStart(6)} CPU-us/request  ${String(r.mainUsPerRequest).padStart(6)} main-thread-us/request\n`,
+      `${r.variant.padEnd(36)} ${String(r.perSecond).padStart(7)} req/s  ${String(r.cpuUsPerRequest).padStart(6)} CPU-us/request  ${String(r.mainUsPerRequest).padStart(6)} main-thread-us/request\n`,
     );
   }
 }

@@ -18,12 +18,19 @@ export const PHASES = [
   'http',
   'engine',
   'latency',
+  'burst',
   'catchup',
   'memory',
   'fleet',
   'sources',
 ] as const;
 export type Phase = (typeof PHASES)[number];
+
+/** A named set of engine settings, laid over `--engine-env` (and under each phase's own). */
+export interface EngineVariant {
+  name: string;
+  env: Record<string, string>;
+}
 
 export interface Options {
   mode: 'quick' | 'full';
@@ -48,6 +55,19 @@ export interface Options {
   /** The step-up's largest pump count (0: no step-up), and each step's measured seconds. */
   fleetMax: number;
   fleetStepSeconds: number;
+  /** Readings of each burst (posts on, then off). */
+  burstRows: number;
+  /**
+   * Engine settings the engine, latency and burst phases each run under, in turn, in one bench run (the
+   * before and after of a lever); empty: one run under `engineEnv` alone.
+   */
+  engineVariants: EngineVariant[];
+  /**
+   * The bench server's think time per request, ms; 0: the reference server (answers at once, requests of
+   * one connection handled side by side). Above 0 it answers one request per connection at a time, as
+   * uvicorn does, each after this long.
+   */
+  backendSerialMs: number;
   cpuProf: string | undefined;
   engineNodeFlags: string[];
   /** Extra engine settings (KEY=VALUE), applied under each phase's own (SENSOR_POSTS in the engine phases). */
@@ -81,6 +101,13 @@ const HELP = `npm run bench -- [options]
                           itself failed, down (150, 100, 75, 50, 25) to the first that passes;
                           0 = neither (default 0 quick, 1000 full)
   --fleet-step-seconds S  measured seconds of each step (default 30)
+  --burst-rows N          readings of each burst, as fast as the inserters go, posts on and off
+                          (default 3500 quick, 70000 full)
+  --engine-variants V     run the engine, latency and burst phases once per variant, in turn, and
+                          show them side by side: "name:K=V,K=V;name2:K=V" (each laid over
+                          --engine-env), e.g. "p1:BACKEND_PIPELINING=1;p8:BACKEND_PIPELINING=8"
+  --backend-serial-ms MS  the bench server answers one request per connection at a time, each after
+                          MS ms (a uvicorn-style server); default 0: the reference server
   --cpu-prof[=DIR]        run the engine children under node --cpu-prof and summarize the profiles
   --engine-env K=V,...    extra engine environment, e.g. SENSOR_POST_CONCURRENCY=32 (the throughput
                           and fleet phases still set SENSOR_POSTS themselves)
@@ -113,6 +140,9 @@ export function parseOptions(rawArgv: string[]): Options {
       'fleet-warmup': { type: 'string' },
       'fleet-max': { type: 'string' },
       'fleet-step-seconds': { type: 'string' },
+      'burst-rows': { type: 'string' },
+      'engine-variants': { type: 'string' },
+      'backend-serial-ms': { type: 'string' },
       'cpu-prof': { type: 'string' },
       'engine-node-flags': { type: 'string' },
       'engine-env': { type: 'string' },
@@ -161,6 +191,9 @@ export function parseOptions(rawArgv: string[]): Options {
     fleetWarmupSeconds: int('fleet-warmup', values['fleet-warmup'], quick ? 2 : 10),
     fleetMax: int('fleet-max', values['fleet-max'], quick ? 0 : 1_000),
     fleetStepSeconds: int('fleet-step-seconds', values['fleet-step-seconds'], 30, 1),
+    burstRows: int('burst-rows', values['burst-rows'], quick ? 3_500 : 70_000, 35),
+    engineVariants: parseEngineVariants(values['engine-variants']),
+    backendSerialMs: int('backend-serial-ms', values['backend-serial-ms'], 0),
     cpuProf:
       cpuProfRaw === undefined
         ? undefined
@@ -175,12 +208,29 @@ export function parseOptions(rawArgv: string[]): Options {
   };
 }
 
-function parseEngineEnv(raw: string | undefined): Record<string, string> {
+function parseEngineEnv(raw: string | undefined, flag = '--engine-env'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const pair of (raw ?? '').split(',').filter(Boolean)) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new Error(`--engine-env: got "${pair}", expected KEY=VALUE`);
+    if (eq <= 0) throw new Error(`${flag}: got "${pair}", expected KEY=VALUE`);
     out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+/** "name:K=V,K=V;name2:K=V" → variants; names are letters, digits, '-' and '_', each once. */
+export function parseEngineVariants(raw: string | undefined): EngineVariant[] {
+  const out: EngineVariant[] = [];
+  for (const part of (raw ?? '')
+    .split(';')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const colon = part.indexOf(':');
+    const name = (colon < 0 ? part : part.slice(0, colon)).trim();
+    if (!/^[A-Za-z0-9_-]{1,24}$/.test(name))
+      throw new Error(`--engine-variants: got name "${name}", expected 1-24 letters, digits, - or _`);
+    if (out.some((v) => v.name === name)) throw new Error(`--engine-variants: "${name}" given twice`);
+    out.push({ name, env: colon < 0 ? {} : parseEngineEnv(part.slice(colon + 1), '--engine-variants') });
   }
   return out;
 }

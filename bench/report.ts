@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { EngineCost } from './cost.js';
 import type { CpuShare } from './cpu.js';
 import type { Options } from './options.js';
+import type { BurstResult } from './phases/burst.js';
 import type { CatchUpResult } from './phases/catchup.js';
 import type { EngineResult } from './phases/engine.js';
 import { FLEET_P99_TARGET_MS, type FleetResult, type FleetRun } from './phases/fleet.js';
@@ -15,6 +16,7 @@ import type { MemoryResult } from './phases/memory.js';
 import { type SourcesResult, sourcesTable } from './phases/sources.js';
 import type { ProfileSummary } from './profile-summary.js';
 import { round } from './stats.js';
+import { waitsLine } from './waits.js';
 
 export interface Results {
   listener?: ListenerResult;
@@ -23,10 +25,14 @@ export interface Results {
   engineOn?: EngineResult;
   latencyOn?: LatencyResult;
   latencyOff?: LatencyResult;
+  burstOn?: BurstResult;
+  burstOff?: BurstResult;
   catchUp?: CatchUpResult;
   memory?: MemoryResult;
   fleet?: FleetResult;
   sources?: SourcesResult;
+  /** With --engine-variants: the engine, latency and burst phases' results of each variant. */
+  variants?: { name: string; env: Record<string, string>; results: Results }[];
 }
 
 export interface Row {
@@ -129,42 +135,75 @@ export function buildTable(r: Results): Row[] {
       r.http.cpu,
     );
   }
-  for (const e of [r.engineOff, r.engineOn]) {
-    if (!e) continue;
-    const limit = e.sensorPosts ? H : L;
-    const ratio = e.readingsPerS / limit;
-    add(
-      {
-        measure: `engine, SENSOR_POSTS=${e.sensorPosts} (${fmt(e.rows)} rows)`,
-        value: e.complete ? fmt(e.readingsPerS, ' readings/s') : 'incomplete',
-        limit: e.sensorPosts ? `HTTP ${fmt(H)}` : `LISTEN ${fmt(L)}`,
-        ratio: ratioOf(e.readingsPerS, limit),
-        // Posts on: at least half the HTTP limit, at 40 µs of engine CPU per reading or less.
-        target: e.sensorPosts ? '>= 0.5x, <= 40 us' : '>= 0.8x',
-        met: verdict(
-          !Number.isFinite(ratio)
-            ? undefined
-            : e.sensorPosts
-              ? ratio >= 0.5 && (e.engineCost?.cpuUsPerReading ?? Number.POSITIVE_INFINITY) <= 40
-              : ratio >= 0.8,
-        ),
-      },
-      e.cpu,
-      e.engineCost,
-    );
-  }
-  for (const l of [r.latencyOn, r.latencyOff]) {
-    if (!l) continue;
-    add(
-      {
-        measure: `latency @${fmt(l.rate)}/s, posts ${l.sensorPosts ? 'on' : 'off'} (p50 / p99 / max)`,
-        value: `${fmt(l.p50Ms)} / ${fmt(l.p99Ms)} / ${fmt(l.maxMs)} ms`,
-        target: 'p99 < 20 ms',
-        met: verdict(Number.isFinite(l.p99Ms) && l.missing === 0 ? l.p99Ms < 20 : false),
-      },
-      l.cpu,
-      l.engineCost,
-    );
+  // The engine's own phases: once, or once per variant, the variants' rows side by side.
+  const engineRows = (x: Results, tag: string): Row[] => {
+    const from = rows.length;
+    addEngineRows(x, tag);
+    return rows.splice(from);
+  };
+  const addEngineRows = (r: Results, tag: string) => {
+    for (const e of [r.engineOff, r.engineOn]) {
+      if (!e) continue;
+      const limit = e.sensorPosts ? H : L;
+      const ratio = e.readingsPerS / limit;
+      add(
+        {
+          measure: `${tag}engine, SENSOR_POSTS=${e.sensorPosts} (${fmt(e.rows)} rows)`,
+          value: e.complete ? fmt(e.readingsPerS, ' readings/s') : 'incomplete',
+          limit: e.sensorPosts ? `HTTP ${fmt(H)}` : `LISTEN ${fmt(L)}`,
+          ratio: ratioOf(e.readingsPerS, limit),
+          // Posts on: at least half the HTTP limit, at 40 µs of engine CPU per reading or less.
+          target: e.sensorPosts ? '>= 0.5x, <= 40 us' : '>= 0.8x',
+          met: verdict(
+            !Number.isFinite(ratio)
+              ? undefined
+              : e.sensorPosts
+                ? ratio >= 0.5 && (e.engineCost?.cpuUsPerReading ?? Number.POSITIVE_INFINITY) <= 40
+                : ratio >= 0.8,
+          ),
+        },
+        e.cpu,
+        e.engineCost,
+      );
+    }
+    for (const l of [r.latencyOn, r.latencyOff]) {
+      if (!l) continue;
+      add(
+        {
+          measure: `${tag}latency @${fmt(l.rate)}/s, posts ${l.sensorPosts ? 'on' : 'off'} (p50 / p99 / max)`,
+          value: `${fmt(l.p50Ms)} / ${fmt(l.p99Ms)} / ${fmt(l.maxMs)} ms`,
+          target: 'p99 < 20 ms',
+          met: verdict(Number.isFinite(l.p99Ms) && l.missing === 0 ? l.p99Ms < 20 : false),
+        },
+        l.cpu,
+        l.engineCost,
+      );
+    }
+    for (const b of [r.burstOn, r.burstOff]) {
+      if (!b) continue;
+      const lags = b.sensorPosts
+        ? `${fmt(b.lastVectorLagMs)} / ${fmt(b.lastPostLagMs)} ms`
+        : `${fmt(b.lastVectorLagMs)} ms`;
+      add(
+        {
+          measure: `${tag}burst ${fmt(b.rows)} readings, posts ${b.sensorPosts ? 'on' : 'off'}: readings/s; last commit -> last ${b.sensorPosts ? 'vector / post' : 'vector'}`,
+          value: b.complete ? `${fmt(b.readingsPerS, '/s')}; ${lags}` : 'incomplete',
+          target: '< 1 s after the last commit',
+          met: verdict(Number.isFinite(b.lastDeliveryLagMs) ? b.lastDeliveryLagMs < 1_000 : false),
+        },
+        b.cpu,
+        b.engineCost,
+      );
+      add({
+        measure: `${tag}burst, posts ${b.sensorPosts ? 'on' : 'off'}: PostgreSQL sessions busy / open (mean; top states)`,
+        value: waitsLine(b.waits),
+      });
+    }
+  };
+  rows.push(...engineRows(r, ''));
+  const perVariant = (r.variants ?? []).map((v) => engineRows(v.results, `[${v.name}] `));
+  for (let i = 0; i < Math.max(0, ...perVariant.map((x) => x.length)); i++) {
+    for (const x of perVariant) if (x[i]) rows.push(x[i] as Row);
   }
   if (r.catchUp) {
     const c = r.catchUp;
@@ -183,7 +222,7 @@ export function buildTable(r: Results): Row[] {
     );
     // Catching up with posts at least as fast as the live path with posts (issue 14): a backlog drains no
     // slower than the same readings would arrive in a burst.
-    const live = r.engineOn?.readingsPerS ?? Number.NaN;
+    const live = (r.engineOn ?? r.variants?.[0]?.results.engineOn)?.readingsPerS ?? Number.NaN;
     const whole = c.rowsPerSWithPosts; // to the last vector or post, whichever came later
     add({
       measure: 'catch-up incl. all per-sensor posts and vectors',
@@ -220,6 +259,12 @@ export function buildTable(r: Results): Row[] {
     });
   }
   if (r.sources) for (const x of sourcesTable(r.sources)) add(x, x.cpu, x.cost);
+  const addWaits = (x: FleetRun, what: string) => {
+    add({
+      measure: `${what}: binds first; PostgreSQL sessions busy / open (mean; top states)`,
+      value: `${bindsFirst(x)}; ${waitsLine(x.waits)}`,
+    });
+  };
   if (r.fleet) {
     const f = r.fleet;
     const lagValue = (x: FleetRun) =>
@@ -268,6 +313,7 @@ export function buildTable(r: Results): Row[] {
           `${fmt(w.engineAutovacuums)} autovacuums of engine tables`,
       });
     }
+    if (started(x)) addWaits(x, 'fleet run');
     if (started(x))
       add({
         measure: 'fleet run: peak RSS, 1st / 2nd half; trend',
@@ -288,6 +334,7 @@ export function buildTable(r: Results): Row[] {
         started(s) ? s.cpu : undefined,
         s.engineCost,
       );
+      if (started(s)) addWaits(s, `fleet step ${fmt(s.pumps)}`);
     }
     if (f.ladder.length > 0) {
       // The smallest count tried above the largest that passed: where one replica stopped.
@@ -304,6 +351,25 @@ export function buildTable(r: Results): Row[] {
     }
   }
   return rows;
+}
+
+/**
+ * What bound a fleet run first, by the rule docs/scaling.md gives: the machine's cores when it was busy
+ * at 90% of them or more (PostgreSQL's and the engine's share named; marked disturbed when a quarter core
+ * or more of it was other load); otherwise the client sessions'
+ * largest wait when at least half a session waited on it on average; otherwise nothing in PostgreSQL.
+ */
+export function bindsFirst(x: FleetRun): string {
+  const c = x.cpu;
+  const shares = `PostgreSQL ${c.postgresCores.toFixed(2)}, engine ${c.engineCores.toFixed(2)} of ${c.machineCores.toFixed(0)} cores`;
+  if (c.machineBusyCores >= 0.9 * c.machineCores)
+    return c.otherCores >= 0.25
+      ? `the cores, ${c.otherCores.toFixed(2)} of them other load: disturbed (${shares})`
+      : `the cores (${shares})`;
+  const top = x.waits?.top[0];
+  if (top && top.sessions >= 0.5)
+    return `${top.role} waiting on ${top.state} (${top.sessions} sessions; ${shares})`;
+  return `not PostgreSQL (${shares})`;
 }
 
 /** The legend printed under the table. */

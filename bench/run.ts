@@ -1,9 +1,9 @@
 /**
- * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,catchup,memory,fleet,sources]
+ * npm run bench [-- --quick] [--rows N] [--cpu-prof[=dir]] [--only listener,http,engine,latency,burst,catchup,memory,fleet,sources]
  *
  * Measures the engine against the physical limits of this machine in one run: a bare LISTEN client
  * (the source's limit), the benchmark HTTP server (the delivery side's limit), then the engine itself:
- * throughput with and without per-sensor posts, commit-to-delivery latency at a steady rate, catch-up
+ * throughput with and without per-sensor posts, commit-to-delivery latency at a steady rate, a burst, catch-up
  * after an outage, (full mode) memory over a long run with a backend outage, and a fleet of synthetic
  * pumps with its lag, stepped up to the largest count one replica serves. Prints a table and writes
  * it as JSON to bench/results/. It reports; it does not fail on timings.
@@ -23,6 +23,7 @@ import { BenchServer } from './bench-server.js';
 import { buildForChildren } from './build.js';
 import { type Env, indent, log, waitQuiet } from './harness.js';
 import { benchDir, type Options, type Phase, parseOptions } from './options.js';
+import { phaseBurst } from './phases/burst.js';
 import { phaseCatchUp } from './phases/catchup.js';
 import { phaseEngine } from './phases/engine.js';
 import { phaseFleet } from './phases/fleet.js';
@@ -41,6 +42,8 @@ interface Step<K extends keyof Results> {
   run: (env: Env) => Promise<NonNullable<Results[K]>>;
   /** Why the step does not run with these options, if it does not. */
   skip?: (opts: Options) => string | undefined;
+  /** Runs once per --engine-variants variant, in turn (the engine's throughput, latency, burst). */
+  perVariant?: boolean;
 }
 
 const step = <K extends keyof Results>(s: Step<K>) => s as unknown as Step<keyof Results>;
@@ -53,25 +56,43 @@ const STEPS = [
     phase: 'engine',
     title: 'engine throughput, SENSOR_POSTS=false',
     key: 'engineOff',
+    perVariant: true,
     run: (env) => phaseEngine(env, false),
   }),
   step({
     phase: 'engine',
     title: 'engine throughput, SENSOR_POSTS=true',
     key: 'engineOn',
+    perVariant: true,
     run: (env) => phaseEngine(env, true),
   }),
   step({
     phase: 'latency',
     title: 'latency, SENSOR_POSTS=true (default)',
     key: 'latencyOn',
+    perVariant: true,
     run: (env) => phaseLatency(env, true),
   }),
   step({
     phase: 'latency',
     title: 'latency, SENSOR_POSTS=false',
     key: 'latencyOff',
+    perVariant: true,
     run: (env) => phaseLatency(env, false),
+  }),
+  step({
+    phase: 'burst',
+    title: 'burst, SENSOR_POSTS=true',
+    key: 'burstOn',
+    perVariant: true,
+    run: (env) => phaseBurst(env, true),
+  }),
+  step({
+    phase: 'burst',
+    title: 'burst, SENSOR_POSTS=false',
+    key: 'burstOff',
+    perVariant: true,
+    run: (env) => phaseBurst(env, false),
   }),
   step({ phase: 'catchup', title: 'catch-up after an outage', key: 'catchUp', run: phaseCatchUp }),
   step({
@@ -173,6 +194,11 @@ async function main(): Promise<void> {
     const pumps = loadConfig({}).pumps;
     bench = new BenchServer(pumps);
     await bench.start();
+    bench.serialMs = opts.backendSerialMs;
+    if (opts.backendSerialMs > 0)
+      log(
+        `bench server: one request per connection at a time, ${opts.backendSerialMs} ms each (uvicorn-style)`,
+      );
     const env: Env = {
       opts,
       server,
@@ -187,6 +213,8 @@ async function main(): Promise<void> {
       profiles: {},
     };
     const results: Results = {};
+    const variants = opts.engineVariants;
+    if (variants.length > 0) results.variants = variants.map((v) => ({ ...v, results: {} }));
     for (const s of STEPS) {
       if (!opts.phases.has(s.phase)) continue;
       const skipped = s.skip?.(opts);
@@ -194,12 +222,18 @@ async function main(): Promise<void> {
         log(`\n> ${s.title.split(':')[0]}: skipped (${skipped})`);
         continue;
       }
-      log(`\n> ${s.title}`);
-      if (opts.quietWaitSeconds > 0) await waitQuiet(env);
-      const t = Date.now();
-      const r = await s.run(env);
-      (results as Record<string, unknown>)[s.key] = r;
-      printResult(r, (Date.now() - t) / 1000);
+      // Each variant in turn for this step, so that a drift of the machine touches every variant alike.
+      for (const [i, v] of (s.perVariant && variants.length > 0 ? variants : [undefined]).entries()) {
+        env.variant = v;
+        log(`\n> ${s.title}${v ? ` [${v.name}: ${JSON.stringify(v.env)}]` : ''}`);
+        if (opts.quietWaitSeconds > 0) await waitQuiet(env);
+        const t = Date.now();
+        const r = await s.run(env);
+        const into = v ? results.variants?.[i]?.results : results;
+        (into as Record<string, unknown>)[s.key] = r;
+        printResult(r, (Date.now() - t) / 1000);
+      }
+      env.variant = undefined;
     }
     const rows = buildTable(results);
     log(`\n${table(rows)}`);

@@ -30,6 +30,7 @@ export interface Measured {
   cost: EngineCost | undefined;
   postgresBySession: FleetRun['postgresBySession'];
   postgresWork: FleetRun['postgresWork'];
+  waits: FleetRun['waits'];
   /** Requests the bench server answered 200 whose key it had already answered 200. */
   duplicates: number;
   /** The engine's memory samples over the run. */
@@ -194,6 +195,7 @@ export function collect(m: Measured): FleetRun {
     cpu: c,
     postgresBySession: ps,
     postgresWork: m.postgresWork,
+    waits: m.waits,
     engineCost: m.cost,
     statusTimeline: m.statusTimeline,
   };
@@ -246,6 +248,7 @@ export function notStarted(plan: RunPlan, reason: string): FleetRun {
     },
     postgresBySession: { inserts: 0, engine: 0, listen: 0, rest: 0 },
     postgresWork: { walMbPerS: Number.NaN, checkpoints: Number.NaN, engineAutovacuums: Number.NaN },
+    waits: undefined,
     cpu: {
       wallMs: 0,
       engineCores: 0,

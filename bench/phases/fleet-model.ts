@@ -6,6 +6,7 @@ import type { EngineCost } from '../cost.js';
 import type { CpuShare } from '../cpu.js';
 import type { RssSample } from '../engine-runner.js';
 import { megabytes, quantile, round } from '../stats.js';
+import type { WaitProfile } from '../waits.js';
 
 export const SENSORS = 20;
 /** The pass mark of a run: p99 of the commit-to-arrival lag of its vectors and of its posts. */
@@ -142,6 +143,12 @@ export interface FleetRun {
    * WAL reached max_wal_size), and autovacuum runs on the engine schema's tables.
    */
   postgresWork: { walMbPerS: number; checkpoints: number; engineAutovacuums: number };
+  /**
+   * What PostgreSQL's sessions waited on over the window (pg_stat_activity every 100 ms, by role): with
+   * `cpu.postgresCores` against the machine's cores, it says whether PostgreSQL binds first, and on what
+   * (docs/scaling.md). Undefined for a run that did not start.
+   */
+  waits: WaitProfile | undefined;
   /** Engine CPU, heap allocated and event-loop utilisation over the window (warm-up and drain included). */
   engineCost: EngineCost | undefined;
   /** The engine's status every 10 s (sums over the pumps). */

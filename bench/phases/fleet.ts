@@ -26,6 +26,7 @@ import {
   withPhase,
 } from '../harness.js';
 import { now, round, waitUntil } from '../stats.js';
+import { sampleWaits } from '../waits.js';
 import { collect, notStarted } from './fleet-collect.js';
 import { type FleetResult, type FleetRun, fleetLadder, fleetLadderDown, SENSORS } from './fleet-model.js';
 import { backendCpu, bySession, pgCounters, pgWork } from './fleet-postgres.js';
@@ -70,12 +71,15 @@ async function measure(
   await admin.connect();
   const sessions0 = await backendCpu(admin);
   const counters0 = await pgCounters(admin);
+  const waits = await sampleWaits(ctx.db.config);
+  ctx.defer(() => waits.stop());
   const meter = await ctx.meter();
   const schedule = await insertOnSchedule(ctx, plan, arrivals, ins, connections, base, statusTimeline);
   const drained = await drain(arrivals);
   const probe = await engineProbe(ctx.engine);
   if (probe) statusTimeline.push(statusOf((now() - schedule.t0) / 1000, probe.status));
   const { cpu, cost } = await meter.stop(schedule.rows);
+  const waited = await waits.stop();
   const postgresBySession = bySession(sessions0, await backendCpu(admin), cpu.postgresCores, cpu.wallMs);
   const postgresWork = pgWork(counters0, await pgCounters(admin), cpu.wallMs);
   await ins.close();
@@ -92,6 +96,7 @@ async function measure(
     cost,
     postgresBySession,
     postgresWork,
+    waits: waited,
     duplicates: env.bench.duplicates,
     samples: ctx.engine.samples,
     statusTimeline,

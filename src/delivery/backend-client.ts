@@ -70,8 +70,17 @@ export interface BackendClientOptions {
  */
 export const AGENT_HOOK = Symbol.for('pump-monitor.test.agent-hook');
 
-export function createAgent(connectionsPerOrigin = 32): Agent {
-  const agent = new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: 30_000, pipelining: 1 });
+/**
+ * The keep-alive connections every backend client shares. `pipelining` (BACKEND_PIPELINING) is how many
+ * requests one connection carries before their answers: undici opens another connection, up to
+ * `connectionsPerOrigin`, only once every open one carries that many. Above 1, a slow answer holds up the
+ * ones behind it on its connection, and a connection lost with requests in flight sends those behind the
+ * first again on a new one (see `post()`).
+ */
+export function createAgent(connectionsPerOrigin = 32, pipelining = 1): Agent {
+  if (!Number.isInteger(pipelining) || pipelining < 1)
+    throw new Error(`pipelining: got ${pipelining}, expected an integer >= 1`);
+  const agent = new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: 30_000, pipelining });
   const hook = (globalThis as { [AGENT_HOOK]?: (a: Agent) => void })[AGENT_HOOK];
   hook?.(agent);
   return agent;
@@ -122,6 +131,14 @@ export class BackendClient {
             idempotencyKey,
           ],
           body: json,
+          // undici pipelines only requests it may send twice, and none behind one whose headers it
+          // expects to take long (`blocking`, on for every POST by default). Every request here carries
+          // its Idempotency-Key and is answered in milliseconds, so both are set; with
+          // BACKEND_PIPELINING=1 (the default) a connection never carries two, and they change nothing.
+          // Above 1, a connection that drops re-sends the requests queued behind the first under their
+          // same keys: a backend that does not deduplicate by key may count them twice.
+          idempotent: true,
+          blocking: false,
           // The attempt's own deadline (one plain timer in Answer) bounds the whole exchange; undici's
           // timers only bound the wait for headers and the gap between chunks, so they are off.
           headersTimeout: 0,

@@ -78,7 +78,7 @@ export function wireUnits(o: WiringOptions) {
     heartbeat: config.heartbeat,
     logger: log.child({ stage: 'source' }),
   });
-  const agent = createAgent();
+  const agent = createAgent(32, config.delivery.pipelining);
   const backends = createBackends({
     config,
     agent,

@@ -136,3 +136,81 @@ describe('BackendClient', () => {
     });
   });
 });
+
+describe('BACKEND_PIPELINING', () => {
+  /**
+   * A server on a raw socket that holds its first answer until the second request has arrived on the same
+   * connection (or 5 s passed): it sees the second POST early only when the client pipelines.
+   */
+  async function pipelineProbe(pipelining: number) {
+    const arrivals: { socket: number; key: string; beforeFirstAnswer: boolean }[] = [];
+    let sockets = 0;
+    let answeredFirst = false;
+    const srv = createServer();
+    let release: (() => void) | undefined;
+    const secondArrived = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    srv.on('connection', () => {
+      sockets += 1;
+    });
+    srv.on('request', (req, res) => {
+      const socket = sockets;
+      const key = String(req.headers['idempotency-key']);
+      req.resume();
+      req.on('end', () => {
+        arrivals.push({ socket, key, beforeFirstAnswer: !answeredFirst });
+        const send = () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{"prediccion":1}');
+        };
+        if (arrivals.length === 1) {
+          const giveUp = setTimeout(() => release?.(), 5_000);
+          void secondArrived.then(() => {
+            clearTimeout(giveUp);
+            answeredFirst = true;
+            send();
+          });
+        } else {
+          release?.();
+          send();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+    const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    const one = createAgent(1, pipelining);
+    try {
+      const client = new BackendClient({ baseUrl: url, apiKey: 'k', timeoutMs: 10_000, agent: one });
+      const answers = await Promise.all([client.post('/a', '{}', 'k-a'), client.post('/b', '{}', 'k-b')]);
+      return { answers: answers.map((a) => a.status), arrivals, sockets };
+    } finally {
+      await one.close();
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    }
+  }
+
+  it('with 2, sends the second POST on the same connection before the first is answered', async () => {
+    const r = await pipelineProbe(2);
+    expect(r.answers).toEqual([200, 200]);
+    expect(r.sockets).toBe(1);
+    expect(r.arrivals.map((a) => [a.key, a.beforeFirstAnswer])).toEqual([
+      ['k-a', true],
+      ['k-b', true],
+    ]);
+  });
+
+  it('with 1 (the default), sends the second only after the first answer', async () => {
+    const r = await pipelineProbe(1);
+    expect(r.answers).toEqual([200, 200]);
+    expect(r.arrivals.map((a) => [a.key, a.beforeFirstAnswer])).toEqual([
+      ['k-a', true],
+      ['k-b', false],
+    ]);
+  });
+
+  it('refuses a pipelining below 1 or not an integer', () => {
+    expect(() => createAgent(1, 0)).toThrow(/pipelining: got 0/);
+    expect(() => createAgent(1, 1.5)).toThrow(/pipelining: got 1.5/);
+  });
+});
