@@ -94,6 +94,12 @@ export interface StopSummary {
   removed: string[];
 }
 
+/**
+ * A stop that outlives SHUTDOWN_TIMEOUT_MS by this much is stuck (an await that never settles): the process
+ * logs the stop's stage and exits 1, so an orchestrator restarts it rather than waiting on it for ever.
+ */
+export const STOP_GRACE_MS = 30_000;
+
 /** A repeat of the first signal within this long is the same request (a terminal and npm both pass Ctrl-C on). */
 const SAME_REQUEST_MS = 1_000;
 const PARENT_POLL_MS = 500;
@@ -112,6 +118,14 @@ export function handleSignals(
 ): void {
   let stopping = false;
   let firstAt = 0;
+  const bound = () => {
+    if (!monitor) return;
+    const ms = monitor.shutdownTimeoutMs + STOP_GRACE_MS;
+    setTimeout(() => {
+      logger.error({ stage: monitor.stopStage, after_ms: ms }, 'the stop did not finish in time; exiting');
+      flushAndExit(logger, 1);
+    }, ms).unref();
+  };
   // A terminal that hangs up must not take the process down mid-stop with a write error.
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
   const onSignal = (signal: NodeJS.Signals, reason?: string) => {
@@ -123,6 +137,7 @@ export function handleSignals(
     stopping = true;
     firstAt = Date.now();
     logger.info({ signal, ...(reason ? { reason } : {}) }, 'stopping');
+    bound();
     stop().then(
       (summary) => {
         logger.info({ signal, ...summary }, describeStop(summary));
@@ -139,6 +154,7 @@ export function handleSignals(
   monitor?.on('fatal', (err) => {
     logger.fatal(err.message);
     stopping = true;
+    bound();
     // Said again after the shutdown's own lines, so the last line tells the operator why it exited.
     stop().finally(() => {
       logger.fatal(`exiting: ${err.message}`);

@@ -45,6 +45,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly lifetime = new AbortController();
   private readonly u: Units;
   private timers: NodeJS.Timeout[] = [];
+  private stage = 'running';
   private stopping = false;
 
   constructor(private readonly o: MonitorOptions) {
@@ -162,10 +163,12 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const { u } = this;
     u.stopping();
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
+    this.stage = 'closing the sources';
     await u.listener.close();
     await u.replication?.stop();
     await u.housekeeper.stop();
     u.health.stop();
+    this.stage = 'draining';
     const logbooks = [...u.logbooks.values()];
     const drained = (async () => {
       await u.rows.idle();
@@ -178,6 +181,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await Promise.all([u.recorder.flush(), u.posts.flush(), u.health.flush()]);
     })();
     await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
+    this.stage = 'cancelling what is left';
     u.posts.abort();
     for (const l of logbooks) l.abort();
     this.lifetime.abort();
@@ -185,12 +189,26 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     u.outboxDepth.stop();
+    this.stage = 'saving the checkpoints';
     await u.ledger.stop();
+    this.stage = 'releasing the leases';
     await u.leases.close();
+    this.stage = 'closing the HTTP agent';
     await u.agent.close().catch(() => {});
+    this.stage = 'closing the database pools';
     await u.pool.end().catch(() => {});
     await u.rowPool.end().catch(() => {});
+    this.stage = 'stopped';
     this.o.logger.info('monitor stopped');
+  }
+
+  get shutdownTimeoutMs(): number {
+    return this.o.config.shutdownTimeoutMs;
+  }
+
+  /** Where a stop is (`running` before one): named in the log if a stop outlives its bound (cli/runtime.ts). */
+  get stopStage(): string {
+    return this.stage;
   }
 
   /** 200 only while the connection is up and every channel is LISTENed (http/status.ts). */
