@@ -224,12 +224,17 @@ export class Monitor extends EventEmitter<MonitorEvents> {
    * Resolves the pumps' groups in time. A group waits past its settle time while rows of its pump may be
    * unread: a row a notification named has waited for its read more than a quarter of the settle time
    * (the database or the connection stalls), or its readers are held for a catch-up; in the second case
-   * it does not expire either until the catch-up has read the tables.
+   * it does not expire either until the catch-up has read the tables, unless that catch-up waits for room
+   * (the open groups are what it waits on).
    */
   private tick(): void {
     const { u } = this;
     const stalled =
       u.rows.waitingMs() > this.o.config.assembler.settleMs / 4 || (u.replication?.stalled() ?? false);
-    for (const [pump, lane] of u.lanes) lane.tick(stalled, u.ledger.held(u.readersOf.get(pump) ?? []));
+    const waiting = u.catchUp.waitingForRoom;
+    for (const [pump, lane] of u.lanes) {
+      const held = u.ledger.held(u.readersOf.get(pump) ?? []);
+      lane.tick(stalled || (held && waiting), held && !waiting);
+    }
   }
 }

@@ -240,6 +240,7 @@ export interface CatchUpRunnerOptions extends Omit<CatchUpOptions, 'pumps' | 'on
 export class CatchUpRunner {
   private loop: Promise<void> | undefined;
   private again = false;
+  private waiting = false;
   private stopped = false;
 
   constructor(private readonly o: CatchUpRunnerOptions) {}
@@ -266,10 +267,23 @@ export class CatchUpRunner {
     await this.loop;
   }
 
+  /**
+   * True while a round waits for room: the groups its rows opened must then be let go by time (expiry),
+   * or the round that would lift its readers' hold never goes on (`Monitor`'s tick).
+   */
+  get waitingForRoom(): boolean {
+    return this.waiting;
+  }
+
   /** Resolves once every unit has room for another batch, or the engine stops. */
   private async room(): Promise<void> {
     const { signal, units } = this.o;
-    while (!signal.aborted && !this.stopped && units.some((u) => u.load() > 1)) await sleep(20, signal);
+    this.waiting = true;
+    try {
+      while (!signal.aborted && !this.stopped && units.some((u) => u.load() > 1)) await sleep(20, signal);
+    } finally {
+      this.waiting = false;
+    }
   }
 
   private async run(): Promise<void> {
