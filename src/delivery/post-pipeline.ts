@@ -251,8 +251,8 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
   }
 
   /**
-   * Moves deferred posts back into the queue while it is under half full: each pump's while its own part
-   * is, each from its own cursor, in one read for all of them.
+   * Moves deferred posts back into the queue: each pump's while its own part is under half full, within
+   * the whole queue's bound, each from its own cursor, in one read for all of them.
    */
   private async drain(): Promise<void> {
     if (this.draining) return;
@@ -267,7 +267,9 @@ export class PostPipeline extends EventEmitter<PostPipelineEvents> {
       // A pump given up since: its posts are its new owner's to drain.
       for (const pump of this.waiting) if (!owned.has(pump)) this.waiting.delete(pump);
       for (let round = 0; round < 100 && !this.o.signal.aborted; round++) {
-        const room = this.o.maxQueued / 2 - this.queue.depth;
+        // The whole queue's bound, not half of it: one pump whose backend fails may hold its whole share,
+        // and the others' deferred posts must still come back (each pump's own half below is the headroom).
+        const room = this.o.maxQueued - this.queue.depth;
         if (room < 1) break;
         const wants: { pump: string; afterId: number; limit: number }[] = [];
         for (const pump of this.waiting) {

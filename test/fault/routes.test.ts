@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildServer } from '../../src/http/server.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
-import { API_KEY, type Harness, harness, insertTimestamp, onReplication } from '../helpers/engine.js';
+import { API_KEY, type Harness, harness, insertTimestamp } from '../helpers/engine.js';
 import type { FakeBackend } from '../helpers/fake-backend.js';
 import { expectExactlyOnce } from '../helpers/ledger.js';
 import { waitFor } from '../helpers/wait.js';
@@ -88,49 +88,45 @@ describe('bulkheads', () => {
 });
 
 describe('bulkheads in catch-up', () => {
-  // Not on SOURCE=replication yet: the slot hands its replayed backlog over with no backpressure, so B's
-  // posts past its share are deferred, and the deferred posts' drain waits for room below half the queue,
-  // which A's failing posts hold (post-pipeline.ts, drain). B's last posts wait until A's backend is back.
-  it.skipIf(onReplication)(
-    "a backlog read after a restart reaches pump B while pump A's backend fails, past A's share of the queue",
-    async () => {
-      const h = await fresh('bulkhead_catchup');
-      const { A, B } = h.pumps;
-      // A first run sets the checkpoints (a new installation starts at each table's end).
-      await (await h.startMonitor()).stop(2_000);
-      // Written while no engine runs: catch-up reads them, two rows of each table per round.
-      const timestamps = 8;
-      for (let i = 0; i < timestamps; i++) {
-        await insertTimestamp(h.admin, A, `2025-03-03T00:00:0${i}`);
-        await insertTimestamp(h.admin, B, `2025-03-03T00:00:0${i}`);
-      }
-      h.backend.behaviour = () => ({ status: 503 });
-      // A small queue: A's share (50) fills, and the rest of A's posts wait in deferred_posts.
-      const m = await h.startMonitor({
-        SENSOR_POST_MAX_ATTEMPTS: '100000',
-        SENSOR_POST_QUEUE: '100',
-        CATCHUP_BATCH: '2',
-      });
-      const unified = `/sensores_b${B.unifiedPath}`;
-      await waitFor(
-        "B's whole backlog answered 200 while A's backend still fails",
-        () =>
-          answered200(h.backendB, (p) => p !== unified) === timestamps * B.sensors.length &&
-          answered200(h.backendB, (p) => p !== unified) === timestamps * B.sensors.length &&
-          answered200(h.backendB, (p) => p === unified) === timestamps,
-        30_000,
-      );
-      expect(h.backend.requests.filter((r) => r.status === 200)).toHaveLength(0);
-      expect(await deadLetters(h)).toBe(0);
-      h.backend.behaviour = () => undefined;
-      const c = await h.ledger().settle({ admin: h.admin, monitors: [m] });
-      expect({ readings: c.readings, vectors: c.vectors }).toEqual({
-        readings: timestamps * (A.sensors.length + B.sensors.length),
-        vectors: 2 * timestamps,
-      });
-      expectExactlyOnce(c);
-    },
-  );
+  // On SOURCE=replication too: the slot hands its replayed backlog over with no backpressure, so B's
+  // posts past its share are deferred, and come back while A's failing posts hold A's whole share.
+  it("a backlog read after a restart reaches pump B while pump A's backend fails, past A's share of the queue", async () => {
+    const h = await fresh('bulkhead_catchup');
+    const { A, B } = h.pumps;
+    // A first run sets the checkpoints (a new installation starts at each table's end).
+    await (await h.startMonitor()).stop(2_000);
+    // Written while no engine runs: catch-up reads them, two rows of each table per round.
+    const timestamps = 8;
+    for (let i = 0; i < timestamps; i++) {
+      await insertTimestamp(h.admin, A, `2025-03-03T00:00:0${i}`);
+      await insertTimestamp(h.admin, B, `2025-03-03T00:00:0${i}`);
+    }
+    h.backend.behaviour = () => ({ status: 503 });
+    // A small queue: A's share (50) fills, and the rest of A's posts wait in deferred_posts.
+    const m = await h.startMonitor({
+      SENSOR_POST_MAX_ATTEMPTS: '100000',
+      SENSOR_POST_QUEUE: '100',
+      CATCHUP_BATCH: '2',
+    });
+    const unified = `/sensores_b${B.unifiedPath}`;
+    await waitFor(
+      "B's whole backlog answered 200 while A's backend still fails",
+      () =>
+        answered200(h.backendB, (p) => p !== unified) === timestamps * B.sensors.length &&
+        answered200(h.backendB, (p) => p !== unified) === timestamps * B.sensors.length &&
+        answered200(h.backendB, (p) => p === unified) === timestamps,
+      30_000,
+    );
+    expect(h.backend.requests.filter((r) => r.status === 200)).toHaveLength(0);
+    expect(await deadLetters(h)).toBe(0);
+    h.backend.behaviour = () => undefined;
+    const c = await h.ledger().settle({ admin: h.admin, monitors: [m] });
+    expect({ readings: c.readings, vectors: c.vectors }).toEqual({
+      readings: timestamps * (A.sensors.length + B.sensors.length),
+      vectors: 2 * timestamps,
+    });
+    expectExactlyOnce(c);
+  });
 });
 
 describe('a backend that refuses its route', () => {

@@ -309,6 +309,9 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     } finally {
       clearInterval(timer);
       clearInterval(keepalive);
+      // The reason first: /readyz, asked while the service stops below, names it rather than "opening".
+      if (s.failed) this.lastError = explainStreamError(s.failed, names.slot);
+      else if (ended !== 'inactive') this.lastError = ended ?? 'the server ended the stream';
       this.streaming = false;
       await service.stop().catch(() => {});
       service.removeAllListeners();
