@@ -228,6 +228,7 @@ export function wireUnits(o: WiringOptions) {
         settled: (reader, table, id) => ledger.settledThrough(reader, table, id),
         active: () => !stopping && active.isStarted && served.every((id) => active.owns(id)),
         sessionName: `pm-repl:${o.replicaId}`,
+        heartbeat: config.heartbeat,
         reconnect: config.reconnect,
         logger: log.child({ stage: 'source' }),
         registry: telemetry.registry,

@@ -12,6 +12,7 @@ import {
   qualifiedNames,
   readSlot,
 } from '../../store/replication.js';
+import { destroySession } from '../../store/sessions.js';
 import { sleep } from '../../util/clock.js';
 import { backoffSchedule } from '../listener.js';
 import {
@@ -42,6 +43,12 @@ export interface ReplicationSourceOptions extends RowDoors {
   registry?: client.Registry;
   /** How often settled positions are confirmed (default 200 ms). */
   confirmEveryMs?: number;
+  /**
+   * The stream's own liveness check, on the LISTEN heartbeat's settings: a status update asking for the
+   * server's reply every `intervalMs`, and a session that heard nothing for `intervalMs + timeoutMs` is
+   * torn down and opened again (a half-open socket is otherwise noticed only when TCP gives up).
+   */
+  heartbeat: { intervalMs: number; timeoutMs: number };
 }
 
 export interface ReplicationSourceEvents {
@@ -278,11 +285,14 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     });
     // Every message in arrival order, one at a time: a keepalive never overtakes a transaction still
     // being handed over, so it never confirms past one.
+    let heard = Date.now();
     service.on('heartbeat', (lsn: string, _ts: number, respond: boolean) => {
+      heard = Date.now();
       s.queue.push({ kind: 'keepalive', lsn, respond });
       void this.drain(s);
     });
     service.on('data', (lsn: string, msg: unknown) => {
+      heard = Date.now();
       s.queue.push({ kind: 'data', lsn, msg });
       void this.drain(s);
     });
@@ -294,7 +304,22 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       }
       this.confirm(s);
     }, this.o.confirmEveryMs ?? 200);
-    const keepalive = setInterval(() => this.reply(s), 10_000);
+    const { intervalMs, timeoutMs } = this.o.heartbeat;
+    const keepalive = setInterval(() => {
+      if (!this.streaming || this.current !== s) {
+        heard = Date.now();
+        return;
+      }
+      const silent = Date.now() - heard;
+      if (silent <= intervalMs + timeoutMs) {
+        this.reply(s, true);
+        return;
+      }
+      // A half-open socket: ending the session politely would wait for the peer for ever.
+      const client = (service as unknown as { _client?: pg.Client | null })._client;
+      s.fail(`no message from the server for ${silent} ms (HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS)`);
+      if (client) destroySession(client);
+    }, intervalMs);
     try {
       await service.subscribe(
         outputPlugin(
@@ -362,11 +387,14 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     return true;
   }
 
-  /** A status update that confirms nothing new (the server asked for a reply, or it is time for one). */
-  private reply(s: Session): void {
+  /**
+   * A status update that confirms nothing new (the server asked for a reply, or it is time for one);
+   * `ask`: the server is to answer it at once (the stream's liveness check).
+   */
+  private reply(s: Session, ask = false): void {
     if (!this.streaming || this.current !== s) return;
     const at = s.positions.confirmed;
-    void s.service.acknowledge(formatLsn(at > 0n ? at - 1n : 0n));
+    void s.service.acknowledge(formatLsn(at > 0n ? at - 1n : 0n), ask).catch(() => {});
   }
 
   private settled(r: RowRef): boolean {
