@@ -2,6 +2,7 @@ import type { CircuitBreakerPolicy } from 'cockatiel';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { PumpConfig } from '../config/env.js';
+import { parseReply } from '../model/payload.js';
 import { inTransaction } from '../store/db.js';
 import { bareDeadLetter, type DeadLetter, insertDeadLetters } from '../store/dead-letters.js';
 import { fetchPending, markDelivered, type OutboxRow } from '../store/outbox.js';
@@ -396,20 +397,4 @@ export class VectorSender {
     }
     return false;
   }
-}
-
-/** The numbers a backend answer carries, where present: a body we cannot read yields none. */
-export function parseReply(body: string): { prediccion?: number; contador_anomalias?: number } {
-  let answer: unknown;
-  try {
-    answer = JSON.parse(body);
-  } catch {
-    return {};
-  }
-  if (typeof answer !== 'object' || answer === null) return {};
-  const { prediccion, contador_anomalias } = answer as Record<string, unknown>;
-  return {
-    ...(typeof prediccion === 'number' && Number.isFinite(prediccion) ? { prediccion } : {}),
-    ...(typeof contador_anomalias === 'number' ? { contador_anomalias } : {}),
-  };
 }

@@ -1,6 +1,6 @@
 import client from 'prom-client';
 import type { PumpConfig } from '../config/env.js';
-import { parseReply } from '../delivery/vector-sender.js';
+import { parseReply } from '../model/payload.js';
 import {
   type ChannelStats,
   type DroppedPoint,

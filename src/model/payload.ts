@@ -1,7 +1,8 @@
 /**
  * The shapes of what the engine writes as JSON: a sensor row as its trigger notifies it (kept with a
  * deferred post and a dead letter, and decoded again from there), the per-sensor post's body, and a
- * logbook entry's body and dead-letter payload. One place, so a reader of any of them reads one shape.
+ * logbook entry's body and dead-letter payload; and the numbers a backend's answer carries. One place, so a
+ * reader of any of them reads one shape.
  */
 
 /** A sensor row as its trigger's NOTIFY payload renders it: `{id_sensor, valor, tiempo_sensor}`. */
@@ -43,4 +44,20 @@ export function logbookClassification(body: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The numbers a backend answer carries, where present: a body we cannot read yields none. */
+export function parseReply(body: string): { prediccion?: number; contador_anomalias?: number } {
+  let answer: unknown;
+  try {
+    answer = JSON.parse(body);
+  } catch {
+    return {};
+  }
+  if (typeof answer !== 'object' || answer === null) return {};
+  const { prediccion, contador_anomalias } = answer as Record<string, unknown>;
+  return {
+    ...(typeof prediccion === 'number' && Number.isFinite(prediccion) ? { prediccion } : {}),
+    ...(typeof contador_anomalias === 'number' ? { contador_anomalias } : {}),
+  };
 }

@@ -4,17 +4,11 @@ import { LogicalReplicationService } from 'pg-logical-replication';
 import type client from 'prom-client';
 import type { DatabaseConfig } from '../../config/env.js';
 import { clientConfig, describePgError } from '../../store/db.js';
-import {
-  currentWal,
-  horizonAt,
-  notYetVisible,
-  postsOnRecord,
-  qualifiedNames,
-  readSlot,
-} from '../../store/replication.js';
+import { currentWal, postsOnRecord, qualifiedNames, readSlot } from '../../store/replication.js';
 import { destroySession } from '../../store/sessions.js';
 import { sleep } from '../../util/clock.js';
 import { backoffSchedule } from '../listener.js';
+import { StreamHorizon } from './horizon.js';
 import {
   type Committed,
   outputPlugin,
@@ -27,6 +21,7 @@ import { registerReplicationGauges } from './metrics.js';
 import { formatLsn, Positions, parseLsn, type RowRef } from './positions.js';
 import { handRow, type RowDoors } from './readers.js';
 import { explainStreamError, prepareReplication, type ReplicationNames } from './setup.js';
+import { untilVisible } from './visibility.js';
 
 export interface ReplicationSourceOptions extends RowDoors {
   db: DatabaseConfig;
@@ -98,9 +93,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
   private lagBytes: number | undefined;
   private lagTimer: NodeJS.Timeout | undefined;
   private confirmedText: string | undefined;
-  /** Snapshots taken for the ledger's horizon, oldest first, until the stream has passed them. */
-  private horizons: { xmin: number; lsn: bigint }[] = [];
-  private lastHorizon: number | undefined;
+  private readonly horizons = new StreamHorizon();
   /** Rows handed over in all, and of them replayed: tests and the page read them. */
   rows = 0;
   replayed = 0;
@@ -165,22 +158,10 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
 
   /**
    * The horizon the ledger bounds checkpoints by, in the stream's order (as the LISTEN session's is in
-   * the notifications' order): the newest snapshot whose WAL position the stream has handed over. A
-   * transaction older than it has finished, and its rows are in the engine. Undefined until one is.
+   * the notifications' order): `StreamHorizon` (horizon.ts). Undefined until one is.
    */
-  async horizon(): Promise<number | undefined> {
-    try {
-      const h = await horizonAt(this.o.pool);
-      this.horizons.push({ xmin: h.xmin, lsn: parseLsn(h.lsn) });
-      if (this.horizons.length > 1_000) this.horizons.shift();
-    } catch {
-      // The last one found stands (an older horizon only holds checkpoints further back).
-    }
-    const handled = this.current?.handled ?? 0n;
-    while (this.horizons.length > 0 && (this.horizons[0] as { lsn: bigint }).lsn <= handled) {
-      this.lastHorizon = (this.horizons.shift() as { xmin: number }).xmin;
-    }
-    return this.lastHorizon;
+  horizon(): Promise<number | undefined> {
+    return this.horizons.next(this.o.pool, this.current?.handled ?? 0n);
   }
 
   /**
@@ -413,7 +394,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     const { changes, end, xid } = t;
     const replay = end <= s.replayUntil;
     if (!replay && changes.length > 0 && xid !== undefined) {
-      await this.untilVisible(xid);
+      await untilVisible(this.o.pool, this.o.logger, xid);
       if (this.current !== s || s.failed) return;
     }
     let onRecord: Set<string> | undefined;
@@ -434,26 +415,4 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     if (end > s.handled) s.handled = end;
     this.confirm(s);
   }
-
-  /**
-   * Waits (a few milliseconds at most, bounded) until other sessions see the transaction: the slot can
-   * give a commit before it is visible, and the backend reads the row by its id. The notifications of
-   * SOURCE=notify come after visibility, so they never needed this.
-   */
-  private async untilVisible(xid: number): Promise<void> {
-    for (let attempt = 1; attempt <= VISIBILITY_TRIES; attempt++) {
-      try {
-        if ((await notYetVisible(this.o.pool, [xid])).length === 0) return;
-      } catch (err) {
-        this.o.logger.warn({ err: describePgError(err), xid }, 'could not check a transaction is visible');
-        return;
-      }
-      await sleep(VISIBILITY_WAIT_MS);
-    }
-    this.o.logger.warn({ xid }, 'a transaction from the slot is still not visible; handing its rows on');
-  }
 }
-
-/** How often, and how long apart, a transaction's visibility is asked before its rows are handed on. */
-const VISIBILITY_TRIES = 200;
-const VISIBILITY_WAIT_MS = 5;
