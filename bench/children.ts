@@ -24,6 +24,10 @@ export class Child<M extends { type: string }, C> {
   private readonly waiters = new Set<Waiter>();
   private readonly handlers = new Map<string, (m: M) => void>();
   stderr = '';
+  /** Set once the process has exited: its code (null after a signal), and the signal. */
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** The last `error` message the child sent. */
+  lastError: string | undefined;
 
   constructor(scriptPath: string, o: ChildOptions) {
     const script = path.basename(scriptPath);
@@ -41,12 +45,14 @@ export class Child<M extends { type: string }, C> {
         if (w.type === m.type) this.settle(w, () => w.resolve(m));
         else if (m.type === 'error') {
           const text = (m as unknown as { message?: string }).message ?? 'error';
+          this.lastError = text;
           this.settle(w, () => w.reject(new Error(`${script}: ${text}`)));
         }
       }
     });
     this.exited = new Promise((resolve) => {
-      this.proc.once('exit', (code) => {
+      this.proc.once('exit', (code, signal) => {
+        this.exit = { code, signal };
         for (const w of [...this.waiters]) {
           this.settle(w, () =>
             w.reject(new Error(`${script} exited with ${code} before "${w.type}"\n${this.stderr}`)),

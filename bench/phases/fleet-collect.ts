@@ -36,6 +36,8 @@ export interface Measured {
   /** The engine's memory samples over the run. */
   samples: RssSample[];
   statusTimeline: Record<string, unknown>[];
+  /** How the engine ended during the run, if it did (a stalled run then says why). */
+  engineGone?: string | undefined;
 }
 
 /** Lags over the timestamps after the warm-up, and per inserted second over all of them. */
@@ -158,7 +160,8 @@ export function collect(m: Measured): FleetRun {
       `${vectorsExpected - vectorsDelivered} vectors and ${postsExpected - postsDelivered} posts missing ` +
       (stalled
         ? 'after 15 s without a new arrival'
-        : `after the ${round(drained.drainBound / 1000, 0)} s drain bound; ${coresText}`);
+        : `after the ${round(drained.drainBound / 1000, 0)} s drain bound; ${coresText}`) +
+      (m.engineGone ? `; the engine ${m.engineGone}` : '');
   } else if (m.duplicates > 0 || vectorsExtra > 0) {
     verdict = 'not-exactly-once';
     reason = `${m.duplicates} duplicate requests, ${vectorsExtra} extra vectors`;

@@ -100,7 +100,20 @@ async function measure(
     duplicates: env.bench.duplicates,
     samples: ctx.engine.samples,
     statusTimeline,
+    engineGone: engineGone(ctx.engine.engine),
   });
+}
+
+/** How the engine ended, if it did during the run: its exit code or signal, its last error, its stderr's tail. */
+function engineGone(engine: {
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  lastError?: string;
+  stderr: string;
+}): string | undefined {
+  if (!engine.exit) return undefined;
+  const how = engine.exit.signal ? `killed by ${engine.exit.signal}` : `exited with code ${engine.exit.code}`;
+  const said = engine.lastError ?? engine.stderr.trim().split('\n').slice(-3).join(' | ');
+  return `${how}${said ? `: ${said.slice(0, 400)}` : ''}`;
 }
 
 export async function phaseFleet(env: Env): Promise<FleetResult> {
