@@ -139,6 +139,9 @@ export class LeaseKeeper {
     this.gate = false;
     if (c) void endSession(c, 1_000);
     for (const pump of [...this.owned]) {
+      // Closing: close() ends the session and the locks with it. A drop that outlives close()'s wait (a
+      // `lost` hook still settling) must not report pumps lost after the stop's last line.
+      if (this.closed) return;
       this.owned.delete(pump);
       this.o.logger.warn({ pump }, 'lease lost');
       await this.o.hooks.lost(pump);
@@ -148,6 +151,8 @@ export class LeaseKeeper {
   private async tryAcquire(c: pg.Client, pump: string): Promise<void> {
     const locked = await tryLockPump(c, pump, this.o.replicaId);
     if (!locked) return;
+    // A lock that came back after close() stopped waiting for this round is released with the session.
+    if (this.closed) return;
     const resumed = locked.previousOwner === this.o.replicaId;
     this.owned.add(pump);
     this.o.logger.info({ pump, replica: this.o.replicaId, resumed }, 'lease acquired');
