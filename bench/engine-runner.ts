@@ -116,10 +116,13 @@ function mark(): EngineMark {
 /**
  * With BENCH_ALLOC_PROFILE=<file> (`%p` in it becomes the process id): V8's sampling heap profiler runs from the start and keeps the samples of
  * objects already collected too, so the profile written at the stop shows where the heap was allocated,
- * not only what was still alive (summarised by bench/profile-summary.ts).
+ * not only what was still alive (summarised by bench/profile-summary.ts). With BENCH_LIVE_PROFILE=<file>
+ * instead, it keeps only the samples of objects still alive when the stop begins: what the heap retains,
+ * by the stack that allocated it.
  */
 async function allocationProfiler(): Promise<(() => Promise<void>) | undefined> {
-  const file = process.env.BENCH_ALLOC_PROFILE;
+  const live = process.env.BENCH_LIVE_PROFILE;
+  const file = live ?? process.env.BENCH_ALLOC_PROFILE;
   if (!file) return undefined;
   const { Session } = await import('node:inspector/promises');
   const { writeFile } = await import('node:fs/promises');
@@ -127,8 +130,8 @@ async function allocationProfiler(): Promise<(() => Promise<void>) | undefined> 
   session.connect();
   await session.post('HeapProfiler.startSampling', {
     samplingInterval: 4096,
-    includeObjectsCollectedByMajorGC: true,
-    includeObjectsCollectedByMinorGC: true,
+    includeObjectsCollectedByMajorGC: !live,
+    includeObjectsCollectedByMinorGC: !live,
   });
   return async () => {
     const { profile } = await session.post('HeapProfiler.stopSampling');
@@ -149,8 +152,9 @@ async function main(): Promise<void> {
     stopping ??= (async () => {
       clearInterval(sampler);
       clearTimeout(lifetime);
-      await monitor.stop(5_000).catch(() => {});
+      // Written before the stop drains what the engine holds.
       await writeAllocations?.().catch(() => {});
+      await monitor.stop(5_000).catch(() => {});
       send({ type: 'stopped' });
       // Exiting through process.exit lets --cpu-prof write its profile.
       setTimeout(() => process.exit(code), 50);
