@@ -45,7 +45,8 @@ export interface RowPosterOptions<T> {
 interface Lane<T> {
   client: BackendClient;
   delivery: DeliveryOptions;
-  queue: T[];
+  /** Its posts not started yet, from `head` on; a slot below `head` is emptied as its post starts. */
+  queue: (T | undefined)[];
   head: number;
   active: number;
   /** Waiting in `turns` for a slot. */
@@ -174,7 +175,14 @@ export class RowPoster<T> {
       this.turnHead += 1;
       lane.inTurns = false;
       const item = lane.queue[lane.head] as T;
+      // Not kept by the queue once started: each lane held up to 1,024 posted rows until its next
+      // compaction, 34 MB of the heap at 200 pumps (docs/performance.md).
+      lane.queue[lane.head] = undefined;
       lane.head += 1;
+      if (lane.head === lane.queue.length) {
+        lane.queue = [];
+        lane.head = 0;
+      }
       lane.active += 1;
       this.queued -= 1;
       this.active += 1;

@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import type { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -271,6 +273,36 @@ describe('PostQueue', () => {
     expect(letters).toEqual([]);
     expect(records).toEqual([]);
     expect(settledResults).toEqual([]);
+    controller.abort();
+  });
+});
+
+describe('RowPoster retention', () => {
+  it('keeps no row after its post has started: posted rows can be collected', async () => {
+    // The collector on demand, for this test only.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    backend.answer.set('a', 200);
+    backend.answer.set('b', 200);
+    const { queue, controller } = setup({ concurrency: 8 });
+    const refs: WeakRef<Item>[] = [];
+    // More than a lane's compaction threshold (1,024) in one lane, the way a steady lane is fed.
+    // Made in a function of its own, so that no variable of this test's frame holds the last one.
+    const submit = (id: number) => {
+      const item: Item = { lane: 'a', id };
+      refs.push(new WeakRef(item));
+      queue.submit(item);
+    };
+    for (let id = 1; id <= 1_500; id++) {
+      submit(id);
+      if (id % 100 === 0) await queue.idle();
+    }
+    await queue.idle();
+    await queue.flush();
+    await new Promise((r) => setImmediate(r));
+    gc();
+    const alive = refs.flatMap((r) => r.deref()?.id ?? []);
+    expect(alive).toEqual([]);
     controller.abort();
   });
 });
