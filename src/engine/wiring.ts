@@ -22,7 +22,7 @@ import { replicationNames } from '../source/replication/setup.js';
 import { ReplicationSource } from '../source/replication/source.js';
 import { ChannelRouter } from '../source/router.js';
 import { RowFetcher } from '../source/row-fetcher.js';
-import { createPool } from '../store/db.js';
+import { createPool, withoutParallelWorkers } from '../store/db.js';
 import { writersOf } from '../util/batch.js';
 import type { Clock } from '../util/clock.js';
 import { Activation } from './activation.js';
@@ -58,7 +58,9 @@ export function wireUnits(o: WiringOptions) {
   const telemetry = new Telemetry(config.pumps);
   const queries = telemetry.dbQueries.tally();
   let dbQueries = 0;
+  // Counted, and planned without parallel workers (store/db.ts).
   const counted = (pool: pg.Pool) => {
+    withoutParallelWorkers(pool);
     pool.on('acquire', () => {
       dbQueries += 1;
       queries.inc();

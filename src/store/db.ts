@@ -38,6 +38,20 @@ export function createPool(
   return pool;
 }
 
+/**
+ * Plans the pool's statements without parallel workers. The engine's statements are many small lookups,
+ * each a `UNION ALL` of up to a few hundred index scans at 200 pumps; past a cost PostgreSQL plans such a
+ * statement as a parallel append, and starting and stopping its workers costs more than the scans (at
+ * 200 pumps in the fleet bench, 0.8 of PostgreSQL's cores were parallel workers). Set on each new
+ * connection before it is handed out (a pooled client runs its statements in order).
+ */
+export function withoutParallelWorkers(pool: pg.Pool): pg.Pool {
+  pool.on('connect', (client) => {
+    client.query('SET max_parallel_workers_per_gather = 0').catch(() => {});
+  });
+  return pool;
+}
+
 /** Runs `fn` on one short-lived connection and closes it, whatever happens. */
 export async function withClient<T>(
   db: DatabaseConfig,
