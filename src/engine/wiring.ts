@@ -22,7 +22,7 @@ import { replicationNames } from '../source/replication/setup.js';
 import { ReplicationSource } from '../source/replication/source.js';
 import { ChannelRouter } from '../source/router.js';
 import { RowFetcher } from '../source/row-fetcher.js';
-import { createPool, withoutParallelWorkers } from '../store/db.js';
+import { createPool } from '../store/db.js';
 import { writersOf } from '../util/batch.js';
 import type { Clock } from '../util/clock.js';
 import { Activation } from './activation.js';
@@ -58,19 +58,20 @@ export function wireUnits(o: WiringOptions) {
   const telemetry = new Telemetry(config.pumps);
   const queries = telemetry.dbQueries.tally();
   let dbQueries = 0;
-  // Counted, and planned without parallel workers (store/db.ts).
   const counted = (pool: pg.Pool) => {
-    withoutParallelWorkers(pool);
     pool.on('acquire', () => {
       dbQueries += 1;
       queries.inc();
     });
     return pool;
   };
-  const pool = counted(createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs));
+  // Both without parallel workers (store/db.ts).
+  const pool = counted(
+    createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs, 30_000, false),
+  );
   // The rows notifications name are read on a connection of their own, kept open: the live path waits
   // on no writer, catch-up or checkpoint save for a pooled connection.
-  const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0));
+  const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0, false));
   const decoder = new Decoder(config.pumps);
   const listener = new Listener({
     sessionName: `pm-listen:${o.replicaId}`,

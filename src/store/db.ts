@@ -26,29 +26,24 @@ export function createPool(
   queryTimeoutMs = 15_000,
   /** An idle connection is closed after this long; 0 keeps it open. */
   idleTimeoutMs = 30_000,
+  /**
+   * false: the pool's sessions plan without parallel workers, set as each connects (the startup packet's
+   * `options`: no statement of its own). The engine's statements are many small lookups, each a
+   * `UNION ALL` of up to a few hundred index scans at 200 pumps; past a cost PostgreSQL plans such a
+   * statement as a parallel append, and starting and stopping its workers costs more than the scans (at
+   * 200 pumps in the fleet bench, 0.8 of PostgreSQL's cores were parallel workers).
+   */
+  parallelWorkers = true,
 ): pg.Pool {
   const pool = new pg.Pool({
     ...clientConfig(db, applicationName),
+    ...(parallelWorkers ? {} : { options: '-c max_parallel_workers_per_gather=0' }),
     max,
     idleTimeoutMillis: idleTimeoutMs,
     query_timeout: queryTimeoutMs,
   });
   // An idle client that loses its server emits 'error' on the pool; the next query reconnects.
   pool.on('error', () => {});
-  return pool;
-}
-
-/**
- * Plans the pool's statements without parallel workers. The engine's statements are many small lookups,
- * each a `UNION ALL` of up to a few hundred index scans at 200 pumps; past a cost PostgreSQL plans such a
- * statement as a parallel append, and starting and stopping its workers costs more than the scans (at
- * 200 pumps in the fleet bench, 0.8 of PostgreSQL's cores were parallel workers). Set on each new
- * connection before it is handed out (a pooled client runs its statements in order).
- */
-export function withoutParallelWorkers(pool: pg.Pool): pg.Pool {
-  pool.on('connect', (client) => {
-    client.query('SET max_parallel_workers_per_gather = 0').catch(() => {});
-  });
   return pool;
 }
 
