@@ -188,7 +188,7 @@ async function main(): Promise<void> {
     } else if (m.type === 'mark') {
       send({ type: 'mark', ...mark() });
     } else if (m.type === 'catchup') {
-      const gauge = monitor.telemetry.registry.getSingleMetric('pump_monitor_catchup_running');
+      const gauge = monitor.units.telemetry.registry.getSingleMetric('pump_monitor_catchup_running');
       Promise.resolve(gauge?.get()).then(
         (g) => {
           const v = g?.values[0]?.value;

@@ -48,6 +48,17 @@ const sensorSchema = z.object({
   flatAfter: z.number().int().min(2).max(1_000_000).optional(),
 });
 
+/** How long a level must hold: `vectors` answers in a row (this many by default), or `seconds`. */
+function holdFor(vectors: number) {
+  return z
+    .object({
+      vectors: z.number().int().min(1).max(10_000).default(vectors),
+      seconds: z.number().positive().max(86_400).optional(),
+    })
+    .strict()
+    .prefault({});
+}
+
 /**
  * A pump's verdict from its failure probability (percent): levels, on-delay, recovery margin, staleness.
  * Defaults: warning 50, alarm 80, on-delay 3 vectors, off-delay 5 vectors, recovery 10 points, stale after
@@ -62,24 +73,12 @@ const healthSchema = z
      * A level is taken once it is held for `vectors` answers in a row, or for `seconds` (whichever comes
      * first; leave `seconds` out to count vectors only).
      */
-    onDelay: z
-      .object({
-        vectors: z.number().int().min(1).max(10_000).default(3),
-        seconds: z.number().positive().max(86_400).optional(),
-      })
-      .strict()
-      .prefault({}),
+    onDelay: holdFor(3),
     /**
      * A level is left once the probability stays below its clear point (the level minus `recovery`) for
      * `vectors` answers in a row, or for `seconds` (off-delay).
      */
-    offDelay: z
-      .object({
-        vectors: z.number().int().min(1).max(10_000).default(5),
-        seconds: z.number().positive().max(86_400).optional(),
-      })
-      .strict()
-      .prefault({}),
+    offDelay: holdFor(5),
     /** Percentage points below a level before it clears (hysteresis). */
     recovery: z.number().min(0).max(100).default(10),
     /** Seconds without an answer after which the verdict is unknown. */

@@ -29,6 +29,16 @@ export interface MonitorOptions {
   progress?: (text: string | undefined) => void;
 }
 
+/**
+ * The units others read (http/, cli/, tests): telemetry, the listener, the replication source (undefined
+ * under SOURCE=notify), the leases, the housekeeper, the pumps' verdicts, and the snapshot /status,
+ * /readyz and the page read (http/status.ts).
+ */
+export type MonitorUnits = Pick<
+  Units,
+  'telemetry' | 'listener' | 'replication' | 'leases' | 'housekeeper' | 'health' | 'snapshot'
+>;
+
 export interface MonitorEvents {
   fatal: [error: Error];
 }
@@ -44,6 +54,8 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   readonly replicaId = `${hostname().slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
   private readonly lifetime = new AbortController();
   private readonly u: Units;
+  /** The units others read: the same objects, fewer of them. */
+  readonly units: MonitorUnits;
   private timers: NodeJS.Timeout[] = [];
   private stage = 'running';
   private stopping = false;
@@ -60,6 +72,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       progress: o.progress,
     });
     const { u } = this;
+    this.units = u;
     observe(u.telemetry, {
       ...u,
       log: o.logger,
@@ -76,37 +89,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       catchUpRunning: () => u.catchUp.running,
       writers: () => u.snapshot.writers(),
     });
-  }
-
-  get telemetry() {
-    return this.u.telemetry;
-  }
-
-  get listener() {
-    return this.u.listener;
-  }
-
-  /** SOURCE=replication: the slot's reader; undefined under SOURCE=notify. */
-  get replication() {
-    return this.u.replication;
-  }
-
-  get leases() {
-    return this.u.leases;
-  }
-
-  get housekeeper() {
-    return this.u.housekeeper;
-  }
-
-  /** Verdicts of the pumps and their channels. */
-  get health() {
-    return this.u.health;
-  }
-
-  /** What /status, /readyz and the page read (http/status.ts). */
-  get snapshot() {
-    return this.u.snapshot;
   }
 
   /** Prepares the engine's schema and checkpoints, takes its leases, then LISTENs and catches up. */

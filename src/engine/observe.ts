@@ -4,6 +4,7 @@ import type { PostPipeline } from '../delivery/post-pipeline.js';
 import { describeFailure } from '../delivery/post-queue.js';
 import type { Intake } from '../source/intake.js';
 import type { Listener } from '../source/listener.js';
+import { getOrAdd } from '../util/maps.js';
 import type { LogbookLane } from './logbook-lane.js';
 import type { PumpLane } from './pump-lane.js';
 import type { Telemetry } from './telemetry.js';
@@ -220,12 +221,7 @@ class PumpSummaries {
   }
 
   of(pump: string): SummaryWindow {
-    let w = this.windows.get(pump);
-    if (!w) {
-      w = fresh();
-      this.windows.set(pump, w);
-    }
-    return w;
+    return getOrAdd(this.windows, pump, fresh);
   }
 
   /** A copy of each pump's window; the window itself is emptied in place (the handlers hold it). */

@@ -67,11 +67,6 @@ export class PumpLane extends EventEmitter<PumpLaneEvents> {
     return this.assembler.openGroups;
   }
 
-  /** Open groups at or above the threshold: they close within the settle time. */
-  get settlingGroups(): number {
-    return this.assembler.settlingGroups;
-  }
-
   /**
    * Backpressure for catch-up: above 1 when more than half of MAX_OPEN_GROUPS are settling. Groups below
    * the threshold do not count: only expiry closes them, and the assembler's cap bounds them.

@@ -1,6 +1,7 @@
 import client from 'prom-client';
 import type { PumpConfig } from '../config/env.js';
 import { parseReply } from '../model/payload.js';
+import { getOrAdd } from '../util/maps.js';
 import {
   type ChannelStats,
   type DroppedPoint,
@@ -95,12 +96,7 @@ export class Telemetry {
 
   /** A logbook's counters, created at first use. */
   logbook(id: string): LogbookStats {
-    let s = this.logbooks.get(id);
-    if (!s) {
-      s = newLogbookStats();
-      this.logbooks.set(id, s);
-    }
-    return s;
+    return getOrAdd(this.logbooks, id, newLogbookStats);
   }
 
   /** A gauge whose value is read when scraped. */
@@ -129,17 +125,10 @@ export class Telemetry {
   backendAnswer(pump: string, unified: boolean, status: number): void {
     const route = unified ? 'unified' : 'sensor';
     const at = `${pump} ${route}`;
-    let byStatus = this.answerCounters.get(at);
-    if (!byStatus) {
-      byStatus = new Map();
-      this.answerCounters.set(at, byStatus);
-    }
-    let c = byStatus.get(status);
-    if (!c) {
-      c = this.backendResponses.tally({ pump, route, status: status === 0 ? 'none' : String(status) });
-      byStatus.set(status, c);
-    }
-    c.inc();
+    const byStatus = getOrAdd(this.answerCounters, at, () => new Map());
+    getOrAdd(byStatus, status, () =>
+      this.backendResponses.tally({ pump, route, status: status === 0 ? 'none' : String(status) }),
+    ).inc();
   }
 
   pump(id: string): PumpStats {

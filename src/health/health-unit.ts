@@ -309,26 +309,16 @@ export class HealthUnit {
           }
       },
     );
-    gauge(
-      'channel_silent',
-      '1 while the channel is silent (no reading for its silentAfter)',
-      ['pump', 'channel'],
-      (set) => {
+    const marks = [
+      ['silent', 'silent (no reading for its silentAfter)'],
+      ['flat', 'flat (one value for its flatAfter readings)'],
+    ] as const;
+    for (const [state, what] of marks) {
+      gauge(`channel_${state}`, `1 while the channel is ${what}`, ['pump', 'channel'], (set) => {
         for (const w of owned())
-          for (const [channel, c] of w.channels)
-            set({ pump: w.pump.id, channel }, c.state === 'silent' ? 1 : 0);
-      },
-    );
-    gauge(
-      'channel_flat',
-      '1 while the channel is flat (one value for its flatAfter readings)',
-      ['pump', 'channel'],
-      (set) => {
-        for (const w of owned())
-          for (const [channel, c] of w.channels)
-            set({ pump: w.pump.id, channel }, c.state === 'flat' ? 1 : 0);
-      },
-    );
+          for (const [channel, c] of w.channels) set({ pump: w.pump.id, channel }, c.state === state ? 1 : 0);
+      });
+    }
   }
 
   private record(w: PumpWatch, subject: string, t: Transition | undefined): void {

@@ -11,8 +11,10 @@ import { type EngineSnapshot, pageModel, readiness, statusModel } from './status
 
 /** What the server serves: the engine's snapshot, and its metrics registry. */
 export interface Served {
-  snapshot: EngineSnapshot;
-  telemetry: { registry: { metrics(): Promise<string>; contentType: string } };
+  units: {
+    snapshot: EngineSnapshot;
+    telemetry: { registry: { metrics(): Promise<string>; contentType: string } };
+  };
 }
 
 const publicDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../public');
@@ -105,7 +107,7 @@ export async function buildServer(monitor: Served, opts: ServerOptions = {}): Pr
   const uplotJs = readFileSync(vendor.resolve('uplot/dist/uPlot.iife.min.js'));
   const uplotCss = readFileSync(vendor.resolve('uplot/dist/uPlot.min.css'));
   const feed = new LiveFeed({
-    build: () => pageModel(monitor.snapshot),
+    build: () => pageModel(monitor.units.snapshot),
     maxClients: eventsMaxClients,
     ...(opts.eventsTickMs === undefined ? {} : { tickMs: opts.eventsTickMs }),
   });
@@ -126,13 +128,13 @@ export async function buildServer(monitor: Served, opts: ServerOptions = {}): Pr
   });
   app.get('/healthz', { config: { open: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { config: { open: true } }, async (_req, reply) => {
-    const r = readiness(monitor.snapshot);
+    const r = readiness(monitor.units.snapshot);
     return reply.code(r.ready ? 200 : 503).send({ ready: r.ready, reason: r.reason });
   });
-  app.get('/status', async () => statusModel(monitor.snapshot));
-  app.get('/api/view', async () => pageModel(monitor.snapshot));
+  app.get('/status', async () => statusModel(monitor.units.snapshot));
+  app.get('/api/view', async () => pageModel(monitor.units.snapshot));
   app.get('/metrics', async (_req, reply) => {
-    const registry = monitor.telemetry.registry;
+    const registry = monitor.units.telemetry.registry;
     return reply.type(registry.contentType).send(await registry.metrics());
   });
   app.get('/events', async (_req, reply) => {

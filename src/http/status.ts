@@ -16,19 +16,7 @@ export interface EngineSnapshot {
   readonly pumps: PumpConfig[];
   readonly logbooks: LogbookConfig[];
   readonly telemetry: Pick<Telemetry, 'pump' | 'logbook' | 'classification' | 'recentErrors'>;
-  readonly listener: Pick<
-    ListenerView,
-    | 'listening'
-    | 'state'
-    | 'lastError'
-    | 'channelCount'
-    | 'connectedSince'
-    | 'reconnects'
-    | 'intentosConexion'
-    | 'reconexionesConsecutivas'
-    | 'lastHeartbeatAt'
-    | 'lastHeartbeatMs'
-  >;
+  readonly listener: ListenerView;
   stopping(): boolean;
   /** The pumps and logbooks this replica serves now. */
   owned(): string[];
@@ -83,9 +71,10 @@ export function readiness(s: EngineSnapshot): { ready: boolean; reason: string }
   if (s.stopping()) return { ready: false, reason: 'shutting down' };
   const { listener } = s;
   if (!listener.listening) {
+    const { lastError } = listener.counters();
     return {
       ready: false,
-      reason: `LISTEN connection ${listener.state}${listener.lastError ? `: ${listener.lastError}` : ''}`,
+      reason: `LISTEN connection ${listener.state}${lastError ? `: ${lastError}` : ''}`,
     };
   }
   // SOURCE=replication: the slot is the live path. Its holder not reading it delivers nothing new.
@@ -125,6 +114,7 @@ export function readiness(s: EngineSnapshot): { ready: boolean; reason: string }
 export function statusModel(s: EngineSnapshot) {
   const { listener } = s;
   const listening = listener.listening;
+  const lc = listener.counters();
   const pumps: Record<string, unknown> = {};
   for (const p of s.pumps) {
     const c = s.telemetry.pump(p.id);
@@ -159,14 +149,14 @@ export function statusModel(s: EngineSnapshot) {
   }
   const writers = s.writers();
   return {
-    state: listener.state,
+    state: lc.state,
     uptime_s: Math.round((Date.now() - s.startedAt) / 1000),
-    connected_since: listener.connectedSince ?? null,
-    reconnects: listener.reconnects,
-    intentos_conexion: listener.intentosConexion,
-    reconexiones_consecutivas: listener.reconexionesConsecutivas,
-    last_heartbeat_at: listener.lastHeartbeatAt ?? null,
-    last_heartbeat_ms: listener.lastHeartbeatMs ?? null,
+    connected_since: lc.connectedSince ?? null,
+    reconnects: lc.reconnects,
+    intentos_conexion: lc.intentosConexion,
+    reconexiones_consecutivas: lc.reconexionesConsecutivas,
+    last_heartbeat_at: lc.lastHeartbeatAt ?? null,
+    last_heartbeat_ms: lc.lastHeartbeatMs ?? null,
     replica: s.replicaId,
     owned_pumps: s.owned(),
     sensor_posts_queued: s.postsQueued(),

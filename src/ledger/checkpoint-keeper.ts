@@ -12,6 +12,7 @@ import {
 } from '../store/checkpoints.js';
 import { describePgError } from '../store/db.js';
 import { MAX_TABLE_NO, member } from '../store/members.js';
+import { getOrAdd } from '../util/maps.js';
 import { TableProgress } from './table-progress.js';
 import { RowTicket } from './ticket.js';
 
@@ -99,12 +100,7 @@ export class CheckpointKeeper {
       p.holdFromLatest();
       const entry = { reader: r, p };
       this.progress.set(readerKey(r.pump, r.table), entry);
-      let tables = this.byPump.get(r.pump);
-      if (!tables) {
-        tables = new Map();
-        this.byPump.set(r.pump, tables);
-      }
-      tables.set(r.table, entry);
+      getOrAdd(this.byPump, r.pump, () => new Map()).set(r.table, entry);
     }
   }
 

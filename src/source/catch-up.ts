@@ -4,6 +4,7 @@ import type { PumpConfig } from '../config/env.js';
 import { describePgError } from '../store/db.js';
 import { readRowsAfter, type SensorRow } from '../store/sensor-rows.js';
 import { sleep } from '../util/clock.js';
+import { getOrAdd } from '../util/maps.js';
 
 export interface CatchUpOptions {
   pool: pg.Pool;
@@ -185,11 +186,7 @@ export function takeRound(own: readonly Buffered[]): SensorRow[][] {
   // By table: two sensors of a pump on one table share its rows, and its one row per key text.
   const handedKeys = new Map<string, Set<string>>();
   return own.map((c) => {
-    let keys = handedKeys.get(c.table);
-    if (!keys) {
-      keys = new Set();
-      handedKeys.set(c.table, keys);
-    }
+    const keys = getOrAdd(handedKeys, c.table, () => new Set<string>());
     let n = 0;
     while (n < c.buffer.length) {
       const r = c.buffer[n] as SensorRow;

@@ -70,9 +70,11 @@ export interface ListenerCounters {
 }
 
 /** A read-only view of the listener: its counters, whether it listens, and on how many channels. */
-export interface ListenerView extends ListenerCounters {
+export interface ListenerView {
+  readonly state: ListenerState;
   readonly listening: boolean;
   readonly channelCount: number;
+  counters(): ListenerCounters;
 }
 
 /**
@@ -80,7 +82,7 @@ export interface ListenerView extends ListenerCounters {
  * session is alive and still listening, and reconnects with the original's counters and backoff.
  */
 export class Listener extends EventEmitter<ListenerEvents> implements ListenerView {
-  /** The supervisor's counters: written here only, read through the getters below. */
+  /** The supervisor's counters: written here only, read through `counters()`. */
   private readonly c: { -readonly [K in keyof ListenerCounters]: ListenerCounters[K] } = {
     state: 'idle',
     intentosConexion: 0,
@@ -96,29 +98,10 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
   get state(): ListenerState {
     return this.c.state;
   }
-  get intentosConexion(): number {
-    return this.c.intentosConexion;
-  }
-  get reconexionesConsecutivas(): number {
-    return this.c.reconexionesConsecutivas;
-  }
-  get reconnects(): number {
-    return this.c.reconnects;
-  }
-  get connectedSince(): number | undefined {
-    return this.c.connectedSince;
-  }
-  get lastHeartbeatAt(): number | undefined {
-    return this.c.lastHeartbeatAt;
-  }
-  get lastHeartbeatMs(): number | undefined {
-    return this.c.lastHeartbeatMs;
-  }
-  get lastError(): string | undefined {
-    return this.c.lastError;
-  }
-  get heartbeatsSent(): number {
-    return this.c.heartbeatsSent;
+
+  /** A copy of the counters: read, never written, from outside. */
+  counters(): ListenerCounters {
+    return { ...this.c };
   }
 
   private client: pg.Client | undefined;

@@ -1,4 +1,5 @@
 import { sleep } from './clock.js';
+import { getOrAdd } from './maps.js';
 
 export interface BatchWriterOptions<T = unknown> {
   /** Names the writer in logs, /readyz, /status and the metrics. */
@@ -107,12 +108,7 @@ export class BatchWriter<T> {
     private readonly opts: BatchWriterOptions<T>,
   ) {
     opts.signal.addEventListener('abort', () => this.wake?.(), { once: true });
-    let mine = writers.get(opts.signal);
-    if (!mine) {
-      mine = new Set();
-      writers.set(opts.signal, mine);
-    }
-    mine.add(this as unknown as BatchWriter<never>);
+    getOrAdd(writers, opts.signal, () => new Set()).add(this as unknown as BatchWriter<never>);
   }
 
   get health(): WriterHealth {

@@ -256,7 +256,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     const st = stream(s, 100);
     for (let i = 1; i <= 4; i++) {
       await untilTicks(st, i * 35);
-      await waitFor('listening again', () => m.listener.listening);
+      await waitFor('listening again', () => m.units.listener.listening);
       const { rows } = await s.admin.query(
         'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()',
         [`pm-listen:${m.replicaId}`],
@@ -269,7 +269,7 @@ describe('fault injection', { timeout: 180_000 }, () => {
     s.ledger.report('listen-connection-terminated');
     matchesStream(c, result);
     expectExactlyOnce(c);
-    expect(m.listener.reconnects).toBeGreaterThanOrEqual(4);
+    expect(m.units.listener.counters().reconnects).toBeGreaterThanOrEqual(4);
   });
 
   it('PostgreSQL stops and comes back mid-stream', async () => {
@@ -301,7 +301,10 @@ describe('fault injection', { timeout: 180_000 }, () => {
     st.landed('server stopped');
     await waitFor(
       'the stream and the engine to hit the outage',
-      () => st.allowed.length >= 3 && !m.listener.listening && m.listener.reconexionesConsecutivas >= 2,
+      () =>
+        st.allowed.length >= 3 &&
+        !m.units.listener.listening &&
+        m.units.listener.counters().reconexionesConsecutivas >= 2,
       30_000,
     );
     ticksAtStart = st.ticks();
@@ -311,12 +314,12 @@ describe('fault injection', { timeout: 180_000 }, () => {
     st.landed('server started');
     const result = await finished(st, { allowedErrors: true });
     expect(st.allowed.length).toBeGreaterThan(0);
-    await waitFor('listening again', () => m.listener.listening, 30_000);
+    await waitFor('listening again', () => m.units.listener.listening, 30_000);
     const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
     s.ledger.report('postgres-restarted');
     matchesStream(c, result);
     expectExactlyOnce(c);
-    expect(m.listener.reconnects).toBeGreaterThanOrEqual(1);
+    expect(m.units.listener.counters().reconnects).toBeGreaterThanOrEqual(1);
   });
 
   it('a half-open socket: the network stops forwarding without closing', async () => {
@@ -328,13 +331,17 @@ describe('fault injection', { timeout: 180_000 }, () => {
     const m = await monitor(config);
     const st = stream(s, 100);
     await untilTicks(st, 60);
-    await waitFor('listening', () => m.listener.listening);
+    await waitFor('listening', () => m.units.listener.listening);
     const detected = new Promise<{ sent: number; state: string; error: string | undefined }>((resolve) =>
-      m.listener.once('disconnected', (reason) =>
-        resolve({ sent: m.listener.heartbeatsSent, state: m.listener.state, error: reason }),
+      m.units.listener.once('disconnected', (reason) =>
+        resolve({
+          sent: m.units.listener.counters().heartbeatsSent,
+          state: m.units.listener.state,
+          error: reason,
+        }),
       ),
     );
-    const sentAtFault = m.listener.heartbeatsSent;
+    const sentAtFault = m.units.listener.counters().heartbeatsSent;
     proxy.blackhole();
     st.landed('blackhole');
     const d = await detected;
@@ -345,12 +352,16 @@ describe('fault injection', { timeout: 180_000 }, () => {
     expect(d.error).toContain(`heartbeat got no answer within ${timeoutMs} ms`);
     expect(d.state).not.toBe('listening');
     const result = await finished(st);
-    await waitFor('listening again after the dead socket is noticed', () => m.listener.listening, 30_000);
+    await waitFor(
+      'listening again after the dead socket is noticed',
+      () => m.units.listener.listening,
+      30_000,
+    );
     const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
     s.ledger.report('half-open-socket');
     matchesStream(c, result);
     expectExactlyOnce(c);
-    expect(m.listener.reconnects).toBeGreaterThanOrEqual(1);
+    expect(m.units.listener.counters().reconnects).toBeGreaterThanOrEqual(1);
   });
 
   it('the backend answers 500/503, then times out, then recovers', async () => {

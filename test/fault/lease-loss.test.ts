@@ -183,7 +183,7 @@ describe.skipIf(onReplication)('lease session lost, LISTEN connection up', { tim
     });
 
     // 2. The lease session dies mid-stream; the LISTEN connection stays up.
-    const reconnects = m.listener.reconnects;
+    const reconnects = m.units.listener.counters().reconnects;
     const { rows: killed } = await x.admin.query(
       `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
         WHERE application_name LIKE 'pm-lease:%' AND application_name LIKE '%:' || $1 AND datname = current_database()`,
@@ -236,8 +236,8 @@ describe.skipIf(onReplication)('lease session lost, LISTEN connection up', { tim
       ['A', true],
       ['B', true],
     ]);
-    expect(m.listener.listening).toBe(true);
-    expect(m.listener.reconnects).toBe(reconnects);
+    expect(m.units.listener.listening).toBe(true);
+    expect(m.units.listener.counters().reconnects).toBe(reconnects);
 
     // 6. Live readings of each pump are taken in, and checkpoints are saved after them, while the
     // take-over's catch-up has still not read the ignored rows.

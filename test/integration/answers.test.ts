@@ -323,7 +323,7 @@ describe('a poison item never jams a writer', () => {
     const stored = await letters(h, 'notification');
     expect(stored.map((l) => l.payload)).toEqual(['not json 1', null, 'not json 2']);
     expect(stored[1]?.reason).toMatch(/^not_json: .*\[payload and answer not stored: 23514 /);
-    expect(writersRetrying(h.monitor.snapshot)).toEqual([]);
+    expect(writersRetrying(h.monitor.units.snapshot)).toEqual([]);
   });
 
   it("a vector's dead letter the table refuses is stored bare, and the pump's next vectors are sent", async () => {
@@ -361,7 +361,7 @@ describe('a poison item never jams a writer', () => {
     await h.admin.query(`ALTER TABLE ${ENGINE_SCHEMA}.dead_letters RENAME TO dead_letters_away`);
     await h.admin.query(`SELECT pg_notify($1, 'not json')`, [h.pumps.A.sensors[0]?.channel]);
     await waitFor('the dead-letter writer failing twice', () =>
-      writersRetrying(m.snapshot).some((w) => w.writer === 'dead_letters' && w.failures >= 2),
+      writersRetrying(m.units.snapshot).some((w) => w.writer === 'dead_letters' && w.failures >= 2),
     );
     const ready = await get('/readyz');
     expect(ready.statusCode).toBe(503);

@@ -171,7 +171,7 @@ for (const profile of ['default', 'plant-2026-03'] as const) {
         );
       }
       // Seen in memory; stored by the unit's writer, which this waits for.
-      await h.monitor.health.flush();
+      await h.monitor.units.health.flush();
       const { rows } = await h.admin.query<{ pump: string; from_state: string; to_state: string }>(
         `SELECT pump, from_state, to_state FROM ${ENGINE_SCHEMA}.health_transitions WHERE subject = $1 ORDER BY id`,
         [`channel:${channel}`],

@@ -84,7 +84,7 @@ describe('vector identity', () => {
     }
     await waitFor('day 1: three full vectors', () => unifiedA(x).length === 3);
     await waitFor('00:01 open with all but one field', () =>
-      m.snapshot
+      m.units.snapshot
         .groupsView('A', 30)
         .some((g) => g.tiempo === '00:01' && g.present.filter(Boolean).length === 19),
     );
@@ -98,7 +98,7 @@ describe('vector identity', () => {
       'the late reading to be counted',
       () => (m.status().pumps.A as { readings_late: number }).readings_late === 1,
     );
-    expect(m.snapshot.groupsView('A', 30)).toEqual([]);
+    expect(m.units.snapshot.groupsView('A', 30)).toEqual([]);
     await waitFor('the late reading posted on its own', () => postsFor(x, endpoint, lateId).length === 1);
 
     // The next day the same key texts come back: four new vectors, with keys of their own.
@@ -136,7 +136,9 @@ describe('vector identity', () => {
       fields: x.pumps.A.sensors.map((s) => s.field).filter((f) => f !== fourth),
     });
     await waitFor('the group open with all but one field', () =>
-      m.snapshot.groupsView('A', 30).some((g) => g.tiempo === t && g.present.filter(Boolean).length === 19),
+      m.units.snapshot
+        .groupsView('A', 30)
+        .some((g) => g.tiempo === t && g.present.filter(Boolean).length === 19),
     );
     clock.advance(1_000);
     await waitFor('the first vector', () => unifiedA(x).length === 2);
@@ -147,7 +149,7 @@ describe('vector identity', () => {
       'the late reading',
       () => (m.status().pumps.A as { readings_late: number }).readings_late === 1,
     );
-    expect(m.snapshot.groupsView('A', 30)).toEqual([]);
+    expect(m.units.snapshot.groupsView('A', 30)).toEqual([]);
 
     // A clock reset 5 s later, still inside the window: every table repeats the key. None of those rows
     // can be a late member of the closed group, which holds a row of each: a new vector at once.

@@ -91,7 +91,7 @@ async function checkpoints(x: Harness): Promise<number[]> {
 
 /** The horizon the engine's LISTEN session gives now (what its checkpoint keeper uses). */
 function listenerHorizon(m: Monitor): Promise<number | undefined> {
-  return m.listener.horizon();
+  return m.units.listener.horizon();
 }
 
 /** The horizon the engine's checkpoint keeper last used (private fields, read for this check only). */
@@ -165,9 +165,9 @@ describe('commits out of id order', () => {
       expect(await listenerHorizon(m)).toBe(early.xid);
 
       await proxy.refuse(); // the LISTEN session ends, and reconnecting fails until restore()
-      await waitFor('the LISTEN connection lost', () => !m.listener.listening);
+      await waitFor('the LISTEN connection lost', () => !m.units.listener.listening);
       await early.commit(); // notified to nobody
-      expect(m.listener.listening).toBe(false);
+      expect(m.units.listener.listening).toBe(false);
       await proxy.restore();
 
       await waitFor(

@@ -65,7 +65,7 @@ describe('logbook stream', () => {
     });
     expect(logbook()).toMatchObject({ received: 2, sent: 2, failed: 0 });
     expect(logbook()?.last_classification).toMatchObject({ clasificacion: 'Rutina' });
-    const metrics = await h.monitor.telemetry.registry.metrics();
+    const metrics = await h.monitor.units.telemetry.registry.metrics();
     expect(metrics).toMatch(/pump_monitor_logbook_events_total\{logbook="bitacoras",outcome="sent"\} 2/);
   });
 
@@ -167,7 +167,7 @@ describe('logbook stream', () => {
 
   it('catches up entries written while the connection was down, once each', async () => {
     await proxy.refuse();
-    await waitFor('the LISTEN connection lost', () => !h.monitor.listener.listening);
+    await waitFor('the LISTEN connection lost', () => !h.monitor.units.listener.listening);
     const ids = [
       await entry('gm_bitacoras_a', 'Escrita durante el corte 1'),
       await entry('gm_bitacoras_b', 'Escrita durante el corte 2'),

@@ -155,7 +155,10 @@ describe('secrets', () => {
       [`pm-listen:${monitor.replicaId}`],
     );
     expect(ended).toEqual([{ ok: true }]);
-    await waitFor('reconnected', () => monitor.listener.reconnects >= 1 && monitor.listener.listening);
+    await waitFor(
+      'reconnected',
+      () => monitor.units.listener.counters().reconnects >= 1 && monitor.units.listener.listening,
+    );
     h.backend.behaviour = () => undefined;
 
     // Every answer of the surface, with the right credentials and with wrong ones (status, headers, body).

@@ -51,7 +51,7 @@ async function count(sql: string, params: unknown[] = []): Promise<number> {
 
 /** The sum of a counter's samples in the engine's /metrics text. */
 async function metric(name: string): Promise<number> {
-  const text = await h.monitor.telemetry.registry.metrics();
+  const text = await h.monitor.units.telemetry.registry.metrics();
   let sum = 0;
   for (const line of text.split('\n')) {
     if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(' ').pop());

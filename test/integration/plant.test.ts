@@ -129,7 +129,7 @@ describe('plant-2026-03: shared tables, vector fields, posted-only sensors', () 
       readings_received: 25,
       readings_conflicting: 1,
     });
-    const metrics = await h.monitor.telemetry.registry.metrics();
+    const metrics = await h.monitor.units.telemetry.registry.metrics();
     expect(metrics).toMatch(/pump_monitor_readings_conflicting_total\{pump="B"\} 1/);
   });
 

@@ -197,7 +197,7 @@ describe('a vector the backend rejects', () => {
     expect(JSON.parse(letter?.payload ?? '')).toEqual(outbox[0]?.body);
     await waitFor('the engine to count it', () => counters(m, 'A').vectors_dead === 1);
     // Its dead letter is counted like every other kind, so PumpMonitorDeadLettersRising can fire for it.
-    const metric = await m.telemetry.registry.getSingleMetric('pump_monitor_dead_letters_total')?.get();
+    const metric = await m.units.telemetry.registry.getSingleMetric('pump_monitor_dead_letters_total')?.get();
     expect(metric?.values.find((v) => v.labels.kind === 'vector' && v.labels.pump === 'A')?.value).toBe(1);
     // Every reading of both timestamps and the next vector once, nothing else (no 200 for the rejected one).
     const c = await h

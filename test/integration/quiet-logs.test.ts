@@ -71,7 +71,7 @@ describe.each([
     const pumps = h.config.pumps.map((p) => p.id);
     const resolved = () =>
       pumps.every((id) => {
-        const s = monitor.telemetry.pump(id);
+        const s = monitor.units.telemetry.pump(id);
         return s.vectors_sent + s.vectors_dropped + s.vectors_dead >= TIMESTAMPS;
       });
     await waitFor('every timestamp sent or dropped', resolved, 60_000);
@@ -85,7 +85,7 @@ describe.each([
       'summary lines covering every vector',
       () =>
         pumps.every((id) => {
-          const s = monitor.telemetry.pump(id);
+          const s = monitor.units.telemetry.pump(id);
           return (
             summed(id, 'vectors_sent') === s.vectors_sent &&
             summed(id, 'vectors_dropped') === s.vectors_dropped
@@ -94,7 +94,7 @@ describe.each([
       30_000,
     );
     for (const id of pumps) {
-      const s = monitor.telemetry.pump(id);
+      const s = monitor.units.telemetry.pump(id);
       expect(s.vectors_sent, `pump ${id} sent vectors`).toBeGreaterThan(0);
       expect(summed(id, 'readings_conflicting')).toBe(s.readings_conflicting);
       expect(summed(id, 'readings_late')).toBe(s.readings_late);
@@ -190,7 +190,7 @@ describe('a flood of one warning', () => {
     backend.behaviour = () => undefined;
     await waitFor(
       'every vector sent after the backend heals',
-      () => monitor.telemetry.pump('A').vectors_sent >= 10,
+      () => monitor.units.telemetry.pump('A').vectors_sent >= 10,
       60_000,
     );
     const warned = lines.filter((l) => l.level === 40);

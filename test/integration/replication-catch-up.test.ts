@@ -43,13 +43,13 @@ describe('catch-up on SOURCE=replication', () => {
       () => x.backend.requests.filter((r) => r.status === 200 && r.path.includes('predecir')).length === 2,
     );
     expect(catchUpRows(m)).toBe(35);
-    expect(m.replication?.rows).toBe(0);
+    expect(m.units.replication?.rows).toBe(0);
     await insertTimestamp(x.admin, x.pumps.A, '2025-05-01T10:01:00');
     const c = await x.ledger().settle({ admin: x.admin, monitors: [m], timeoutMs: 30_000 });
     expectExactlyOnce(c);
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 55, vectors: 3 });
     // The slot gave the later timestamp (20 rows), none of the earlier ones.
-    expect(m.replication?.rows).toBe(20);
+    expect(m.units.replication?.rows).toBe(20);
   });
 
   it('the LISTEN session cut: nothing lost or sent twice, and no checkpoint left held', async () => {

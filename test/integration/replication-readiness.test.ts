@@ -36,7 +36,7 @@ beforeAll(async () => {
   h = await harness('repl_ready', { SOURCE: 'replication', TIEMPO_ESPERA_BASE: '2', TIEMPO_ESPERA_MAX: '2' });
   m = await h.startMonitor();
   app = await buildServer(m);
-  await waitFor('the slot read', () => m.replication?.isStreaming === true);
+  await waitFor('the slot read', () => m.units.replication?.isStreaming === true);
   await waitFor('ready', async () => (await readyz()).status === 200);
 });
 
@@ -56,7 +56,7 @@ describe('/readyz on SOURCE=replication', () => {
     // Committed while the stream is down: the slot keeps it.
     await insertTimestamp(h.admin, h.pumps.B, '2025-04-01T10:00:00');
     await waitFor('/readyz 200 again', async () => (await readyz()).status === 200, 30_000);
-    expect(m.replication?.isStreaming).toBe(true);
+    expect(m.units.replication?.isStreaming).toBe(true);
     const c = await h.ledger().settle({ admin: h.admin, monitors: [m], timeoutMs: 30_000 });
     expectExactlyOnce(c);
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 35, vectors: 2 });

@@ -64,14 +64,14 @@ describe('SOURCE=replication on wal2json (Debian PostgreSQL 15)', () => {
     await h.startMonitor();
     // Committed before the engine ran: the slot and the start's catch-up both have them; one each.
     await insertTimestamp(h.admin, h.pumps.A, '2025-05-01T10:00:00');
-    await waitFor('streaming', () => h.monitor.replication?.isStreaming === true);
+    await waitFor('streaming', () => h.monitor.units.replication?.isStreaming === true);
     await insertTimestamp(h.admin, h.pumps.B, '2025-05-01T10:00:00');
     await insertTimestamp(h.admin, h.pumps.A, '2025-05-01T10:00:01', {
       fields: h.pumps.A.sensors.slice(0, 16).map((s) => s.field),
     });
     const c = await exactlyOnce();
     expect(c.readings).toBe(20 + 15 + 16);
-    expect(h.monitor.replication?.rows).toBeGreaterThanOrEqual(15 + 16);
+    expect(h.monitor.units.replication?.rows).toBeGreaterThanOrEqual(15 + 16);
     const { rows: w } = await h.admin.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l');
     await waitFor('the slot confirmed', async () => {
       const s = await readSlot(h.admin, slot);

@@ -61,14 +61,14 @@ describe('SOURCE=replication on pgoutput', () => {
   it('delivers every reading and vector once from the slot, with no trigger installed, and confirms the slot', async () => {
     expect(await ourTriggers(h)).toBe(0);
     await h.startMonitor();
-    const before = h.monitor.replication?.rows ?? 0;
+    const before = h.monitor.units.replication?.rows ?? 0;
     await insertTimestamp(h.admin, h.pumps.A, '2025-03-01T10:00:00');
     await insertTimestamp(h.admin, h.pumps.B, '2025-03-01T10:00:00');
     const end = await walNow(h);
     const c = await exactlyOnce(h);
     expect({ readings: c.readings, vectors: c.vectors }).toEqual({ readings: 35, vectors: 2 });
     // No trigger, no catch-up since the start: the slot handed every row.
-    expect((h.monitor.replication?.rows ?? 0) - before).toBe(35);
+    expect((h.monitor.units.replication?.rows ?? 0) - before).toBe(35);
     await waitFor('the slot confirmed past the inserts', async () => (await confirmed(h)) >= end);
     const st = h.monitor.status().replication as Record<string, unknown>;
     expect(st).toMatchObject({ plugin: 'pgoutput', streaming: true, slot: slotOf(h), rows_pending: 0 });
@@ -76,9 +76,9 @@ describe('SOURCE=replication on pgoutput', () => {
     // The slot's lag on /metrics (and /status): bytes from the slot itself, seconds from the oldest waiting.
     await waitFor(
       'the lag read from the slot',
-      () => typeof h.monitor.replication?.status().lag_bytes === 'number',
+      () => typeof h.monitor.units.replication?.status().lag_bytes === 'number',
     );
-    const metrics = await h.monitor.telemetry.registry.metrics();
+    const metrics = await h.monitor.units.telemetry.registry.metrics();
     expect(metrics).toMatch(/^pump_monitor_replication_lag_bytes \d+$/m);
     expect(metrics).toMatch(/^pump_monitor_replication_lag_seconds [\d.e-]+$/m);
     expect(metrics).toMatch(/^pump_monitor_replication_streaming 1$/m);
@@ -87,7 +87,7 @@ describe('SOURCE=replication on pgoutput', () => {
   it('does not confirm a transaction while a row of it is unsettled (its group still open)', async () => {
     await h.monitor.stop(1_000);
     const m = await h.startMonitor({ GROUP_EXPIRY_MS: '8000' });
-    await waitFor('streaming', () => m.replication?.isStreaming === true);
+    await waitFor('streaming', () => m.units.replication?.isStreaming === true);
     const received = pumpStatus(m, 'A').readings_received as number;
     const posted = pumpStatus(m, 'A').sensor_posts_ok ?? 0;
     // Two fields of pump A: below its threshold, so the group waits for expiry and its rows stay unsettled.
@@ -102,7 +102,7 @@ describe('SOURCE=replication on pgoutput', () => {
     const during = await confirmed(h);
     expect(open()).toBeGreaterThan(0);
     expect(during).toBeLessThan(end);
-    expect(m.replication?.status().rows_pending).toBeGreaterThan(0);
+    expect(m.units.replication?.status().rows_pending).toBeGreaterThan(0);
     await exactlyOnce(h, [m]);
     await waitFor('the slot confirmed once the group was dropped', async () => (await confirmed(h)) >= end);
   });
@@ -120,10 +120,10 @@ describe('SOURCE=replication on pgoutput', () => {
     await h.monitor.stop(1_000);
     const first = await h.startMonitor({ LEASE_INTERVAL_MS: '200' });
     const second = await h.startMonitor({ LEASE_INTERVAL_MS: '200' });
-    await waitFor('the first streams', () => first.replication?.isStreaming === true);
+    await waitFor('the first streams', () => first.units.replication?.isStreaming === true);
     // The second holds no pump and does not read the slot.
     expect(second.status().owned_pumps).toEqual([]);
-    expect(second.replication?.isStreaming).toBe(false);
+    expect(second.units.replication?.isStreaming).toBe(false);
     await insertTimestamp(h.admin, h.pumps.A, '2025-03-04T10:00:00');
     await exactlyOnce(h, [first, second]);
     // The first's lease session dies (its host cut off for a moment): whichever replica then takes the
@@ -136,7 +136,9 @@ describe('SOURCE=replication on pgoutput', () => {
     await insertTimestamp(h.admin, h.pumps.B, '2025-03-04T10:00:01');
     await waitFor(
       'one replica streams again',
-      () => (first.replication?.isStreaming ? 1 : 0) + (second.replication?.isStreaming ? 1 : 0) === 1,
+      () =>
+        (first.units.replication?.isStreaming ? 1 : 0) + (second.units.replication?.isStreaming ? 1 : 0) ===
+        1,
       30_000,
     );
     await exactlyOnce(h, [first, second]);
@@ -145,9 +147,9 @@ describe('SOURCE=replication on pgoutput', () => {
       expect(owned.length === 0 || owned.length === 2).toBe(true);
     }
     // And the replica that reads it stops (as when its process dies): the other takes over.
-    const [reading, standby] = first.replication?.isStreaming ? [first, second] : [second, first];
+    const [reading, standby] = first.units.replication?.isStreaming ? [first, second] : [second, first];
     await reading.stop(1_000);
-    await waitFor('the standby streams', () => standby.replication?.isStreaming === true, 30_000);
+    await waitFor('the standby streams', () => standby.units.replication?.isStreaming === true, 30_000);
     await insertTimestamp(h.admin, h.pumps.A, '2025-03-04T10:00:02');
     await insertTimestamp(h.admin, h.pumps.B, '2025-03-04T10:00:02');
     await exactlyOnce(h, [standby]);

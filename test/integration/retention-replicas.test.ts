@@ -159,7 +159,10 @@ describe('retention with two replicas', { timeout: 180_000 }, () => {
       // replica that owns it.
       await waitFor(
         'retention deleting at both replicas',
-        () => [m1, m2].every((m) => m.housekeeper.totals.outbox > 0 && m.housekeeper.totals.posts > 0),
+        () =>
+          [m1, m2].every(
+            (m) => m.units.housekeeper.totals.outbox > 0 && m.units.housekeeper.totals.posts > 0,
+          ),
         60_000,
       );
       const landed = ticks;
@@ -224,7 +227,8 @@ describe('retention with two replicas', { timeout: 180_000 }, () => {
       expect(owners([m1, m2]).every((o) => o.length === 1)).toBe(true);
 
       // Both replicas at once, again and again: no round fails, and what is left is what must stay.
-      for (let i = 0; i < 5; i++) await Promise.all([m1.housekeeper.runOnce(), m2.housekeeper.runOnce()]);
+      for (let i = 0; i < 5; i++)
+        await Promise.all([m1.units.housekeeper.runOnce(), m2.units.housekeeper.runOnce()]);
       const all = logs.flat();
       expect(all.filter((l) => /retention/.test(String(l.msg)))).toEqual([]);
       expect(all.filter((l) => Number(l.level) >= 50)).toEqual([]);
@@ -254,7 +258,7 @@ describe('retention with two replicas', { timeout: 180_000 }, () => {
         `SELECT reason FROM ${S}.dead_letters`,
       );
       expect(letters.map((l) => l.reason)).toEqual(['recent']);
-      expect([m1, m2].reduce((n, m) => n + m.housekeeper.totals.deadLetters, 0)).toBe(2);
+      expect([m1, m2].reduce((n, m) => n + m.units.housekeeper.totals.deadLetters, 0)).toBe(2);
     },
   );
 });

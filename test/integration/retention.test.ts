@@ -57,7 +57,7 @@ describe('retention', () => {
       [table],
     );
 
-    const round = await h.monitor.housekeeper.runOnce();
+    const round = await h.monitor.units.housekeeper.runOnce();
     expect(round).toEqual({ posts: 2, outbox: 2_503, deadLetters: 1 });
     const left = await h.admin.query<{ tiempo_sensor: string }>(
       `SELECT tiempo_sensor FROM ${S}.outbox ORDER BY tiempo_sensor`,
@@ -72,11 +72,11 @@ describe('retention', () => {
     expect(await count(`${S}.dead_letters`)).toBe(1);
     expect(await count(`${S}.sensor_posts WHERE row_id = 1001`)).toBe(1);
     expect(await count(`${S}.sensor_posts`)).toBe(1);
-    expect(await h.monitor.housekeeper.runOnce()).toEqual({ posts: 0, outbox: 0, deadLetters: 0 });
+    expect(await h.monitor.units.housekeeper.runOnce()).toEqual({ posts: 0, outbox: 0, deadLetters: 0 });
   });
 
   it('shows the engine tables in /metrics', async () => {
-    const text = await h.monitor.telemetry.registry.metrics();
+    const text = await h.monitor.units.telemetry.registry.metrics();
     for (const t of ['outbox', 'dead_letters', 'sensor_posts', 'checkpoints', 'deferred_posts']) {
       expect(text).toMatch(new RegExp(`pump_monitor_engine_table_rows\\{table="${t}"\\} \\d+`));
       expect(text).toMatch(new RegExp(`pump_monitor_engine_table_bytes\\{table="${t}"\\} [1-9]\\d*`));

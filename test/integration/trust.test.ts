@@ -183,7 +183,7 @@ describe.skipIf(onReplication)(
       await h.startMonitor();
       await waitFor('every pump and the logbook owned', () => {
         const s = h.monitor.status() as unknown as { logbooks: Record<string, { owned: boolean }> };
-        return s.logbooks.bitacoras?.owned === true && h.monitor.snapshot.owned().length === 3;
+        return s.logbooks.bitacoras?.owned === true && h.monitor.units.snapshot.owned().length === 3;
       });
     });
 

@@ -37,7 +37,7 @@ function registeredMetrics(): Set<string> {
       { requireDatabase: true },
     ) as Config & { database: DatabaseConfig };
     const monitor = new Monitor({ config, logger: pino({ level: 'silent' }) });
-    for (const m of monitor.telemetry.registry.getMetricsAsArray()) names.add(m.name);
+    for (const m of monitor.units.telemetry.registry.getMetricsAsArray()) names.add(m.name);
   }
   return names;
 }

@@ -1,4 +1,5 @@
 import type { Config } from '../../config/env.js';
+import { getOrAdd } from '../../util/maps.js';
 
 /** What a table's inserts are handed to. */
 export interface TableRoute {
@@ -13,14 +14,7 @@ export interface TableRoute {
 /** The tables the definitions read, each with where its rows go. */
 export function tableRoutes(config: Pick<Config, 'pumps' | 'logbooks'>): Map<string, TableRoute> {
   const routes = new Map<string, TableRoute>();
-  const at = (table: string) => {
-    let r = routes.get(table);
-    if (!r) {
-      r = { channels: [], readers: [] };
-      routes.set(table, r);
-    }
-    return r;
-  };
+  const at = (table: string) => getOrAdd(routes, table, () => ({ channels: [], readers: [] }));
   for (const p of config.pumps) {
     for (const s of p.sensors) {
       const r = at(s.table);

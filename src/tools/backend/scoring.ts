@@ -12,6 +12,8 @@
  * Both are bounded and monotone, so dashboards and alert thresholds behave sensibly, but the numbers
  * carry no calibrated meaning. Nominal points come from src/tools/nominal.ts.
  */
+
+import { getOrAdd } from '../../util/maps.js';
 import { type Nominal, nominalFor } from '../nominal.js';
 
 /** How many recent readings of one sensor form its baseline. */
@@ -127,12 +129,7 @@ export class SensorScorer {
 
   private windowFor(pumpId: string, field: string): RollingWindow {
     const key = `${pumpId}\u0000${field}`;
-    let window = this.windows.get(key);
-    if (!window) {
-      window = new RollingWindow(this.windowSize);
-      this.windows.set(key, window);
-    }
-    return window;
+    return getOrAdd(this.windows, key, () => new RollingWindow(this.windowSize));
   }
 }
 
