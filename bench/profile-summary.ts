@@ -1,8 +1,10 @@
 /**
  * Summarizes a V8 .cpuprofile (from `node --cpu-prof`) by self time: the functions, and the packages or
- * source files, where the process spent its own CPU time.
+ * source files, where the process spent its own CPU time. A .heapprofile (the engine runner's
+ * BENCH_ALLOC_PROFILE or BENCH_LIVE_PROFILE) is summarized the same way by the bytes each function
+ * allocated (sampled).
  *
- *   npx tsx bench/profile-summary.ts <file.cpuprofile> [top]
+ *   npx tsx bench/profile-summary.ts <file.cpuprofile | file.heapprofile> [top]
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -115,6 +117,70 @@ export function summarizeProfile(file: string, top = 20): ProfileSummary {
   };
 }
 
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children?: HeapNode[];
+}
+
+export interface HeapSummary {
+  file: string;
+  sampledMb: number;
+  functions: { name: string; where: string; mb: number; pct: number }[];
+  areas: { name: string; mb: number; pct: number }[];
+}
+
+/** A sampling heap profile by the bytes allocated in each function and each package or file. */
+export function summarizeHeapProfile(file: string, top = 20): HeapSummary {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as { head: HeapNode };
+  const fns = new Map<string, { name: string; where: string; bytes: number }>();
+  const areas = new Map<string, number>();
+  let total = 0;
+  const stack: HeapNode[] = [profile.head];
+  for (let node = stack.pop(); node; node = stack.pop()) {
+    stack.push(...(node.children ?? []));
+    if (node.selfSize === 0) continue;
+    const { functionName, url, lineNumber } = node.callFrame;
+    const name = functionName || '(anonymous)';
+    const where = url ? `${location(url)}:${lineNumber + 1}` : '';
+    const f = fns.get(`${name}@${where}`) ?? { name, where, bytes: 0 };
+    f.bytes += node.selfSize;
+    fns.set(`${name}@${where}`, f);
+    const area = areaOf(name, url);
+    areas.set(area, (areas.get(area) ?? 0) + node.selfSize);
+    total += node.selfSize;
+  }
+  const mb = (b: number) => round(b / 1e6, 2);
+  const pct = (b: number) => round((100 * b) / Math.max(1, total), 1);
+  return {
+    file,
+    sampledMb: mb(total),
+    functions: [...fns.values()]
+      .sort((a, b) => b.bytes - a.bytes)
+      .slice(0, top)
+      .map((f) => ({ name: f.name, where: f.where, mb: mb(f.bytes), pct: pct(f.bytes) })),
+    areas: [...areas.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, b]) => ({ name, mb: mb(b), pct: pct(b) })),
+  };
+}
+
+export function formatHeapSummary(s: HeapSummary): string {
+  return [
+    `${path.basename(s.file)}: ${s.sampledMb} MB sampled`,
+    '',
+    '       MB        %  function (location)',
+    ...s.functions.map(
+      (f) =>
+        `  ${f.mb.toFixed(2).padStart(7)}  ${f.pct.toFixed(1).padStart(6)}  ${f.name}${f.where ? ` (${f.where})` : ''}`,
+    ),
+    '',
+    '       MB        %  package / file',
+    ...s.areas.map((a) => `  ${a.mb.toFixed(2).padStart(7)}  ${a.pct.toFixed(1).padStart(6)}  ${a.name}`),
+  ].join('\n');
+}
+
 export function formatSummary(s: ProfileSummary): string {
   const lines = [
     `${path.basename(s.file)}: ${s.wallMs} ms profiled, ${s.busyMs} ms busy, ${s.idleMs} ms idle`,
@@ -134,8 +200,12 @@ export function formatSummary(s: ProfileSummary): string {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const file = process.argv[2];
   if (!file) {
-    process.stderr.write('usage: tsx bench/profile-summary.ts <file.cpuprofile> [top]\n');
+    process.stderr.write('usage: tsx bench/profile-summary.ts <file.cpuprofile | file.heapprofile> [top]\n');
     process.exit(2);
   }
-  process.stdout.write(`${formatSummary(summarizeProfile(file, Number(process.argv[3] ?? 25)))}\n`);
+  const top = Number(process.argv[3] ?? 25);
+  const text = file.endsWith('.heapprofile')
+    ? formatHeapSummary(summarizeHeapProfile(file, top))
+    : formatSummary(summarizeProfile(file, top));
+  process.stdout.write(`${text}\n`);
 }
