@@ -125,10 +125,15 @@ export class Telemetry {
   backendAnswer(pump: string, unified: boolean, status: number): void {
     const route = unified ? 'unified' : 'sensor';
     const at = `${pump} ${route}`;
-    const byStatus = getOrAdd(this.answerCounters, at, () => new Map());
-    getOrAdd(byStatus, status, () =>
-      this.backendResponses.tally({ pump, route, status: status === 0 ? 'none' : String(status) }),
-    ).inc();
+    // Once per post: the counter found without a closure; made the first time only.
+    const counter =
+      this.answerCounters.get(at)?.get(status) ??
+      getOrAdd(
+        getOrAdd(this.answerCounters, at, () => new Map()),
+        status,
+        () => this.backendResponses.tally({ pump, route, status: status === 0 ? 'none' : String(status) }),
+      );
+    counter.inc();
   }
 
   pump(id: string): PumpStats {
