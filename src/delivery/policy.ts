@@ -141,9 +141,11 @@ export async function deliver(
 ): Promise<DeliveryResult> {
   let attempts = 0;
   let holds = 0;
-  const once = ({ signal }: { signal: AbortSignal }) => {
+  // The attempt listens to the delivery's own signal, not the one the breaker hands on: a call that
+  // waited for a half-open trial is run by cockatiel (3.2) with a signal that never aborts.
+  const once = () => {
     attempts += 1;
-    return attempt(signal).then(failOnRetryStatus);
+    return attempt(opts.signal).then(failOnRetryStatus);
   };
   for (;;) {
     let delay: number;

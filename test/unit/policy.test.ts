@@ -142,4 +142,41 @@ describe('deliver', () => {
     setTimeout(() => controller.abort(), 20);
     expect(await pending).toMatchObject({ kind: 'cancelled', attempts: 1 });
   });
+
+  it('an attempt that waited for a half-open trial still listens to its own signal', async () => {
+    const breaker = createBreaker({ threshold: 1, halfOpenAfterMs: 20, maxHalfOpenAfterMs: 20 });
+    expect(await deliver(scripted(503).fn, options({ breaker, maxAttempts: 1 }))).toMatchObject({
+      kind: 'gave_up',
+    });
+    await new Promise((r) => setTimeout(r, 40));
+    // The trial call: held until released, then 200 closes the circuit.
+    let release: () => void = () => {};
+    const trial = deliver(
+      () => new Promise<BackendAnswer>((r) => (release = () => r({ status: 200, body: '{}' }))),
+      options({ breaker }),
+    );
+    await waitForState(breaker, 'half-open');
+    // A delivery that comes while the trial runs waits for it, then makes its attempt.
+    const controller = new AbortController();
+    let seen: AbortSignal | undefined;
+    const waiting = deliver(
+      (signal) =>
+        new Promise<BackendAnswer>((_r, reject) => {
+          seen = signal;
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+        }),
+      options({ breaker, signal: controller.signal }),
+    );
+    release();
+    expect(await trial).toMatchObject({ kind: 'ok' });
+    while (!seen) await new Promise((r) => setTimeout(r, 5));
+    controller.abort();
+    expect(seen.aborted).toBe(true);
+    expect(await waiting).toMatchObject({ kind: 'cancelled' });
+  });
 });
+
+async function waitForState(breaker: Parameters<typeof breakerState>[0], state: string): Promise<void> {
+  for (let i = 0; i < 200 && breakerState(breaker) !== state; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(breakerState(breaker)).toBe(state);
+}
