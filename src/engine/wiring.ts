@@ -230,7 +230,7 @@ export function wireUnits(o: WiringOptions) {
         logbook: (channel, id) => logbookOfChannel.get(channel)?.notified(channel, `{"id":${id}}`),
         settled: (reader, table, id) => ledger.settledThrough(reader, table, id),
         active: () => !stopping && active.isStarted && served.every((id) => active.owns(id)),
-        sessionName: `pm-repl:${o.replicaId}`,
+        replicaId: o.replicaId,
         heartbeat: config.heartbeat,
         reconnect: config.reconnect,
         logger: log.child({ stage: 'source' }),

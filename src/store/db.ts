@@ -2,6 +2,9 @@ import pg from 'pg';
 import { type DatabaseConfig, describeDatabase } from '../config/env.js';
 
 /** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
+/** How long opening a session may take (TCP, TLS, authentication). */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
 export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
   return {
     host: db.host,
@@ -13,7 +16,7 @@ export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor
     application_name: applicationName,
     keepAlive: true,
     keepAliveInitialDelayMillis: 5_000,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
 }
 

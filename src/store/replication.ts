@@ -143,6 +143,26 @@ export async function notYetVisible(db: pg.Pool | pg.ClientBase, xids: number[])
   return rows.map((r) => Number(r.x));
 }
 
+/**
+ * Ends the engine's sessions that still read the slot (`sessions`: their application_name, a LIKE
+ * pattern): one this replica left half-open, which holds the slot until the server's
+ * `wal_sender_timeout` (for ever at 0), or one of a replica that lost the slot's lease and has not
+ * noticed. Only the lease's holder calls it. Returns how many it ended.
+ */
+export async function endStaleReaders(
+  db: pg.Pool | pg.ClientBase,
+  slot: string,
+  sessions: string,
+): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))::int AS n
+       FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+      WHERE s.slot_name = $1 AND a.application_name LIKE $2`,
+    [slot, sessions],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 /** The WAL insert position now: transactions committed before the call end below it. */
 export async function currentWal(db: pg.Pool | pg.ClientBase): Promise<string> {
   const { rows } = await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l');

@@ -20,6 +20,7 @@ import {
   resendsAfterKill,
 } from '../helpers/bounds.js';
 import { spawnListener } from '../helpers/child.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { onReplication, sourceEnv } from '../helpers/engine.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
@@ -52,10 +53,8 @@ const FAST = {
   API_KEY: 'fault-key',
 };
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+const cleanups: Cleanup[] = [];
+afterEach(() => runCleanups(cleanups));
 
 interface Setup {
   admin: pg.Pool;
@@ -131,7 +130,7 @@ async function monitor(config: Config & { database: DatabaseConfig }): Promise<M
     ? pino({ level: 'debug' }, pino.destination(process.env.FAULT_LOG))
     : pino({ level: 'silent' });
   const m = new Monitor({ config, logger });
-  cleanups.push(() => m.stop(1_000));
+  cleanups.push(Object.assign(() => m.stop(1_000), { label: () => `monitor stop (at: ${m.stopStage})` }));
   await m.start();
   return m;
 }
@@ -324,6 +323,12 @@ describe('fault injection', { timeout: 180_000 }, () => {
 
   it('a half-open socket: the network stops forwarding without closing', async () => {
     const { s, proxy, viaProxy } = await behindProxy('fault_halfopen');
+    // On SOURCE=replication the silenced session's walsender would go on holding the slot until the
+    // server's own timeout: disabled here, so only the engine can free the slot for its next session.
+    if (onReplication) {
+      const { rows } = await s.admin.query<{ db: string }>('SELECT current_database() AS db');
+      await s.admin.query(`ALTER DATABASE "${rows[0]?.db}" SET wal_sender_timeout = 0`);
+    }
     // The settle time longer than the heartbeat's detection (interval + timeout): a group cut by the dead
     // socket waits for the hold its detection sets, and then for the catch-up, instead of going out filled
     // (docs/reliability.md, "What the figures do not hide").
@@ -357,6 +362,9 @@ describe('fault injection', { timeout: 180_000 }, () => {
       () => m.units.listener.listening,
       30_000,
     );
+    if (onReplication) {
+      await waitFor('the slot read again', () => m.units.replication?.isStreaming === true, 30_000);
+    }
     const c = await s.ledger.settle({ admin: s.admin, monitors: [m] });
     s.ledger.report('half-open-socket');
     matchesStream(c, result);

@@ -3,8 +3,14 @@ import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type client from 'prom-client';
 import type { DatabaseConfig } from '../../config/env.js';
-import { clientConfig, describePgError } from '../../store/db.js';
-import { currentWal, postsOnRecord, qualifiedNames, readSlot } from '../../store/replication.js';
+import { CONNECT_TIMEOUT_MS, clientConfig, describePgError } from '../../store/db.js';
+import {
+  currentWal,
+  endStaleReaders,
+  postsOnRecord,
+  qualifiedNames,
+  readSlot,
+} from '../../store/replication.js';
 import { destroySession } from '../../store/sessions.js';
 import { sleep } from '../../util/clock.js';
 import { backoffSchedule } from '../listener.js';
@@ -32,7 +38,8 @@ export interface ReplicationSourceOptions extends RowDoors {
   settled: (reader: string, table: string, id: number) => boolean;
   /** Whether this replica may read the slot: it holds the slot's lease and owns every pump and logbook. */
   active: () => boolean;
-  sessionName: string;
+  /** Names the replication session (`application_name`): REPLICATION_SESSION and this replica's id. */
+  replicaId: string;
   reconnect: { baseDelayMs: number; maxDelayMs: number };
   /** Prometheus registry for the lag gauges. */
   registry?: client.Registry;
@@ -53,6 +60,9 @@ export interface ReplicationSourceEvents {
   stopped: [reason: string];
   confirmed: [lsn: string];
 }
+
+/** What every replica's replication session is named by, before its replica's id. */
+export const REPLICATION_SESSION = 'pm-repl:';
 
 type StreamEvent =
   | { kind: 'data'; lsn: string; msg: unknown }
@@ -135,9 +145,9 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
   /** Ends the stream; rows already handed over stay the engine's, and the slot keeps what is not confirmed. */
   async stop(): Promise<void> {
     this.stopped = true;
+    // The session open, or opening, ends itself on the abort (session()).
     this.abort.abort();
     clearInterval(this.lagTimer);
-    await this.current?.service.stop().catch(() => {});
     await this.loop;
   }
 
@@ -230,12 +240,18 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     let replayUntil: bigint;
     try {
       replayUntil = parseLsn(await currentWal(this.o.pool));
+      // This replica holds the slot's lease: a session of ours still on the slot is a stale one, and the
+      // server would refuse this one until its wal_sender_timeout.
+      const ended = await endStaleReaders(this.o.pool, names.slot, `${REPLICATION_SESSION}%`);
+      if (ended > 0) logger.warn({ slot: names.slot, sessions: ended }, 'ended a stale session on the slot');
     } catch (err) {
       return describePgError(err);
     }
+    if (this.stopped) return 'stopped';
     // A new service each time: the library would resume from the last position it received, and the
     // server honours a start position past the confirmed one, skipping rows not yet settled.
-    const service = new LogicalReplicationService(clientConfig(this.o.db, this.o.sessionName), {
+    const sessionName = `${REPLICATION_SESSION}${this.o.replicaId}`;
+    const service = new LogicalReplicationService(clientConfig(this.o.db, sessionName), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
     });
     const s: Session = {
@@ -253,9 +269,15 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       },
     };
     this.current = s;
+    const onStop = () => s.fail('stopped');
+    this.abort.signal.addEventListener('abort', onStop, { once: true });
     let ended: string | undefined;
+    // When the session was opened, and when the server was last heard (from the stream's start on).
+    const opened = Date.now();
+    let heard = opened;
     service.on('error', (err: Error) => s.fail(describePgError(err)));
     service.on('start', () => {
+      heard = Date.now();
       this.streaming = true;
       this.failures = 0;
       this.lastError = undefined;
@@ -266,7 +288,6 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     });
     // Every message in arrival order, one at a time: a keepalive never overtakes a transaction still
     // being handed over, so it never confirms past one.
-    let heard = Date.now();
     service.on('heartbeat', (lsn: string, _ts: number, respond: boolean) => {
       heard = Date.now();
       s.queue.push({ kind: 'keepalive', lsn, respond });
@@ -287,8 +308,15 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     }, this.o.confirmEveryMs ?? 200);
     const { intervalMs, timeoutMs } = this.o.heartbeat;
     const keepalive = setInterval(() => {
-      if (!this.streaming || this.current !== s) {
-        heard = Date.now();
+      if (this.current !== s || s.failed) return;
+      // A half-open socket: ending the session politely would wait for the peer for ever.
+      const client = (service as unknown as { _client?: pg.Client | null })._client;
+      if (!this.streaming) {
+        // Connecting, or START_REPLICATION unanswered: bounded as a connection is, and then the check's.
+        const waited = Date.now() - opened;
+        if (waited <= CONNECT_TIMEOUT_MS + intervalMs + timeoutMs) return;
+        s.fail(`the stream did not open within ${waited} ms`);
+        if (client) destroySession(client);
         return;
       }
       const silent = Date.now() - heard;
@@ -296,8 +324,6 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
         this.reply(s, true);
         return;
       }
-      // A half-open socket: ending the session politely would wait for the peer for ever.
-      const client = (service as unknown as { _client?: pg.Client | null })._client;
       s.fail(`no message from the server for ${silent} ms (HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS)`);
       if (client) destroySession(client);
     }, intervalMs);
@@ -313,6 +339,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     } catch (err) {
       s.failed ??= describePgError(err);
     } finally {
+      this.abort.signal.removeEventListener('abort', onStop);
       clearInterval(timer);
       clearInterval(keepalive);
       // The reason first: /readyz, asked while the service stops below, names it rather than "opening".
