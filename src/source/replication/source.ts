@@ -11,7 +11,6 @@ import {
   qualifiedNames,
   readSlot,
 } from '../../store/replication.js';
-import { destroySession } from '../../store/sessions.js';
 import { sleep } from '../../util/clock.js';
 import { backoffSchedule } from '../listener.js';
 import { StreamHorizon } from './horizon.js';
@@ -59,6 +58,19 @@ export interface ReplicationSourceEvents {
   /** The stream ended (error, lost lease, stop). */
   stopped: [reason: string];
   confirmed: [lsn: string];
+}
+
+/**
+ * Ends a replication session at once, in whatever state it is: its socket destroyed with an error. A
+ * connection still opening then fails its connect, where pg's end() (and so the library's stop()) would
+ * leave that connect pending for ever (pg 8.23), and the session with it. The library's stop() runs
+ * once `subscribe` has returned.
+ */
+function tearDown(service: LogicalReplicationService): void {
+  const client = (service as unknown as { _client?: pg.Client | null })._client;
+  const socket = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } } | null)
+    ?.connection?.stream;
+  socket?.destroy(new Error('replication session ended by the engine'));
 }
 
 /** What every replica's replication session is named by, before its replica's id. */
@@ -265,7 +277,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       failed: undefined,
       fail: (why) => {
         s.failed ??= why;
-        void service.stop().catch(() => {});
+        tearDown(service);
       },
     };
     this.current = s;
@@ -275,8 +287,11 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     // When the session was opened, and when the server was last heard (from the stream's start on).
     const opened = Date.now();
     let heard = opened;
-    service.on('error', (err: Error) => s.fail(describePgError(err)));
+    service.on('error', (err: Error) => {
+      if (!ended) s.fail(describePgError(err));
+    });
     service.on('start', () => {
+      if (s.failed || ended) return;
       heard = Date.now();
       this.streaming = true;
       this.failures = 0;
@@ -300,23 +315,25 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
     });
     const timer = setInterval(() => {
       if (!this.o.active()) {
-        ended = 'inactive';
-        void service.stop().catch(() => {});
+        ended ??= 'inactive';
+        tearDown(service);
         return;
       }
       this.confirm(s);
     }, this.o.confirmEveryMs ?? 200);
     const { intervalMs, timeoutMs } = this.o.heartbeat;
     const keepalive = setInterval(() => {
-      if (this.current !== s || s.failed) return;
-      // A half-open socket: ending the session politely would wait for the peer for ever.
-      const client = (service as unknown as { _client?: pg.Client | null })._client;
+      if (this.current !== s) return;
+      // Ended, and not returned yet: a connection the library opened since the end goes too.
+      if (s.failed || ended) {
+        tearDown(service);
+        return;
+      }
       if (!this.streaming) {
         // Connecting, or START_REPLICATION unanswered: bounded as a connection is, and then the check's.
         const waited = Date.now() - opened;
-        if (waited <= CONNECT_TIMEOUT_MS + intervalMs + timeoutMs) return;
-        s.fail(`the stream did not open within ${waited} ms`);
-        if (client) destroySession(client);
+        if (waited > CONNECT_TIMEOUT_MS + intervalMs + timeoutMs)
+          s.fail(`the stream did not open within ${waited} ms`);
         return;
       }
       const silent = Date.now() - heard;
@@ -324,8 +341,8 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
         this.reply(s, true);
         return;
       }
+      // A half-open socket: torn down, since ending it politely would wait for the peer for ever.
       s.fail(`no message from the server for ${silent} ms (HEARTBEAT_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS)`);
-      if (client) destroySession(client);
     }, intervalMs);
     try {
       await service.subscribe(
@@ -337,7 +354,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
       );
       ended ??= 'the server ended the stream';
     } catch (err) {
-      s.failed ??= describePgError(err);
+      if (!ended) s.failed ??= describePgError(err);
     } finally {
       this.abort.signal.removeEventListener('abort', onStop);
       clearInterval(timer);
@@ -384,11 +401,11 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
 
   /** Confirms the settled prefix, if it moved; true when a status update went out. */
   private confirm(s: Session): boolean {
-    if (!this.streaming || this.current !== s || !this.o.active()) return false;
+    if (!this.streaming || this.current !== s || s.failed || !this.o.active()) return false;
     const to = s.positions.advance((r) => this.settled(r));
     if (to === undefined) return false;
     // The library reports `lsn + 1` as flushed: give it the byte before the position to confirm.
-    void s.service.acknowledge(formatLsn(to - 1n));
+    void s.service.acknowledge(formatLsn(to - 1n)).catch(() => {});
     this.confirmedText = formatLsn(to);
     this.confirmations += 1;
     this.emit('confirmed', this.confirmedText);
@@ -400,7 +417,7 @@ export class ReplicationSource extends EventEmitter<ReplicationSourceEvents> {
    * `ask`: the server is to answer it at once (the stream's liveness check).
    */
   private reply(s: Session, ask = false): void {
-    if (!this.streaming || this.current !== s) return;
+    if (!this.streaming || this.current !== s || s.failed) return;
     const at = s.positions.confirmed;
     void s.service.acknowledge(formatLsn(at > 0n ? at - 1n : 0n), ask).catch(() => {});
   }
