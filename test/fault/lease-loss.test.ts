@@ -5,6 +5,7 @@ import type { PumpConfig } from '../../src/config/env.js';
 import type { Monitor } from '../../src/engine/monitor.js';
 import { quoteIdent } from '../../src/store/db.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { type Harness, harness, insertTimestamp, onReplication } from '../helpers/engine.js';
 import { expectExactlyOnce } from '../helpers/ledger.js';
 import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
@@ -115,11 +116,14 @@ const received = (m: Monitor, pump: string) =>
   (m.status().pumps[pump] as { readings_received: number }).readings_received;
 
 let h: Harness | undefined;
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups: Cleanup[] = [];
 afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-  await h?.close();
-  h = undefined;
+  try {
+    await runCleanups(cleanups);
+  } finally {
+    await h?.close();
+    h = undefined;
+  }
 });
 
 // Pumps split between replicas, notifications ignored by a standby: the NOTIFY source's shape. On the

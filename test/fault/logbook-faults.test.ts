@@ -3,6 +3,7 @@ import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { BATCHES_WAITING, LEDGER_BATCH } from '../helpers/bounds.js';
 import { runCli, spawnListener } from '../helpers/child.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { type Harness, harness, testEnv } from '../helpers/engine.js';
 import {
   countLogbook,
@@ -27,10 +28,8 @@ const PLANT = { PUMPS_PROFILE: 'plant-2026-03', PUMPS: LOGBOOK_ID };
 /** The logbook lane's workers (docs/reliability.md: two entries in flight per logbook). */
 const LOGBOOK_IN_FLIGHT = 2;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+const cleanups: Cleanup[] = [];
+afterEach(() => runCleanups(cleanups));
 
 async function setup(prefix: string): Promise<Harness> {
   const h = await harness(prefix, PLANT);

@@ -17,16 +17,15 @@ import {
   resendsAfterKill,
 } from '../helpers/bounds.js';
 import { type ChildListener, spawnListener } from '../helpers/child.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { onReplication, sourceEnv } from '../helpers/engine.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 import { expectExactlyOnce, expectWithinBound, Ledger } from '../helpers/ledger.js';
 import { waitFor } from '../helpers/wait.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+const cleanups: Cleanup[] = [];
+afterEach(() => runCleanups(cleanups));
 
 const FAST = {
   SETTLE_MS: '300',

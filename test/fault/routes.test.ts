@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildServer } from '../../src/http/server.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { API_KEY, type Harness, harness, insertTimestamp } from '../helpers/engine.js';
 import type { FakeBackend } from '../helpers/fake-backend.js';
 import { expectExactlyOnce } from '../helpers/ledger.js';
@@ -13,10 +14,8 @@ import { waitFor } from '../helpers/wait.js';
  * state, never on the clock.
  */
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+const cleanups: Cleanup[] = [];
+afterEach(() => runCleanups(cleanups));
 
 async function fresh(prefix: string): Promise<Harness> {
   const h = await harness(prefix, {}, { ownBackendB: true });

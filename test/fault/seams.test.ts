@@ -12,6 +12,7 @@ import {
   resendsAfterKill,
 } from '../helpers/bounds.js';
 import { type ChildListener, spawnListener } from '../helpers/child.js';
+import { type Cleanup, runCleanups } from '../helpers/cleanup.js';
 import { type Harness, harness, insertTimestamp, testEnv } from '../helpers/engine.js';
 import { expectExactlyOnce, expectWithinBound } from '../helpers/ledger.js';
 import { type PrivateServer, startPrivateServer } from '../helpers/private-server.js';
@@ -31,10 +32,8 @@ const CONCURRENCY = 16;
 /** VECTOR_WINDOW of the killed processes (the README's default, set explicitly): the vectors' crash bound. */
 const WINDOW = 8;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
+const cleanups: Cleanup[] = [];
+afterEach(() => runCleanups(cleanups));
 
 async function own(prefix: string, env: Record<string, string> = {}, server?: string): Promise<Harness> {
   const h = await harness(prefix, env, { ownBackendB: true, ...(server ? { server } : {}) });
