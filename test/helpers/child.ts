@@ -32,8 +32,32 @@ export function spawnListener(env: Record<string, string>): ChildListener {
   const collect = (chunk: Buffer) => output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
   proc.stdout?.on('data', collect);
   proc.stderr?.on('data', collect);
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const exited = ended(proc).then((e) => e.code);
   return { proc, output, exited };
+}
+
+/**
+ * The process's exit, once its output pipes are closed too: 'exit' can come before the last of its output
+ * has been read (on a loaded machine, its closing lines). At most 5 s after the exit, for a process of
+ * its own that still holds them.
+ */
+function ended(
+  proc: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }> {
+  const closed = new Promise<void>((r) => proc.once('close', () => r()));
+  return new Promise((resolve) =>
+    proc.once('exit', (code, signal) => {
+      const at = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((r) => {
+        timer = setTimeout(r, 5_000);
+      });
+      void Promise.race([closed, bound]).then(() => {
+        clearTimeout(timer);
+        resolve({ code, signal, at });
+      });
+    }),
+  );
 }
 
 export interface CliRun {
@@ -65,10 +89,8 @@ export function runCli(args: string[], env: Record<string, string>, killAfterMs 
     stderr += c.toString('utf8');
   });
   const kill = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
-  return new Promise((resolve) =>
-    proc.once('exit', (code, signal) => {
-      clearTimeout(kill);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    }),
-  );
+  return ended(proc).then(({ code, signal, at }) => {
+    clearTimeout(kill);
+    return { code, signal, stdout, stderr, ms: at - started };
+  });
 }
