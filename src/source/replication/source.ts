@@ -202,7 +202,11 @@ export class ReplicationSource {
     this.current = s;
     const tables = [...this.o.routes.keys()].map((t) => this.qualified.get(t) ?? `public.${t}`);
     const { failed, ended } = await s.run(tables, this.abort.signal);
-    if (failed) return explainStreamError(failed, names.slot);
+    if (failed) {
+      // A change that failed while the connection closed still names the end.
+      this.lastError = explainStreamError(failed, names.slot);
+      return this.lastError;
+    }
     return this.stopped ? 'stopped' : (ended ?? 'ended');
   }
 }
