@@ -1,5 +1,12 @@
 import { describeDatabase, loadConfig } from '../config/env.js';
-import { flushAndExit, handleSignals, logDefinitionWarnings, loggerFor, runListeners } from './runtime.js';
+import {
+  flushAndExit,
+  handleSignals,
+  listenersOf,
+  logDefinitionWarnings,
+  loggerFor,
+  runListeners,
+} from './runtime.js';
 
 export async function listen(): Promise<void> {
   const config = loadConfig(process.env, { requireDatabase: true, requireBackend: true });
@@ -8,7 +15,11 @@ export async function listen(): Promise<void> {
   const logger = loggerFor(config);
   logDefinitionWarnings(logger, config);
   logger.info(
-    { database: describeDatabase(database), pumps: config.pumps.map((p) => `${p.id} → ${p.baseUrl}`) },
+    {
+      database: describeDatabase(database),
+      pumps: config.pumps.map((p) => `${p.id} → ${p.baseUrl}`),
+      ...(config.logbooks.length > 0 ? { logbooks: config.logbooks.map((l) => `${l.id} → ${l.url}`) } : {}),
+    },
     'starting listeners',
   );
   try {
@@ -18,10 +29,7 @@ export async function listen(): Promise<void> {
       async () => {
         await running.stop();
         return {
-          stopped: [
-            `the listeners of ${config.pumps.map((p) => p.id).join(', ')}`,
-            `the status server at ${running.url}`,
-          ],
+          stopped: [listenersOf(config), `the status server at ${running.url}`],
           removed: [],
         };
       },

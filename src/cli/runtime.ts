@@ -30,6 +30,14 @@ export function loggerFor(config: Config, extraSecrets: string[] = []): Logger {
   });
 }
 
+/** What `listen` and `npm start` ran, for the stop line: the pumps' listeners and the logbook streams'. */
+export function listenersOf(config: Pick<Config, 'pumps' | 'logbooks'>): string {
+  const pumps = `the listeners of ${config.pumps.map((p) => p.id).join(', ')}`;
+  const logbooks = config.logbooks.map((l) => l.id);
+  if (logbooks.length === 0) return pumps;
+  return `${pumps} and of the logbook stream${logbooks.length > 1 ? 's' : ''} ${logbooks.join(', ')}`;
+}
+
 /**
  * Logs the definitions linter's warnings: what the folder describes is allowed but worth an operator's
  * look (an endpoint fed by two tables, a channel in no vector). See docs/pumps.md. A folder of the

@@ -23,6 +23,7 @@ import { listen } from './listen.js';
 import {
   flushAndExit,
   handleSignals,
+  listenersOf,
   logDefinitionWarnings,
   loggerFor,
   type Running,
@@ -181,13 +182,7 @@ export async function start(): Promise<void> {
         const removed = await cleanup();
         const pg = `the embedded PostgreSQL${postgres.pid ? ` (pid ${postgres.pid})` : ''}`;
         return {
-          stopped: [
-            'the simulator',
-            `the listeners of ${config.pumps.map((p) => p.id).join(', ')}`,
-            'the status server',
-            'the reference backend',
-            pg,
-          ],
+          stopped: ['the simulator', listenersOf(config), 'the status server', 'the reference backend', pg],
           removed,
         };
       },
