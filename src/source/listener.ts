@@ -2,8 +2,9 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
-import { clientConfig, describePgError } from '../store/db.js';
+import { CONNECT_TIMEOUT_MS, clientConfig, describePgError } from '../store/db.js';
 import {
+  abortSession,
   destroySession,
   endSession,
   endStaleSessions,
@@ -31,6 +32,11 @@ export interface ListenerOptions {
   logger: Logger;
   /** This replica's own application_name for the LISTEN session (unique per process). */
   sessionName: string;
+  /**
+   * How long a session may take to open, from the connection to its LISTEN answered; past it the session
+   * is torn down and counted as a failed attempt. Default: CONNECT_TIMEOUT_MS plus the heartbeat's timeout.
+   */
+  openTimeoutMs?: number;
   /** Injectable for tests of the backoff schedule. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<boolean>;
 }
@@ -225,6 +231,15 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
     client.on('notification', (msg) => {
       if (msg.payload !== undefined) this.emit('notification', msg.channel, msg.payload);
     });
+    // The opening is bounded as a whole: a server that logs in and then goes silent (a network dropping
+    // packets) would otherwise hold it until TCP gives up. A close ends it at once.
+    const bound = this.o.openTimeoutMs ?? CONNECT_TIMEOUT_MS + this.o.heartbeat.timeoutMs;
+    const timer = setTimeout(
+      () => abortSession(client, `the LISTEN session did not open within ${bound} ms`),
+      bound,
+    );
+    const onClose = () => abortSession(client, 'the listener is closing');
+    this.closing.signal.addEventListener('abort', onClose, { once: true });
     try {
       await client.connect();
       // A previous session of ours that died half-open may still be LISTENing at the server; it would
@@ -236,6 +251,9 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
       client.removeAllListeners('notification');
       destroySession(client);
       throw err;
+    } finally {
+      clearTimeout(timer);
+      this.closing.signal.removeEventListener('abort', onClose);
     }
     if (this.closing.signal.aborted) {
       await endQuietly(client);

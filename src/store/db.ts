@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { type DatabaseConfig, describeDatabase } from '../config/env.js';
 
-/** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
 /** How long opening a session may take (TCP, TLS, authentication). */
 export const CONNECT_TIMEOUT_MS = 10_000;
 
+/** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
 export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
   return {
     host: db.host,

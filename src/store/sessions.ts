@@ -24,6 +24,17 @@ export function destroySession(client: pg.Client): void {
   client.end().catch(() => {});
 }
 
+/**
+ * Ends a session at once, in whatever state it is: its socket destroyed with an error (`why`). A
+ * connection still opening fails its connect, and every query waiting fails, where pg's end() would leave
+ * a connect in progress pending for ever (pg 8.23).
+ */
+export function abortSession(client: pg.Client, why: string): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } })
+    .connection?.stream;
+  stream?.destroy(new Error(why));
+}
+
 /** Ends a session politely, or tears it down when the peer does not answer within `graceMs`. */
 export async function endSession(client: pg.Client, graceMs: number): Promise<void> {
   client.on('error', () => {});

@@ -9,7 +9,9 @@ export class TcpProxy {
   private server: Server | undefined;
   private readonly live = new Set<[Socket, Socket]>();
   private readonly silenced = new Set<[Socket, Socket]>();
-  private readonly held = new Set<[Socket, Socket]>();
+  /** Held connections, each with what the server sent past the point where it was held. */
+  private readonly held = new Map<[Socket, Socket], Buffer>();
+  private holdNext = false;
   port = 0;
 
   constructor(
@@ -56,15 +58,25 @@ export class TcpProxy {
       if (upstream.localPort !== localPort) continue;
       upstream.unpipe(client);
       upstream.pause();
-      this.held.add(pair);
+      this.held.set(pair, Buffer.alloc(0));
       return true;
     }
     return false;
   }
 
+  /**
+   * The next connection opened: what the server sends passes until the session is ready (its first
+   * ReadyForQuery: logged in, no query answered yet) and is held from there on, as behind a network that
+   * goes silent right after the log-in. The plain protocol only (no TLS).
+   */
+  holdAfterReady(): void {
+    this.holdNext = true;
+  }
+
   /** Forwards what the held connections received meanwhile, and goes on. */
   releaseReplies(): void {
-    for (const [client, upstream] of this.held) {
+    for (const [[client, upstream], rest] of this.held) {
+      client.write(rest);
       upstream.pipe(client);
       upstream.resume();
     }
@@ -107,9 +119,36 @@ export class TcpProxy {
       s.on('error', drop);
       s.on('close', drop);
     }
+    const holdAfterReady = this.holdNext;
+    this.holdNext = false;
     upstream.connect(this.targetPort, this.targetHost, () => {
       client.pipe(upstream);
-      upstream.pipe(client);
+      if (holdAfterReady) this.passUntilReady(pair);
+      else upstream.pipe(client);
     });
+  }
+
+  /** Forwards the server's messages (a type byte, then a length that counts itself) up to the first 'Z'. */
+  private passUntilReady(pair: [Socket, Socket]): void {
+    const [client, upstream] = pair;
+    let seen = Buffer.alloc(0);
+    let at = 0;
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      while (seen.length >= at + 5) {
+        const type = seen[at];
+        const end = at + 1 + seen.readUInt32BE(at + 1);
+        if (seen.length < end) return;
+        client.write(seen.subarray(at, end));
+        at = end;
+        if (type === 0x5a) {
+          upstream.off('data', onData);
+          upstream.pause();
+          this.held.set(pair, seen.subarray(end));
+          return;
+        }
+      }
+    };
+    upstream.on('data', onData);
   }
 }

@@ -262,6 +262,44 @@ describe('Listener', () => {
     await waitFor('a notification on the new session', () => t.got.some((g) => g.payload === 'heard'));
   });
 
+  it('a session logged in whose LISTEN is never answered: torn down at its opening bound, then listening', async () => {
+    const p = await proxy();
+    p.holdAfterReady();
+    const t = listener({ db: via(p), openTimeoutMs: 500 });
+    // Without a bound the opening waits for ever (until TCP gives up, behind a real network).
+    const started = await Promise.race([t.l.start().then(() => true), sleep(15_000).then(() => false)]);
+    expect(started).toBe(true);
+    expect(t.l.counters().lastError).toMatch(/the LISTEN session did not open within 500 ms/);
+    // One failed attempt, one wait on the schedule, then the next session listens.
+    expect(t.delays).toEqual([40]);
+    expect(t.listening).toEqual([false]);
+    expect(await backends(t.sessionName)).toHaveLength(1);
+    await notify('lsn_a', 'opened');
+    await waitFor('a notification on the second session', () => t.got.some((g) => g.payload === 'opened'));
+  });
+
+  it('close() while its session opens returns at once and leaves no session at the server', async () => {
+    const p = await proxy();
+    p.holdAfterReady();
+    // The opening bound at its default (10 s to connect, plus the heartbeat's 5 s): close() must not wait for it.
+    const t = listener({ db: via(p) });
+    const start = t.l.start().catch((e: Error) => e);
+    await waitFor(
+      'logged in, its first query unanswered',
+      async () => (await backends(t.sessionName)).length === 1,
+    );
+    const closed = await Promise.race([t.l.close().then(() => true), sleep(8_000).then(() => false)]);
+    expect(closed).toBe(true);
+    expect(t.l.state).toBe('closed');
+    await waitFor('no session left at the server', async () => (await backends(t.sessionName)).length === 0);
+    expect(t.fatals).toEqual([]);
+    expect(t.listening).toEqual([]);
+    // start() never settles once closed before listening: it neither resolved nor failed.
+    expect(await Promise.race([start.then(() => 'settled'), sleep(100).then(() => 'pending')])).toBe(
+      'pending',
+    );
+  });
+
   it('close() during a backoff ends the wait at once', async () => {
     const p = await proxy();
     const t = listener({

@@ -3,6 +3,7 @@ import { LogicalReplicationService } from 'pg-logical-replication';
 import type { DatabaseConfig } from '../../config/env.js';
 import { CONNECT_TIMEOUT_MS, clientConfig, describePgError } from '../../store/db.js';
 import { postsOnRecord } from '../../store/replication.js';
+import { abortSession } from '../../store/sessions.js';
 import {
   type Committed,
   outputPlugin,
@@ -62,17 +63,10 @@ type StreamEvent =
   | { kind: 'data'; lsn: string; msg: unknown }
   | { kind: 'keepalive'; lsn: string; respond: boolean };
 
-/**
- * Ends a replication session at once, in whatever state it is: its socket destroyed with an error. A
- * connection still opening then fails its connect, where pg's end() (and so the library's stop()) would
- * leave that connect pending for ever (pg 8.23), and the session with it. The library's stop() runs
- * once `subscribe` has returned.
- */
+/** Ends a replication session at once, in whatever state it is (`abortSession`). */
 function tearDown(service: LogicalReplicationService): void {
   const client = (service as unknown as { _client?: pg.Client | null })._client;
-  const socket = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } } | null)
-    ?.connection?.stream;
-  socket?.destroy(new Error('replication session ended by the engine'));
+  if (client) abortSession(client, 'replication session ended by the engine');
 }
 
 /**
