@@ -1,5 +1,6 @@
 import { describeDatabase, loadConfig } from '../config/env.js';
 import {
+  exitOnSignalWhileStarting,
   flushAndExit,
   handleSignals,
   listenersOf,
@@ -22,8 +23,10 @@ export async function listen(): Promise<void> {
     },
     'starting listeners',
   );
+  const starting = exitOnSignalWhileStarting(logger);
   try {
     const running = await runListeners({ ...config, database }, logger);
+    starting();
     handleSignals(
       logger,
       async () => {

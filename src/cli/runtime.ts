@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config, DatabaseConfig } from '../config/env.js';
@@ -169,6 +170,28 @@ export function handleSignals(
       flushAndExit(logger, 1);
     });
   });
+}
+
+/**
+ * Until `handleSignals` takes over: SIGTERM, SIGINT or SIGHUP while the listeners start (an unreachable
+ * database keeps the start retrying for minutes) exits at once with 128 + the signal's number, as the
+ * signal's default action would end the process, with a line that says so. Needed where node is PID 1
+ * (the image's entrypoint): the kernel drops a signal that PID 1 has no handler for, and the start would
+ * go on until the orchestrator's SIGKILL. What the start did not record is read again by the next start,
+ * as after a SIGKILL. Returns the removal of these handlers.
+ */
+export function exitOnSignalWhileStarting(logger: Logger): () => void {
+  const offs = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((signal) => {
+    const onSignal = () => {
+      logger.warn({ signal }, 'signal during start-up: exiting before the listeners run');
+      flushAndExit(logger, 128 + constants.signals[signal]);
+    };
+    process.on(signal, onSignal);
+    return () => process.off(signal, onSignal);
+  });
+  return () => {
+    for (const off of offs) off();
+  };
 }
 
 /** "stopped A, B; removed X" — or "stopped" alone when the caller did not say. */
