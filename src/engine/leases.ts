@@ -69,7 +69,7 @@ export class LeaseKeeper {
   /** Takes this replica's share of the pumps, then keeps rebalancing in the background. */
   async start(): Promise<void> {
     await this.rebalance();
-    this.timer = setInterval(() => void this.schedule(), this.o.intervalMs);
+    if (!this.closed) this.timer = setInterval(() => void this.schedule(), this.o.intervalMs);
   }
 
   async close(): Promise<void> {
@@ -128,6 +128,12 @@ export class LeaseKeeper {
     // An earlier lease session of ours that died half-open still holds its locks at the server until the
     // server notices; end it so this replica (or another) can take the pumps now.
     await endStaleSessions(c, this.appName);
+    // close() gave up waiting for this round while the session opened, and ended none: end this one, so
+    // that nothing takes a lock on a session nobody will end.
+    if (this.closed) {
+      await endSession(c, 1_000);
+      throw new Error('the lease keeper is closed');
+    }
     this.client = c;
     return c;
   }

@@ -4,7 +4,17 @@ import { type DatabaseConfig, describeDatabase } from '../config/env.js';
 /** How long opening a session may take (TCP, TLS, authentication). */
 export const CONNECT_TIMEOUT_MS = 10_000;
 
-/** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
+/**
+ * The server's own keepalive on every session of ours (the startup packet's `options`): a session whose
+ * process died with its host, or behind a network that is gone, is ended by the server within about 25 s
+ * (10 s idle, then three probes 5 s apart), and with it its advisory locks (the pump leases, which a
+ * standby then takes) and its LISTEN (which would hold back the notification queue). The server's default
+ * leaves such a session to the operating system's, two hours on Linux. Ignored on a Unix socket.
+ */
+export const SERVER_KEEPALIVE =
+  '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
+
+/** The pg client options for a database target, with TCP keepalive both ways so a dead peer is noticed. */
 export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
   return {
     host: db.host,
@@ -16,6 +26,7 @@ export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor
     application_name: applicationName,
     keepAlive: true,
     keepAliveInitialDelayMillis: 5_000,
+    options: SERVER_KEEPALIVE,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
 }
@@ -40,7 +51,7 @@ export function createPool(
 ): pg.Pool {
   const pool = new pg.Pool({
     ...clientConfig(db, applicationName),
-    ...(parallelWorkers ? {} : { options: '-c max_parallel_workers_per_gather=0' }),
+    ...(parallelWorkers ? {} : { options: `${SERVER_KEEPALIVE} -c max_parallel_workers_per_gather=0` }),
     max,
     idleTimeoutMillis: idleTimeoutMs,
     query_timeout: queryTimeoutMs,
