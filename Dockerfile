@@ -59,5 +59,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 
 # Exec form: node is PID 1 and receives SIGTERM itself, then stops gracefully and exits 0. PID 1 gets
-# only the signals it handles: listen handles them from its first line on, during the start too (exit 143).
+# only the signals it handles: listen handles them from once its configuration is read, during the start
+# too (exit 143).
 CMD ["node", "dist/cli/main.js", "listen"]

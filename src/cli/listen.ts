@@ -26,7 +26,6 @@ export async function listen(): Promise<void> {
   const starting = exitOnSignalWhileStarting(logger);
   try {
     const running = await runListeners({ ...config, database }, logger);
-    starting();
     handleSignals(
       logger,
       async () => {
@@ -38,6 +37,8 @@ export async function listen(): Promise<void> {
       },
       running.monitor,
     );
+    // Only now: between the two, a signal would find no handler and take its default action.
+    starting();
   } catch (err) {
     logger.fatal((err as Error).message);
     flushAndExit(logger, 1);

@@ -2,9 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
-import { clientConfig, describePgError } from '../store/db.js';
+import { describePgError, engineSessionConfig } from '../store/db.js';
 import { countSessions, tryLockPump, unlockPump } from '../store/leases.js';
-import { endSession, endStaleSessions } from '../store/sessions.js';
+import { abortSession, endSession, endStaleSessions } from '../store/sessions.js';
 
 export interface LeaseOptions {
   db: DatabaseConfig;
@@ -68,7 +68,9 @@ export class LeaseKeeper {
 
   /** Takes this replica's share of the pumps, then keeps rebalancing in the background. */
   async start(): Promise<void> {
-    await this.rebalance();
+    // The first round is a round like the others: close() waits for it as it would for any.
+    this.round = this.rebalance();
+    await this.round;
     if (!this.closed) this.timer = setInterval(() => void this.schedule(), this.o.intervalMs);
   }
 
@@ -114,7 +116,7 @@ export class LeaseKeeper {
   private async session(): Promise<pg.Client> {
     if (this.client) return this.client;
     const c = new pg.Client({
-      ...clientConfig(this.o.db, this.appName),
+      ...engineSessionConfig(this.o.db, this.appName),
       query_timeout: this.o.queryTimeoutMs,
     });
     // Between rounds, a lost session is noticed here; the next round (queued after this one) goes on.
@@ -124,10 +126,16 @@ export class LeaseKeeper {
     c.on('end', () => {
       if (this.client === c) this.round = this.round.then(() => this.drop()).catch(() => {});
     });
-    await c.connect();
-    // An earlier lease session of ours that died half-open still holds its locks at the server until the
-    // server notices; end it so this replica (or another) can take the pumps now.
-    await endStaleSessions(c, this.appName);
+    try {
+      await c.connect();
+      // An earlier lease session of ours that died half-open still holds its locks at the server until the
+      // server notices; end it so this replica (or another) can take the pumps now.
+      await endStaleSessions(c, this.appName);
+    } catch (err) {
+      // A statement that timed out leaves its connection open: this session is nobody's, end it.
+      abortSession(c, 'the lease session did not open');
+      throw err;
+    }
     // close() gave up waiting for this round while the session opened, and ended none: end this one, so
     // that nothing takes a lock on a session nobody will end.
     if (this.closed) {

@@ -66,12 +66,10 @@ export function wireUnits(o: WiringOptions) {
     return pool;
   };
   // Both without parallel workers (store/db.ts).
-  const pool = counted(
-    createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs, 30_000, false),
-  );
+  const pool = counted(createPool(config.database, 'pump-monitor', 6, config.dbQueryTimeoutMs, 30_000, true));
   // The rows notifications name are read on a connection of their own, kept open: the live path waits
   // on no writer, catch-up or checkpoint save for a pooled connection.
-  const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0, false));
+  const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0, true));
   const decoder = new Decoder(config.pumps);
   const listener = new Listener({
     sessionName: `pm-listen:${o.replicaId}`,

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/env.js';
-import { CONNECT_TIMEOUT_MS, clientConfig, describePgError } from '../store/db.js';
+import { CONNECT_TIMEOUT_MS, describePgError, engineSessionConfig } from '../store/db.js';
 import {
   abortSession,
   destroySession,
@@ -216,7 +216,7 @@ export class Listener extends EventEmitter<ListenerEvents> implements ListenerVi
   }
 
   private async connectAndListen(): Promise<void> {
-    const client = new pg.Client(clientConfig(this.o.db, this.o.sessionName));
+    const client = new pg.Client(engineSessionConfig(this.o.db, this.o.sessionName));
     const onGone = (reason: string) => {
       if (this.client !== client) return;
       this.client = undefined;

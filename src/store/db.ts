@@ -5,16 +5,19 @@ import { type DatabaseConfig, describeDatabase } from '../config/env.js';
 export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * The server's own keepalive on every session of ours (the startup packet's `options`): a session whose
- * process died with its host, or behind a network that is gone, is ended by the server within about 25 s
- * (10 s idle, then three probes 5 s apart), and with it its advisory locks (the pump leases, which a
- * standby then takes) and its LISTEN (which would hold back the notification queue). The server's default
- * leaves such a session to the operating system's, two hours on Linux. Ignored on a Unix socket.
+ * The server's own keepalive on the engine's sessions (the startup packet's `options`): an idle session
+ * whose process died with its host, or behind a network that is gone, is ended by the server within about
+ * 25 s (10 s idle, then three probes 5 s apart), and with it its advisory locks (the pump leases, which a
+ * standby then takes). The server's default leaves it to the operating system's, two hours on Linux. A
+ * session the server has sent data to that is not acknowledged (a LISTEN session sent notifications) is
+ * ended by the retransmission timeout instead, about 15 minutes on Linux. Ignored on a Unix socket. The
+ * operator commands leave it out: a PgBouncer refuses the parameter, and `diagnose` must get through to
+ * name it.
  */
 export const SERVER_KEEPALIVE =
   '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
-/** The pg client options for a database target, with TCP keepalive both ways so a dead peer is noticed. */
+/** The pg client options for a database target, with TCP keepalive so a dead peer is noticed. */
 export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor'): pg.ClientConfig {
   return {
     host: db.host,
@@ -26,9 +29,13 @@ export function clientConfig(db: DatabaseConfig, applicationName = 'pump-monitor
     application_name: applicationName,
     keepAlive: true,
     keepAliveInitialDelayMillis: 5_000,
-    options: SERVER_KEEPALIVE,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   };
+}
+
+/** One of the engine's own sessions (LISTEN, leases, replication): `clientConfig` and SERVER_KEEPALIVE. */
+export function engineSessionConfig(db: DatabaseConfig, applicationName: string): pg.ClientConfig {
+  return { ...clientConfig(db, applicationName), options: SERVER_KEEPALIVE };
 }
 
 /** A small pool for state writes (checkpoints, outbox, dead letters) and catch-up reads. */
@@ -41,17 +48,18 @@ export function createPool(
   /** An idle connection is closed after this long; 0 keeps it open. */
   idleTimeoutMs = 30_000,
   /**
-   * false: the pool's sessions plan without parallel workers, set as each connects (the startup packet's
-   * `options`: no statement of its own). The engine's statements are many small lookups, each a
-   * `UNION ALL` of up to a few hundred index scans at 200 pumps; past a cost PostgreSQL plans such a
-   * statement as a parallel append, and starting and stopping its workers costs more than the scans (at
-   * 200 pumps in the fleet bench, 0.8 of PostgreSQL's cores were parallel workers).
+   * true: one of the engine's pools. Its sessions ask for the server's keepalive (SERVER_KEEPALIVE) and
+   * plan without parallel workers, set as each connects (the startup packet's `options`: no statement of
+   * its own). The engine's statements are many small lookups, each a `UNION ALL` of up to a few hundred
+   * index scans at 200 pumps; past a cost PostgreSQL plans such a statement as a parallel append, and
+   * starting and stopping its workers costs more than the scans (at 200 pumps in the fleet bench, 0.8 of
+   * PostgreSQL's cores were parallel workers).
    */
-  parallelWorkers = true,
+  engine = false,
 ): pg.Pool {
   const pool = new pg.Pool({
     ...clientConfig(db, applicationName),
-    ...(parallelWorkers ? {} : { options: `${SERVER_KEEPALIVE} -c max_parallel_workers_per_gather=0` }),
+    ...(engine ? { options: `${SERVER_KEEPALIVE} -c max_parallel_workers_per_gather=0` } : {}),
     max,
     idleTimeoutMillis: idleTimeoutMs,
     query_timeout: queryTimeoutMs,

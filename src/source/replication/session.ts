@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { DatabaseConfig } from '../../config/env.js';
-import { CONNECT_TIMEOUT_MS, clientConfig, describePgError } from '../../store/db.js';
+import { CONNECT_TIMEOUT_MS, describePgError, engineSessionConfig } from '../../store/db.js';
 import { postsOnRecord } from '../../store/replication.js';
 import { abortSession } from '../../store/sessions.js';
 import {
@@ -101,9 +101,12 @@ export class StreamSession {
     private readonly tableOf: (schema: string, name: string) => string | undefined,
     private readonly hooks: SessionHooks,
   ) {
-    this.service = new LogicalReplicationService(clientConfig(o.db, `${REPLICATION_SESSION}${o.replicaId}`), {
-      acknowledge: { auto: false, timeoutSeconds: 0 },
-    });
+    this.service = new LogicalReplicationService(
+      engineSessionConfig(o.db, `${REPLICATION_SESSION}${o.replicaId}`),
+      {
+        acknowledge: { auto: false, timeoutSeconds: 0 },
+      },
+    );
     this.pgoutput = new PgoutputReader(tableOf);
   }
 
