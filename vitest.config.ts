@@ -24,6 +24,7 @@ export const replicationFiles = [
   'test/fault/logbook-faults.test.ts',
   'test/fault/seams.test.ts',
   'test/fault/routes.test.ts',
+  'test/fault/unreachable-stop.test.ts',
   // Not test/fault/handover.test.ts: a rebalance between replicas does not happen on this source, where
   // the slot's holder serves every pump.
 ];

@@ -8,13 +8,19 @@ import { ReplicationSetupError } from '../source/replication/setup.js';
 import { describePgError } from '../store/db.js';
 import { ensureEngineSchema } from '../store/schema.js';
 import { recordWiring } from '../store/wiring.js';
-import { type Clock, systemClock } from '../util/clock.js';
+import { type Clock, systemClock, whenAborted } from '../util/clock.js';
 import { registerGauges } from './gauges.js';
 import { observe } from './observe.js';
 import { checkTables, StartupError, withStartupRetries } from './startup.js';
 import { type Units, wireUnits } from './wiring.js';
 
 export { StartupError } from './startup.js';
+
+/**
+ * A stop's steps after the deadline (cancelling, saving the checkpoints, releasing the leases, closing)
+ * share this long; with the database reachable they take milliseconds.
+ */
+export const AFTER_DEADLINE_MS = 10_000;
 
 export interface MonitorOptions {
   config: Config & { database: DatabaseConfig };
@@ -138,6 +144,9 @@ export class Monitor extends EventEmitter<MonitorEvents> {
    * logbook posts in memory; 3. write the outbox, dead letters and post records; 4. drain the outbox
    * until the deadline; 5. write the delivery records and health transitions; then, at the deadline or once drained: 6. cancel
    * what is left, stop the timers and save the checkpoints; 7. release the leases and close.
+   * Steps 2-5 end at the deadline; every other step ends by the deadline plus AFTER_DEADLINE_MS at the
+   * latest (the database gone, each statement would wait for its own timeout): a step cut short is let go,
+   * as a crash would leave it, and named in a warning.
    */
   async stop(deadlineMs = this.o.config.shutdownTimeoutMs): Promise<void> {
     if (this.stopping) return;
@@ -145,14 +154,24 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     const { u } = this;
     u.stopping();
     const deadline = AbortSignal.timeout(Math.max(1, deadlineMs));
-    this.stage = 'closing the sources';
-    await u.listener.close();
-    await u.replication?.stop();
-    await u.housekeeper.stop();
-    u.health.stop();
-    this.stage = 'draining';
+    const bound = AbortSignal.timeout(Math.max(1, deadlineMs) + AFTER_DEADLINE_MS);
+    const letGo: string[] = [];
+    const step = async (stage: string, until: AbortSignal, work: () => Promise<unknown>) => {
+      this.stage = stage;
+      const done = work().then(
+        () => true,
+        () => true,
+      );
+      if (!(await Promise.race([done, whenAborted(until).then(() => false)]))) letGo.push(stage);
+    };
+    await step('closing the sources', bound, async () => {
+      await u.listener.close();
+      await u.replication?.stop();
+      await u.housekeeper.stop();
+      u.health.stop();
+    });
     const logbooks = [...u.logbooks.values()];
-    const drained = (async () => {
+    await step('draining', deadline, async () => {
       await u.rows.idle();
       await u.catchUp.stop();
       await u.posts.idle();
@@ -161,26 +180,29 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       await Promise.all(logbooks.map((l) => l.flush()));
       await Promise.all([...u.lanes.values()].map((l) => l.drain(deadline)));
       await Promise.all([u.recorder.flush(), u.posts.flush(), u.health.flush()]);
-    })();
-    await Promise.race([drained, new Promise((r) => deadline.addEventListener('abort', r, { once: true }))]);
-    this.stage = 'cancelling what is left';
+    });
+    // Reaching the deadline is what a drain is for: what is left stays in the outbox, not a step let go.
+    if (letGo.at(-1) === 'draining') letGo.pop();
     u.posts.abort();
     for (const l of logbooks) l.abort();
     this.lifetime.abort();
-    for (const lane of u.lanes.values()) await lane.abort();
+    await step('cancelling what is left', bound, async () => {
+      for (const lane of u.lanes.values()) await lane.abort();
+    });
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     u.outboxDepth.stop();
-    this.stage = 'saving the checkpoints';
-    await u.ledger.stop();
-    this.stage = 'releasing the leases';
-    await u.leases.close();
-    this.stage = 'closing the HTTP agent';
-    await u.agent.close().catch(() => {});
-    this.stage = 'closing the database pools';
-    await u.pool.end().catch(() => {});
-    await u.rowPool.end().catch(() => {});
+    await step('saving the checkpoints', bound, () => u.ledger.stop());
+    await step('releasing the leases', bound, () => u.leases.close());
+    await step('closing the HTTP agent', bound, () => u.agent.close());
+    await step('closing the database pools', bound, () => Promise.all([u.pool.end(), u.rowPool.end()]));
     this.stage = 'stopped';
+    if (letGo.length > 0) {
+      this.o.logger.warn(
+        { let_go: letGo, after_ms: Math.max(1, deadlineMs) + AFTER_DEADLINE_MS },
+        `the stop let go of what did not finish in time (${letGo.join(', ')}): the database or a backend did not answer; the next start reads again from the checkpoints on record`,
+      );
+    }
     this.o.logger.info('monitor stopped');
   }
 

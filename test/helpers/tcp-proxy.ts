@@ -12,6 +12,9 @@ export class TcpProxy {
   /** Held connections, each with what the server sent past the point where it was held. */
   private readonly held = new Map<[Socket, Socket], Buffer>();
   private holdNext = false;
+  /** Connections accepted while the proxy swallows: never forwarded, never answered. */
+  private readonly swallowed = new Set<Socket>();
+  private swallowing = false;
   port = 0;
 
   constructor(
@@ -45,6 +48,16 @@ export class TcpProxy {
       this.live.delete(pair);
       this.silenced.add(pair);
     }
+  }
+
+  /**
+   * The database host is gone: the open connections go silent (`blackhole`) and new ones are accepted but
+   * never forwarded nor answered, as a connection to a host that drops every packet hangs until the
+   * client's own timeout. `restore()` forwards new connections again.
+   */
+  vanish(): void {
+    this.blackhole();
+    this.swallowing = true;
   }
 
   /**
@@ -89,8 +102,10 @@ export class TcpProxy {
       a.destroy();
       b.destroy();
     }
+    for (const s of this.swallowed) s.destroy();
     this.live.clear();
     this.silenced.clear();
+    this.swallowed.clear();
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -98,6 +113,7 @@ export class TcpProxy {
 
   /** Accepts connections again on the same port. */
   async restore(): Promise<void> {
+    this.swallowing = false;
     if (!this.server) await this.start(this.port);
   }
 
@@ -106,6 +122,13 @@ export class TcpProxy {
   }
 
   private accept(client: Socket): void {
+    if (this.swallowing) {
+      this.swallowed.add(client);
+      client.on('error', () => {});
+      client.on('close', () => this.swallowed.delete(client));
+      client.pause();
+      return;
+    }
     const upstream = new Socket();
     const pair: [Socket, Socket] = [client, upstream];
     this.live.add(pair);
