@@ -3,7 +3,7 @@ import { h } from './dom.js';
 import { clock } from './format.js';
 import { chooseLanguage, classText, language, t } from './i18n.js';
 import { connect, received, renderLink } from './live.js';
-import { createCard, destroyCard, renderCard, renderErrors } from './pump-card.js';
+import { createCard, destroyCard, renderCard, renderErrors, renderRouteFault } from './pump-card.js';
 import { exposed } from './state.js';
 
 const app = {
@@ -78,6 +78,7 @@ function renderLogbooks(logbooks) {
     return h('div', { class: 'logbook' }, [
       h('strong', { text: `${l.name}${l.owned ? '' : ` — ${t('logbookStandby')}`}` }),
       h('p', { class: 'logbook-counts', text: t('logbookCounts', l.received, l.sent, l.failed, l.queued) }),
+      routeFaultOf(l.route_fault),
       h('p', {
         class: 'logbook-last',
         text: last ? t('logbookLast', classText(last.clasificacion), last.tabla, last.id) : t('logbookNone'),
@@ -86,6 +87,13 @@ function renderLogbooks(logbooks) {
     ]);
   });
   document.getElementById('logbook-list').replaceChildren(...rows);
+}
+
+/** A refused classifier route, said as on a pump's card (hidden while there is none). */
+function routeFaultOf(fault) {
+  const el = h('p', { class: 'route-fault status-bad' });
+  renderRouteFault(el, fault ?? null, { head: 'logbookRouteFault', fixUrl: 'logbookRouteFixUrl' });
+  return el;
 }
 
 const ENTRY_STATES = {

@@ -155,10 +155,11 @@ function tile(label, value, cls) {
 }
 
 /**
- * A backend that refuses the pump's route (a redirect, 401, 403): its deliveries hold until the
- * configuration is fixed. Says the status, a redirect's target, and what to check.
+ * A backend that refuses a pump's or a logbook's route (a redirect, 401, 403): its deliveries hold until
+ * the configuration is fixed. Says the status, a redirect's target, and what to check; `keys` names the
+ * texts for a logbook.
  */
-function renderRouteFault(el, fault) {
+export function renderRouteFault(el, fault, keys = { head: 'routeFault', fixUrl: 'routeFixUrl' }) {
   el.hidden = !fault;
   if (!fault) {
     el.replaceChildren();
@@ -171,11 +172,11 @@ function renderRouteFault(el, fault) {
       ? t('routeUnauthorized')
       : t('routeForbidden', fault.status);
   el.replaceChildren(
-    h('strong', { text: t('routeFault') }),
+    h('strong', { text: t(keys.head) }),
     ' ',
     what,
     ' ',
-    t(redirect ? 'routeFixUrl' : 'routeFixKey'),
+    t(redirect ? keys.fixUrl : 'routeFixKey'),
   );
 }
 

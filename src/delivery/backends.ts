@@ -15,9 +15,9 @@ export interface BackendFactoryOptions {
 }
 
 /**
- * The one place backends are built: for each pump its client, its circuit breaker and its route guard
- * (a refused route holds the pump's deliveries, said once as it begins and ends); for each logbook its own
- * client (its LOGBOOK_TIMEOUT_MS) and breaker, so a slow classifier holds up nothing else.
+ * The one place backends are built: for each pump and each logbook its client, its circuit breaker and its
+ * route guard (a refused route holds its deliveries, said once as it begins and ends); a logbook's client
+ * has its own timeout (LOGBOOK_TIMEOUT_MS), so a slow classifier holds up nothing else.
  */
 export function createBackends(o: BackendFactoryOptions): {
   pumps: Map<string, Backend>;
@@ -38,15 +38,13 @@ export function createBackends(o: BackendFactoryOptions): {
       onAnswer: (path, status) => o.onAnswer(id, path === unifiedPath, status),
     }),
   });
-  const pumps = new Map<string, Backend>();
-  for (const p of config.pumps) {
-    const b = backend(p.id, p.baseUrl, config.delivery.timeoutMs, p.unifiedPath);
-    const log = o.logger.child({ stage: 'delivery', pump: p.id });
+  /** A refused route holds what goes to it: said once as it begins (error) and as it ends (warning). */
+  const guarded = (b: Backend, urlEnv: string, log: Logger, held: string): Backend => {
     b.route = new RouteGuard((fault, was) => {
       if (fault) {
         log.error(
           { status: fault.status, ...(fault.location !== undefined ? { location: fault.location } : {}) },
-          `backend route refused: ${describeRouteFault(fault)}; vectors stay pending and per-sensor posts queued or deferred, none dead-lettered`,
+          `backend route refused: ${describeRouteFault(fault)}; ${held}, none dead-lettered`,
         );
       } else if (was) {
         log.warn(
@@ -54,10 +52,25 @@ export function createBackends(o: BackendFactoryOptions): {
           'backend route answers again; delivery resumes',
         );
       }
-    });
-    pumps.set(p.id, b);
+    }, urlEnv);
+    return b;
+  };
+  const pumps = new Map<string, Backend>();
+  for (const p of config.pumps) {
+    const b = backend(p.id, p.baseUrl, config.delivery.timeoutMs, p.unifiedPath);
+    const log = o.logger.child({ stage: 'delivery', pump: p.id });
+    pumps.set(
+      p.id,
+      guarded(b, p.baseUrlEnv, log, 'vectors stay pending and per-sensor posts queued or deferred'),
+    );
   }
   const logbooks = new Map<string, Backend>();
-  for (const l of config.logbooks) logbooks.set(l.id, backend(l.id, l.baseUrl, l.timeoutMs));
+  for (const l of config.logbooks) {
+    const log = o.logger.child({ stage: 'delivery', logbook: l.id });
+    logbooks.set(
+      l.id,
+      guarded(backend(l.id, l.baseUrl, l.timeoutMs), l.baseUrlEnv, log, 'logbook entries stay queued'),
+    );
+  }
   return { pumps, logbooks };
 }

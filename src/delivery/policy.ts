@@ -49,6 +49,8 @@ export interface RouteFault {
   since: number;
   /** Answers refused since then. */
   refusals: number;
+  /** The variable that holds the backend's base URL (BASE_URL, BASE_URL_B, a definition's own). */
+  urlEnv?: string;
 }
 
 /**
@@ -62,6 +64,7 @@ export class RouteGuard {
 
   constructor(
     private readonly onChange?: (fault: RouteFault | undefined, was: RouteFault | undefined) => void,
+    private readonly urlEnv?: string,
   ) {}
 
   /** The route refused an answer. */
@@ -73,6 +76,7 @@ export class RouteGuard {
     }
     const fault: RouteFault = { status: answer.status, since: was?.since ?? Date.now(), refusals: 1 };
     if (answer.location !== undefined) fault.location = answer.location;
+    if (this.urlEnv !== undefined) fault.urlEnv = this.urlEnv;
     this.fault = fault;
     this.onChange?.(fault, was);
   }
@@ -89,7 +93,7 @@ export class RouteGuard {
 /** One line for an operator: what the route answered, and what to check. */
 export function describeRouteFault(f: RouteFault): string {
   if (f.status >= 300 && f.status < 400) {
-    return `backend answered ${f.status} (redirect${f.location ? ` to ${f.location}` : ', no Location'}): check the pump's BASE_URL`;
+    return `backend answered ${f.status} (redirect${f.location ? ` to ${f.location}` : ', no Location'}): check ${f.urlEnv ?? 'the base URL'}`;
   }
   return f.status === 401
     ? 'backend answered 401 (the API key was refused): check API_KEY'

@@ -42,12 +42,17 @@ export function registerGauges(t: Telemetry, g: GaugeSources): void {
     set({}, g.postsQueued()),
   );
   t.gauge('listening', '1 while every channel is LISTENed', [], (set) => set({}, g.listening() ? 1 : 0));
-  t.gauge('breaker_open', "1 while the pump's backend circuit is open or half-open", ['pump'], (set) => {
-    for (const [pump, b] of g.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
-  });
+  t.gauge(
+    'breaker_open',
+    '1 while the backend circuit of a pump (or a logbook, by its id) is open or half-open',
+    ['pump'],
+    (set) => {
+      for (const [pump, b] of g.backends) set({ pump }, breakerState(b.breaker) === 'closed' ? 0 : 1);
+    },
+  );
   t.gauge(
     'backend_route_refused',
-    "1 while the pump's backend refuses its route (a redirect, 401 or 403): its deliveries hold; `status` says which",
+    '1 while the backend of a pump (or a logbook, by its id) refuses its route (a redirect, 401 or 403): its deliveries hold; `status` says which',
     ['pump', 'status'],
     (set) => {
       for (const [pump, b] of g.backends) {

@@ -89,7 +89,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
       pool: u.pool,
       lanes: u.lanes,
       outboxDepth: () => u.outboxDepth.entries(),
-      backends: u.backends.pumps,
+      backends: new Map([...u.backends.pumps, ...u.backends.logbooks]),
       postsQueued: () => u.posts.depth,
       listening: () => u.listener.listening,
       catchUpRunning: () => u.catchUp.running,

@@ -301,7 +301,7 @@ export function wireUnits(o: WiringOptions) {
     stopping: () => stopping,
     owned,
     owns: (id) => active.owns(id),
-    backend: (pump) => backends.pumps.get(pump),
+    backend: (id) => backends.pumps.get(id) ?? backends.logbooks.get(id),
     openGroups: (pump) => lanes.get(pump)?.openGroups ?? 0,
     groupsView: (pump, limit) => lanes.get(pump)?.view(limit) ?? [],
     outboxPending: (pump) => outboxDepth.of(pump),

@@ -21,7 +21,8 @@ export interface EngineSnapshot {
   /** The pumps and logbooks this replica serves now. */
   owned(): string[];
   owns(id: string): boolean;
-  backend(pump: string): { breaker: CircuitBreakerPolicy; route?: RouteGuard | undefined } | undefined;
+  /** A pump's or a logbook's backend. */
+  backend(id: string): { breaker: CircuitBreakerPolicy; route?: RouteGuard | undefined } | undefined;
   openGroups(pump: string): number;
   groupsView(pump: string, limit: number): GroupView[];
   outboxPending(pump: string): number;
@@ -94,14 +95,15 @@ export function readiness(s: EngineSnapshot): { ready: boolean; reason: string }
   }
   const owned = s.owned();
   const refused: [string, RouteFault][] = [];
-  for (const pump of owned) {
-    const fault = s.backend(pump)?.route?.fault;
-    if (fault) refused.push([pump, fault]);
+  for (const id of owned) {
+    const fault = s.backend(id)?.route?.fault;
+    const kind = s.logbooks.some((l) => l.id === id) ? 'logbook' : 'pump';
+    if (fault) refused.push([`${kind} ${id}`, fault]);
   }
   if (refused.length > 0) {
     return {
       ready: false,
-      reason: `backend route refused: ${refused.map(([pump, f]) => `pump ${pump}: ${describeRouteFault(f)}`).join('; ')}`,
+      reason: `backend route refused: ${refused.map(([who, f]) => `${who}: ${describeRouteFault(f)}`).join('; ')}`,
     };
   }
   return {
@@ -179,6 +181,7 @@ export function statusModel(s: EngineSnapshot) {
     logbooks: Object.fromEntries(
       s.logbooks.map((l) => {
         const c = s.telemetry.logbook(l.id);
+        const backend = s.backend(l.id);
         return [
           l.id,
           {
@@ -192,6 +195,8 @@ export function statusModel(s: EngineSnapshot) {
             sent: c.sent,
             failed: c.failed,
             retried: c.retried,
+            breaker: backend ? breakerState(backend.breaker) : 'closed',
+            route_fault: routeFaultView(backend?.route?.fault),
             last_classification: c.last_classification,
           },
         ];

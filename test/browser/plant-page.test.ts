@@ -10,6 +10,7 @@ import { buildServer } from '../../src/http/server.js';
 import { createPool } from '../../src/store/db.js';
 import { runSimulator, type SimulatorResult } from '../../src/tools/simulator.js';
 import { type Harness, harness } from '../helpers/engine.js';
+import { LOGBOOK_PATH } from '../helpers/spec-oracle.js';
 
 /**
  * The status page on both wirings (issue 22): completeness counts the vector's fields only, shared
@@ -112,6 +113,32 @@ for (const w of wirings) {
       await app?.close().catch(() => {});
       await h?.close();
     });
+
+    // Only plant-2026-03 has a logbook stream.
+    if (w.shot === 'plant') {
+      it("names a refused classifier route on the logbook's card, and clears it when it answers again", async () => {
+        if (!existsSync(CHROMIUM))
+          throw new Error(`Chromium is required at ${CHROMIUM} (apt-get install chromium)`);
+        const context = await (browser as Browser).newContext({ viewport: { width: 1400, height: 900 } });
+        const page = await context.newPage();
+        const backend = (h as Harness).backend;
+        backend.behaviour = (r) => (r.path === LOGBOOK_PATH ? { status: 401 } : undefined);
+        const fault = page.locator('#logbooks .route-fault');
+        try {
+          await page.goto(`${baseUrl}/`, { waitUntil: 'load', timeout: SLOW });
+          await fault.waitFor({ state: 'visible', timeout: SLOW });
+          const text = (await fault.textContent()) ?? '';
+          expect(text).toContain('401');
+          expect(text).toContain('API_KEY');
+          // A pump's card says nothing of it: the pumps' routes answer.
+          expect(await page.locator('article.pump .route-fault').filter({ visible: true }).count()).toBe(0);
+        } finally {
+          backend.behaviour = () => undefined;
+        }
+        await fault.waitFor({ state: 'hidden', timeout: SLOW });
+        await context.close();
+      }, 120_000);
+    }
 
     it('fits the wiring, in both languages, from a phone to 1920 px', async () => {
       if (!existsSync(CHROMIUM))

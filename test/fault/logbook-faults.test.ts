@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { buildServer } from '../../src/http/server.js';
 import { ENGINE_SCHEMA } from '../../src/store/schema.js';
 import { freePort } from '../../src/tools/free-port.js';
 import { BATCHES_WAITING, LEDGER_BATCH } from '../helpers/bounds.js';
@@ -164,6 +165,55 @@ describe('logbook stream under faults', { timeout: 180_000 }, () => {
     // Nothing but the logbook's path was called, and no dead letter was written.
     expect(h.backend.requests.filter((r) => r.path !== LOGBOOK_PATH)).toEqual([]);
     expect(await letters(h, 'true', [])).toEqual([]);
+  });
+
+  it('a classifier that refuses the route (401, 403) holds the entries, says so in /readyz, /status and /metrics, dead-letters nothing; fixed, each entry is classified once', async () => {
+    const h = await setup('lb_route');
+    const m = await h.startMonitor({ SENSOR_POST_MAX_ATTEMPTS: '3' });
+    await waitFor('the logbook owned', () => logbookStatus(h)?.owned === (true as unknown as number));
+    let refusal: number | undefined = 401;
+    h.backend.behaviour = (r) =>
+      refusal !== undefined && r.path === LOGBOOK_PATH ? { status: refusal } : undefined;
+    const held = [await write(h, 'a', 'Arranque de la bomba A'), await write(h, 'b', 'Revisión de sellos')];
+    // Refused again and again: far past the budget of 3, which a refusal does not spend.
+    await waitFor('the entries refused past the retry budget', () =>
+      held.every((e) => answers(h, e).filter((r) => r.status === 401).length >= 4),
+    );
+    expect(m.readiness()).toMatchObject({ ready: false });
+    expect(m.readiness().reason).toContain(`logbook ${LOGBOOK_ID}: backend answered 401`);
+    const route = () =>
+      (
+        m.status() as unknown as {
+          logbooks: Record<string, { route_fault: { status: number; reason: string } | null }>;
+        }
+      ).logbooks[LOGBOOK_ID]?.route_fault;
+    expect(route()).toMatchObject({ status: 401 });
+    expect(route()?.reason).toContain('API_KEY');
+    const app = await buildServer(m);
+    cleanups.push(() => app.close());
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(
+      new RegExp(`pump_monitor_backend_route_refused\\{pump="${LOGBOOK_ID}",status="401"\\} 1`),
+    );
+    // Another refusal status is the same hold, named anew.
+    refusal = 403;
+    await waitFor('the 403 named', () => route()?.status === 403);
+    expect(await letters(h, 'true', [])).toEqual([]);
+    expect(held.map((e) => answers(h, e).some((r) => r.status === 200))).toEqual([false, false]);
+    // The backend lets the key in again: each held entry is classified once, and the engine is ready.
+    refusal = undefined;
+    await waitFor('the held entries classified', () =>
+      held.every((e) => answers(h, e).some((r) => r.status === 200)),
+    );
+    await waitFor('ready again', () => m.readiness().ready);
+    expect(route()).toBeNull();
+    for (const e of held) expect(answers(h, e).filter((r) => r.status === 200)).toHaveLength(1);
+    expect(await letters(h, 'true', [])).toEqual([]);
+    await waitFor(
+      'both on record',
+      async () =>
+        (await recorded(h, held[0] as LogbookEntry)) + (await recorded(h, held[1] as LogbookEntry)) === 2,
+    );
   });
 
   it('an exhausted retry budget gives a dead letter; `dead-letters retry` delivers it once', async () => {
