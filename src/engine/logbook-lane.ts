@@ -52,6 +52,12 @@ export interface LogbookLaneOptions {
   batch: number;
   /** Reads the rows notifications name. */
   rows: RowFetcher;
+  /**
+   * Whether the LISTEN session is up. A catch-up waits for it, as the pumps' does: one read before it
+   * could pass a row committed out of id order after that read and before LISTEN, whose notification
+   * nobody heard. The listener's `listening` event asks every logbook for its catch-up.
+   */
+  listening: () => boolean;
   /** Writes a dead letter, then calls `settled` once it is on record. */
   deadLetter: (letter: DeadLetter, settled: () => void) => void;
   signal: AbortSignal;
@@ -160,7 +166,7 @@ export class LogbookLane extends EventEmitter<LogbookLaneEvents> {
     this.mode.to('owned');
     this.queue.reopen();
     this.retries.start();
-    this.catchUp();
+    if (this.o.listening()) this.catchUp();
   }
 
   /** Another replica takes over: stop accepting, let what is in flight finish (up to `graceMs`). */

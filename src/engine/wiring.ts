@@ -134,6 +134,7 @@ export function wireUnits(o: WiringOptions) {
         retryMaxMs: config.delivery.retryMaxMs,
         batch: config.catchUpBatch,
         rows,
+        listening: () => listener.listening,
         deadLetter: (letter, settled) => deadLetters.push(letter, settled),
         signal,
         logger: log.child({ stage: 'logbook', logbook: l.id }),
