@@ -61,7 +61,13 @@ export async function withOperator<T>(
     for (const w of chosen.warnings) process.stderr.write(`warning: ${w}\n`);
     const config = chosen.config;
     return await fn(
-      { pool, pumps: config.pumps, logbooks: config.logbooks, by: operatorName() },
+      {
+        pool,
+        pumps: config.pumps,
+        wiringPumps: config.wiring.definitions.pumps,
+        logbooks: config.logbooks,
+        by: operatorName(),
+      },
       config,
       chosen.line,
     );

@@ -70,7 +70,7 @@ export function wireUnits(o: WiringOptions) {
   // The rows notifications name are read on a connection of their own, kept open: the live path waits
   // on no writer, catch-up or checkpoint save for a pooled connection.
   const rowPool = counted(createPool(config.database, 'pump-monitor', 1, config.dbQueryTimeoutMs, 0, true));
-  const decoder = new Decoder(config.pumps);
+  const decoder = new Decoder(config.pumps, config.wiring.definitions.pumps);
   const listener = new Listener({
     sessionName: `pm-listen:${o.replicaId}`,
     db: config.database,

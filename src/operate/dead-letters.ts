@@ -16,6 +16,8 @@ import { handlerFor, type Plan } from './retry-plans.js';
 export interface OperatorContext {
   pool: pg.Pool;
   pumps: PumpConfig[];
+  /** Every pump of the wiring, served or not: whether a table is shared (its posts' keys name the pump). */
+  wiringPumps?: readonly Pick<PumpConfig, 'id' | 'sensors'>[];
   /** The logbooks of the wiring: their letters are retried too; one kept without its key under its table's. */
   logbooks?: LogbookConfig[];
   /** Recorded as the handler of each letter (the OS user). */
@@ -51,7 +53,7 @@ export async function retryDeadLetters(
   ids: number[],
   opts: { again?: boolean } = {},
 ): Promise<Outcome[]> {
-  const decoder = new Decoder(ctx.pumps);
+  const decoder = new Decoder(ctx.pumps, ctx.wiringPumps ?? ctx.pumps);
   const logbookOf = new Map(
     (ctx.logbooks ?? []).flatMap((logbook) =>
       logbook.streams.map((stream) => [stream.channel, { logbook, stream }] as const),

@@ -69,8 +69,15 @@ interface Route {
  */
 export class Decoder {
   private readonly routes = new Map<string, Route[]>();
+  /** Channels that feed more than one (pump, sensor) of the whole wiring, served here or not. */
+  private readonly sharedChannels = new Set<string>();
 
-  constructor(pumps: PumpConfig[]) {
+  /**
+   * `wiring`: every pump of the wiring (default: `pumps`). Whether a table is shared is a fact of the
+   * wiring, not of the pumps one process serves: a process per pump keys a shared table's posts with the
+   * pump, as one process for both does, so their keys never meet at the backend.
+   */
+  constructor(pumps: PumpConfig[], wiring: readonly Pick<PumpConfig, 'id' | 'sensors'>[] = pumps) {
     for (const p of pumps) {
       for (const s of p.sensors) {
         const list = this.routes.get(s.channel) ?? [];
@@ -78,6 +85,10 @@ export class Decoder {
         this.routes.set(s.channel, list);
       }
     }
+    const readers = new Map<string, number>();
+    for (const p of wiring)
+      for (const s of p.sensors) readers.set(s.channel, (readers.get(s.channel) ?? 0) + 1);
+    for (const [channel, n] of readers) if (n > 1) this.sharedChannels.add(channel);
   }
 
   get channels(): string[] {
@@ -92,11 +103,6 @@ export class Decoder {
   /** Every (pump, sensor) the channel feeds, in the order the pumps were given. */
   routesOf(channel: string): readonly Route[] {
     return this.routes.get(channel) ?? [];
-  }
-
-  /** Whether more than one of the pumps reads this table (its posts' keys then name the pump). */
-  shared(channel: string): boolean {
-    return (this.routes.get(channel)?.length ?? 0) > 1;
   }
 
   decode(
@@ -192,7 +198,7 @@ export class Decoder {
       return reject('valor_not_number', `valor ${describe(valor)} is not a number`);
     }
     if (!Number.isFinite(valor)) return reject('valor_not_finite', `valor is ${valor}`);
-    const shared = all.length > 1;
+    const shared = this.sharedChannels.has(channel);
     const readings = routes.map(
       (x): Reading => ({
         pump: x.pump,

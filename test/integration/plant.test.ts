@@ -163,3 +163,45 @@ describe('plant-2026-03: shared tables, vector fields, posted-only sensors', () 
     expectPosted(h.pumps.A, '/sensores', ids, value);
   });
 });
+
+describe('plant-2026-03 with a process per pump', () => {
+  it("keys a shared table's posts with the pump in each pump's own process, so the two never share a key", async () => {
+    /** One row in each shared table, posted by a process that serves `pump` alone: the keys it used. */
+    const keysOf = async (pump: 'A' | 'B') => {
+      const own = await harness(`plant_${pump.toLowerCase()}_only`, {
+        PUMPS_PROFILE: 'plant-2026-03',
+        PUMPS: pump,
+      });
+      try {
+        await own.startMonitor();
+        const keys = new Map<string, { id: number; keys: (string | undefined)[] }>();
+        for (const table of SHARED) {
+          const { rows } = await own.admin.query<{ id: number }>(
+            `INSERT INTO ${quoteIdent(table)} (tiempo_sensor, valor_sensor) VALUES ('2026-03-02T08:00:00', 7) RETURNING id`,
+          );
+          keys.set(table, { id: rows[0]?.id as number, keys: [] });
+        }
+        const sensor = (table: string) => own.pumps[pump].sensors.find((s) => s.table === table);
+        const postsOf = (table: string) =>
+          own.backend.requests.filter(
+            (r) =>
+              r.path.endsWith(sensor(table)?.endpoint ?? '?') && r.body.id_sensor === keys.get(table)?.id,
+          );
+        await waitFor(`${pump}'s posts of the shared tables`, () =>
+          SHARED.every((t) => postsOf(t).some((r) => r.status === 200)),
+        );
+        for (const t of SHARED)
+          (keys.get(t) as { keys: (string | undefined)[] }).keys = postsOf(t).map((r) => r.idempotencyKey);
+        return keys;
+      } finally {
+        await own.close();
+      }
+    };
+    const a = await keysOf('A');
+    const b = await keysOf('B');
+    for (const table of SHARED) {
+      expect(a.get(table)?.keys, table).toEqual([`rd-A-${table}-${a.get(table)?.id}`]);
+      expect(b.get(table)?.keys, table).toEqual([`rd-B-${table}-${b.get(table)?.id}`]);
+    }
+  });
+});
