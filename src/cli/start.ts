@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { loadConfig, port } from '../config/env.js';
+import { type Env, fail, num, read } from '../config/read.js';
 import { migrateSource } from '../source/replication/migrate.js';
 import { createPool, withClient } from '../store/db.js';
 import { migrate } from '../store/schema.js';
 import { buildReferenceBackend } from '../tools/backend/server.js';
 import { freePort } from '../tools/free-port.js';
 import { startKeptPostgres } from '../tools/postgres/keeper.js';
-import { runSimulator, type Scenario } from '../tools/simulator.js';
+import { runSimulator, SCENARIOS, type Scenario } from '../tools/simulator.js';
 import {
   type DemoWiring,
   demoFiles,
@@ -47,6 +48,7 @@ export async function start(): Promise<void> {
   const dataDir = files.dataDir;
   // Checked before anything starts: a bad port is one line, not a half-started demo.
   const wantedBackendPort = port(process.env, 'BACKEND_PORT', 0);
+  const simulation = simulationSettings(process.env);
   const pgPort = port(process.env, 'PG_PORT', 0) || (await freePort());
   const logger = loggerFor(probe, [apiKey]);
   logger.info({ dataDir, port: pgPort }, 'starting embedded PostgreSQL');
@@ -107,19 +109,14 @@ export async function start(): Promise<void> {
     const running = await runListeners(all, logger);
 
     simPool = createPool(database, 'pump-monitor-simulate', 2);
-    const simulation = new AbortController();
-    const scenario = (process.env.SIMULATE_SCENARIO ?? 'bearing-failure') as Scenario;
+    const stopSimulation = new AbortController();
     const simulated = runSimulator({
       pool: simPool,
       pumps: config.pumps,
-      rate: Number(process.env.SIMULATE_RATE ?? 1),
-      missingProbability: Number(process.env.SIMULATE_MISSING ?? 0.02),
-      lateProbability: Number(process.env.SIMULATE_LATE ?? 0.01),
-      scenario,
+      ...simulation,
       driftSeconds: 300,
       logbooks: config.logbooks,
-      logbookEverySeconds: Number(process.env.SIMULATE_LOGBOOK_EVERY ?? 180),
-      signal: simulation.signal,
+      signal: stopSimulation.signal,
       onError: (err) => logger.debug({ err: err.message }, 'simulator write failed'),
     });
 
@@ -157,9 +154,9 @@ export async function start(): Promise<void> {
         })`,
         `  PostgreSQL         ${database.host}:${database.port}/${database.database}, data in ${postgres.dataDir}${temporary}`,
         `  wiring             ${wiringOf(config).name}`,
-        `  simulator          ${scenario}, ${process.env.SIMULATE_RATE ?? 1} timestamp/s per pump${
+        `  simulator          ${simulation.scenario}, ${simulation.rate} timestamp/s per pump${
           config.logbooks.length > 0
-            ? `, a logbook entry every ${process.env.SIMULATE_LOGBOOK_EVERY ?? 180} s per stream`
+            ? `, a logbook entry every ${simulation.logbookEverySeconds} s per stream`
             : ''
         }`,
         'From this directory, in another terminal:',
@@ -175,7 +172,7 @@ export async function start(): Promise<void> {
       logger,
       async () => {
         settling.abort();
-        simulation.abort();
+        stopSimulation.abort();
         await simulated;
         await running.stop();
         await backend.close();
@@ -250,4 +247,36 @@ async function portOr(preferred: number): Promise<number> {
     s.once('error', () => void freePort().then(resolvePort));
     s.listen(preferred, '127.0.0.1', () => s.close(() => resolvePort(preferred)));
   });
+}
+
+/**
+ * The demo simulator's settings (SIMULATE_*), checked before anything starts: a bad value is one line and
+ * exit 2, like every other variable, not a demo that runs without the scenario it was asked for.
+ */
+export function simulationSettings(env: Env): {
+  scenario: Scenario;
+  rate: number;
+  missingProbability: number;
+  lateProbability: number;
+  logbookEverySeconds: number;
+} {
+  const scenario = read(env, 'SIMULATE_SCENARIO') ?? 'bearing-failure';
+  if (!(SCENARIOS as readonly string[]).includes(scenario)) {
+    fail('SIMULATE_SCENARIO', scenario, `one of ${SCENARIOS.join(', ')}`);
+  }
+  const rate = num(env, 'SIMULATE_RATE', 1);
+  const missingProbability = num(env, 'SIMULATE_MISSING', 0.02);
+  const lateProbability = num(env, 'SIMULATE_LATE', 0.01);
+  const logbookEverySeconds = num(env, 'SIMULATE_LOGBOOK_EVERY', 180);
+  if (!(rate > 0 && rate <= 1_000))
+    fail('SIMULATE_RATE', read(env, 'SIMULATE_RATE'), 'a number > 0 and <= 1000');
+  for (const [name, p] of [
+    ['SIMULATE_MISSING', missingProbability],
+    ['SIMULATE_LATE', lateProbability],
+  ] as const) {
+    if (p > 1) fail(name, read(env, name), 'a probability, 0..1');
+  }
+  if (!(logbookEverySeconds > 0))
+    fail('SIMULATE_LOGBOOK_EVERY', read(env, 'SIMULATE_LOGBOOK_EVERY'), 'a number > 0');
+  return { scenario: scenario as Scenario, rate, missingProbability, lateProbability, logbookEverySeconds };
 }

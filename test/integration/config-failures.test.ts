@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,5 +184,22 @@ describe('LOG_FILE that cannot be written', () => {
     expect(run.code).toBe(2);
     expect(run.lines[0]).toContain(`LOG_FILE: cannot write "${file}"`);
     expect(run.lines[0]).toContain('EISDIR');
+  });
+});
+
+describe("npm start's simulator settings", () => {
+  it.each([
+    ['SIMULATE_SCENARIO', 'bearing_failure', 'expected one of normal, bearing-failure, silent-sensor'],
+    ['SIMULATE_RATE', 'fast', 'expected a number >= 0'],
+    ['SIMULATE_RATE', '0', 'expected a number > 0 and <= 1000'],
+    ['SIMULATE_MISSING', '2', 'expected a probability, 0..1'],
+    ['SIMULATE_LATE', '-0.1', 'expected a number >= 0'],
+    ['SIMULATE_LOGBOOK_EVERY', 'often', 'expected a number >= 0'],
+  ])('%s=%s is refused in one line, exit 2, before anything starts', async (name, value, expected) => {
+    const run = await cli(['start'], { [name]: value, PGDATA_DIR: join(scratch, 'never-created') });
+    expectOneLineFailure(run, `start with ${name}=${value}`);
+    expect(run.code).toBe(2);
+    expect(run.lines.join('\n')).toContain(`${name}: got "${value}", ${expected}`);
+    expect(existsSync(join(scratch, 'never-created')), 'no PostgreSQL data directory made').toBe(false);
   });
 });
