@@ -26,8 +26,6 @@ export interface MonitorOptions {
   config: Config & { database: DatabaseConfig };
   logger: Logger;
   clock?: Clock;
-  /** How often open groups are checked for settle time and expiry. */
-  tickMs?: number;
   checkpointEveryMs?: number;
   /** How often each pump's summary line is logged at info; 60 s. */
   summaryEveryMs?: number;
@@ -62,7 +60,6 @@ export class Monitor extends EventEmitter<MonitorEvents> {
   private readonly u: Units;
   /** The units others read: the same objects, fewer of them. */
   readonly units: MonitorUnits;
-  private timers: NodeJS.Timeout[] = [];
   private stage = 'running';
   private stopping = false;
 
@@ -125,7 +122,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     u.activation.markStarted();
     await u.listener.start();
     u.replication?.start();
-    this.timers.push(setInterval(() => this.tick(), o.tickMs ?? 100));
+    u.groupClock.start();
     u.outboxDepth.start();
     u.ledger.start();
     u.posts.start();
@@ -189,8 +186,7 @@ export class Monitor extends EventEmitter<MonitorEvents> {
     await step('cancelling what is left', bound, async () => {
       for (const lane of u.lanes.values()) await lane.abort();
     });
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    u.groupClock.stop();
     u.outboxDepth.stop();
     await step('saving the checkpoints', bound, () => u.ledger.stop());
     await step('releasing the leases', bound, () => u.leases.close());
@@ -222,23 +218,5 @@ export class Monitor extends EventEmitter<MonitorEvents> {
 
   status() {
     return statusModel(this.u.snapshot);
-  }
-
-  /**
-   * Resolves the pumps' groups in time. A group waits past its settle time while rows of its pump may be
-   * unread: a row a notification named has waited for its read more than a quarter of the settle time
-   * (the database or the connection stalls), or its readers are held for a catch-up; in the second case
-   * it does not expire either until the catch-up has read the tables, unless that catch-up waits for room
-   * (the open groups are what it waits on).
-   */
-  private tick(): void {
-    const { u } = this;
-    const stalled =
-      u.rows.waitingMs() > this.o.config.assembler.settleMs / 4 || (u.replication?.stalled() ?? false);
-    const waiting = u.catchUp.waitingForRoom;
-    for (const [pump, lane] of u.lanes) {
-      const held = u.ledger.held(u.readersOf.get(pump) ?? []);
-      lane.tick(stalled || (held && waiting), held && !waiting);
-    }
   }
 }

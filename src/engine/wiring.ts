@@ -26,6 +26,7 @@ import { createPool } from '../store/db.js';
 import { writersOf } from '../util/batch.js';
 import type { Clock } from '../util/clock.js';
 import { Activation } from './activation.js';
+import { GroupClock } from './group-clock.js';
 import { Housekeeper } from './housekeeper.js';
 import { LeaseKeeper } from './leases.js';
 import { LogbookLane } from './logbook-lane.js';
@@ -270,10 +271,19 @@ export function wireUnits(o: WiringOptions) {
     pool,
     config.pumps.map((p) => p.id),
   );
-  /** Each pump's readers (pump, table): a group waits past its settle time while one of them is held. */
+  /** Each pump's readers (pump, table): a group waits past its settle time while one of them is held (GroupClock). */
   const readersOf = new Map(
     config.pumps.map((p) => [p.id, p.sensors.map((s) => ({ pump: p.id, table: s.table }))]),
   );
+  const groupClock = new GroupClock({
+    lanes,
+    readersOf,
+    settleMs: config.assembler.settleMs,
+    rowsWaitingMs: () => rows.waitingMs(),
+    streamStalled: () => replication?.stalled() ?? false,
+    catchUpWaitingForRoom: () => catchUp.waitingForRoom,
+    held: (r) => ledger.held(r),
+  });
   /** Every stream the engine reads: each pump's tables, each logbook's. */
   const readers = [
     ...config.pumps.flatMap((p) => p.sensors.map((s) => ({ pump: p.id, table: s.table }))),
@@ -343,7 +353,7 @@ export function wireUnits(o: WiringOptions) {
     housekeeper,
     health,
     outboxDepth,
-    readersOf,
+    groupClock,
     readers,
     snapshot,
     /** Marks the engine as shutting down, for /readyz. */

@@ -144,6 +144,11 @@ $fn$`;
 
 export const TRIGGER_NAME = 'pump_monitor_notify';
 
+/** Takes the engine's trigger off a table (SOURCE=replication reads the table's inserts from the slot). */
+export async function dropNotifyTrigger(client: pg.ClientBase, table: string): Promise<void> {
+  await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER_NAME} ON ${quoteIdent(table)}`);
+}
+
 export type MigrateProgress = (done: number, total: number, table: string) => void;
 
 /** What migrate installs: the pumps' sensor tables and, when given, logbook tables. A Config will do. */

@@ -1,7 +1,6 @@
 import type pg from 'pg';
 import type { Config, DatabaseConfig } from '../../config/env.js';
-import { quoteIdent } from '../../store/db.js';
-import { TRIGGER_NAME } from '../../store/schema.js';
+import { dropNotifyTrigger } from '../../store/schema.js';
 import { tableRoutes } from './routes.js';
 import { prepareReplication, replicationNames } from './setup.js';
 
@@ -18,7 +17,7 @@ export async function migrateSource(
 ): Promise<{ slotCreated: boolean } | undefined> {
   if (config.source.kind !== 'replication' || !config.database) return undefined;
   const tables = [...tableRoutes(config).keys()];
-  for (const t of tables) await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER_NAME} ON ${quoteIdent(t)}`);
+  for (const t of tables) await dropNotifyTrigger(client, t);
   const { createdSlot } = await prepareReplication(
     client,
     replicationNames(config.source, config.database.database),
